@@ -1,0 +1,215 @@
+//! Wiring: opens the store, starts the writer and the HTTP server on a listener it binds itself
+//! (so tests can ask for port 0), and runs the shutdown order.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::middleware::ErrorHandlers;
+use actix_web::{web, App, HttpServer};
+use anyhow::Context;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+use crate::auth::{self, TokenKeys};
+use crate::domain::Clock;
+use crate::http::state::{AppState, Lifecycle};
+use crate::http::{self, problem};
+use crate::store::{ReadPool, Store, StoreConfig, Synchronous, Writer, WriterThread};
+
+pub const DB_FILE: &str = "dropd.db";
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: String,
+    pub data_dir: PathBuf,
+    pub synchronous: Synchronous,
+    pub batch_limit: usize,
+    pub queue_size: usize,
+    pub token_secret: Option<String>,
+    pub workers: Option<usize>,
+}
+
+impl Settings {
+    /// Defaults for a data directory, as `dropd serve` has them.
+    pub fn for_data_dir(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            data_dir: data_dir.into(),
+            synchronous: Synchronous::Full,
+            batch_limit: 512,
+            queue_size: 8_192,
+            token_secret: None,
+            workers: None,
+        }
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir.join(DB_FILE)
+    }
+}
+
+/// A built, bound, not yet running server.
+pub struct Application {
+    port: u16,
+    server: Server,
+    writer: Writer,
+    writer_thread: WriterThread,
+    reads: ReadPool,
+    tokens: TokenKeys,
+    lifecycle: Lifecycle,
+}
+
+impl Application {
+    pub fn build(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&settings.data_dir).with_context(|| {
+            format!(
+                "creating the data directory {}",
+                settings.data_dir.display()
+            )
+        })?;
+        let secret = auth::load_secret(settings.token_secret.as_deref(), &settings.data_dir, true)?;
+        let tokens = TokenKeys::new(&secret).context("loading the buyer-token secret")?;
+        let workers = settings
+            .workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+        let store = Store::open(
+            &StoreConfig {
+                path: settings.db_path(),
+                synchronous: settings.synchronous,
+                batch_limit: settings.batch_limit,
+                queue_size: settings.queue_size,
+                read_pool_size: (workers as u32 * 2).max(4),
+            },
+            clock.clone(),
+        )
+        .with_context(|| format!("opening the database {}", settings.db_path().display()))?;
+
+        let listener = TcpListener::bind(&settings.listen)
+            .with_context(|| format!("binding {}", settings.listen))?;
+        let port = listener.local_addr()?.port();
+        let lifecycle = Lifecycle::default();
+        let state = web::Data::new(AppState {
+            writer: store.writer.clone(),
+            reads: store.reads.clone(),
+            clock,
+            tokens: tokens.clone(),
+            lifecycle: lifecycle.clone(),
+            metrics: metrics_handle(),
+        });
+        let server = HttpServer::new(move || {
+            App::new()
+                .wrap(ErrorHandlers::new().default_handler(problem::ensure_problem))
+                .app_data(state.clone())
+                .configure(http::configure)
+        })
+        .workers(workers)
+        .backlog(4096)
+        .disable_signals()
+        .shutdown_timeout(10)
+        .listen(listener)?
+        .run();
+        lifecycle.set_ready();
+        Ok(Self {
+            port,
+            server,
+            writer: store.writer,
+            writer_thread: store.thread,
+            reads: store.reads,
+            tokens,
+            lifecycle,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn writer(&self) -> Writer {
+        self.writer.clone()
+    }
+
+    pub fn reads(&self) -> ReadPool {
+        self.reads.clone()
+    }
+
+    pub fn tokens(&self) -> &TokenKeys {
+        &self.tokens
+    }
+
+    pub fn handle(&self) -> AppHandle {
+        AppHandle {
+            server: self.server.handle(),
+            lifecycle: self.lifecycle.clone(),
+        }
+    }
+
+    /// Serves until stopped, then lets the writer finish its queue and checkpoint.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let served = self.server.await;
+        self.lifecycle.set_draining();
+        let writer = self.writer;
+        let thread = self.writer_thread;
+        tokio::task::spawn_blocking(move || {
+            writer.shutdown();
+            thread.join();
+        })
+        .await
+        .context("waiting for the writer to stop")?;
+        served.context("the HTTP server failed")
+    }
+}
+
+/// Stops a running application from elsewhere (signals, tests).
+#[derive(Clone)]
+pub struct AppHandle {
+    server: ServerHandle,
+    lifecycle: Lifecycle,
+}
+
+impl AppHandle {
+    /// Graceful: readiness goes false, new connections stop, in-flight requests finish.
+    pub async fn stop(&self) {
+        self.lifecycle.set_draining();
+        self.server.stop(true).await;
+    }
+
+    /// Stops on SIGTERM or SIGINT, gracefully.
+    pub fn stop_on_signals(&self) -> anyhow::Result<()> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+        let mut int = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
+        let handle = self.clone();
+        actix_web::rt::spawn(async move {
+            let name = tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            };
+            tracing::info!(
+                signal = name,
+                "stopping: draining requests, then the writer"
+            );
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+            handle.stop().await;
+        });
+        Ok(())
+    }
+}
+
+/// One Prometheus recorder per process (tests build many applications in one process).
+fn metrics_handle() -> Option<PrometheusHandle> {
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| match PrometheusBuilder::new().install_recorder() {
+            Ok(handle) => Some(handle),
+            Err(err) => {
+                tracing::warn!(error = %err, "metrics are disabled");
+                None
+            }
+        })
+        .clone()
+}
+
+/// How long `dropd token` tokens last unless told.
+pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(3600);

@@ -1,0 +1,163 @@
+//! The command line: `serve`, `token`, `admin-key create`. Every `serve` flag can also come from
+//! `DROPD_<FLAG>`; flags win over the environment, which wins over defaults.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+use crate::app::{Application, Settings, DEFAULT_TOKEN_TTL};
+use crate::auth::{self, TokenKeys};
+use crate::domain::{BuyerId, SystemClock};
+use crate::store::{admin_keys, open, Synchronous};
+use crate::{demo, telemetry};
+
+#[derive(Debug, Parser)]
+#[command(name = "dropd", version, about = "A server for limited-stock drops")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server.
+    Serve(ServeArgs),
+    /// Mint a buyer token (for development, or for a login service to copy).
+    Token(TokenArgs),
+    /// Manage admin keys.
+    #[command(subcommand)]
+    AdminKey(AdminKeyCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, env = "DROPD_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// Directory holding dropd.db and the token secret.
+    #[arg(long, env = "DROPD_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// Create a live demo drop and print a buyer token, an admin key and example requests.
+    #[arg(long, env = "DROPD_DEMO")]
+    pub demo: bool,
+    /// `full`: an acknowledged write survives power loss. `normal`: faster, survives a process
+    /// crash but may lose the last commits on power loss.
+    #[arg(long, env = "DROPD_SYNCHRONOUS", value_enum, default_value_t = Synchronous::Full)]
+    pub synchronous: Synchronous,
+    /// Secret for buyer tokens (at least 32 bytes); default: <data-dir>/token-secret.
+    #[arg(long, env = "DROPD_TOKEN_SECRET", hide_env_values = true)]
+    pub token_secret: Option<String>,
+    /// Most write commands committed in one transaction.
+    #[arg(long, env = "DROPD_BATCH_LIMIT", default_value_t = 512,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub batch_limit: u32,
+    /// Write commands that may wait for the writer before requests get 503 overloaded.
+    #[arg(long, env = "DROPD_QUEUE_SIZE", default_value_t = 8192,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub queue_size: u32,
+    /// HTTP worker threads (default: one per core).
+    #[arg(long, env = "DROPD_WORKERS", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub workers: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// The buyer id the token speaks for.
+    #[arg(long)]
+    pub sub: String,
+    /// How long the token is valid, e.g. 15m, 1h, 7d.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub ttl: Duration,
+    #[arg(long, env = "DROPD_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    #[arg(long, env = "DROPD_TOKEN_SECRET", hide_env_values = true)]
+    pub token_secret: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminKeyCommand {
+    /// Create an admin key; it is printed once and stored only as a hash.
+    Create {
+        #[arg(long, default_value = "ops")]
+        name: String,
+        #[arg(long, env = "DROPD_DATA_DIR", default_value = "./data")]
+        data_dir: PathBuf,
+    },
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Token(args) => token(args),
+        Command::AdminKey(AdminKeyCommand::Create { name, data_dir }) => {
+            create_admin_key(&name, &data_dir)
+        }
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    telemetry::init("info");
+    let settings = Settings {
+        listen: args.listen,
+        data_dir: args.data_dir,
+        synchronous: args.synchronous,
+        batch_limit: args.batch_limit as usize,
+        queue_size: args.queue_size as usize,
+        token_secret: args.token_secret,
+        workers: args.workers.map(|w| w as usize),
+    };
+    actix_web::rt::System::new().block_on(async move {
+        let clock = Arc::new(SystemClock);
+        let app = Application::build(&settings, clock.clone())?;
+        let host = settings
+            .listen
+            .rsplit_once(':')
+            .map_or("127.0.0.1", |(h, _)| h);
+        let base = format!("http://{host}:{}", app.port());
+        if args.demo {
+            demo::ensure(&app, clock.as_ref(), &base).await?;
+        }
+        println!("dropd listening on {base}");
+        tracing::info!(
+            %base,
+            data_dir = %settings.data_dir.display(),
+            synchronous = settings.synchronous.as_str(),
+            sqlite = rusqlite::version(),
+            "serving"
+        );
+        app.handle().stop_on_signals()?;
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+        app.run_until_stopped().await
+    })
+}
+
+fn token(args: TokenArgs) -> anyhow::Result<()> {
+    let sub = BuyerId::parse(&args.sub).map_err(anyhow::Error::msg)?;
+    let secret = auth::load_secret(args.token_secret.as_deref(), &args.data_dir, false)?;
+    let keys = TokenKeys::new(&secret)?;
+    let ttl = if args.ttl.is_zero() {
+        DEFAULT_TOKEN_TTL
+    } else {
+        args.ttl
+    };
+    println!("{}", keys.mint(&sub, ttl)?);
+    Ok(())
+}
+
+fn create_admin_key(name: &str, data_dir: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
+    let path = data_dir.join(crate::app::DB_FILE);
+    // A one-row insert from an operator's shell, serialized with a running server by SQLite's
+    // write lock; the connection never checkpoints (see `open::open_writer`).
+    let conn = open::open_for_cli(&path).with_context(|| format!("opening {}", path.display()))?;
+    let (key, hash) = auth::generate_admin_key();
+    let id = admin_keys::insert(&conn, name, &hash, chrono::Utc::now())
+        .context("storing the admin key")?;
+    eprintln!("created admin key {id} ({name}); it is shown only once:");
+    println!("{key}");
+    Ok(())
+}

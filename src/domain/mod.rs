@@ -1,0 +1,18 @@
+//! The rules of a drop, free of I/O: what state a drop is in, whether a hold may be placed,
+//! how units move between available, held and sold. The store calls these rules inside the
+//! writer's transaction; the property tests call them directly.
+
+pub mod clock;
+pub mod drop;
+pub mod ids;
+pub mod inventory;
+pub mod money;
+pub mod refusal;
+pub mod views;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use drop::{DropSchedule, DropState, OverrideState};
+pub use ids::{BuyerId, DropId, HoldId, IdempotencyKey, OrderId, SkuCode};
+pub use inventory::{Allowance, SkuStock};
+pub use money::{Currency, Money};
+pub use refusal::Refusal;

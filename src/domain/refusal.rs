@@ -1,0 +1,92 @@
+//! Every reason the rules say no. Each has a stable kebab-case code that clients branch on;
+//! the HTTP edge maps them to statuses in one place (`http::problem`).
+
+use serde::{Deserialize, Serialize};
+
+/// Serialized into the idempotency record, so a replay renders exactly the first answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(tag = "code", rename_all = "kebab-case")]
+pub enum Refusal {
+    #[error("{what} not found")]
+    NotFound { what: String },
+    #[error("{sku} is sold out: {available} left, {requested} requested")]
+    SoldOut {
+        sku: String,
+        available: i64,
+        requested: i64,
+    },
+    #[error("the limit is {limit} per buyer for this drop; you already have {used} and asked for {requested}")]
+    LimitExceeded {
+        limit: i64,
+        used: i64,
+        requested: i64,
+    },
+    #[error("the drop is {state}, not live")]
+    DropNotLive { state: String },
+    #[error("the hold expired at {expired_at}; its units are back on sale")]
+    HoldExpired { expired_at: String },
+    #[error("the hold was released; its units are back on sale")]
+    HoldReleased,
+    #[error("the hold is already confirmed as order {order_id}")]
+    HoldConfirmed { order_id: String },
+    #[error(
+        "this Idempotency-Key was used with a different request; use a new key for a new request"
+    )]
+    IdempotencyKeyReused,
+    #[error("{detail}")]
+    ValidationFailed { detail: String },
+    #[error("drop {drop_id} has no SKU {sku}")]
+    UnknownSku { drop_id: String, sku: String },
+    #[error("a drop with id {drop_id} already exists")]
+    DropExists { drop_id: String },
+    #[error("stock of {sku} cannot go below {committed} units already held or sold (asked for {requested})")]
+    StockBelowCommitted {
+        sku: String,
+        committed: i64,
+        requested: i64,
+    },
+    #[error("a {from} drop cannot become {to}")]
+    InvalidTransition { from: String, to: String },
+}
+
+impl Refusal {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Refusal::NotFound { .. } => "not-found",
+            Refusal::SoldOut { .. } => "sold-out",
+            Refusal::LimitExceeded { .. } => "limit-exceeded",
+            Refusal::DropNotLive { .. } => "drop-not-live",
+            Refusal::HoldExpired { .. } => "hold-expired",
+            Refusal::HoldReleased => "hold-released",
+            Refusal::HoldConfirmed { .. } => "hold-confirmed",
+            Refusal::IdempotencyKeyReused => "idempotency-key-reused",
+            Refusal::ValidationFailed { .. } => "validation-failed",
+            Refusal::UnknownSku { .. } => "unknown-sku",
+            Refusal::DropExists { .. } => "drop-exists",
+            Refusal::StockBelowCommitted { .. } => "stock-below-committed",
+            Refusal::InvalidTransition { .. } => "invalid-state-transition",
+        }
+    }
+
+    /// Outcomes worth remembering under an Idempotency-Key: the request was well formed and the
+    /// rules decided. Malformed requests and key misuse are not recorded, so the client can fix
+    /// the request and retry with the same key.
+    pub fn is_recorded(&self) -> bool {
+        !matches!(
+            self,
+            Refusal::ValidationFailed { .. }
+                | Refusal::IdempotencyKeyReused
+                | Refusal::UnknownSku { .. }
+        )
+    }
+
+    pub fn not_found(what: impl Into<String>) -> Self {
+        Refusal::NotFound { what: what.into() }
+    }
+
+    pub fn invalid(detail: impl Into<String>) -> Self {
+        Refusal::ValidationFailed {
+            detail: detail.into(),
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! The shapes the API speaks, as plain data. Input specs reject unknown fields; outputs are what
+//! the store returns and what an idempotency record replays.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::clock::serde_rfc3339;
+use crate::domain::{DropState, Money};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewSku {
+    pub sku: String,
+    pub name: String,
+    pub price: Money,
+    pub stock: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewDrop {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(with = "serde_rfc3339")]
+    pub starts_at: DateTime<Utc>,
+    #[serde(with = "serde_rfc3339")]
+    pub ends_at: DateTime<Utc>,
+    pub per_buyer_limit: i64,
+    pub hold_seconds: i64,
+    pub skus: Vec<NewSku>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SkuPricePatch {
+    pub sku: String,
+    pub price: Money,
+}
+
+/// Admin changes to a drop; absent fields stay as they are.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DropPatch {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    #[serde(default, with = "opt_rfc3339")]
+    pub starts_at: Option<DateTime<Utc>>,
+    #[serde(default, with = "opt_rfc3339")]
+    pub ends_at: Option<DateTime<Utc>>,
+    pub per_buyer_limit: Option<i64>,
+    pub hold_seconds: Option<i64>,
+    /// `paused`, `live` (resume, or start now) or `closed` (for good).
+    pub state: Option<DropState>,
+    /// New prices for some SKUs; holds already placed keep the price at confirmation time.
+    pub prices: Option<Vec<SkuPricePatch>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkuView {
+    pub sku: String,
+    pub name: String,
+    pub price: Money,
+    pub stock: i64,
+    pub available: i64,
+    pub held: i64,
+    pub sold: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DropView {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    #[serde(with = "serde_rfc3339")]
+    pub starts_at: DateTime<Utc>,
+    #[serde(with = "serde_rfc3339")]
+    pub ends_at: DateTime<Utc>,
+    pub per_buyer_limit: i64,
+    pub hold_seconds: i64,
+    pub state: DropState,
+    pub version: i64,
+    pub skus: Vec<SkuView>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HoldState {
+    Active,
+    Confirmed,
+    Released,
+    Expired,
+}
+
+impl HoldState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HoldState::Active => "active",
+            HoldState::Confirmed => "confirmed",
+            HoldState::Released => "released",
+            HoldState::Expired => "expired",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "active" => Some(HoldState::Active),
+            "confirmed" => Some(HoldState::Confirmed),
+            "released" => Some(HoldState::Released),
+            "expired" => Some(HoldState::Expired),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HoldView {
+    pub hold_id: String,
+    pub drop_id: String,
+    pub sku: String,
+    pub quantity: i64,
+    pub attempt_seq: i64,
+    #[serde(with = "serde_rfc3339")]
+    pub created_at: DateTime<Utc>,
+    #[serde(with = "serde_rfc3339")]
+    pub expires_at: DateTime<Utc>,
+    pub state: HoldState,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub order_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderView {
+    pub order_id: String,
+    pub hold_id: String,
+    pub drop_id: String,
+    pub sku: String,
+    pub buyer: String,
+    pub quantity: i64,
+    pub unit_price: Money,
+    pub total: Money,
+    pub payment_ref: String,
+    #[serde(with = "serde_rfc3339")]
+    pub created_at: DateTime<Utc>,
+}
+
+mod opt_rfc3339 {
+    use chrono::{DateTime, Utc};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+        match t {
+            Some(t) => s.serialize_str(&crate::domain::clock::rfc3339(*t)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
+        let text = Option::<String>::deserialize(d)?;
+        text.map(|t| {
+            DateTime::parse_from_rfc3339(&t)
+                .map(|t| t.with_timezone(&Utc))
+                .map_err(serde::de::Error::custom)
+        })
+        .transpose()
+    }
+}

@@ -1,0 +1,111 @@
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpResponse, ResponseError};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::HoldId;
+use crate::http::drops::parse_drop_id;
+use crate::http::extract::{Buyer, IdemKey};
+use crate::http::fingerprint;
+use crate::http::problem::ApiError;
+use crate::http::state::AppState;
+use crate::store::{holds, Answer, ConfirmHold, IdempotentRequest, PlaceHold};
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HoldRequest {
+    sku: String,
+    quantity: i64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfirmRequest {
+    payment_ref: String,
+}
+
+pub async fn create_hold(
+    state: web::Data<AppState>,
+    Buyer(buyer): Buyer,
+    IdemKey(key): IdemKey,
+    path: web::Path<String>,
+    body: web::Json<HoldRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let drop_id = parse_drop_id(&path)?;
+    if body.quantity < 1 {
+        return Err(ApiError::validation("quantity must be at least 1"));
+    }
+    let req = IdempotentRequest {
+        fingerprint: fingerprint("create_hold", drop_id.as_str(), &*body),
+        buyer,
+        key,
+    };
+    let body = body.into_inner();
+    let cmd = PlaceHold {
+        drop_id,
+        sku: body.sku,
+        quantity: body.quantity,
+    };
+    let answer = state.writer.place_hold(req, cmd).await?;
+    Ok(respond(answer, StatusCode::CREATED))
+}
+
+pub async fn confirm_hold(
+    state: web::Data<AppState>,
+    Buyer(buyer): Buyer,
+    IdemKey(key): IdemKey,
+    path: web::Path<String>,
+    body: web::Json<ConfirmRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let req = IdempotentRequest {
+        fingerprint: fingerprint("confirm_hold", &path, &*body),
+        buyer,
+        key,
+    };
+    let cmd = ConfirmHold {
+        hold_id: HoldId::from_trusted(path.into_inner()),
+        payment_ref: body.into_inner().payment_ref,
+    };
+    let answer = state.writer.confirm_hold(req, cmd).await?;
+    Ok(respond(answer, StatusCode::CREATED))
+}
+
+/// The first answer for an Idempotency-Key, or its replay, marked as such.
+fn respond<T: Serialize>(answer: Answer<T>, success: StatusCode) -> HttpResponse {
+    let mut res = match answer.result {
+        Ok(value) => HttpResponse::build(success).json(value),
+        Err(refusal) => ApiError::from(refusal).error_response(),
+    };
+    if answer.replayed {
+        res.headers_mut().insert(
+            actix_web::http::header::HeaderName::from_static("idempotent-replayed"),
+            actix_web::http::header::HeaderValue::from_static("true"),
+        );
+    }
+    res
+}
+
+pub async fn get_hold(
+    state: web::Data<AppState>,
+    Buyer(buyer): Buyer,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let hold_id = path.into_inner();
+    let shown = hold_id.clone();
+    let hold = state
+        .read(move |conn, now| holds::get_for_buyer(conn, &buyer, &hold_id, now))
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("hold {shown} not found")))?;
+    Ok(HttpResponse::Ok().json(hold))
+}
+
+pub async fn release_hold(
+    state: web::Data<AppState>,
+    Buyer(buyer): Buyer,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let hold_id = HoldId::from_trusted(path.into_inner());
+    match state.writer.release_hold(buyer, hold_id).await? {
+        Ok(_) => Ok(HttpResponse::NoContent().finish()),
+        Err(refusal) => Err(refusal.into()),
+    }
+}

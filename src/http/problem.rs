@@ -1,0 +1,279 @@
+//! The one place errors become HTTP: RFC 9457 `application/problem+json` bodies with a stable
+//! kebab-case `code`. 5xx bodies never carry internal text; it is logged instead.
+
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::ServiceResponse;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::middleware::ErrorHandlerResponse;
+use actix_web::{error::JsonPayloadError, HttpResponse, ResponseError};
+use serde_json::{json, Map, Value};
+
+use crate::domain::Refusal;
+use crate::store::StoreError;
+
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    detail: String,
+    /// Extra members beside the standard ones (for example `available` on sold-out).
+    extra: Map<String, Value>,
+    retry_after: Option<u32>,
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}: {}", self.status.as_u16(), self.code, self.detail)
+    }
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            detail: detail.into(),
+            extra: Map::new(),
+            retry_after: None,
+        }
+    }
+
+    pub fn unauthorized(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", detail)
+    }
+
+    pub fn forbidden(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", detail)
+    }
+
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not-found", detail)
+    }
+
+    pub fn validation(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation-failed",
+            detail,
+        )
+    }
+
+    pub fn internal() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the server failed to handle this request; it has been logged",
+        )
+    }
+
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+
+    pub fn body(&self) -> Value {
+        let mut body = self.extra.clone();
+        body.insert(
+            "type".into(),
+            json!(format!("urn:dropd:problem:{}", self.code)),
+        );
+        body.insert("title".into(), json!(title(self.code, self.status)));
+        body.insert("status".into(), json!(self.status.as_u16()));
+        body.insert("detail".into(), json!(self.detail));
+        body.insert("code".into(), json!(self.code));
+        Value::Object(body)
+    }
+}
+
+/// A short, stable summary per code.
+fn title(code: &str, status: StatusCode) -> String {
+    let known = match code {
+        "sold-out" => "Sold out",
+        "limit-exceeded" => "Per-buyer limit reached",
+        "drop-not-live" => "Drop is not live",
+        "hold-expired" => "Hold expired",
+        "hold-released" => "Hold was released",
+        "hold-confirmed" => "Hold already confirmed",
+        "idempotency-key-missing" => "Idempotency-Key header required",
+        "idempotency-key-invalid" => "Idempotency-Key header malformed",
+        "idempotency-key-reused" => "Idempotency-Key reused with another request",
+        "validation-failed" => "Request failed validation",
+        "malformed-json" => "Request body is not valid JSON",
+        "unknown-sku" => "Unknown SKU",
+        "drop-exists" => "Drop already exists",
+        "stock-below-committed" => "Stock below what is held or sold",
+        "invalid-state-transition" => "State change not allowed",
+        "overloaded" => "Server overloaded",
+        "insufficient-storage" => "Disk full",
+        "unavailable" => "Service unavailable",
+        _ => return status.canonical_reason().unwrap_or("Error").to_owned(),
+    };
+    known.to_owned()
+}
+
+impl std::error::Error for ApiError {}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse<BoxBody> {
+        let mut res = HttpResponse::build(self.status);
+        res.insert_header((header::CONTENT_TYPE, PROBLEM_JSON));
+        if let Some(seconds) = self.retry_after {
+            res.insert_header((header::RETRY_AFTER, seconds.to_string()));
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            res.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+        }
+        res.body(self.body().to_string())
+    }
+}
+
+impl From<Refusal> for ApiError {
+    fn from(refusal: Refusal) -> Self {
+        let status = match &refusal {
+            Refusal::NotFound { .. } => StatusCode::NOT_FOUND,
+            Refusal::HoldExpired { .. } => StatusCode::GONE,
+            Refusal::IdempotencyKeyReused
+            | Refusal::ValidationFailed { .. }
+            | Refusal::UnknownSku { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Refusal::SoldOut { .. }
+            | Refusal::LimitExceeded { .. }
+            | Refusal::DropNotLive { .. }
+            | Refusal::HoldReleased
+            | Refusal::HoldConfirmed { .. }
+            | Refusal::DropExists { .. }
+            | Refusal::StockBelowCommitted { .. }
+            | Refusal::InvalidTransition { .. } => StatusCode::CONFLICT,
+        };
+        let mut err = ApiError::new(status, refusal.code(), refusal.to_string());
+        if let Ok(Value::Object(fields)) = serde_json::to_value(&refusal) {
+            err.extra = fields;
+            err.extra.remove("code");
+        }
+        err
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::Overloaded => {
+                let mut e = ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "overloaded",
+                    "too many requests are waiting for the writer; retry after the given delay",
+                );
+                e.retry_after = Some(1);
+                e
+            }
+            StoreError::WriterStopped => {
+                let mut e = ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "the server is shutting down; retry shortly",
+                );
+                e.retry_after = Some(2);
+                e
+            }
+            StoreError::DiskFull => {
+                tracing::error!("a write failed: the disk is full");
+                let mut e = ApiError::new(
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    "insufficient-storage",
+                    "the server's disk is full; nothing was written; retry later",
+                );
+                e.retry_after = Some(30);
+                e
+            }
+            other => {
+                tracing::error!(error = %other, "store failure");
+                ApiError::internal()
+            }
+        }
+    }
+}
+
+impl From<actix_web::error::BlockingError> for ApiError {
+    fn from(err: actix_web::error::BlockingError) -> Self {
+        tracing::error!(error = %err, "blocking task failed");
+        ApiError::internal()
+    }
+}
+
+/// Extractor failures for JSON bodies: syntax is 400, shape or type is 422, size is 413.
+pub fn from_json_error(err: &JsonPayloadError) -> ApiError {
+    match err {
+        JsonPayloadError::OverflowKnownLength { limit, .. }
+        | JsonPayloadError::Overflow { limit } => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload-too-large",
+            format!("the request body is larger than the {limit} bytes allowed"),
+        ),
+        JsonPayloadError::ContentType => ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            "send the body as Content-Type: application/json",
+        ),
+        JsonPayloadError::Deserialize(e) if e.is_data() => ApiError::validation(e.to_string()),
+        JsonPayloadError::Deserialize(e) => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed-json",
+            format!("the body is not valid JSON: {e}"),
+        ),
+        other => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad-request",
+            format!("the request body could not be read: {other}"),
+        ),
+    }
+}
+
+/// Turns any error response that is not already a problem (unknown route, wrong method, a
+/// framework default) into one, keeping its status and headers.
+pub fn ensure_problem<B: MessageBody + 'static>(
+    res: ServiceResponse<B>,
+) -> actix_web::Result<ErrorHandlerResponse<B>> {
+    let is_problem = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(PROBLEM_JSON.as_bytes()));
+    if is_problem {
+        return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
+    }
+    let status = res.status();
+    let (code, detail): (&'static str, String) = match status {
+        StatusCode::NOT_FOUND => ("not-found", "no such resource".into()),
+        StatusCode::METHOD_NOT_ALLOWED => (
+            "method-not-allowed",
+            "this method is not allowed here".into(),
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            ("payload-too-large", "the request body is too large".into())
+        }
+        s if s.is_server_error() => (
+            "internal",
+            "the server failed to handle this request".into(),
+        ),
+        s => (
+            "bad-request",
+            s.canonical_reason().unwrap_or("bad request").to_lowercase(),
+        ),
+    };
+    let problem = ApiError::new(status, code, detail);
+    let (req, res) = res.into_parts();
+    let mut new = problem.error_response();
+    for (name, value) in res.headers() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            new.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    new.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+    let res = ServiceResponse::new(req, new).map_into_right_body();
+    Ok(ErrorHandlerResponse::Response(res))
+}

@@ -1,0 +1,66 @@
+//! What every handler can reach.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+
+use actix_web::web;
+use chrono::{DateTime, Utc};
+use rusqlite::Connection;
+
+use crate::auth::TokenKeys;
+use crate::domain::Clock;
+use crate::http::problem::ApiError;
+use crate::store::{ReadPool, StoreError, Writer};
+
+pub struct AppState {
+    pub writer: Writer,
+    pub reads: ReadPool,
+    pub clock: Arc<dyn Clock>,
+    pub tokens: TokenKeys,
+    pub lifecycle: Lifecycle,
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+}
+
+impl AppState {
+    /// Runs a read on a pooled connection off the async workers.
+    pub async fn read<T, F>(&self, f: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection, DateTime<Utc>) -> Result<T, StoreError> + Send + 'static,
+    {
+        let pool = self.reads.clone();
+        let now = self.clock.now();
+        let result = web::block(move || {
+            let conn = pool.get()?;
+            f(&conn, now)
+        })
+        .await?;
+        Ok(result?)
+    }
+}
+
+/// Starting -> ready -> draining; `/readyz` answers 200 only when ready.
+#[derive(Clone, Default)]
+pub struct Lifecycle(Arc<AtomicU8>);
+
+impl Lifecycle {
+    const STARTING: u8 = 0;
+    const READY: u8 = 1;
+    const DRAINING: u8 = 2;
+
+    pub fn set_ready(&self) {
+        self.0.store(Self::READY, Ordering::SeqCst);
+    }
+
+    pub fn set_draining(&self) {
+        self.0.store(Self::DRAINING, Ordering::SeqCst);
+    }
+
+    pub fn phase(&self) -> &'static str {
+        match self.0.load(Ordering::SeqCst) {
+            Self::STARTING => "starting",
+            Self::READY => "ready",
+            _ => "draining",
+        }
+    }
+}

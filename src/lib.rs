@@ -1,0 +1,21 @@
+//! dropd: a single-binary server for limited-stock drops.
+//!
+//! ```text
+//! buyers --HTTP--> actix workers --Command (bounded channel)--> store-writer thread
+//!    ^                 |                                           | BEGIN IMMEDIATE
+//!    |                 | reads: r2d2 pool (query_only)             | ...a batch of commands...
+//!    |                 v                                           | COMMIT (synchronous=FULL)
+//!    |            SQLite file (WAL mode) <--------------------------+ then answer each command
+//! ```
+//!
+//! `domain` holds the rules (no I/O), `store` is the only door to SQLite, `http` is the actix
+//! edge, `app` wires them together. See `docs/design.md`.
+
+pub mod app;
+pub mod auth;
+pub mod cli;
+pub mod demo;
+pub mod domain;
+pub mod http;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,325 @@
+//! Queries on drops and their SKUs.
+
+use chrono::{DateTime, Utc};
+use rusqlite::{named_params, Connection, OptionalExtension, Row};
+
+use crate::domain::clock::from_millis;
+use crate::domain::drop::rules;
+use crate::domain::views::{DropPatch, DropView, NewDrop, SkuView};
+use crate::domain::{
+    Currency, DropId, DropSchedule, DropState, Money, OverrideState, Refusal, SkuStock,
+};
+
+use super::batch::Batch;
+use super::tx::Outcome;
+use super::StoreError;
+
+/// What the writer needs to judge an attempt on a drop.
+#[derive(Debug, Clone)]
+pub(crate) struct DropRules {
+    pub schedule: DropSchedule,
+    pub per_buyer_limit: i64,
+    pub hold_seconds: i64,
+}
+
+const RULES: &str = "SELECT starts_at, ends_at, override_state, per_buyer_limit, hold_seconds
+                     FROM drops WHERE id = :id";
+
+pub(crate) fn load_rules(
+    conn: &Connection,
+    drop_id: &DropId,
+) -> rusqlite::Result<Option<DropRules>> {
+    conn.prepare_cached(RULES)?
+        .query_row(named_params! {":id": drop_id.as_str()}, |r| {
+            Ok(DropRules {
+                schedule: DropSchedule {
+                    starts_at: from_millis(r.get(0)?),
+                    ends_at: from_millis(r.get(1)?),
+                    override_state: r
+                        .get::<_, Option<String>>(2)?
+                        .as_deref()
+                        .and_then(OverrideState::parse),
+                },
+                per_buyer_limit: r.get(3)?,
+                hold_seconds: r.get(4)?,
+            })
+        })
+        .optional()
+}
+
+/// A SKU's stock and current price.
+pub(crate) struct SkuRow {
+    pub stock: SkuStock,
+    pub price: Money,
+}
+
+const SKU: &str = "SELECT stock_total, held, sold, price_amount, currency
+                   FROM skus WHERE drop_id = :drop AND sku = :sku";
+
+pub(crate) fn load_sku(
+    conn: &Connection,
+    drop_id: &str,
+    sku: &str,
+) -> rusqlite::Result<Option<SkuRow>> {
+    conn.prepare_cached(SKU)?
+        .query_row(named_params! {":drop": drop_id, ":sku": sku}, |r| {
+            Ok(SkuRow {
+                stock: SkuStock {
+                    total: r.get(0)?,
+                    held: r.get(1)?,
+                    sold: r.get(2)?,
+                },
+                price: Money {
+                    amount: r.get(3)?,
+                    currency: Currency::from_trusted(r.get(4)?),
+                },
+            })
+        })
+        .optional()
+}
+
+const SAVE_STOCK: &str = "UPDATE skus SET stock_total = :total, held = :held, sold = :sold
+                          WHERE drop_id = :drop AND sku = :sku";
+
+pub(crate) fn save_stock(
+    conn: &Connection,
+    drop_id: &str,
+    sku: &str,
+    stock: SkuStock,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(SAVE_STOCK)?.execute(named_params! {
+        ":total": stock.total, ":held": stock.held, ":sold": stock.sold,
+        ":drop": drop_id, ":sku": sku,
+    })?;
+    Ok(())
+}
+
+const VIEW: &str = "SELECT id, name, description, starts_at, ends_at, per_buyer_limit,
+                           hold_seconds, override_state, version
+                    FROM drops WHERE id = :id";
+const LIST: &str = "SELECT id, name, description, starts_at, ends_at, per_buyer_limit,
+                           hold_seconds, override_state, version
+                    FROM drops ORDER BY starts_at, id";
+const SKUS: &str = "SELECT sku, name, price_amount, currency, stock_total, held, sold
+                    FROM skus WHERE drop_id = :drop ORDER BY position";
+
+fn drop_from_row(r: &Row<'_>, now: DateTime<Utc>) -> rusqlite::Result<DropView> {
+    let schedule = DropSchedule {
+        starts_at: from_millis(r.get(3)?),
+        ends_at: from_millis(r.get(4)?),
+        override_state: r
+            .get::<_, Option<String>>(7)?
+            .as_deref()
+            .and_then(OverrideState::parse),
+    };
+    Ok(DropView {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        description: r.get(2)?,
+        starts_at: schedule.starts_at,
+        ends_at: schedule.ends_at,
+        per_buyer_limit: r.get(5)?,
+        hold_seconds: r.get(6)?,
+        state: schedule.state_at(now),
+        version: r.get(8)?,
+        skus: Vec::new(),
+    })
+}
+
+fn load_skus(conn: &Connection, view: &mut DropView) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare_cached(SKUS)?;
+    let rows = stmt.query_map(named_params! {":drop": view.id}, |r| {
+        let stock = SkuStock {
+            total: r.get(4)?,
+            held: r.get(5)?,
+            sold: r.get(6)?,
+        };
+        Ok(SkuView {
+            sku: r.get(0)?,
+            name: r.get(1)?,
+            price: Money {
+                amount: r.get(2)?,
+                currency: Currency::from_trusted(r.get(3)?),
+            },
+            stock: stock.total,
+            available: stock.available(),
+            held: stock.held,
+            sold: stock.sold,
+        })
+    })?;
+    view.skus = rows.collect::<Result<_, _>>()?;
+    Ok(())
+}
+
+pub fn get_view(
+    conn: &Connection,
+    drop_id: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<DropView>, StoreError> {
+    let view = conn
+        .prepare_cached(VIEW)?
+        .query_row(named_params! {":id": drop_id}, |r| drop_from_row(r, now))
+        .optional()?;
+    let Some(mut view) = view else {
+        return Ok(None);
+    };
+    load_skus(conn, &mut view)?;
+    Ok(Some(view))
+}
+
+pub fn list_views(conn: &Connection, now: DateTime<Utc>) -> Result<Vec<DropView>, StoreError> {
+    let mut views: Vec<DropView> = conn
+        .prepare_cached(LIST)?
+        .query_map([], |r| drop_from_row(r, now))?
+        .collect::<Result<_, _>>()?;
+    for view in &mut views {
+        load_skus(conn, view)?;
+    }
+    Ok(views)
+}
+
+const INSERT_DROP: &str = "INSERT INTO drops (id, name, description, starts_at, ends_at,
+                               per_buyer_limit, hold_seconds, created_at)
+                           VALUES (:id, :name, :description, :starts_at, :ends_at,
+                               :limit, :hold_seconds, :now)";
+const INSERT_SKU: &str = "INSERT INTO skus (drop_id, sku, name, price_amount, currency, position,
+                              stock_total)
+                          VALUES (:drop, :sku, :name, :amount, :currency, :position, :stock)";
+const EXISTS: &str = "SELECT 1 FROM drops WHERE id = :id";
+
+pub(crate) fn create(
+    conn: &Connection,
+    batch: &mut Batch<'_>,
+    spec: &NewDrop,
+) -> Result<DropView, Outcome> {
+    rules::check_new_drop(spec)?;
+    let exists = conn
+        .prepare_cached(EXISTS)?
+        .query_row(named_params! {":id": spec.id}, |_| Ok(()))
+        .optional()?;
+    if exists.is_some() {
+        return Err(Refusal::DropExists {
+            drop_id: spec.id.clone(),
+        }
+        .into());
+    }
+    conn.prepare_cached(INSERT_DROP)?.execute(named_params! {
+        ":id": spec.id, ":name": spec.name, ":description": spec.description,
+        ":starts_at": spec.starts_at.timestamp_millis(), ":ends_at": spec.ends_at.timestamp_millis(),
+        ":limit": spec.per_buyer_limit, ":hold_seconds": spec.hold_seconds,
+        ":now": batch.now.timestamp_millis(),
+    })?;
+    for (position, sku) in spec.skus.iter().enumerate() {
+        conn.prepare_cached(INSERT_SKU)?.execute(named_params! {
+            ":drop": spec.id, ":sku": sku.sku, ":name": sku.name,
+            ":amount": sku.price.amount, ":currency": sku.price.currency.as_str(),
+            ":position": position as i64, ":stock": sku.stock,
+        })?;
+    }
+    view_after_change(conn, batch, &spec.id)
+}
+
+fn view_after_change(
+    conn: &Connection,
+    batch: &mut Batch<'_>,
+    drop_id: &str,
+) -> Result<DropView, Outcome> {
+    let id = DropId::from_trusted(drop_id.to_owned());
+    batch.touch(&id);
+    let mut view = get_view(conn, drop_id, batch.now)?
+        .ok_or_else(|| Refusal::not_found(format!("drop {drop_id}")))?;
+    // The version is bumped when the batch is flushed; answer with the value it will have.
+    view.version += 1;
+    Ok(view)
+}
+
+const UPDATE: &str = "UPDATE drops SET name = :name, description = :description,
+                          starts_at = :starts_at, ends_at = :ends_at,
+                          per_buyer_limit = :limit, hold_seconds = :hold_seconds,
+                          override_state = :override
+                      WHERE id = :id";
+const UPDATE_PRICE: &str = "UPDATE skus SET price_amount = :amount, currency = :currency
+                            WHERE drop_id = :drop AND sku = :sku";
+
+pub(crate) fn update(
+    conn: &Connection,
+    batch: &mut Batch<'_>,
+    drop_id: &DropId,
+    patch: &DropPatch,
+) -> Result<DropView, Outcome> {
+    rules::check_patch(patch)?;
+    let Some(current) = get_view(conn, drop_id.as_str(), batch.now)? else {
+        return Err(Refusal::not_found(format!("drop {drop_id}")).into());
+    };
+    let rules_now =
+        load_rules(conn, drop_id)?.ok_or_else(|| Refusal::not_found(format!("drop {drop_id}")))?;
+    let mut starts_at = patch.starts_at.unwrap_or(current.starts_at);
+    let ends_at = patch.ends_at.unwrap_or(current.ends_at);
+    let mut override_state = rules_now.schedule.override_state;
+    if let Some(target) = patch.state {
+        let from = current.state;
+        let refuse = || Refusal::InvalidTransition {
+            from: from.as_str().to_owned(),
+            to: target.as_str().to_owned(),
+        };
+        match (from, target) {
+            (DropState::Closed, t) if t != DropState::Closed => return Err(refuse().into()),
+            (_, DropState::Paused) => override_state = Some(OverrideState::Paused),
+            (_, DropState::Closed) => override_state = Some(OverrideState::Closed),
+            (_, DropState::Live) => {
+                override_state = None;
+                // Going live before the scheduled start means starting now.
+                if batch.now < starts_at {
+                    starts_at = batch.now;
+                }
+            }
+            (_, DropState::Scheduled) => return Err(refuse().into()),
+        }
+    }
+    if ends_at <= starts_at {
+        return Err(Refusal::invalid("ends_at must be after starts_at").into());
+    }
+    conn.prepare_cached(UPDATE)?.execute(named_params! {
+        ":name": patch.name.as_ref().unwrap_or(&current.name),
+        ":description": patch.description.as_ref().unwrap_or(&current.description),
+        ":starts_at": starts_at.timestamp_millis(),
+        ":ends_at": ends_at.timestamp_millis(),
+        ":limit": patch.per_buyer_limit.unwrap_or(current.per_buyer_limit),
+        ":hold_seconds": patch.hold_seconds.unwrap_or(current.hold_seconds),
+        ":override": override_state.map(OverrideState::as_str),
+        ":id": drop_id.as_str(),
+    })?;
+    for price in patch.prices.iter().flatten() {
+        let changed = conn.prepare_cached(UPDATE_PRICE)?.execute(named_params! {
+            ":amount": price.price.amount, ":currency": price.price.currency.as_str(),
+            ":drop": drop_id.as_str(), ":sku": price.sku,
+        })?;
+        if changed == 0 {
+            return Err(Refusal::UnknownSku {
+                drop_id: drop_id.to_string(),
+                sku: price.sku.clone(),
+            }
+            .into());
+        }
+    }
+    view_after_change(conn, batch, drop_id.as_str())
+}
+
+pub(crate) fn adjust_stock(
+    conn: &Connection,
+    batch: &mut Batch<'_>,
+    drop_id: &DropId,
+    sku: &str,
+    delta: i64,
+) -> Result<DropView, Outcome> {
+    if load_rules(conn, drop_id)?.is_none() {
+        return Err(Refusal::not_found(format!("drop {drop_id}")).into());
+    }
+    let row = load_sku(conn, drop_id.as_str(), sku)?.ok_or_else(|| Refusal::UnknownSku {
+        drop_id: drop_id.to_string(),
+        sku: sku.to_owned(),
+    })?;
+    let stock = row.stock.restock(sku, delta)?;
+    save_stock(conn, drop_id.as_str(), sku, stock)?;
+    view_after_change(conn, batch, drop_id.as_str())
+}

@@ -1,0 +1,270 @@
+//! Holds: placing, confirming (which makes an order), releasing and expiring.
+
+use chrono::{DateTime, Duration, Utc};
+use rusqlite::{named_params, Connection, OptionalExtension, Row};
+
+use crate::domain::clock::{from_millis, rfc3339};
+use crate::domain::drop::rules;
+use crate::domain::views::{HoldState, HoldView, OrderView};
+use crate::domain::{Allowance, BuyerId, DropId, DropState, HoldId, OrderId, Refusal};
+
+use super::batch::Batch;
+use super::commands::{ConfirmHold, PlaceHold};
+use super::drops;
+use super::tx::Outcome;
+use super::StoreError;
+
+const USED: &str = "SELECT COALESCE(SUM(quantity), 0) FROM holds
+                    WHERE drop_id = :drop AND buyer = :buyer AND state IN ('active', 'confirmed')";
+const INSERT: &str = "INSERT INTO holds (id, drop_id, sku, buyer, quantity, attempt_seq, state,
+                          created_at, expires_at)
+                      VALUES (:id, :drop, :sku, :buyer, :quantity, :seq, 'active', :now, :expires)";
+
+pub(crate) fn place(
+    conn: &Connection,
+    batch: &mut Batch<'_>,
+    buyer: &BuyerId,
+    cmd: &PlaceHold,
+) -> Result<HoldView, Outcome> {
+    let rules = drops::load_rules(conn, &cmd.drop_id)?
+        .ok_or_else(|| Refusal::not_found(format!("drop {}", cmd.drop_id)))?;
+    let attempt_seq = batch.seqs.next(conn, &cmd.drop_id)?;
+    let state = rules.schedule.state_at(batch.now);
+    if state != DropState::Live {
+        return Err(Refusal::DropNotLive {
+            state: state.as_str().to_owned(),
+        }
+        .into());
+    }
+    let sku = drops::load_sku(conn, cmd.drop_id.as_str(), &cmd.sku)?.ok_or_else(|| {
+        Refusal::UnknownSku {
+            drop_id: cmd.drop_id.to_string(),
+            sku: cmd.sku.clone(),
+        }
+    })?;
+    let used: i64 = conn.prepare_cached(USED)?.query_row(
+        named_params! {":drop": cmd.drop_id.as_str(), ":buyer": buyer.as_str()},
+        |r| r.get(0),
+    )?;
+    Allowance {
+        limit: rules.per_buyer_limit,
+        used,
+    }
+    .check(cmd.quantity)?;
+    let stock = sku.stock.hold(&cmd.sku, cmd.quantity)?;
+    drops::save_stock(conn, cmd.drop_id.as_str(), &cmd.sku, stock)?;
+
+    let hold_id = HoldId::generate();
+    let expires_at = batch.now + Duration::seconds(rules.hold_seconds);
+    conn.prepare_cached(INSERT)?.execute(named_params! {
+        ":id": hold_id.as_str(), ":drop": cmd.drop_id.as_str(), ":sku": cmd.sku,
+        ":buyer": buyer.as_str(), ":quantity": cmd.quantity, ":seq": attempt_seq,
+        ":now": batch.now.timestamp_millis(), ":expires": expires_at.timestamp_millis(),
+    })?;
+    batch.touch(&cmd.drop_id);
+    Ok(HoldView {
+        hold_id: hold_id.to_string(),
+        drop_id: cmd.drop_id.to_string(),
+        sku: cmd.sku.clone(),
+        quantity: cmd.quantity,
+        attempt_seq,
+        created_at: batch.now,
+        expires_at,
+        state: HoldState::Active,
+        order_id: None,
+    })
+}
+
+const SELECT: &str = "SELECT h.id, h.drop_id, h.sku, h.quantity, h.attempt_seq, h.created_at,
+                             h.expires_at, h.state, o.id, h.buyer
+                      FROM holds h LEFT JOIN orders o ON o.hold_id = h.id
+                      WHERE h.id = :id";
+
+/// A hold and its owner. The state is as stored: an active hold past its expiry is still
+/// `active` until the writer sweeps it (see `visible_state`).
+fn load(conn: &Connection, hold_id: &str) -> rusqlite::Result<Option<(HoldView, String)>> {
+    conn.prepare_cached(SELECT)?
+        .query_row(named_params! {":id": hold_id}, |r| {
+            Ok((hold_from_row(r)?, r.get(9)?))
+        })
+        .optional()
+}
+
+fn hold_from_row(r: &Row<'_>) -> rusqlite::Result<HoldView> {
+    let state: String = r.get(7)?;
+    Ok(HoldView {
+        hold_id: r.get(0)?,
+        drop_id: r.get(1)?,
+        sku: r.get(2)?,
+        quantity: r.get(3)?,
+        attempt_seq: r.get(4)?,
+        created_at: from_millis(r.get(5)?),
+        expires_at: from_millis(r.get(6)?),
+        state: HoldState::parse(&state).unwrap_or(HoldState::Expired),
+        order_id: r.get(8)?,
+    })
+}
+
+/// A buyer's own hold; anyone else's is reported as not found, never as forbidden.
+pub fn get_for_buyer(
+    conn: &Connection,
+    buyer: &BuyerId,
+    hold_id: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<HoldView>, StoreError> {
+    Ok(load(conn, hold_id)?
+        .filter(|(_, owner)| owner == buyer.as_str())
+        .map(|(mut hold, _)| {
+            if hold.state == HoldState::Active && hold.expires_at <= now {
+                hold.state = HoldState::Expired;
+            }
+            hold
+        }))
+}
+
+fn load_owned(conn: &Connection, buyer: &BuyerId, hold_id: &HoldId) -> Result<HoldView, Outcome> {
+    load(conn, hold_id.as_str())?
+        .filter(|(_, owner)| owner == buyer.as_str())
+        .map(|(hold, _)| hold)
+        .ok_or_else(|| Refusal::not_found(format!("hold {hold_id}")).into())
+}
+
+const END: &str = "UPDATE holds SET state = :state, ended_at = :now WHERE id = :id";
+const INSERT_ORDER: &str = "INSERT INTO orders (id, hold_id, drop_id, sku, buyer, quantity,
+                                unit_amount, currency, total_amount, payment_ref, created_at)
+                            VALUES (:id, :hold, :drop, :sku, :buyer, :quantity, :unit, :currency,
+                                :total, :payment_ref, :now)";
+
+fn end_hold(
+    conn: &Connection,
+    hold_id: &str,
+    state: HoldState,
+    now: DateTime<Utc>,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(END)?.execute(
+        named_params! {":state": state.as_str(), ":now": now.timestamp_millis(), ":id": hold_id},
+    )?;
+    Ok(())
+}
+
+fn refuse_ended(hold: &HoldView) -> Refusal {
+    match hold.state {
+        HoldState::Expired => Refusal::HoldExpired {
+            expired_at: rfc3339(hold.expires_at),
+        },
+        HoldState::Released => Refusal::HoldReleased,
+        HoldState::Confirmed | HoldState::Active => Refusal::HoldConfirmed {
+            order_id: hold.order_id.clone().unwrap_or_default(),
+        },
+    }
+}
+
+pub(crate) fn confirm(
+    conn: &Connection,
+    batch: &mut Batch<'_>,
+    buyer: &BuyerId,
+    cmd: &ConfirmHold,
+) -> Result<OrderView, Outcome> {
+    rules::check_payment_ref(&cmd.payment_ref)?;
+    let hold = load_owned(conn, buyer, &cmd.hold_id)?;
+    // The batch swept every hold due at `now` before running commands, so an active hold here is
+    // still within its time.
+    if hold.state != HoldState::Active {
+        return Err(refuse_ended(&hold).into());
+    }
+    let sku = drops::load_sku(conn, &hold.drop_id, &hold.sku)?
+        .ok_or_else(|| Refusal::not_found(format!("sku {}", hold.sku)))?;
+    drops::save_stock(
+        conn,
+        &hold.drop_id,
+        &hold.sku,
+        sku.stock.confirm(hold.quantity),
+    )?;
+    end_hold(conn, &hold.hold_id, HoldState::Confirmed, batch.now)?;
+    let total = sku
+        .price
+        .times(hold.quantity)
+        .ok_or_else(|| Refusal::invalid("order total is too large"))?;
+    let order_id = OrderId::generate();
+    conn.prepare_cached(INSERT_ORDER)?.execute(named_params! {
+        ":id": order_id.as_str(), ":hold": hold.hold_id, ":drop": hold.drop_id, ":sku": hold.sku,
+        ":buyer": buyer.as_str(), ":quantity": hold.quantity, ":unit": sku.price.amount,
+        ":currency": sku.price.currency.as_str(), ":total": total.amount,
+        ":payment_ref": cmd.payment_ref, ":now": batch.now.timestamp_millis(),
+    })?;
+    batch.touch(&DropId::from_trusted(hold.drop_id.clone()));
+    Ok(OrderView {
+        order_id: order_id.to_string(),
+        hold_id: hold.hold_id,
+        drop_id: hold.drop_id,
+        sku: hold.sku,
+        buyer: buyer.to_string(),
+        quantity: hold.quantity,
+        unit_price: sku.price,
+        total,
+        payment_ref: cmd.payment_ref.clone(),
+        created_at: batch.now,
+    })
+}
+
+/// Gives the units back. Releasing a hold that already ended without an order is a no-op, so a
+/// retried DELETE succeeds.
+pub(crate) fn release(
+    conn: &Connection,
+    batch: &mut Batch<'_>,
+    buyer: &BuyerId,
+    hold_id: &HoldId,
+) -> Result<HoldView, Outcome> {
+    let mut hold = load_owned(conn, buyer, hold_id)?;
+    match hold.state {
+        HoldState::Released | HoldState::Expired => return Ok(hold),
+        HoldState::Confirmed => return Err(refuse_ended(&hold).into()),
+        HoldState::Active => {}
+    }
+    return_units(conn, &hold.drop_id, &hold.sku, hold.quantity)?;
+    end_hold(conn, &hold.hold_id, HoldState::Released, batch.now)?;
+    batch.touch(&DropId::from_trusted(hold.drop_id.clone()));
+    hold.state = HoldState::Released;
+    Ok(hold)
+}
+
+fn return_units(conn: &Connection, drop_id: &str, sku: &str, quantity: i64) -> Result<(), Outcome> {
+    let row = drops::load_sku(conn, drop_id, sku)?
+        .ok_or_else(|| Refusal::not_found(format!("sku {sku}")))?;
+    drops::save_stock(conn, drop_id, sku, row.stock.release(quantity))?;
+    Ok(())
+}
+
+const DUE: &str = "SELECT id, drop_id, sku, quantity FROM holds
+                   WHERE state = 'active' AND expires_at <= :now
+                   ORDER BY expires_at LIMIT :limit";
+const NEXT_EXPIRY: &str = "SELECT MIN(expires_at) FROM holds WHERE state = 'active'";
+
+/// Expires up to `limit` holds that are due at the batch's time; returns how many.
+pub(crate) fn expire_due(
+    conn: &Connection,
+    batch: &mut Batch<'_>,
+    limit: i64,
+) -> Result<usize, Outcome> {
+    let due: Vec<(String, String, String, i64)> = conn
+        .prepare_cached(DUE)?
+        .query_map(
+            named_params! {":now": batch.now.timestamp_millis(), ":limit": limit},
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )?
+        .collect::<Result<_, _>>()?;
+    for (hold_id, drop_id, sku, quantity) in &due {
+        return_units(conn, drop_id, sku, *quantity)?;
+        end_hold(conn, hold_id, HoldState::Expired, batch.now)?;
+        batch.touch(&DropId::from_trusted(drop_id.clone()));
+    }
+    Ok(due.len())
+}
+
+/// When the next active hold expires, if any.
+pub(crate) fn next_expiry(conn: &Connection) -> rusqlite::Result<Option<DateTime<Utc>>> {
+    let ms: Option<i64> = conn
+        .prepare_cached(NEXT_EXPIRY)?
+        .query_row([], |r| r.get(0))?;
+    Ok(ms.map(from_millis))
+}

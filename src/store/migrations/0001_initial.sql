@@ -1,0 +1,89 @@
+-- Times are Unix milliseconds (UTC). Money is integer minor units plus an ISO 4217 code.
+
+CREATE TABLE drops (
+    id              TEXT    PRIMARY KEY,
+    name            TEXT    NOT NULL,
+    description     TEXT    NOT NULL DEFAULT '',
+    starts_at       INTEGER NOT NULL,
+    ends_at         INTEGER NOT NULL,
+    per_buyer_limit INTEGER NOT NULL CHECK (per_buyer_limit > 0),
+    hold_seconds    INTEGER NOT NULL CHECK (hold_seconds > 0),
+    -- an admin's pause or early close on top of the schedule
+    override_state  TEXT    CHECK (override_state IN ('paused', 'closed')),
+    -- the last attempt_seq handed out; attempts are stamped in the order the writer takes them
+    attempt_seq     INTEGER NOT NULL DEFAULT 0,
+    -- grows with every committed change to the drop or its stock
+    version         INTEGER NOT NULL DEFAULT 1,
+    created_at      INTEGER NOT NULL,
+    CHECK (ends_at > starts_at)
+) STRICT;
+
+CREATE TABLE skus (
+    drop_id      TEXT    NOT NULL REFERENCES drops (id),
+    sku          TEXT    NOT NULL,
+    name         TEXT    NOT NULL,
+    price_amount INTEGER NOT NULL CHECK (price_amount >= 0),
+    currency     TEXT    NOT NULL,
+    position     INTEGER NOT NULL,
+    stock_total  INTEGER NOT NULL CHECK (stock_total >= 0),
+    held         INTEGER NOT NULL DEFAULT 0 CHECK (held >= 0),
+    sold         INTEGER NOT NULL DEFAULT 0 CHECK (sold >= 0),
+    PRIMARY KEY (drop_id, sku),
+    -- the database itself refuses an oversell
+    CHECK (held + sold <= stock_total)
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE holds (
+    id          TEXT    PRIMARY KEY,
+    drop_id     TEXT    NOT NULL,
+    sku         TEXT    NOT NULL,
+    buyer       TEXT    NOT NULL,
+    quantity    INTEGER NOT NULL CHECK (quantity > 0),
+    attempt_seq INTEGER NOT NULL,
+    state       TEXT    NOT NULL CHECK (state IN ('active', 'confirmed', 'released', 'expired')),
+    created_at  INTEGER NOT NULL,
+    expires_at  INTEGER NOT NULL,
+    ended_at    INTEGER,
+    FOREIGN KEY (drop_id, sku) REFERENCES skus (drop_id, sku),
+    UNIQUE (drop_id, attempt_seq)
+) STRICT;
+
+CREATE INDEX holds_by_buyer ON holds (drop_id, buyer);
+CREATE INDEX holds_active_by_expiry ON holds (expires_at) WHERE state = 'active';
+
+CREATE TABLE orders (
+    id           TEXT    PRIMARY KEY,
+    hold_id      TEXT    NOT NULL UNIQUE REFERENCES holds (id),
+    drop_id      TEXT    NOT NULL,
+    sku          TEXT    NOT NULL,
+    buyer        TEXT    NOT NULL,
+    quantity     INTEGER NOT NULL CHECK (quantity > 0),
+    unit_amount  INTEGER NOT NULL,
+    currency     TEXT    NOT NULL,
+    total_amount INTEGER NOT NULL,
+    payment_ref  TEXT    NOT NULL,
+    created_at   INTEGER NOT NULL,
+    FOREIGN KEY (drop_id, sku) REFERENCES skus (drop_id, sku)
+) STRICT;
+
+CREATE INDEX orders_by_buyer ON orders (buyer, created_at);
+CREATE INDEX orders_by_drop ON orders (drop_id, created_at);
+
+-- One outcome per (buyer, key): written in the same transaction as the effect it describes.
+CREATE TABLE idempotency_keys (
+    buyer       TEXT    NOT NULL,
+    key         TEXT    NOT NULL,
+    fingerprint BLOB    NOT NULL,
+    outcome     TEXT    NOT NULL,
+    created_at  INTEGER NOT NULL,
+    PRIMARY KEY (buyer, key)
+) STRICT, WITHOUT ROWID;
+
+-- Admin keys are stored only as SHA-256 hashes.
+CREATE TABLE admin_keys (
+    id         TEXT    PRIMARY KEY,
+    name       TEXT    NOT NULL,
+    key_hash   BLOB    NOT NULL UNIQUE,
+    created_at INTEGER NOT NULL,
+    revoked_at INTEGER
+) STRICT;

@@ -1,0 +1,59 @@
+//! The only door to SQLite. One `store-writer` thread owns the read-write connection and applies
+//! every change in group-committed batches (`writer`); reads go through a pool of `query_only`
+//! connections (`read_pool`). Queries live beside the table group they touch.
+
+pub mod admin_keys;
+mod batch;
+mod commands;
+pub mod drops;
+mod error;
+pub mod holds;
+mod idempotency;
+pub mod migrations;
+pub mod open;
+pub mod orders;
+mod read_pool;
+mod tx;
+mod writer;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub use commands::{Answer, ConfirmHold, IdempotentRequest, PlaceHold};
+pub use error::StoreError;
+pub use open::Synchronous;
+pub use read_pool::ReadPool;
+pub use writer::{Writer, WriterStats, WriterThread};
+
+use crate::domain::Clock;
+
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub path: PathBuf,
+    pub synchronous: Synchronous,
+    /// Most commands committed in one transaction.
+    pub batch_limit: usize,
+    /// Commands waiting for the writer before new ones are refused with `overloaded`.
+    pub queue_size: usize,
+    pub read_pool_size: u32,
+}
+
+/// The open store: the writer's handle, its thread, and the read pool.
+pub struct Store {
+    pub writer: Writer,
+    pub reads: ReadPool,
+    pub thread: WriterThread,
+}
+
+impl Store {
+    pub fn open(config: &StoreConfig, clock: Arc<dyn Clock>) -> Result<Store, StoreError> {
+        let conn = open::open_writer(&config.path, config.synchronous)?;
+        let reads = ReadPool::open(&config.path, config.read_pool_size)?;
+        let (writer, thread) = writer::spawn(conn, config, clock)?;
+        Ok(Store {
+            writer,
+            reads,
+            thread,
+        })
+    }
+}

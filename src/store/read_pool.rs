@@ -1,0 +1,37 @@
+//! Pooled read-only connections. Blocking: use them inside `web::block` (or another blocking
+//! thread), never on an async worker.
+
+use std::path::Path;
+use std::time::Duration;
+
+use r2d2_sqlite::SqliteConnectionManager;
+
+use super::StoreError;
+
+pub type ReadConn = r2d2::PooledConnection<SqliteConnectionManager>;
+
+#[derive(Clone)]
+pub struct ReadPool {
+    pool: r2d2::Pool<SqliteConnectionManager>,
+}
+
+impl ReadPool {
+    pub fn open(path: &Path, size: u32) -> Result<Self, StoreError> {
+        let manager = SqliteConnectionManager::file(path).with_init(|c| {
+            c.execute_batch(
+                "PRAGMA query_only = ON;
+                 PRAGMA foreign_keys = ON;
+                 PRAGMA busy_timeout = 5000;",
+            )
+        });
+        let pool = r2d2::Pool::builder()
+            .max_size(size.max(1))
+            .connection_timeout(Duration::from_secs(5))
+            .build(manager)?;
+        Ok(Self { pool })
+    }
+
+    pub fn get(&self) -> Result<ReadConn, StoreError> {
+        Ok(self.pool.get()?)
+    }
+}

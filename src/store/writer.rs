@@ -1,0 +1,489 @@
+//! The `store-writer` thread: the only read-write connection, and group commit.
+//!
+//! Contract: commands are taken in arrival order; up to `batch_limit` queued commands run inside
+//! one `BEGIN IMMEDIATE` transaction, each under its own savepoint; the transaction commits once
+//! (one fsync for the batch under `synchronous=FULL`), and only then is any command answered. If
+//! the commit fails, every command of the batch is answered with the failure and nothing of the
+//! batch is visible. Only this thread checkpoints the WAL.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rusqlite::Connection;
+use tokio::sync::oneshot;
+
+use crate::domain::views::{DropPatch, DropView, HoldView, NewDrop, OrderView};
+use crate::domain::{BuyerId, Clock, DropId, HoldId, Refusal};
+
+use super::batch::{AttemptSeqs, Batch};
+use super::commands::{Answer, Command, ConfirmHold, IdempotentRequest, PlaceHold, Reply};
+use super::tx::{in_savepoint, Outcome};
+use super::{admin_keys, drops, holds, idempotency, StoreConfig, StoreError};
+
+/// How often an idle writer wakes to expire holds and checkpoint.
+const IDLE_TICK: Duration = Duration::from_millis(200);
+/// Most holds expired in one batch, so a mass expiry never stalls buyers for long.
+const SWEEP_LIMIT: i64 = 2_000;
+/// Commits between passive checkpoints while busy.
+const CHECKPOINT_EVERY: u64 = 1_000;
+
+/// The handle handlers use to send commands; cheap to clone.
+#[derive(Clone)]
+pub struct Writer {
+    tx: SyncSender<Command>,
+    depth: Arc<AtomicI64>,
+}
+
+pub struct WriterThread {
+    handle: JoinHandle<()>,
+    alive: Arc<AtomicBool>,
+}
+
+impl WriterThread {
+    pub fn is_alive(&self) -> bool {
+        self.alive.load(Ordering::Relaxed)
+    }
+
+    /// Waits for the writer to finish its queue, checkpoint and stop.
+    pub fn join(self) {
+        if self.handle.join().is_err() {
+            tracing::error!("store-writer thread ended with a panic");
+        }
+    }
+}
+
+/// Counters for metrics and the operator page.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WriterStats {
+    pub queue_depth: i64,
+}
+
+pub(crate) fn spawn(
+    conn: Connection,
+    config: &StoreConfig,
+    clock: Arc<dyn Clock>,
+) -> Result<(Writer, WriterThread), StoreError> {
+    let (tx, rx) = mpsc::sync_channel(config.queue_size.max(1));
+    let depth = Arc::new(AtomicI64::new(0));
+    let alive = Arc::new(AtomicBool::new(true));
+    let mut worker = WriterLoop {
+        conn,
+        rx,
+        clock,
+        batch_limit: config.batch_limit.max(1),
+        seqs: AttemptSeqs::default(),
+        depth: depth.clone(),
+        commits_since_checkpoint: 0,
+    };
+    let thread_alive = alive.clone();
+    let handle = std::thread::Builder::new()
+        .name("store-writer".into())
+        .spawn(move || {
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                worker.run_until_stopped()
+            }));
+            thread_alive.store(false, Ordering::Relaxed);
+            if outcome.is_err() {
+                // The transaction's fate and the replies' are unknown: stop everything and let
+                // the supervisor restart from what is on disk.
+                tracing::error!("store-writer panicked; aborting the process");
+                std::process::abort();
+            }
+        })
+        .map_err(|e| StoreError::Setup(format!("could not start the store-writer thread: {e}")))?;
+    Ok((Writer { tx, depth }, WriterThread { handle, alive }))
+}
+
+impl Writer {
+    fn submit<T>(
+        &self,
+        make: impl FnOnce(Reply<T>) -> Command,
+    ) -> Result<oneshot::Receiver<Result<T, StoreError>>, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.depth.fetch_add(1, Ordering::Relaxed);
+        match self.tx.try_send(make(reply)) {
+            Ok(()) => Ok(answer),
+            Err(err) => {
+                self.depth.fetch_sub(1, Ordering::Relaxed);
+                Err(match err {
+                    TrySendError::Full(_) => StoreError::Overloaded,
+                    TrySendError::Disconnected(_) => StoreError::WriterStopped,
+                })
+            }
+        }
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, StoreError> {
+        let answer = self.submit(make)?;
+        answer.await.map_err(|_| StoreError::WriterStopped)?
+    }
+
+    pub async fn place_hold(
+        &self,
+        req: IdempotentRequest,
+        cmd: PlaceHold,
+    ) -> Result<Answer<HoldView>, StoreError> {
+        self.ask(|reply| Command::PlaceHold(req, cmd, reply)).await
+    }
+
+    pub async fn confirm_hold(
+        &self,
+        req: IdempotentRequest,
+        cmd: ConfirmHold,
+    ) -> Result<Answer<OrderView>, StoreError> {
+        self.ask(|reply| Command::ConfirmHold(req, cmd, reply))
+            .await
+    }
+
+    pub async fn release_hold(
+        &self,
+        buyer: BuyerId,
+        hold_id: HoldId,
+    ) -> Result<Result<HoldView, Refusal>, StoreError> {
+        self.ask(|reply| Command::ReleaseHold {
+            buyer,
+            hold_id,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn create_drop(
+        &self,
+        spec: NewDrop,
+    ) -> Result<Result<DropView, Refusal>, StoreError> {
+        self.ask(|reply| Command::CreateDrop { spec, reply }).await
+    }
+
+    pub async fn update_drop(
+        &self,
+        drop_id: DropId,
+        patch: DropPatch,
+    ) -> Result<Result<DropView, Refusal>, StoreError> {
+        self.ask(|reply| Command::UpdateDrop {
+            drop_id,
+            patch,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn adjust_stock(
+        &self,
+        drop_id: DropId,
+        sku: String,
+        delta: i64,
+    ) -> Result<Result<DropView, Refusal>, StoreError> {
+        self.ask(|reply| Command::AdjustStock {
+            drop_id,
+            sku,
+            delta,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn create_admin_key(
+        &self,
+        name: String,
+        key_hash: [u8; 32],
+    ) -> Result<String, StoreError> {
+        self.ask(|reply| Command::CreateAdminKey {
+            name,
+            key_hash,
+            reply,
+        })
+        .await
+    }
+
+    /// Runs a batch now (expiring every hold due by the clock) and waits for its commit.
+    pub async fn sync(&self) -> Result<(), StoreError> {
+        self.ask(|reply| Command::Sync { reply }).await
+    }
+
+    /// Asks the writer to finish what is queued and stop; waits for room in the queue.
+    pub fn shutdown(&self) {
+        let _ = self.tx.send(Command::Shutdown);
+    }
+
+    pub fn stats(&self) -> WriterStats {
+        WriterStats {
+            queue_depth: self.depth.load(Ordering::Relaxed).max(0),
+        }
+    }
+}
+
+/// Replies waiting for the batch's commit.
+type Pending = Box<dyn FnOnce(Option<&CommitFailure>) + Send>;
+
+struct CommitFailure {
+    disk_full: bool,
+}
+
+impl CommitFailure {
+    fn of(err: &StoreError) -> Self {
+        Self {
+            disk_full: err.is_disk_full(),
+        }
+    }
+
+    fn to_error(&self) -> StoreError {
+        if self.disk_full {
+            StoreError::DiskFull
+        } else {
+            StoreError::CommitFailed
+        }
+    }
+}
+
+fn pending<T: Send + 'static>(reply: Reply<T>, result: Result<T, StoreError>) -> Pending {
+    Box::new(move |failure| {
+        let result = match failure {
+            None => result,
+            Some(failure) => Err(failure.to_error()),
+        };
+        // The asker may have gone (client disconnected); the effect stands regardless.
+        let _ = reply.send(result);
+    })
+}
+
+struct WriterLoop {
+    conn: Connection,
+    rx: Receiver<Command>,
+    clock: Arc<dyn Clock>,
+    batch_limit: usize,
+    seqs: AttemptSeqs,
+    depth: Arc<AtomicI64>,
+    commits_since_checkpoint: u64,
+}
+
+impl WriterLoop {
+    fn run_until_stopped(&mut self) {
+        let mut queue = Vec::with_capacity(self.batch_limit);
+        loop {
+            match self.rx.recv_timeout(IDLE_TICK) {
+                Ok(cmd) => queue.push(cmd),
+                Err(RecvTimeoutError::Timeout) => {
+                    self.try_idle_work();
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            let stopping = self.drain_into(&mut queue);
+            if self.try_run_batch(&mut queue) || stopping {
+                // Answer whatever was queued behind the shutdown request, then stop.
+                while self.drain_into(&mut queue) || !queue.is_empty() {
+                    self.try_run_batch(&mut queue);
+                }
+                break;
+            }
+            if self.commits_since_checkpoint >= CHECKPOINT_EVERY {
+                self.try_checkpoint("PASSIVE");
+            }
+        }
+        self.try_checkpoint("TRUNCATE");
+        tracing::info!("store-writer stopped");
+    }
+
+    /// Moves queued commands into `queue` up to the batch limit; true if the channel closed.
+    fn drain_into(&mut self, queue: &mut Vec<Command>) -> bool {
+        let mut closed = false;
+        while queue.len() < self.batch_limit {
+            match self.rx.try_recv() {
+                Ok(cmd) => queue.push(cmd),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    closed = true;
+                    break;
+                }
+            }
+        }
+        closed
+    }
+
+    fn try_idle_work(&mut self) {
+        let now = self.clock.now();
+        match holds::next_expiry(&self.conn) {
+            Ok(Some(due)) if due <= now => {
+                self.try_run_batch(&mut Vec::new());
+            }
+            Ok(_) => {}
+            Err(err) => tracing::warn!(error = %err, "could not look for expired holds"),
+        }
+        if self.commits_since_checkpoint > 0 {
+            self.try_checkpoint("TRUNCATE");
+        }
+    }
+
+    /// Runs and commits one batch, then answers it. Returns true if a shutdown was requested.
+    fn try_run_batch(&mut self, queue: &mut Vec<Command>) -> bool {
+        self.depth.fetch_sub(queue.len() as i64, Ordering::Relaxed);
+        let started = Instant::now();
+        let size = queue.len();
+        let mut batch = Batch::new(self.clock.now(), &mut self.seqs);
+        let conn = &self.conn;
+        let mut replies: Vec<Pending> = Vec::with_capacity(queue.len());
+        let mut shutdown = false;
+
+        if let Err(err) = conn.execute_batch("BEGIN IMMEDIATE") {
+            let err = StoreError::from(err);
+            tracing::error!(error = %err, "could not begin the write transaction");
+            let failure = CommitFailure::of(&err);
+            for cmd in queue.drain(..) {
+                shutdown |= answer_unrun(cmd, &failure);
+            }
+            return shutdown;
+        }
+        if let Err(err) = in_savepoint(conn, "sweep", |c| {
+            holds::expire_due(c, &mut batch, SWEEP_LIMIT)
+        }) {
+            tracing::error!(error = ?err, "could not expire due holds");
+        }
+        for cmd in queue.drain(..) {
+            match apply(conn, &mut batch, cmd) {
+                Some(reply) => replies.push(reply),
+                None => shutdown = true,
+            }
+        }
+        let committed = batch
+            .flush(conn)
+            .and_then(|()| conn.execute_batch("COMMIT"))
+            .map_err(StoreError::from);
+        match committed {
+            Ok(()) => {
+                self.commits_since_checkpoint += 1;
+                for reply in replies {
+                    reply(None);
+                }
+            }
+            Err(err) => {
+                tracing::error!(error = %err, commands = size, "batch commit failed; nothing of it was written");
+                let _ = conn.execute_batch("ROLLBACK");
+                self.seqs.forget();
+                let failure = CommitFailure::of(&err);
+                for reply in replies {
+                    reply(Some(&failure));
+                }
+            }
+        }
+        metrics::histogram!("dropd_writer_batch_size").record(size as f64);
+        metrics::histogram!("dropd_writer_batch_seconds").record(started.elapsed().as_secs_f64());
+        metrics::counter!("dropd_writer_commits_total").increment(1);
+        shutdown
+    }
+
+    fn try_checkpoint(&mut self, mode: &str) {
+        let sql = format!("PRAGMA wal_checkpoint({mode})");
+        match self.conn.query_row(&sql, [], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        }) {
+            Ok((busy, log, done)) => {
+                tracing::debug!(mode, busy, log, done, "checkpoint");
+                if busy == 0 && log == done {
+                    self.commits_since_checkpoint = 0;
+                }
+            }
+            Err(err) => tracing::warn!(mode, error = %err, "checkpoint failed"),
+        }
+    }
+}
+
+/// Applies one command inside the open transaction; `None` for a shutdown request.
+fn apply(conn: &Connection, batch: &mut Batch<'_>, cmd: Command) -> Option<Pending> {
+    let now = batch.now;
+    Some(match cmd {
+        Command::PlaceHold(req, cmd, reply) => {
+            let result = idempotency::run_once(conn, &req, now, |c| {
+                holds::place(c, batch, &req.buyer, &cmd)
+            });
+            metrics::counter!("dropd_hold_attempts_total", "outcome" => attempt_outcome(&result))
+                .increment(1);
+            pending(reply, result)
+        }
+        Command::ConfirmHold(req, cmd, reply) => {
+            let result = idempotency::run_once(conn, &req, now, |c| {
+                holds::confirm(c, batch, &req.buyer, &cmd)
+            });
+            pending(reply, result)
+        }
+        Command::ReleaseHold {
+            buyer,
+            hold_id,
+            reply,
+        } => {
+            let result = in_savepoint(conn, "cmd", |c| holds::release(c, batch, &buyer, &hold_id));
+            pending(reply, Outcome::split(result))
+        }
+        Command::CreateDrop { spec, reply } => {
+            let result = in_savepoint(conn, "cmd", |c| drops::create(c, batch, &spec));
+            pending(reply, Outcome::split(result))
+        }
+        Command::UpdateDrop {
+            drop_id,
+            patch,
+            reply,
+        } => {
+            let result = in_savepoint(conn, "cmd", |c| drops::update(c, batch, &drop_id, &patch));
+            pending(reply, Outcome::split(result))
+        }
+        Command::AdjustStock {
+            drop_id,
+            sku,
+            delta,
+            reply,
+        } => {
+            let result = in_savepoint(conn, "cmd", |c| {
+                drops::adjust_stock(c, batch, &drop_id, &sku, delta)
+            });
+            pending(reply, Outcome::split(result))
+        }
+        Command::CreateAdminKey {
+            name,
+            key_hash,
+            reply,
+        } => {
+            let result = in_savepoint(conn, "cmd", |c| {
+                admin_keys::insert(c, &name, &key_hash, now)
+            });
+            pending(reply, result)
+        }
+        Command::Sync { reply } => pending(reply, Ok(())),
+        Command::Shutdown => return None,
+    })
+}
+
+fn attempt_outcome(result: &Result<Answer<HoldView>, StoreError>) -> &'static str {
+    match result {
+        Ok(Answer { replayed: true, .. }) => "replayed",
+        Ok(Answer { result: Ok(_), .. }) => "held",
+        Ok(Answer {
+            result: Err(refusal),
+            ..
+        }) => refusal.code(),
+        Err(_) => "error",
+    }
+}
+
+/// Answers a command that never ran because the transaction could not begin.
+fn answer_unrun(cmd: Command, failure: &CommitFailure) -> bool {
+    let err = failure.to_error();
+    let _ = match cmd {
+        Command::PlaceHold(_, _, reply) => reply.send(Err(err)).is_ok(),
+        Command::ConfirmHold(_, _, reply) => reply.send(Err(err)).is_ok(),
+        Command::ReleaseHold { reply, .. } => reply.send(Err(err)).is_ok(),
+        Command::CreateDrop { reply, .. }
+        | Command::UpdateDrop { reply, .. }
+        | Command::AdjustStock { reply, .. } => reply.send(Err(err)).is_ok(),
+        Command::CreateAdminKey { reply, .. } => reply.send(Err(err)).is_ok(),
+        Command::Sync { reply } => reply.send(Err(err)).is_ok(),
+        Command::Shutdown => return true,
+    };
+    false
+}
