@@ -68,15 +68,16 @@ impl Refusal {
         }
     }
 
-    /// Outcomes worth remembering under an Idempotency-Key: the request was well formed and the
-    /// rules decided. Malformed requests and key misuse are not recorded, so the client can fix
-    /// the request and retry with the same key.
+    /// Outcomes worth remembering under an Idempotency-Key: the request was well formed, named
+    /// something that exists, and the rules decided. Anything else is not recorded (and writes
+    /// nothing), so the client can fix the request and retry with the same key.
     pub fn is_recorded(&self) -> bool {
         !matches!(
             self,
             Refusal::ValidationFailed { .. }
                 | Refusal::IdempotencyKeyReused
                 | Refusal::UnknownSku { .. }
+                | Refusal::NotFound { .. }
         )
     }
 

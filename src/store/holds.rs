@@ -28,7 +28,6 @@ pub(crate) fn place(
 ) -> Result<HoldView, Outcome> {
     let rules = drops::load_rules(conn, &cmd.drop_id)?
         .ok_or_else(|| Refusal::not_found(format!("drop {}", cmd.drop_id)))?;
-    let attempt_seq = batch.seqs.next(conn, &cmd.drop_id)?;
     let state = rules.schedule.state_at(batch.now);
     if state != DropState::Live {
         return Err(Refusal::DropNotLive {
@@ -42,6 +41,15 @@ pub(crate) fn place(
             sku: cmd.sku.clone(),
         }
     })?;
+    if !(1..=rules.per_buyer_limit).contains(&cmd.quantity) {
+        return Err(Refusal::invalid(format!(
+            "quantity must be between 1 and the drop's per-buyer limit of {}",
+            rules.per_buyer_limit
+        ))
+        .into());
+    }
+    // Only attempts that compete for stock get a place in the arrival order.
+    let attempt_seq = batch.seqs.next(conn, &cmd.drop_id)?;
     let used: i64 = conn.prepare_cached(USED)?.query_row(
         named_params! {":drop": cmd.drop_id.as_str(), ":buyer": buyer.as_str()},
         |r| r.get(0),

@@ -1,1 +1,13 @@
+//! One integration binary: each test starts the real app (or the real binary) on port 0 with its
+//! own temporary data directory and talks HTTP to it.
 
+mod helpers;
+
+mod authorization;
+mod bad_input;
+mod crash;
+mod idempotency;
+mod lifecycle;
+mod operations;
+mod stampede;
+mod store_model;

@@ -1,0 +1,139 @@
+use serde_json::{json, Value};
+
+use crate::helpers::{check_invariants, expect_problem, live_drop, spawn_app};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admins_restock_and_export_orders_as_ndjson() {
+    let app = spawn_app().await;
+    app.create_drop(&live_drop("ops", 2, 2)).await;
+    let stock_url = app.url("/v1/admin/drops/ops/skus/S1/stock");
+    let alice = app.token("alice");
+    let hold: Value = app
+        .hold(&alice, "ops", "S1", 2, "h")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        app.confirm(&alice, hold["hold_id"].as_str().expect("id"), "c")
+            .await
+            .status(),
+        201
+    );
+
+    let shrink = app
+        .client
+        .post(&stock_url)
+        .bearer_auth(&app.admin_key)
+        .json(&json!({"delta": -1}))
+        .send()
+        .await
+        .expect("sent");
+    let problem = expect_problem(shrink, 409, "stock-below-committed").await;
+    assert_eq!(problem["committed"], 2);
+    let grow = app
+        .client
+        .post(&stock_url)
+        .bearer_auth(&app.admin_key)
+        .json(&json!({"delta": 5}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(grow.status(), 200);
+    let view: Value = grow.json().await.expect("json");
+    assert_eq!(view["skus"][0]["stock"], 7);
+    assert_eq!(view["skus"][0]["available"], 5);
+    assert_eq!(app.available("ops", "S1").await, 5);
+    let missing = app
+        .client
+        .post(app.url("/v1/admin/drops/ops/skus/NOPE/stock"))
+        .bearer_auth(&app.admin_key)
+        .json(&json!({"delta": 1}))
+        .send()
+        .await
+        .expect("sent");
+    expect_problem(missing, 422, "unknown-sku").await;
+
+    let bob = app.token("bob");
+    let hold: Value = app
+        .hold(&bob, "ops", "S1", 1, "h")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        app.confirm(&bob, hold["hold_id"].as_str().expect("id"), "c")
+            .await
+            .status(),
+        201
+    );
+    let export = app
+        .client
+        .get(app.url("/v1/admin/drops/ops/orders"))
+        .bearer_auth(&app.admin_key)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(export.status(), 200);
+    assert_eq!(export.headers()["content-type"], "application/x-ndjson");
+    let text = export.text().await.expect("body");
+    let orders: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    assert_eq!(orders.len(), 2);
+    assert_eq!(orders[0]["buyer"], "alice");
+    assert_eq!(orders[1]["buyer"], "bob");
+    check_invariants(&app.db()).expect("invariants hold");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versions_grow_with_every_change_and_lists_show_every_drop() {
+    let app = spawn_app().await;
+    let created = app.create_drop(&live_drop("v", 5, 2)).await;
+    app.create_drop(&live_drop("w", 5, 2)).await;
+    let v0 = created["version"].as_i64().expect("version");
+    let alice = app.token("alice");
+    app.hold(&alice, "v", "S1", 1, "k").await;
+    let v1 = app.get_json("/v1/drops/v").await["version"]
+        .as_i64()
+        .expect("version");
+    assert!(v1 > v0);
+    let renamed = app
+        .patch_drop("v", json!({"name": "Renamed"}))
+        .await
+        .json::<Value>()
+        .await
+        .expect("json");
+    assert_eq!(renamed["name"], "Renamed");
+    assert!(renamed["version"].as_i64().expect("version") > v1);
+    assert_eq!(
+        app.get_json("/v1/drops/v").await["version"],
+        renamed["version"]
+    );
+    let list = app.get_json("/v1/drops").await;
+    let ids: Vec<&str> = list["drops"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|d| d["id"].as_str())
+        .collect();
+    assert_eq!(ids, vec!["v", "w"]);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_readiness_and_metrics_answer() {
+    let app = spawn_app().await;
+    assert_eq!(app.get_json("/healthz").await["status"], "ok");
+    assert_eq!(app.get_json("/readyz").await["status"], "ready");
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(metrics.status(), 200);
+    app.stop().await;
+}
