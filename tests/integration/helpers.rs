@@ -223,6 +223,9 @@ pub async fn expect_problem(res: reqwest::Response, status: u16, code: &str) -> 
     body
 }
 
+/// drop, sku, total, held, sold, active hold units, confirmed hold units, ordered units.
+type SkuAudit = (String, String, i64, i64, i64, i64, i64, i64);
+
 /// The invariants of docs/design.md, checked from the database itself.
 pub fn check_invariants(conn: &Connection) -> Result<(), String> {
     let mut stmt = conn
@@ -237,7 +240,7 @@ pub fn check_invariants(conn: &Connection) -> Result<(), String> {
              FROM skus s",
         )
         .map_err(|e| e.to_string())?;
-    let rows: Vec<(String, String, i64, i64, i64, i64, i64, i64)> = stmt
+    let rows: Vec<SkuAudit> = stmt
         .query_map([], |r| {
             Ok((
                 r.get(0)?,
