@@ -29,6 +29,8 @@ pub struct Settings {
     pub queue_size: usize,
     pub token_secret: Option<String>,
     pub workers: Option<usize>,
+    /// Benchmark baseline only (hidden flag): one transaction per write on a pool of writers.
+    pub naive_writes: bool,
 }
 
 impl Settings {
@@ -42,6 +44,7 @@ impl Settings {
             queue_size: 8_192,
             token_secret: None,
             workers: None,
+            naive_writes: false,
         }
     }
 
@@ -81,6 +84,7 @@ impl Application {
                 batch_limit: settings.batch_limit,
                 queue_size: settings.queue_size,
                 read_pool_size: (workers as u32 * 2).max(4),
+                naive_writers: settings.naive_writes,
             },
             clock.clone(),
         )

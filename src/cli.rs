@@ -61,6 +61,9 @@ pub struct ServeArgs {
     /// HTTP worker threads (default: one per core).
     #[arg(long, env = "DROPD_WORKERS", value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub workers: Option<u32>,
+    /// Benchmark baseline: one transaction per write on a pool of writer connections.
+    #[arg(long, hide = true)]
+    pub naive_writes: bool,
 }
 
 #[derive(Debug, Args)]
@@ -108,6 +111,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         queue_size: args.queue_size as usize,
         token_secret: args.token_secret,
         workers: args.workers.map(|w| w as usize),
+        naive_writes: args.naive_writes,
     };
     actix_web::rt::System::new().block_on(async move {
         let clock = Arc::new(SystemClock);

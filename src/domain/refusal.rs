@@ -69,8 +69,9 @@ impl Refusal {
     }
 
     /// Outcomes worth remembering under an Idempotency-Key: the request was well formed, named
-    /// something that exists, and the rules decided. Anything else is not recorded (and writes
-    /// nothing), so the client can fix the request and retry with the same key.
+    /// something that exists, competed while the drop was live, and the rules decided. Anything
+    /// else is not recorded (and writes nothing), so the client can fix the request, or wait for
+    /// the drop to open, and retry with the same key.
     pub fn is_recorded(&self) -> bool {
         !matches!(
             self,
@@ -78,6 +79,7 @@ impl Refusal {
                 | Refusal::IdempotencyKeyReused
                 | Refusal::UnknownSku { .. }
                 | Refusal::NotFound { .. }
+                | Refusal::DropNotLive { .. }
         )
     }
 

@@ -53,7 +53,7 @@ pub struct DropPatch {
     pub hold_seconds: Option<i64>,
     /// `paused`, `live` (resume, or start now) or `closed` (for good).
     pub state: Option<DropState>,
-    /// New prices for some SKUs; holds already placed keep the price at confirmation time.
+    /// New prices for some SKUs; an order takes its SKU's price at confirmation.
     pub prices: Option<Vec<SkuPricePatch>>,
 }
 

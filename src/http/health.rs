@@ -21,6 +21,13 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
             format!("the server is {phase}"),
         ));
     }
+    if !state.writer.is_running() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the store writer is not running",
+        ));
+    }
     let writer = state.writer.stats();
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "status": "ready",

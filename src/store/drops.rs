@@ -253,6 +253,16 @@ pub(crate) fn update(
     };
     let rules_now =
         load_rules(conn, drop_id)?.ok_or_else(|| Refusal::not_found(format!("drop {drop_id}")))?;
+    let reschedules = patch.starts_at.is_some() || patch.ends_at.is_some();
+    if current.state == DropState::Closed
+        && (reschedules || patch.state.is_some_and(|s| s != DropState::Closed))
+    {
+        return Err(Refusal::InvalidTransition {
+            from: "closed".into(),
+            to: patch.state.unwrap_or(DropState::Live).as_str().to_owned(),
+        }
+        .into());
+    }
     let mut starts_at = patch.starts_at.unwrap_or(current.starts_at);
     let ends_at = patch.ends_at.unwrap_or(current.ends_at);
     let mut override_state = rules_now.schedule.override_state;

@@ -175,10 +175,16 @@ pub(crate) fn confirm(
 ) -> Result<OrderView, Outcome> {
     rules::check_payment_ref(&cmd.payment_ref)?;
     let hold = load_owned(conn, buyer, &cmd.hold_id)?;
-    // The batch swept every hold due at `now` before running commands, so an active hold here is
-    // still within its time.
     if hold.state != HoldState::Active {
         return Err(refuse_ended(&hold).into());
+    }
+    // The batch's sweep expires at most a bounded number of holds; one it has not reached yet
+    // is past its time all the same.
+    if hold.expires_at <= batch.now {
+        return Err(Refusal::HoldExpired {
+            expired_at: rfc3339(hold.expires_at),
+        }
+        .into());
     }
     let sku = drops::load_sku(conn, &hold.drop_id, &hold.sku)?
         .ok_or_else(|| Refusal::not_found(format!("sku {}", hold.sku)))?;

@@ -3,6 +3,7 @@
 //! connections (`read_pool`). Queries live beside the table group they touch.
 
 pub mod admin_keys;
+pub mod audit;
 mod batch;
 mod commands;
 pub mod drops;
@@ -36,6 +37,8 @@ pub struct StoreConfig {
     /// Commands waiting for the writer before new ones are refused with `overloaded`.
     pub queue_size: usize,
     pub read_pool_size: u32,
+    /// Benchmark baseline only: one transaction per command on a pool of writers.
+    pub naive_writers: bool,
 }
 
 /// The open store: the writer's handle, its thread, and the read pool.

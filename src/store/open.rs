@@ -73,5 +73,10 @@ pub fn open_writer(path: &Path, synchronous: Synchronous) -> Result<Connection, 
 
 /// A short-lived read-write connection for one-off CLI commands run beside (or without) a server.
 pub fn open_for_cli(path: &Path) -> Result<Connection, StoreError> {
-    open_writer(path, Synchronous::Full)
+    let conn = open_writer(path, Synchronous::Full)?;
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+        true,
+    )?;
+    Ok(conn)
 }

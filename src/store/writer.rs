@@ -35,6 +35,17 @@ const CHECKPOINT_EVERY: u64 = 1_000;
 pub struct Writer {
     tx: SyncSender<Command>,
     depth: Arc<AtomicI64>,
+    alive: Arc<AtomicBool>,
+    naive: Option<NaiveWriters>,
+}
+
+/// The benchmark's baseline only (`serve --naive-writes`, hidden): every command runs in its own
+/// transaction on one of a pool of read-write connections, the way a typical web app writes. It
+/// exists so the gain of group commit is measured, not claimed; never use it in production.
+#[derive(Clone)]
+struct NaiveWriters {
+    pool: r2d2::Pool<r2d2_sqlite::SqliteConnectionManager>,
+    clock: Arc<dyn Clock>,
 }
 
 pub struct WriterThread {
@@ -66,6 +77,23 @@ pub(crate) fn spawn(
     config: &StoreConfig,
     clock: Arc<dyn Clock>,
 ) -> Result<(Writer, WriterThread), StoreError> {
+    let naive = if config.naive_writers {
+        let sync = config.synchronous.as_str();
+        let manager =
+            r2d2_sqlite::SqliteConnectionManager::file(&config.path).with_init(move |c| {
+                c.busy_timeout(Duration::from_secs(30))?;
+                c.execute_batch(&format!(
+                    "PRAGMA synchronous = {sync}; PRAGMA foreign_keys = ON;"
+                ))
+            });
+        let pool = r2d2::Pool::builder().max_size(16).build(manager)?;
+        Some(NaiveWriters {
+            pool,
+            clock: clock.clone(),
+        })
+    } else {
+        None
+    };
     let (tx, rx) = mpsc::sync_channel(config.queue_size.max(1));
     let depth = Arc::new(AtomicI64::new(0));
     let alive = Arc::new(AtomicBool::new(true));
@@ -94,7 +122,13 @@ pub(crate) fn spawn(
             }
         })
         .map_err(|e| StoreError::Setup(format!("could not start the store-writer thread: {e}")))?;
-    Ok((Writer { tx, depth }, WriterThread { handle, alive }))
+    let writer = Writer {
+        tx,
+        depth,
+        alive: alive.clone(),
+        naive,
+    };
+    Ok((writer, WriterThread { handle, alive }))
 }
 
 impl Writer {
@@ -103,6 +137,25 @@ impl Writer {
         make: impl FnOnce(Reply<T>) -> Command,
     ) -> Result<oneshot::Receiver<Result<T, StoreError>>, StoreError> {
         let (reply, answer) = oneshot::channel();
+        if let Some(naive) = &self.naive {
+            let naive = naive.clone();
+            let cmd = make(reply);
+            tokio::task::spawn_blocking(move || match naive.pool.get() {
+                Ok(conn) => {
+                    run_batch(
+                        &conn,
+                        naive.clock.now(),
+                        &mut AttemptSeqs::default(),
+                        &mut vec![cmd],
+                    );
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, "no naive writer connection");
+                    answer_unrun(cmd, &CommitFailure { disk_full: false });
+                }
+            });
+            return Ok(answer);
+        }
         self.depth.fetch_add(1, Ordering::Relaxed);
         match self.tx.try_send(make(reply)) {
             Ok(()) => Ok(answer),
@@ -206,7 +259,15 @@ impl Writer {
 
     /// Asks the writer to finish what is queued and stop; waits for room in the queue.
     pub fn shutdown(&self) {
-        let _ = self.tx.send(Command::Shutdown);
+        self.depth.fetch_add(1, Ordering::Relaxed);
+        if self.tx.send(Command::Shutdown).is_err() {
+            self.depth.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// False once the writer thread has stopped (after shutdown, or if it died).
+    pub fn is_running(&self) -> bool {
+        self.alive.load(Ordering::Relaxed)
     }
 
     pub fn stats(&self) -> WriterStats {
@@ -272,11 +333,18 @@ impl WriterLoop {
                 }
                 Err(RecvTimeoutError::Disconnected) => break,
             }
-            let stopping = self.drain_into(&mut queue);
-            if self.try_run_batch(&mut queue) || stopping {
+            let closed = self.drain_into(&mut queue);
+            if self.try_run_batch(&mut queue) || closed {
                 // Answer whatever was queued behind the shutdown request, then stop.
-                while self.drain_into(&mut queue) || !queue.is_empty() {
+                loop {
+                    let closed = self.drain_into(&mut queue);
+                    if queue.is_empty() {
+                        break;
+                    }
                     self.try_run_batch(&mut queue);
+                    if closed && queue.is_empty() {
+                        break;
+                    }
                 }
                 break;
             }
@@ -321,58 +389,11 @@ impl WriterLoop {
     /// Runs and commits one batch, then answers it. Returns true if a shutdown was requested.
     fn try_run_batch(&mut self, queue: &mut Vec<Command>) -> bool {
         self.depth.fetch_sub(queue.len() as i64, Ordering::Relaxed);
-        let started = Instant::now();
-        let size = queue.len();
-        let mut batch = Batch::new(self.clock.now(), &mut self.seqs);
-        let conn = &self.conn;
-        let mut replies: Vec<Pending> = Vec::with_capacity(queue.len());
-        let mut shutdown = false;
-
-        if let Err(err) = conn.execute_batch("BEGIN IMMEDIATE") {
-            let err = StoreError::from(err);
-            tracing::error!(error = %err, "could not begin the write transaction");
-            let failure = CommitFailure::of(&err);
-            for cmd in queue.drain(..) {
-                shutdown |= answer_unrun(cmd, &failure);
-            }
-            return shutdown;
+        let ran = run_batch(&self.conn, self.clock.now(), &mut self.seqs, queue);
+        if ran.committed {
+            self.commits_since_checkpoint += 1;
         }
-        if let Err(err) = in_savepoint(conn, "sweep", |c| {
-            holds::expire_due(c, &mut batch, SWEEP_LIMIT)
-        }) {
-            tracing::error!(error = ?err, "could not expire due holds");
-        }
-        for cmd in queue.drain(..) {
-            match apply(conn, &mut batch, cmd) {
-                Some(reply) => replies.push(reply),
-                None => shutdown = true,
-            }
-        }
-        let committed = batch
-            .flush(conn)
-            .and_then(|()| conn.execute_batch("COMMIT"))
-            .map_err(StoreError::from);
-        match committed {
-            Ok(()) => {
-                self.commits_since_checkpoint += 1;
-                for reply in replies {
-                    reply(None);
-                }
-            }
-            Err(err) => {
-                tracing::error!(error = %err, commands = size, "batch commit failed; nothing of it was written");
-                let _ = conn.execute_batch("ROLLBACK");
-                self.seqs.forget();
-                let failure = CommitFailure::of(&err);
-                for reply in replies {
-                    reply(Some(&failure));
-                }
-            }
-        }
-        metrics::histogram!("dropd_writer_batch_size").record(size as f64);
-        metrics::histogram!("dropd_writer_batch_seconds").record(started.elapsed().as_secs_f64());
-        metrics::counter!("dropd_writer_commits_total").increment(1);
-        shutdown
+        ran.shutdown
     }
 
     fn try_checkpoint(&mut self, mode: &str) {
@@ -392,6 +413,77 @@ impl WriterLoop {
             }
             Err(err) => tracing::warn!(mode, error = %err, "checkpoint failed"),
         }
+    }
+}
+
+struct BatchRun {
+    shutdown: bool,
+    committed: bool,
+}
+
+/// Runs `queue` in one transaction on `conn`, commits, then answers every command (with the
+/// commit's failure if it failed).
+fn run_batch(
+    conn: &Connection,
+    now: chrono::DateTime<chrono::Utc>,
+    seqs: &mut AttemptSeqs,
+    queue: &mut Vec<Command>,
+) -> BatchRun {
+    let started = Instant::now();
+    let size = queue.len();
+    let mut shutdown = false;
+    if let Err(err) = conn.execute_batch("BEGIN IMMEDIATE") {
+        let err = StoreError::from(err);
+        tracing::error!(error = %err, "could not begin the write transaction");
+        let failure = CommitFailure::of(&err);
+        for cmd in queue.drain(..) {
+            shutdown |= answer_unrun(cmd, &failure);
+        }
+        return BatchRun {
+            shutdown,
+            committed: false,
+        };
+    }
+    let mut batch = Batch::new(now, seqs);
+    let mut replies: Vec<Pending> = Vec::with_capacity(queue.len());
+    if let Err(err) = in_savepoint(conn, "sweep", |c| {
+        holds::expire_due(c, &mut batch, SWEEP_LIMIT)
+    }) {
+        tracing::error!(error = ?err, "could not expire due holds");
+    }
+    for cmd in queue.drain(..) {
+        match apply(conn, &mut batch, cmd) {
+            Some(reply) => replies.push(reply),
+            None => shutdown = true,
+        }
+    }
+    let committed = batch
+        .flush(conn)
+        .and_then(|()| conn.execute_batch("COMMIT"))
+        .map_err(StoreError::from);
+    let ok = committed.is_ok();
+    match committed {
+        Ok(()) => {
+            for reply in replies {
+                reply(None);
+            }
+        }
+        Err(err) => {
+            tracing::error!(error = %err, commands = size, "batch commit failed; nothing of it was written");
+            let _ = conn.execute_batch("ROLLBACK");
+            seqs.forget();
+            let failure = CommitFailure::of(&err);
+            for reply in replies {
+                reply(Some(&failure));
+            }
+        }
+    }
+    metrics::histogram!("dropd_writer_batch_size").record(size as f64);
+    metrics::histogram!("dropd_writer_batch_seconds").record(started.elapsed().as_secs_f64());
+    metrics::counter!("dropd_writer_commits_total").increment(1);
+    BatchRun {
+        shutdown,
+        committed: ok,
     }
 }
 

@@ -223,65 +223,9 @@ pub async fn expect_problem(res: reqwest::Response, status: u16, code: &str) -> 
     body
 }
 
-/// drop, sku, total, held, sold, active hold units, confirmed hold units, ordered units.
-type SkuAudit = (String, String, i64, i64, i64, i64, i64, i64);
-
 /// The invariants of docs/design.md, checked from the database itself.
 pub fn check_invariants(conn: &Connection) -> Result<(), String> {
-    let mut stmt = conn
-        .prepare(
-            "SELECT s.drop_id, s.sku, s.stock_total, s.held, s.sold,
-                (SELECT COALESCE(SUM(quantity), 0) FROM holds h
-                  WHERE h.drop_id = s.drop_id AND h.sku = s.sku AND h.state = 'active'),
-                (SELECT COALESCE(SUM(quantity), 0) FROM holds h
-                  WHERE h.drop_id = s.drop_id AND h.sku = s.sku AND h.state = 'confirmed'),
-                (SELECT COALESCE(SUM(quantity), 0) FROM orders o
-                  WHERE o.drop_id = s.drop_id AND o.sku = s.sku)
-             FROM skus s",
-        )
-        .map_err(|e| e.to_string())?;
-    let rows: Vec<SkuAudit> = stmt
-        .query_map([], |r| {
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-                r.get(6)?,
-                r.get(7)?,
-            ))
-        })
-        .and_then(|rows| rows.collect())
-        .map_err(|e| e.to_string())?;
-    for (drop, sku, total, held, sold, active, confirmed, ordered) in rows {
-        let available = total - held - sold;
-        if available < 0 || held != active || sold != confirmed || sold != ordered {
-            return Err(format!(
-                "{drop}/{sku}: total {total} held {held} (active holds {active}) sold {sold} \
-                 (confirmed {confirmed}, ordered {ordered})"
-            ));
-        }
-    }
-    let over: Vec<(String, String, i64, i64)> = conn
-        .prepare(
-            "SELECT h.drop_id, h.buyer, SUM(h.quantity), d.per_buyer_limit
-             FROM holds h JOIN drops d ON d.id = h.drop_id
-             WHERE h.state IN ('active', 'confirmed')
-             GROUP BY h.drop_id, h.buyer HAVING SUM(h.quantity) > d.per_buyer_limit",
-        )
-        .and_then(|mut s| {
-            s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
-                .collect()
-        })
-        .map_err(|e| e.to_string())?;
-    if let Some((drop, buyer, units, limit)) = over.first() {
-        return Err(format!(
-            "{buyer} has {units} units of {drop}, limit {limit}"
-        ));
-    }
-    Ok(())
+    dropd::store::audit::check_invariants(conn).map_err(|e| e.to_string())?
 }
 
 /// Row counts and the drops' and SKUs' counters: what any refused request must leave as it was.

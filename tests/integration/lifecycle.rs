@@ -191,5 +191,20 @@ async fn an_admin_close_is_final() {
     .await;
     let reopen = app.patch_drop("closing", json!({"state": "live"})).await;
     expect_problem(reopen, 409, "invalid-state-transition").await;
+
+    // A drop closed by its schedule cannot be reopened by moving its end either.
+    app.create_drop(&live_drop("ended", 5, 2)).await;
+    app.clock.advance(Duration::hours(3));
+    let later = (start_time() + Duration::hours(5)).to_rfc3339();
+    let extend = app.patch_drop("ended", json!({"ends_at": later})).await;
+    expect_problem(extend, 409, "invalid-state-transition").await;
+    let renamed = app.patch_drop("ended", json!({"name": "Ended drop"})).await;
+    assert_eq!(renamed.status(), 200);
+    expect_problem(
+        app.hold(&alice, "ended", "S1", 1, "k2").await,
+        409,
+        "drop-not-live",
+    )
+    .await;
     app.stop().await;
 }

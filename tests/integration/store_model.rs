@@ -41,6 +41,7 @@ fn run(stock: i64, ops: Vec<Op>) -> Result<(), TestCaseError> {
             batch_limit: 64,
             queue_size: 64,
             read_pool_size: 1,
+            naive_writers: false,
         },
         Arc::new(clock.clone()),
     )

@@ -67,7 +67,7 @@ CREATE TABLE orders (
 ) STRICT;
 
 CREATE INDEX orders_by_buyer ON orders (buyer, created_at);
-CREATE INDEX orders_by_drop ON orders (drop_id, created_at);
+CREATE INDEX orders_by_drop ON orders (drop_id, id);
 
 -- One outcome per (buyer, key): written in the same transaction as the effect it describes.
 CREATE TABLE idempotency_keys (
