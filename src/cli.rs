@@ -30,6 +30,9 @@ pub enum Command {
     /// Manage admin keys.
     #[command(subcommand)]
     AdminKey(AdminKeyCommand),
+    /// Measure hold attempts/s against the /healthz ceiling, group commit against a naive
+    /// baseline, and reads under fire; prints a markdown table and writes JSON.
+    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -97,6 +100,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Token(args) => token(args),
         Command::AdminKey(AdminKeyCommand::Create { name, data_dir }) => {
             create_admin_key(&name, &data_dir)
+        }
+        Command::Bench(args) => {
+            telemetry::init("warn");
+            crate::bench::run(args)
         }
     }
 }

@@ -13,6 +13,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod bench;
 pub mod cli;
 pub mod demo;
 pub mod domain;

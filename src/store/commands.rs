@@ -1,14 +1,41 @@
 //! What handlers ask of the writer. Each command carries its own reply channel; the writer answers
 //! only after the transaction holding the command's effect has committed.
 
+use rusqlite::Connection;
 use tokio::sync::oneshot;
 
 use crate::domain::views::{DropPatch, DropView, HoldView, NewDrop, OrderView};
 use crate::domain::{BuyerId, DropId, HoldId, IdempotencyKey, Refusal};
 
-use super::StoreError;
+use super::batch::Batch;
+use super::tx::decided;
+use super::{admin_keys, drops, holds, idempotency, StoreError};
 
-pub(crate) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+/// Where a command's answer goes, and the answer while the batch has not committed yet.
+pub(crate) struct Reply<T> {
+    tx: oneshot::Sender<Result<T, StoreError>>,
+    result: Option<Result<T, StoreError>>,
+}
+
+impl<T> Reply<T> {
+    pub(crate) fn new(tx: oneshot::Sender<Result<T, StoreError>>) -> Self {
+        Self { tx, result: None }
+    }
+
+    fn hold(&mut self, result: Result<T, StoreError>) {
+        self.result = Some(result);
+    }
+
+    /// Sends the held answer, or `failure` if the batch did not commit.
+    fn send(self, failure: Option<StoreError>) {
+        let result = match failure {
+            Some(err) => Err(err),
+            None => self.result.unwrap_or(Err(StoreError::CommitFailed)),
+        };
+        // The asker may have gone (client disconnected); the effect stands regardless.
+        let _ = self.tx.send(result);
+    }
+}
 
 /// Who asks, under which key, and a digest of exactly what they asked (route and canonical body):
 /// the same key with another fingerprint is refused.
@@ -73,4 +100,105 @@ pub(crate) enum Command {
     },
     /// Finish what is queued, checkpoint, and stop.
     Shutdown,
+}
+
+impl Command {
+    /// Runs the command inside the open transaction and holds its answer for after the commit.
+    /// `Err` means the database failed on this command: the batch must be rolled back.
+    pub(crate) fn execute(
+        &mut self,
+        conn: &Connection,
+        batch: &mut Batch<'_>,
+    ) -> Result<(), StoreError> {
+        let now = batch.now;
+        match self {
+            Command::PlaceHold(req, cmd, reply) => {
+                let answer = idempotency::run_once(conn, req, now, |c| {
+                    holds::place(c, batch, &req.buyer, cmd)
+                })?;
+                metrics::counter!("dropd_hold_attempts_total", "outcome" => attempt_outcome(&answer))
+                    .increment(1);
+                reply.hold(Ok(answer));
+            }
+            Command::ConfirmHold(req, cmd, reply) => {
+                let answer = idempotency::run_once(conn, req, now, |c| {
+                    holds::confirm(c, batch, &req.buyer, cmd)
+                })?;
+                reply.hold(Ok(answer));
+            }
+            Command::ReleaseHold {
+                buyer,
+                hold_id,
+                reply,
+            } => {
+                reply.hold(Ok(decided(conn, |c| {
+                    holds::release(c, batch, buyer, hold_id)
+                })?));
+            }
+            Command::CreateDrop { spec, reply } => {
+                reply.hold(Ok(decided(conn, |c| drops::create(c, batch, spec))?));
+            }
+            Command::UpdateDrop {
+                drop_id,
+                patch,
+                reply,
+            } => {
+                reply.hold(Ok(decided(conn, |c| {
+                    drops::update(c, batch, drop_id, patch)
+                })?));
+            }
+            Command::AdjustStock {
+                drop_id,
+                sku,
+                delta,
+                reply,
+            } => {
+                let result = decided(conn, |c| {
+                    drops::adjust_stock(c, batch, drop_id, sku, *delta)
+                })?;
+                reply.hold(Ok(result));
+            }
+            Command::CreateAdminKey {
+                name,
+                key_hash,
+                reply,
+            } => {
+                reply.hold(Ok(admin_keys::insert(conn, name, key_hash, now)?));
+            }
+            Command::Sync { reply } => reply.hold(Ok(())),
+            Command::Shutdown => {}
+        }
+        Ok(())
+    }
+
+    /// Answers with what `execute` decided, or with `failure`. True for a shutdown request.
+    pub(crate) fn answer(self, failure: Option<StoreError>) -> bool {
+        match self {
+            Command::PlaceHold(_, _, reply) => reply.send(failure),
+            Command::ConfirmHold(_, _, reply) => reply.send(failure),
+            Command::ReleaseHold { reply, .. } => reply.send(failure),
+            Command::CreateDrop { reply, .. }
+            | Command::UpdateDrop { reply, .. }
+            | Command::AdjustStock { reply, .. } => reply.send(failure),
+            Command::CreateAdminKey { reply, .. } => reply.send(failure),
+            Command::Sync { reply } => reply.send(failure),
+            Command::Shutdown => return true,
+        }
+        false
+    }
+
+    pub(crate) fn is_shutdown(&self) -> bool {
+        matches!(self, Command::Shutdown)
+    }
+}
+
+fn attempt_outcome(answer: &Answer<HoldView>) -> &'static str {
+    match answer {
+        Answer { replayed: true, .. } => "replayed",
+        Answer { result: Ok(_), .. } => "held",
+        Answer {
+            result: Err(refusal),
+            ..
+        } => refusal.code(),
+    }
 }

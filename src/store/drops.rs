@@ -227,7 +227,7 @@ fn view_after_change(
     let id = DropId::from_trusted(drop_id.to_owned());
     batch.touch(&id);
     let mut view = get_view(conn, drop_id, batch.now)?
-        .ok_or_else(|| Refusal::not_found(format!("drop {drop_id}")))?;
+        .ok_or(StoreError::Internal("a changed drop vanished"))?;
     // The version is bumped when the batch is flushed; answer with the value it will have.
     view.version += 1;
     Ok(view)
@@ -289,6 +289,15 @@ pub(crate) fn update(
     if ends_at <= starts_at {
         return Err(Refusal::invalid("ends_at must be after starts_at").into());
     }
+    for price in patch.prices.iter().flatten() {
+        if !current.skus.iter().any(|s| s.sku == price.sku) {
+            return Err(Refusal::UnknownSku {
+                drop_id: drop_id.to_string(),
+                sku: price.sku.clone(),
+            }
+            .into());
+        }
+    }
     conn.prepare_cached(UPDATE)?.execute(named_params! {
         ":name": patch.name.as_ref().unwrap_or(&current.name),
         ":description": patch.description.as_ref().unwrap_or(&current.description),
@@ -300,17 +309,10 @@ pub(crate) fn update(
         ":id": drop_id.as_str(),
     })?;
     for price in patch.prices.iter().flatten() {
-        let changed = conn.prepare_cached(UPDATE_PRICE)?.execute(named_params! {
+        conn.prepare_cached(UPDATE_PRICE)?.execute(named_params! {
             ":amount": price.price.amount, ":currency": price.price.currency.as_str(),
             ":drop": drop_id.as_str(), ":sku": price.sku,
         })?;
-        if changed == 0 {
-            return Err(Refusal::UnknownSku {
-                drop_id: drop_id.to_string(),
-                sku: price.sku.clone(),
-            }
-            .into());
-        }
     }
     view_after_change(conn, batch, drop_id.as_str())
 }

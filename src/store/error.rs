@@ -22,6 +22,9 @@ pub enum StoreError {
     Corrupt(#[from] serde_json::Error),
     #[error("{0}")]
     Setup(String),
+    /// A bug: a rule of the writer was broken. The batch is retried without the command.
+    #[error("internal error: {0}")]
+    Internal(&'static str),
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -36,5 +39,18 @@ impl From<rusqlite::Error> for StoreError {
 impl StoreError {
     pub fn is_disk_full(&self) -> bool {
         matches!(self, StoreError::DiskFull)
+    }
+
+    /// Failures that belong to one command (its data broke a constraint, or a bug), as opposed
+    /// to failures of the database as a whole (disk full, I/O) that would fail any command.
+    pub fn is_command_specific(&self) -> bool {
+        match self {
+            StoreError::Internal(_) | StoreError::Corrupt(_) => true,
+            StoreError::Sqlite(err) => matches!(
+                err.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::ConstraintViolation) | Some(rusqlite::ErrorCode::TooBig)
+            ),
+            _ => false,
+        }
     }
 }

@@ -188,6 +188,10 @@ pub(crate) fn confirm(
     }
     let sku = drops::load_sku(conn, &hold.drop_id, &hold.sku)?
         .ok_or_else(|| Refusal::not_found(format!("sku {}", hold.sku)))?;
+    let total = sku
+        .price
+        .times(hold.quantity)
+        .ok_or_else(|| Refusal::invalid("order total is too large"))?;
     drops::save_stock(
         conn,
         &hold.drop_id,
@@ -195,10 +199,6 @@ pub(crate) fn confirm(
         sku.stock.confirm(hold.quantity),
     )?;
     end_hold(conn, &hold.hold_id, HoldState::Confirmed, batch.now)?;
-    let total = sku
-        .price
-        .times(hold.quantity)
-        .ok_or_else(|| Refusal::invalid("order total is too large"))?;
     let order_id = OrderId::generate();
     conn.prepare_cached(INSERT_ORDER)?.execute(named_params! {
         ":id": order_id.as_str(), ":hold": hold.hold_id, ":drop": hold.drop_id, ":sku": hold.sku,
@@ -243,8 +243,10 @@ pub(crate) fn release(
 }
 
 fn return_units(conn: &Connection, drop_id: &str, sku: &str, quantity: i64) -> Result<(), Outcome> {
-    let row = drops::load_sku(conn, drop_id, sku)?
-        .ok_or_else(|| Refusal::not_found(format!("sku {sku}")))?;
+    // Foreign keys guarantee the SKU of a hold exists.
+    let row = drops::load_sku(conn, drop_id, sku)?.ok_or(StoreError::Internal(
+        "a hold names a SKU that does not exist",
+    ))?;
     drops::save_stock(conn, drop_id, sku, row.stock.release(quantity))?;
     Ok(())
 }

@@ -8,7 +8,7 @@ use serde::{de::DeserializeOwned, Serialize};
 use crate::domain::Refusal;
 
 use super::commands::{Answer, IdempotentRequest};
-use super::tx::{in_savepoint, Outcome};
+use super::tx::{decided, Outcome};
 use super::StoreError;
 
 const FIND: &str = "SELECT fingerprint, outcome FROM idempotency_keys
@@ -47,20 +47,17 @@ where
         });
     }
 
-    // The effect and its record commit together or not at all.
-    let result = in_savepoint(conn, "idem", |conn| -> Result<_, StoreError> {
-        let result = Outcome::split(in_savepoint(conn, "effect", effect))?;
-        if result.as_ref().err().is_none_or(Refusal::is_recorded) {
-            conn.prepare_cached(INSERT)?.execute(named_params! {
-                ":buyer": req.buyer.as_str(),
-                ":key": req.key.as_str(),
-                ":fingerprint": &req.fingerprint[..],
-                ":outcome": serde_json::to_string(&result)?,
-                ":now": now.timestamp_millis(),
-            })?;
-        }
-        Ok(result)
-    })?;
+    // The effect and its record are in the same transaction: they commit together or not at all.
+    let result = decided(conn, effect)?;
+    if result.as_ref().err().is_none_or(Refusal::is_recorded) {
+        conn.prepare_cached(INSERT)?.execute(named_params! {
+            ":buyer": req.buyer.as_str(),
+            ":key": req.key.as_str(),
+            ":fingerprint": &req.fingerprint[..],
+            ":outcome": serde_json::to_string(&result)?,
+            ":now": now.timestamp_millis(),
+        })?;
+    }
     Ok(Answer {
         result,
         replayed: false,

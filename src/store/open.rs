@@ -63,7 +63,8 @@ pub fn open_writer(path: &Path, synchronous: Synchronous) -> Result<Connection, 
         "PRAGMA synchronous = {};
          PRAGMA foreign_keys = ON;
          PRAGMA wal_autocheckpoint = 0;
-         PRAGMA temp_store = MEMORY;",
+         PRAGMA temp_store = MEMORY;
+         PRAGMA cache_size = -262144;",
         synchronous.pragma()
     ))?;
     conn.set_prepared_statement_cache_capacity(64);

@@ -1,12 +1,15 @@
-//! Savepoints inside the writer's batch transaction: one command's failure never undoes another's.
-
-use rusqlite::Connection;
+//! How a command ends inside the writer's batch transaction.
+//!
+//! Commands decide before they write: every refusal is found before the first change, so a
+//! refused command leaves nothing behind and needs no savepoint (savepoints copy every page the
+//! batch already touched into a sub-journal, which made them the writer's largest cost). The
+//! writer checks this with `total_changes` and treats a refusal that wrote as a failure.
 
 use crate::domain::Refusal;
 
 use super::StoreError;
 
-/// Why a command's savepoint was rolled back: the rules refused, or the database failed.
+/// Why a command did not produce its value: the rules refused, or the database failed.
 #[derive(Debug)]
 pub(crate) enum Outcome {
     Refused(Refusal),
@@ -48,21 +51,17 @@ impl Outcome {
     }
 }
 
-/// Runs `f` under a named savepoint, rolling back to it if `f` fails.
-pub(crate) fn in_savepoint<T, E, F>(conn: &Connection, name: &str, f: F) -> Result<T, E>
-where
-    E: From<rusqlite::Error>,
-    F: FnOnce(&Connection) -> Result<T, E>,
-{
-    conn.execute_batch(&format!("SAVEPOINT {name}"))?;
-    match f(conn) {
-        Ok(value) => {
-            conn.execute_batch(&format!("RELEASE {name}"))?;
-            Ok(value)
-        }
-        Err(err) => {
-            conn.execute_batch(&format!("ROLLBACK TO {name}; RELEASE {name}"))?;
-            Err(err)
-        }
+/// Runs one command's effect and enforces "decide before writing".
+pub(crate) fn decided<T>(
+    conn: &rusqlite::Connection,
+    effect: impl FnOnce(&rusqlite::Connection) -> Result<T, Outcome>,
+) -> Result<Result<T, Refusal>, StoreError> {
+    let before = conn.total_changes();
+    let result = Outcome::split(effect(conn))?;
+    if result.is_err() && conn.total_changes() != before {
+        return Err(StoreError::Internal(
+            "a refused command had already written; the batch is retried without it",
+        ));
     }
+    Ok(result)
 }

@@ -20,8 +20,8 @@ use crate::domain::{BuyerId, Clock, DropId, HoldId, Refusal};
 
 use super::batch::{AttemptSeqs, Batch};
 use super::commands::{Answer, Command, ConfirmHold, IdempotentRequest, PlaceHold, Reply};
-use super::tx::{in_savepoint, Outcome};
-use super::{admin_keys, drops, holds, idempotency, StoreConfig, StoreError};
+use super::tx::Outcome;
+use super::{holds, StoreConfig, StoreError};
 
 /// How often an idle writer wakes to expire holds and checkpoint.
 const IDLE_TICK: Duration = Duration::from_millis(200);
@@ -136,7 +136,8 @@ impl Writer {
         &self,
         make: impl FnOnce(Reply<T>) -> Command,
     ) -> Result<oneshot::Receiver<Result<T, StoreError>>, StoreError> {
-        let (reply, answer) = oneshot::channel();
+        let (tx, answer) = oneshot::channel();
+        let reply = Reply::new(tx);
         if let Some(naive) = &self.naive {
             let naive = naive.clone();
             let cmd = make(reply);
@@ -151,7 +152,7 @@ impl Writer {
                 }
                 Err(err) => {
                     tracing::error!(error = %err, "no naive writer connection");
-                    answer_unrun(cmd, &CommitFailure { disk_full: false });
+                    cmd.answer(Some(StoreError::CommitFailed));
                 }
             });
             return Ok(answer);
@@ -277,9 +278,8 @@ impl Writer {
     }
 }
 
-/// Replies waiting for the batch's commit.
-type Pending = Box<dyn FnOnce(Option<&CommitFailure>) + Send>;
-
+/// How a failed batch is reported to each of its commands.
+#[derive(Clone, Copy)]
 struct CommitFailure {
     disk_full: bool,
 }
@@ -291,24 +291,13 @@ impl CommitFailure {
         }
     }
 
-    fn to_error(&self) -> StoreError {
+    fn to_error(self) -> StoreError {
         if self.disk_full {
             StoreError::DiskFull
         } else {
             StoreError::CommitFailed
         }
     }
-}
-
-fn pending<T: Send + 'static>(reply: Reply<T>, result: Result<T, StoreError>) -> Pending {
-    Box::new(move |failure| {
-        let result = match failure {
-            None => result,
-            Some(failure) => Err(failure.to_error()),
-        };
-        // The asker may have gone (client disconnected); the effect stands regardless.
-        let _ = reply.send(result);
-    })
 }
 
 struct WriterLoop {
@@ -421,8 +410,12 @@ struct BatchRun {
     committed: bool,
 }
 
-/// Runs `queue` in one transaction on `conn`, commits, then answers every command (with the
-/// commit's failure if it failed).
+/// Runs `queue` in one transaction on `conn`, commits, then answers every command.
+///
+/// If the database fails on one command (a constraint, a bug), the transaction is rolled back,
+/// that command alone is answered with its failure, and the rest run again in a new transaction:
+/// nothing was answered yet, so nobody saw the rolled-back work. A failure of the database as a
+/// whole (disk full, I/O) fails the batch.
 fn run_batch(
     conn: &Connection,
     now: chrono::DateTime<chrono::Utc>,
@@ -431,151 +424,83 @@ fn run_batch(
 ) -> BatchRun {
     let started = Instant::now();
     let size = queue.len();
-    let mut shutdown = false;
-    if let Err(err) = conn.execute_batch("BEGIN IMMEDIATE") {
-        let err = StoreError::from(err);
-        tracing::error!(error = %err, "could not begin the write transaction");
-        let failure = CommitFailure::of(&err);
-        for cmd in queue.drain(..) {
-            shutdown |= answer_unrun(cmd, &failure);
-        }
-        return BatchRun {
-            shutdown,
-            committed: false,
+    let shutdown = queue.iter().any(Command::is_shutdown);
+    let mut sweep = true;
+    loop {
+        let fail_all = |queue: &mut Vec<Command>, err: &StoreError| {
+            let failure = CommitFailure::of(err);
+            for cmd in queue.drain(..) {
+                cmd.answer(Some(failure.to_error()));
+            }
+            BatchRun {
+                shutdown,
+                committed: false,
+            }
         };
-    }
-    let mut batch = Batch::new(now, seqs);
-    let mut replies: Vec<Pending> = Vec::with_capacity(queue.len());
-    if let Err(err) = in_savepoint(conn, "sweep", |c| {
-        holds::expire_due(c, &mut batch, SWEEP_LIMIT)
-    }) {
-        tracing::error!(error = ?err, "could not expire due holds");
-    }
-    for cmd in queue.drain(..) {
-        match apply(conn, &mut batch, cmd) {
-            Some(reply) => replies.push(reply),
-            None => shutdown = true,
+        if let Err(err) = conn.execute_batch("BEGIN IMMEDIATE") {
+            let err = StoreError::from(err);
+            tracing::error!(error = %err, "could not begin the write transaction");
+            return fail_all(queue, &err);
         }
-    }
-    let committed = batch
-        .flush(conn)
-        .and_then(|()| conn.execute_batch("COMMIT"))
-        .map_err(StoreError::from);
-    let ok = committed.is_ok();
-    match committed {
-        Ok(()) => {
-            for reply in replies {
-                reply(None);
+        let mut batch = Batch::new(now, seqs);
+        let mut failed: Option<(Option<usize>, StoreError)> = None;
+        if sweep {
+            match holds::expire_due(conn, &mut batch, SWEEP_LIMIT) {
+                Ok(_) => {}
+                Err(Outcome::Failed(err)) => failed = Some((None, err)),
+                Err(Outcome::Refused(refusal)) => {
+                    failed = Some((None, StoreError::Internal(refusal.code())))
+                }
             }
         }
-        Err(err) => {
+        if failed.is_none() {
+            for (i, cmd) in queue.iter_mut().enumerate() {
+                if let Err(err) = cmd.execute(conn, &mut batch) {
+                    failed = Some((Some(i), err));
+                    break;
+                }
+            }
+        }
+        if let Some((culprit, err)) = failed {
+            drop(batch);
+            let _ = conn.execute_batch("ROLLBACK");
+            seqs.forget();
+            if !err.is_command_specific() {
+                tracing::error!(error = %err, commands = size, "the batch failed; nothing of it was written");
+                return fail_all(queue, &err);
+            }
+            tracing::error!(error = %err, "a command failed; retrying its batch without it");
+            match culprit {
+                Some(i) => {
+                    queue.remove(i).answer(Some(err));
+                }
+                None => sweep = false,
+            }
+            continue;
+        }
+        let applied = started.elapsed();
+        let committed = batch
+            .flush(conn)
+            .and_then(|()| conn.execute_batch("COMMIT"));
+        drop(batch);
+        if let Err(err) = committed {
+            let err = StoreError::from(err);
             tracing::error!(error = %err, commands = size, "batch commit failed; nothing of it was written");
             let _ = conn.execute_batch("ROLLBACK");
             seqs.forget();
-            let failure = CommitFailure::of(&err);
-            for reply in replies {
-                reply(Some(&failure));
-            }
+            return fail_all(queue, &err);
         }
+        metrics::histogram!("dropd_writer_batch_size").record(size as f64);
+        metrics::histogram!("dropd_writer_apply_seconds").record(applied.as_secs_f64());
+        metrics::histogram!("dropd_writer_commit_seconds")
+            .record((started.elapsed() - applied).as_secs_f64());
+        metrics::counter!("dropd_writer_commits_total").increment(1);
+        for cmd in queue.drain(..) {
+            cmd.answer(None);
+        }
+        return BatchRun {
+            shutdown,
+            committed: true,
+        };
     }
-    metrics::histogram!("dropd_writer_batch_size").record(size as f64);
-    metrics::histogram!("dropd_writer_batch_seconds").record(started.elapsed().as_secs_f64());
-    metrics::counter!("dropd_writer_commits_total").increment(1);
-    BatchRun {
-        shutdown,
-        committed: ok,
-    }
-}
-
-/// Applies one command inside the open transaction; `None` for a shutdown request.
-fn apply(conn: &Connection, batch: &mut Batch<'_>, cmd: Command) -> Option<Pending> {
-    let now = batch.now;
-    Some(match cmd {
-        Command::PlaceHold(req, cmd, reply) => {
-            let result = idempotency::run_once(conn, &req, now, |c| {
-                holds::place(c, batch, &req.buyer, &cmd)
-            });
-            metrics::counter!("dropd_hold_attempts_total", "outcome" => attempt_outcome(&result))
-                .increment(1);
-            pending(reply, result)
-        }
-        Command::ConfirmHold(req, cmd, reply) => {
-            let result = idempotency::run_once(conn, &req, now, |c| {
-                holds::confirm(c, batch, &req.buyer, &cmd)
-            });
-            pending(reply, result)
-        }
-        Command::ReleaseHold {
-            buyer,
-            hold_id,
-            reply,
-        } => {
-            let result = in_savepoint(conn, "cmd", |c| holds::release(c, batch, &buyer, &hold_id));
-            pending(reply, Outcome::split(result))
-        }
-        Command::CreateDrop { spec, reply } => {
-            let result = in_savepoint(conn, "cmd", |c| drops::create(c, batch, &spec));
-            pending(reply, Outcome::split(result))
-        }
-        Command::UpdateDrop {
-            drop_id,
-            patch,
-            reply,
-        } => {
-            let result = in_savepoint(conn, "cmd", |c| drops::update(c, batch, &drop_id, &patch));
-            pending(reply, Outcome::split(result))
-        }
-        Command::AdjustStock {
-            drop_id,
-            sku,
-            delta,
-            reply,
-        } => {
-            let result = in_savepoint(conn, "cmd", |c| {
-                drops::adjust_stock(c, batch, &drop_id, &sku, delta)
-            });
-            pending(reply, Outcome::split(result))
-        }
-        Command::CreateAdminKey {
-            name,
-            key_hash,
-            reply,
-        } => {
-            let result = in_savepoint(conn, "cmd", |c| {
-                admin_keys::insert(c, &name, &key_hash, now)
-            });
-            pending(reply, result)
-        }
-        Command::Sync { reply } => pending(reply, Ok(())),
-        Command::Shutdown => return None,
-    })
-}
-
-fn attempt_outcome(result: &Result<Answer<HoldView>, StoreError>) -> &'static str {
-    match result {
-        Ok(Answer { replayed: true, .. }) => "replayed",
-        Ok(Answer { result: Ok(_), .. }) => "held",
-        Ok(Answer {
-            result: Err(refusal),
-            ..
-        }) => refusal.code(),
-        Err(_) => "error",
-    }
-}
-
-/// Answers a command that never ran because the transaction could not begin.
-fn answer_unrun(cmd: Command, failure: &CommitFailure) -> bool {
-    let err = failure.to_error();
-    let _ = match cmd {
-        Command::PlaceHold(_, _, reply) => reply.send(Err(err)).is_ok(),
-        Command::ConfirmHold(_, _, reply) => reply.send(Err(err)).is_ok(),
-        Command::ReleaseHold { reply, .. } => reply.send(Err(err)).is_ok(),
-        Command::CreateDrop { reply, .. }
-        | Command::UpdateDrop { reply, .. }
-        | Command::AdjustStock { reply, .. } => reply.send(Err(err)).is_ok(),
-        Command::CreateAdminKey { reply, .. } => reply.send(Err(err)).is_ok(),
-        Command::Sync { reply } => reply.send(Err(err)).is_ok(),
-        Command::Shutdown => return true,
-    };
-    false
 }

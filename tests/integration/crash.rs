@@ -76,36 +76,53 @@ pub fn create_admin_key(data_dir: &Path) -> String {
         .to_owned()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn every_acknowledged_hold_survives_sigkill() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let admin_key = create_admin_key(dir.path());
-    let server = ServerProcess::start(dir.path());
-    let http = client();
-    let mut spec = live_drop("crash", 1_000_000, 1_000);
+/// What the server acknowledged before it died.
+#[derive(Default)]
+struct Acked {
+    holds: Vec<(String, String)>,
+    orders: Vec<(String, String)>,
+}
+
+fn live_spec(id: &str) -> Value {
+    let mut spec = live_drop(id, 1_000_000, 1_000);
     let now = chrono::Utc::now();
     spec["starts_at"] = serde_json::json!((now - chrono::Duration::minutes(1)).to_rfc3339());
     spec["ends_at"] = serde_json::json!((now + chrono::Duration::hours(1)).to_rfc3339());
+    spec
+}
+
+async fn create_drop(http: &reqwest::Client, base: &str, admin_key: &str, id: &str) {
     let res = http
-        .post(format!("{}/v1/admin/drops", server.base))
-        .bearer_auth(&admin_key)
-        .json(&spec)
+        .post(format!("{base}/v1/admin/drops"))
+        .bearer_auth(admin_key)
+        .json(&live_spec(id))
         .send()
         .await
         .expect("sent");
     assert_eq!(res.status(), 201);
+}
 
+/// 64 buyers place holds (and confirm every other one) until `kill` says the server is gone.
+/// Returns what was acknowledged with 2xx.
+async fn stampede_until<F, Fut>(
+    http: &reqwest::Client,
+    base: &str,
+    drop: &str,
+    cycle: usize,
+    kill: F,
+) -> Acked
+where
+    F: FnOnce(Arc<Mutex<Acked>>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     let tokens = dropd::auth::TokenKeys::new(SECRET.as_bytes()).expect("keys");
-    let acked: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    let acked: Arc<Mutex<Acked>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let mut buyers = Vec::new();
     for b in 0..64 {
-        let (http, base, acked, stop) = (
-            http.clone(),
-            server.base.clone(),
-            acked.clone(),
-            stop.clone(),
-        );
+        let (http, base, acked, stop) =
+            (http.clone(), base.to_owned(), acked.clone(), stop.clone());
+        let drop = drop.to_owned();
         let sub = format!("buyer-{b}");
         let token = crate::helpers::token_for(&tokens, &sub);
         buyers.push(tokio::spawn(async move {
@@ -114,42 +131,59 @@ async fn every_acknowledged_hold_survives_sigkill() {
                     break;
                 }
                 let sent = http
-                    .post(format!("{base}/v1/drops/crash/holds"))
+                    .post(format!("{base}/v1/drops/{drop}/holds"))
                     .bearer_auth(&token)
-                    .header("Idempotency-Key", format!("{sub}-{i}"))
+                    .header("Idempotency-Key", format!("{cycle}-{sub}-{i}"))
                     .json(&serde_json::json!({"sku": "S1", "quantity": 1}))
                     .send()
                     .await;
                 let Ok(res) = sent else { break };
-                if res.status() == 201 {
-                    if let Ok(body) = res.json::<Value>().await {
-                        let id = body["hold_id"].as_str().expect("hold id").to_owned();
-                        acked.lock().expect("lock").push((sub.clone(), id));
+                if res.status() != 201 {
+                    continue;
+                }
+                let Ok(body) = res.json::<Value>().await else {
+                    break;
+                };
+                let hold_id = body["hold_id"].as_str().expect("hold id").to_owned();
+                acked
+                    .lock()
+                    .expect("lock")
+                    .holds
+                    .push((sub.clone(), hold_id.clone()));
+                if i % 2 == 0 {
+                    let sent = http
+                        .post(format!("{base}/v1/holds/{hold_id}/confirm"))
+                        .bearer_auth(&token)
+                        .header("Idempotency-Key", format!("{cycle}-{sub}-{i}-confirm"))
+                        .json(&serde_json::json!({"payment_ref": "pi_crash"}))
+                        .send()
+                        .await;
+                    let Ok(res) = sent else { break };
+                    if res.status() == 201 {
+                        if let Ok(order) = res.json::<Value>().await {
+                            let id = order["order_id"].as_str().expect("order id").to_owned();
+                            acked.lock().expect("lock").orders.push((sub.clone(), id));
+                        }
                     }
                 }
             }
         }));
     }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while acked.lock().expect("lock").len() < 400 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    server.kill();
+    kill(acked.clone()).await;
     stop.store(true, Ordering::Relaxed);
     for buyer in buyers {
         buyer.await.expect("buyer task");
     }
-    let acked = acked.lock().expect("lock").clone();
-    assert!(
-        acked.len() >= 400,
-        "the stampede ran before the kill ({} acked)",
-        acked.len()
-    );
+    let mut acked = acked.lock().expect("lock");
+    std::mem::take(&mut *acked)
+}
 
-    let server = ServerProcess::start(dir.path());
-    for (sub, hold_id) in &acked {
+/// Every acknowledged hold and order is there after the restart, and the invariants hold.
+async fn verify_survived(http: &reqwest::Client, base: &str, dir: &Path, acked: &Acked) {
+    let tokens = dropd::auth::TokenKeys::new(SECRET.as_bytes()).expect("keys");
+    for (sub, hold_id) in &acked.holds {
         let res = http
-            .get(format!("{}/v1/holds/{hold_id}", server.base))
+            .get(format!("{base}/v1/holds/{hold_id}"))
             .bearer_auth(crate::helpers::token_for(&tokens, sub))
             .send()
             .await
@@ -160,6 +194,85 @@ async fn every_acknowledged_hold_survives_sigkill() {
             "acknowledged hold {hold_id} is missing after the crash"
         );
     }
-    check_invariants(&open_db(&dir.path().join("dropd.db"))).expect("invariants hold");
+    for (sub, order_id) in &acked.orders {
+        let res = http
+            .get(format!("{base}/v1/orders/{order_id}"))
+            .bearer_auth(crate::helpers::token_for(&tokens, sub))
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(
+            res.status(),
+            200,
+            "acknowledged order {order_id} is missing after the crash"
+        );
+    }
+    let db = open_db(&dir.join("dropd.db"));
+    check_invariants(&db).expect("invariants hold");
+    let integrity: String = db
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .expect("integrity check");
+    assert_eq!(integrity, "ok");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_acknowledged_hold_survives_sigkill() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let admin_key = create_admin_key(dir.path());
+    let server = ServerProcess::start(dir.path());
+    let http = client();
+    let base = server.base.clone();
+    create_drop(&http, &base, &admin_key, "crash").await;
+    let acked = stampede_until(&http, &base, "crash", 0, |acked| async move {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while acked.lock().expect("lock").holds.len() < 400 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        server.kill();
+    })
+    .await;
+    assert!(
+        acked.holds.len() >= 400,
+        "the stampede ran before the kill ({} acked)",
+        acked.holds.len()
+    );
+
+    let server = ServerProcess::start(dir.path());
+    verify_survived(&http, &server.base, dir.path(), &acked).await;
     server.kill();
+}
+
+/// Ten cycles of stampede, SIGKILL at a random moment, restart: nothing acknowledged is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_kill_loop_loses_no_acknowledged_hold_or_order() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let admin_key = create_admin_key(dir.path());
+    let http = client();
+    let mut total_holds = 0;
+    for cycle in 0..10 {
+        let server = ServerProcess::start(dir.path());
+        let base = server.base.clone();
+        if cycle == 0 {
+            create_drop(&http, &base, &admin_key, "loop").await;
+        }
+        let after = Duration::from_millis(rand::random_range(20..400));
+        let acked = stampede_until(&http, &base, "loop", cycle, |_| async move {
+            tokio::time::sleep(after).await;
+            server.kill();
+        })
+        .await;
+        total_holds += acked.holds.len();
+
+        let server = ServerProcess::start(dir.path());
+        verify_survived(&http, &server.base, dir.path(), &acked).await;
+        server.kill();
+        let stored: i64 = open_db(&dir.path().join("dropd.db"))
+            .query_row("SELECT COUNT(*) FROM holds", [], |r| r.get(0))
+            .expect("count");
+        assert!(
+            stored as usize >= total_holds,
+            "cycle {cycle}: {stored} holds stored, {total_holds} acknowledged"
+        );
+    }
+    assert!(total_holds > 0, "the loop acknowledged some holds");
 }

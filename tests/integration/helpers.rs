@@ -24,7 +24,9 @@ pub struct TestApp {
     pub clock: ManualClock,
     pub admin_key: String,
     pub writer: Writer,
-    pub dir: tempfile::TempDir,
+    /// Kept so the data directory lives as long as the app.
+    _dir: tempfile::TempDir,
+    pub db_path: std::path::PathBuf,
     tokens: TokenKeys,
     handle: AppHandle,
     running: tokio::task::JoinHandle<anyhow::Result<()>>,
@@ -56,6 +58,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
         .await
         .expect("admin key stored");
     let base = format!("http://127.0.0.1:{}", app.port());
+    let db_path = settings.db_path();
     let tokens = app.tokens().clone();
     let writer = app.writer();
     let handle = app.handle();
@@ -66,7 +69,8 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
         clock,
         admin_key,
         writer,
-        dir,
+        _dir: dir,
+        db_path,
         tokens,
         handle,
         running,
@@ -177,7 +181,7 @@ impl TestApp {
     }
 
     pub fn db(&self) -> Connection {
-        open_db(&self.dir.path().join("dropd.db"))
+        open_db(&self.db_path)
     }
 
     pub async fn stop(self) {

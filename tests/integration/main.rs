@@ -6,6 +6,7 @@ mod helpers;
 mod authorization;
 mod bad_input;
 mod crash;
+mod disk_full;
 mod idempotency;
 mod lifecycle;
 mod operations;

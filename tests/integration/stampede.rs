@@ -71,3 +71,52 @@ async fn a_stampede_holds_exactly_the_stock_and_no_more() {
     drop(db);
     app.stop().await;
 }
+
+/// A writer queue that is full answers at once with 503 overloaded and Retry-After, and an
+/// overloaded request leaves no trace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_queue_answers_overloaded_at_once_and_writes_nothing() {
+    let app = crate::helpers::spawn_app_with(|s| {
+        s.queue_size = 1;
+        s.batch_limit = 1;
+    })
+    .await;
+    app.create_drop(&live_drop("busy", 100_000, 1_000)).await;
+    let responses = join_all((0..400).map(|i| {
+        let app = &app;
+        async move {
+            let token = app.token(&format!("buyer-{}", i % 50));
+            let res = app.hold(&token, "busy", "S1", 1, &format!("k{i}")).await;
+            let status = res.status().as_u16();
+            let retry_after = res.headers().get("retry-after").is_some();
+            let body: serde_json::Value = res.json().await.expect("json body");
+            (status, retry_after, body)
+        }
+    }))
+    .await;
+    let held = responses.iter().filter(|(s, _, _)| *s == 201).count();
+    let overloaded: Vec<_> = responses.iter().filter(|(s, _, _)| *s == 503).collect();
+    assert_eq!(held + overloaded.len(), responses.len(), "only 201 or 503");
+    assert!(
+        !overloaded.is_empty(),
+        "a queue of one overflowed under 400 concurrent writes"
+    );
+    for (_, retry_after, body) in &overloaded {
+        assert!(*retry_after);
+        assert_eq!(body["code"], "overloaded");
+    }
+    let stored: i64 = app
+        .db()
+        .query_row("SELECT COUNT(*) FROM holds", [], |r| r.get(0))
+        .expect("count");
+    assert_eq!(stored as usize, held);
+    let keys: i64 = app
+        .db()
+        .query_row("SELECT COUNT(*) FROM idempotency_keys", [], |r| r.get(0))
+        .expect("count");
+    assert_eq!(
+        keys as usize, held,
+        "overloaded requests record no outcome: they can be retried"
+    );
+    app.stop().await;
+}

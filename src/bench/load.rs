@@ -1,0 +1,294 @@
+//! The load generator: one thread, one current-thread runtime, HTTP/1.1 keep-alive connections
+//! that each send a request, wait for the answer, and send the next (closed loop, like wrk).
+//! Bounded by a deadline and a request count per connection.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Full};
+use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST};
+use hyper::{Method, Request};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+/// What one group of connections does.
+#[derive(Debug, Clone)]
+pub enum Workload {
+    /// `GET /healthz`: the ceiling.
+    Health,
+    /// `POST /v1/drops/{drop}/holds` for one unit.
+    Hold { drop: String },
+    /// A hold, then its confirmation, per buyer.
+    Checkout { drop: String },
+    /// `GET /v1/drops/{drop}`.
+    ReadDrop { drop: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct Group {
+    pub workload: Workload,
+    pub connections: usize,
+}
+
+/// What a group measured.
+pub struct GroupResult {
+    pub requests: u64,
+    /// Transport failures (connect, reset, timeout): never counted as answers.
+    pub errors: u64,
+    /// Answers by outcome: `held`, `ordered`, a problem `code`, or the status.
+    pub outcomes: BTreeMap<String, u64>,
+    /// Latency in microseconds.
+    pub latency: Histogram<u64>,
+    pub elapsed: Duration,
+}
+
+impl GroupResult {
+    fn new() -> Self {
+        Self {
+            requests: 0,
+            errors: 0,
+            outcomes: BTreeMap::new(),
+            latency: Histogram::new_with_bounds(1, 120_000_000, 3)
+                .expect("static histogram bounds"),
+            elapsed: Duration::ZERO,
+        }
+    }
+
+    fn merge(&mut self, other: GroupResult) {
+        self.requests += other.requests;
+        self.errors += other.errors;
+        for (k, v) in other.outcomes {
+            *self.outcomes.entry(k).or_default() += v;
+        }
+        let _ = self.latency.add(&other.latency);
+    }
+
+    pub fn rate(&self) -> f64 {
+        self.requests as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    pub fn percentile_ms(&self, q: f64) -> f64 {
+        self.latency.value_at_quantile(q) as f64 / 1000.0
+    }
+
+    pub fn outcome(&self, name: &str) -> u64 {
+        self.outcomes.get(name).copied().unwrap_or(0)
+    }
+}
+
+/// Shared, prebuilt request parts: tokens are signed once, not per request.
+pub struct Ctx {
+    pub addr: SocketAddr,
+    pub host: HeaderValue,
+    pub tokens: Vec<HeaderValue>,
+    /// Makes idempotency keys unique across phases and runs.
+    pub run_id: String,
+}
+
+const HOLD_BODY: &[u8] = br#"{"sku":"S1","quantity":1}"#;
+const CONFIRM_BODY: &[u8] = br#"{"payment_ref":"pi_bench"}"#;
+
+/// Runs every group at once until `duration` passes or each connection sent `max_per_conn`.
+pub fn run(
+    ctx: Arc<Ctx>,
+    phase: usize,
+    groups: &[Group],
+    duration: Duration,
+    max_per_conn: u64,
+) -> anyhow::Result<Vec<GroupResult>> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let started = Instant::now();
+        let deadline = started + duration;
+        let mut tasks = Vec::new();
+        let mut conn_index = 0usize;
+        for (g, group) in groups.iter().enumerate() {
+            for _ in 0..group.connections {
+                let ctx = ctx.clone();
+                let workload = group.workload.clone();
+                let total = groups.iter().map(|g| g.connections).sum::<usize>();
+                let index = conn_index;
+                conn_index += 1;
+                tasks.push((
+                    g,
+                    tokio::spawn(async move {
+                        drive(ctx, workload, phase, index, total, deadline, max_per_conn).await
+                    }),
+                ));
+            }
+        }
+        let mut results: Vec<GroupResult> = groups.iter().map(|_| GroupResult::new()).collect();
+        for (g, task) in tasks {
+            let part = task.await?;
+            results[g].merge(part);
+        }
+        let elapsed = started.elapsed();
+        for r in &mut results {
+            r.elapsed = elapsed;
+        }
+        Ok(results)
+    })
+}
+
+async fn connect(
+    ctx: &Ctx,
+) -> anyhow::Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>> {
+    let stream = TcpStream::connect(ctx.addr).await?;
+    stream.set_nodelay(true)?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
+}
+
+async fn drive(
+    ctx: Arc<Ctx>,
+    workload: Workload,
+    phase: usize,
+    index: usize,
+    total: usize,
+    deadline: Instant,
+    max: u64,
+) -> GroupResult {
+    let mut result = GroupResult::new();
+    let Ok(mut sender) = connect(&ctx).await else {
+        result.errors += 1;
+        return result;
+    };
+    let mut i: u64 = 0;
+    while i < max && Instant::now() < deadline {
+        // Spread buyers so that no two connections share one at the same moment.
+        let buyer = (i as usize * total + index) % ctx.tokens.len().max(1);
+        let key = format!("{}-{phase}-{index}-{i}", ctx.run_id);
+        let started = Instant::now();
+        let answer = match &workload {
+            Workload::Health => send(&mut sender, get(&ctx, "/healthz")).await,
+            Workload::ReadDrop { drop } => {
+                send(&mut sender, get(&ctx, &format!("/v1/drops/{drop}"))).await
+            }
+            Workload::Hold { drop } => {
+                send(
+                    &mut sender,
+                    post(
+                        &ctx,
+                        &format!("/v1/drops/{drop}/holds"),
+                        buyer,
+                        &key,
+                        HOLD_BODY,
+                    ),
+                )
+                .await
+            }
+            Workload::Checkout { drop } => {
+                match send(
+                    &mut sender,
+                    post(
+                        &ctx,
+                        &format!("/v1/drops/{drop}/holds"),
+                        buyer,
+                        &key,
+                        HOLD_BODY,
+                    ),
+                )
+                .await
+                {
+                    Ok((201, body)) => match hold_id(&body) {
+                        Some(hold) => {
+                            let path = format!("/v1/holds/{hold}/confirm");
+                            let confirm =
+                                send(&mut sender, post(&ctx, &path, buyer, &key, CONFIRM_BODY))
+                                    .await;
+                            result.requests += 1;
+                            confirm.map(|(status, body)| {
+                                (if status == 201 { 2010 } else { status }, body)
+                            })
+                        }
+                        None => Ok((500, body)),
+                    },
+                    other => other,
+                }
+            }
+        };
+        let micros = started.elapsed().as_micros() as u64;
+        match answer {
+            Ok((status, body)) => {
+                result.requests += 1;
+                let _ = result.latency.record(micros.max(1));
+                *result.outcomes.entry(classify(status, &body)).or_default() += 1;
+            }
+            Err(_) => {
+                result.errors += 1;
+                match connect(&ctx).await {
+                    Ok(fresh) => sender = fresh,
+                    Err(_) => break,
+                }
+            }
+        }
+        i += 1;
+    }
+    result
+}
+
+fn get(ctx: &Ctx, path: &str) -> Request<Full<Bytes>> {
+    let mut req = Request::new(Full::new(Bytes::new()));
+    *req.uri_mut() = path.parse().expect("bench paths are valid URIs");
+    req.headers_mut().insert(HOST, ctx.host.clone());
+    req
+}
+
+fn post(
+    ctx: &Ctx,
+    path: &str,
+    buyer: usize,
+    key: &str,
+    body: &'static [u8],
+) -> Request<Full<Bytes>> {
+    let mut req = Request::new(Full::new(Bytes::from_static(body)));
+    *req.method_mut() = Method::POST;
+    *req.uri_mut() = path.parse().expect("bench paths are valid URIs");
+    let headers = req.headers_mut();
+    headers.insert(HOST, ctx.host.clone());
+    headers.insert(AUTHORIZATION, ctx.tokens[buyer].clone());
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if let Ok(value) = HeaderValue::from_str(key) {
+        headers.insert("idempotency-key", value);
+    }
+    req
+}
+
+async fn send(
+    sender: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    req: Request<Full<Bytes>>,
+) -> anyhow::Result<(u16, Bytes)> {
+    sender.ready().await?;
+    let res = tokio::time::timeout(Duration::from_secs(30), sender.send_request(req)).await??;
+    let status = res.status().as_u16();
+    let body = res.into_body().collect().await?.to_bytes();
+    Ok((status, body))
+}
+
+fn classify(status: u16, body: &[u8]) -> String {
+    match status {
+        200 => "ok".into(),
+        201 => "held".into(),
+        2010 => "ordered".into(),
+        _ => problem_code(body).unwrap_or_else(|| status.to_string()),
+    }
+}
+
+fn problem_code(body: &[u8]) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    value["code"].as_str().map(str::to_owned)
+}
+
+fn hold_id(body: &[u8]) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    value["hold_id"].as_str().map(str::to_owned)
+}

@@ -1,0 +1,364 @@
+//! `dropd bench`: measures the speed that matters (hold attempts per second against the same
+//! server's `/healthz` ceiling, group commit against a transaction per request, reads under
+//! fire) in one run, as ratios that hold on a noisy machine.
+
+mod cpu;
+mod load;
+mod report;
+mod server;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use hyper::header::HeaderValue;
+use serde_json::json;
+
+use crate::auth::TokenKeys;
+use crate::domain::BuyerId;
+use load::{Ctx, Group, GroupResult, Workload};
+use report::{Phase, Report};
+use server::OwnServer;
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Concurrent connections of the stampede and the ceiling.
+    #[arg(long, default_value_t = 256)]
+    pub connections: usize,
+    /// Length of each phase.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// Interleaved ceiling/stampede rounds; medians are reported.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+    /// Most requests one connection sends in a phase (a bound on every loop).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub max_requests_per_connection: u64,
+    /// Target a running dropd (loopback only) instead of starting one.
+    #[arg(long)]
+    pub url: Option<String>,
+    /// Admin key for --url.
+    #[arg(long, env = "DROPD_ADMIN_KEY", hide_env_values = true)]
+    pub admin_key: Option<String>,
+    /// Buyer-token secret for --url.
+    #[arg(long, env = "DROPD_TOKEN_SECRET", hide_env_values = true)]
+    pub token_secret: Option<String>,
+    /// Durability of the server the benchmark starts.
+    #[arg(long, default_value = "full", value_parser = ["full", "normal"])]
+    pub synchronous: String,
+    /// Distinct buyers the load is spread over.
+    #[arg(long, default_value_t = 20_000)]
+    pub buyers: usize,
+    /// Where to write the JSON report.
+    #[arg(long, default_value = "target/bench/latest.json")]
+    pub out: PathBuf,
+    /// Skip the naive one-transaction-per-request baseline.
+    #[arg(long)]
+    pub skip_naive: bool,
+}
+
+const READERS: usize = 16;
+
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args.connections == 0 || args.rounds == 0 || args.buyers == 0 {
+        bail!("--connections, --rounds and --buyers must be at least 1");
+    }
+    let dir = tempfile::tempdir().context("creating a temporary data directory")?;
+    let own_secret = hex::encode(rand::random::<[u8; 32]>());
+    let (mut own, base, admin_key, secret) = match &args.url {
+        Some(url) => {
+            let admin = args
+                .admin_key
+                .clone()
+                .context("--url needs --admin-key (or DROPD_ADMIN_KEY)")?;
+            let secret = args
+                .token_secret
+                .clone()
+                .context("--url needs --token-secret (or DROPD_TOKEN_SECRET)")?;
+            (None, url.trim_end_matches('/').to_owned(), admin, secret)
+        }
+        None => {
+            let admin = server::create_admin_key(dir.path())?;
+            let srv = OwnServer::start(dir.path(), &own_secret, &args.synchronous, &[])?;
+            let base = srv.base.clone();
+            (Some(srv), base, admin, own_secret.clone())
+        }
+    };
+    let addr = loopback_addr(&base)?;
+    let keys = TokenKeys::new(secret.as_bytes())?;
+    eprintln!("signing {} buyer tokens...", args.buyers);
+    let tokens = (0..args.buyers)
+        .map(|b| {
+            let token = keys.mint(
+                &BuyerId::parse(&format!("bench-{b}")).map_err(anyhow::Error::msg)?,
+                Duration::from_secs(6 * 3600),
+            )?;
+            Ok(HeaderValue::from_str(&format!("Bearer {token}"))?)
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let run_id = format!("{:x}", rand::random::<u32>());
+    let mut ctx = Arc::new(Ctx {
+        addr,
+        host: HeaderValue::from_str(&addr.to_string())?,
+        tokens,
+        run_id: run_id.clone(),
+    });
+    let admin = Admin::new(&base, &admin_key)?;
+    let mut report = Report::new(&args, own.is_some());
+    let phases_run = std::cell::Cell::new(0usize);
+    let phase = |name: &str,
+                 groups: &[Group],
+                 own: &Option<OwnServer>,
+                 ctx: &Arc<Ctx>|
+     -> anyhow::Result<(Vec<GroupResult>, cpu::Usage)> {
+        eprintln!("phase {name}...");
+        let pid = own.as_ref().map(|s| s.pid);
+        let before = cpu::sample(pid);
+        let number = phases_run.get();
+        phases_run.set(number + 1);
+        let results = load::run(
+            ctx.clone(),
+            number,
+            groups,
+            args.duration,
+            args.max_requests_per_connection,
+        )?;
+        let usage = cpu::between(&before, &cpu::sample(pid));
+        Ok((results, usage))
+    };
+    let stampede = |drop: &str| Group {
+        workload: Workload::Hold { drop: drop.into() },
+        connections: args.connections,
+    };
+
+    for round in 1..=args.rounds {
+        let (ceiling, usage) = phase(
+            "ceiling",
+            &[Group {
+                workload: Workload::Health,
+                connections: args.connections,
+            }],
+            &own,
+            &ctx,
+        )?;
+        report.add(Phase::new("ceiling", round, &ceiling[0], usage));
+
+        let big = format!("bench-{run_id}-big-{round}");
+        admin.create_drop(&big, 1_000_000_000)?;
+        let (results, usage) = phase("stampede", &[stampede(&big)], &own, &ctx)?;
+        let mut p = Phase::new("stampede", round, &results[0], usage);
+        p.invariants = verify(&own, &big, &results[0], None)?;
+        report.add(p);
+
+        let small = format!("bench-{run_id}-small-{round}");
+        admin.create_drop(&small, 100)?;
+        let (results, usage) = phase("sold-out", &[stampede(&small)], &own, &ctx)?;
+        let mut p = Phase::new("sold-out", round, &results[0], usage);
+        p.invariants = verify(&own, &small, &results[0], Some(100))?;
+        report.add(p);
+    }
+
+    let checkout_drop = format!("bench-{run_id}-checkout");
+    admin.create_drop(&checkout_drop, 1_000_000_000)?;
+    let (results, usage) = phase(
+        "checkout",
+        &[Group {
+            workload: Workload::Checkout {
+                drop: checkout_drop.clone(),
+            },
+            connections: args.connections,
+        }],
+        &own,
+        &ctx,
+    )?;
+    let mut p = Phase::new("checkout", 1, &results[0], usage);
+    p.invariants = verify(&own, &checkout_drop, &results[0], None)?;
+    report.add(p);
+
+    let fire = format!("bench-{run_id}-fire");
+    admin.create_drop(&fire, 1_000_000_000)?;
+    let (results, usage) = phase(
+        "reads under fire",
+        &[
+            stampede(&fire),
+            Group {
+                workload: Workload::ReadDrop { drop: fire.clone() },
+                connections: READERS,
+            },
+        ],
+        &own,
+        &ctx,
+    )?;
+    let mut p = Phase::new("stampede+reads", 1, &results[0], usage);
+    p.invariants = verify(&own, &fire, &results[0], None)?;
+    report.add(p);
+    report.add(Phase::new("reads under fire", 1, &results[1], usage));
+
+    if let Some(srv) = own.take() {
+        srv.stop()?;
+        if !args.skip_naive {
+            let naive = OwnServer::start(
+                dir.path(),
+                &own_secret,
+                &args.synchronous,
+                &["--naive-writes"],
+            )?;
+            let naive_addr = loopback_addr(&naive.base)?;
+            let mut naive_ctx = Ctx {
+                addr: naive_addr,
+                host: HeaderValue::from_str(&naive_addr.to_string())?,
+                tokens: Vec::new(),
+                run_id: format!("{run_id}-naive"),
+            };
+            std::mem::swap(
+                &mut naive_ctx.tokens,
+                &mut Arc::get_mut(&mut ctx)
+                    .context("load context still shared")?
+                    .tokens,
+            );
+            let ctx = Arc::new(naive_ctx);
+            let drop = format!("bench-{run_id}-naive");
+            Admin::new(&naive.base, &admin_key)?.create_drop(&drop, 1_000_000_000)?;
+            let own = Some(naive);
+            let (results, usage) = phase("naive baseline", &[stampede(&drop)], &own, &ctx)?;
+            let mut p = Phase::new("naive stampede", 1, &results[0], usage);
+            p.invariants = verify(&own, &drop, &results[0], None)?;
+            report.add(p);
+            if let Some(srv) = own {
+                srv.stop()?;
+            }
+        }
+    }
+    report.finish();
+    println!("{}", report.markdown());
+    if let Some(parent) = args.out.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(&args.out, serde_json::to_string_pretty(&report)?)
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    eprintln!("wrote {}", args.out.display());
+    if report.broken_invariants() {
+        bail!("an invariant was broken: see the report");
+    }
+    Ok(())
+}
+
+/// Only loopback targets: the benchmark never loads anything but this machine.
+fn loopback_addr(base: &str) -> anyhow::Result<SocketAddr> {
+    let authority = base
+        .strip_prefix("http://")
+        .context("the URL must start with http://")?
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    let authority = authority.replace("localhost", "127.0.0.1");
+    let addr: SocketAddr = authority
+        .parse()
+        .with_context(|| format!("{base} is not host:port"))?;
+    if !addr.ip().is_loopback() {
+        bail!(
+            "dropd bench only targets loopback (127.0.0.1 or localhost), not {}",
+            addr.ip()
+        );
+    }
+    Ok(addr)
+}
+
+/// Checks the invariants and that the database counts match what the load generator saw.
+fn verify(
+    own: &Option<OwnServer>,
+    drop: &str,
+    seen: &GroupResult,
+    stock: Option<i64>,
+) -> anyhow::Result<Option<String>> {
+    let Some(srv) = own else {
+        return Ok(None);
+    };
+    let conn = rusqlite::Connection::open_with_flags(
+        &srv.db_path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    if let Err(broken) = crate::store::audit::check_invariants(&conn)? {
+        return Ok(Some(broken));
+    }
+    let (holds, units): (i64, i64) = conn.query_row(
+        "SELECT COUNT(*), COALESCE(SUM(quantity), 0) FROM holds WHERE drop_id = ?1",
+        [drop],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    let acked = (seen.outcome("held") + seen.outcome("ordered")) as i64;
+    // A request lost in transport may still have committed, so only then may the database hold more.
+    let counts_match = if seen.errors == 0 {
+        holds == acked
+    } else {
+        holds >= acked
+    };
+    if !counts_match {
+        return Ok(Some(format!(
+            "{drop}: {holds} holds in the database, {acked} acknowledged"
+        )));
+    }
+    if let Some(stock) = stock {
+        if seen.requests as i64 > stock && units != stock {
+            return Ok(Some(format!(
+                "{drop}: {units} units held of {stock} after {} attempts",
+                seen.requests
+            )));
+        }
+    }
+    Ok(Some("ok".into()))
+}
+
+/// The admin API, through a plain blocking client on its own runtime.
+struct Admin {
+    base: String,
+    key: String,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Admin {
+    fn new(base: &str, key: &str) -> anyhow::Result<Self> {
+        Ok(Self {
+            base: base.to_owned(),
+            key: key.to_owned(),
+            rt: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?,
+        })
+    }
+
+    fn create_drop(&self, id: &str, stock: i64) -> anyhow::Result<()> {
+        let now = chrono::Utc::now();
+        let spec = json!({
+            "id": id, "name": id, "description": "benchmark",
+            "starts_at": crate::domain::clock::rfc3339(now - chrono::Duration::minutes(1)),
+            "ends_at": crate::domain::clock::rfc3339(now + chrono::Duration::hours(6)),
+            "per_buyer_limit": 1000, "hold_seconds": 3600,
+            "skus": [{"sku": "S1", "name": "S1", "price": {"amount": 1000, "currency": "EUR"}, "stock": stock}]
+        });
+        let addr = loopback_addr(&self.base)?;
+        let body = serde_json::to_vec(&spec)?;
+        let key = self.key.clone();
+        let status = self.rt.block_on(async move {
+            let stream = tokio::net::TcpStream::connect(addr).await?;
+            let (mut sender, conn) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+            tokio::spawn(conn);
+            let req = hyper::Request::post("/v1/admin/drops")
+                .header("host", addr.to_string())
+                .header("authorization", format!("Bearer {key}"))
+                .header("content-type", "application/json")
+                .body(http_body_util::Full::new(bytes::Bytes::from(body)))?;
+            let res = sender.send_request(req).await?;
+            anyhow::Ok(res.status().as_u16())
+        })?;
+        if status != 201 {
+            bail!("creating benchmark drop {id} answered {status}");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,280 @@
+//! The benchmark's report: a markdown table for people, JSON for machines, and the machine it
+//! ran on.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::cpu::Usage;
+use super::load::GroupResult;
+use super::BenchArgs;
+
+/// A phase is flagged when something besides dropd and the load generator used this much.
+const NOISY_CORES: f64 = 0.2;
+
+#[derive(Debug, Serialize)]
+pub struct Phase {
+    pub name: String,
+    pub round: usize,
+    pub requests: u64,
+    pub errors: u64,
+    pub requests_per_second: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub outcomes: BTreeMap<String, u64>,
+    pub cpu: Usage,
+    pub server_us_per_request: Option<f64>,
+    pub loadgen_us_per_request: f64,
+    pub noisy: bool,
+    /// `ok`, what was broken, or absent when the benchmark could not see the database.
+    pub invariants: Option<String>,
+}
+
+impl Phase {
+    pub fn new(name: &str, round: usize, r: &GroupResult, cpu: Usage) -> Self {
+        let per_request = |seconds: f64| seconds * 1e6 / (r.requests.max(1) as f64);
+        Self {
+            name: name.to_owned(),
+            round,
+            requests: r.requests,
+            errors: r.errors,
+            requests_per_second: r.rate(),
+            p50_ms: r.percentile_ms(0.50),
+            p99_ms: r.percentile_ms(0.99),
+            p999_ms: r.percentile_ms(0.999),
+            outcomes: r.outcomes.clone(),
+            cpu,
+            server_us_per_request: cpu.server_seconds().map(per_request),
+            loadgen_us_per_request: per_request(cpu.loadgen_seconds()),
+            noisy: cpu.other_cores > NOISY_CORES,
+            invariants: None,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct Machine {
+    pub cores: usize,
+    pub cpu_model: String,
+    pub kernel: String,
+    pub sqlite: String,
+    pub dropd: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Settings {
+    pub connections: usize,
+    pub phase_seconds: f64,
+    pub rounds: usize,
+    pub synchronous: String,
+    pub buyers: usize,
+    pub own_server: bool,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Summary {
+    pub ceiling_rps: Option<f64>,
+    pub stampede_rps: Option<f64>,
+    /// Median over rounds of stampede/ceiling measured in the same round. Goal: >= 0.8.
+    pub stampede_over_ceiling: Option<f64>,
+    /// Goal: under 10 ms at 256 connections.
+    pub stampede_p99_ms: Option<f64>,
+    pub sold_out_rps: Option<f64>,
+    pub sold_out_over_ceiling: Option<f64>,
+    pub checkout_rps: Option<f64>,
+    /// Goal: under 5 ms.
+    pub reads_under_fire_p99_ms: Option<f64>,
+    pub naive_rps: Option<f64>,
+    /// Goal: >= 3.
+    pub group_commit_over_naive: Option<f64>,
+    pub noisy_phases: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub machine: Machine,
+    pub settings: Settings,
+    pub phases: Vec<Phase>,
+    pub summary: Summary,
+}
+
+fn median(mut values: Vec<f64>) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    Some(if values.len() % 2 == 1 {
+        values[mid]
+    } else {
+        (values[mid - 1] + values[mid]) / 2.0
+    })
+}
+
+impl Report {
+    pub fn new(args: &BenchArgs, own_server: bool) -> Self {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu_model = cpuinfo
+            .lines()
+            .find_map(|l| l.strip_prefix("model name"))
+            .map(|l| l.trim_start_matches([' ', '\t', ':']).to_owned())
+            .unwrap_or_else(|| "unknown".into());
+        Self {
+            machine: Machine {
+                cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+                cpu_model,
+                kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                    .unwrap_or_default()
+                    .trim()
+                    .to_owned(),
+                sqlite: rusqlite::version().to_owned(),
+                dropd: env!("CARGO_PKG_VERSION").to_owned(),
+            },
+            settings: Settings {
+                connections: args.connections,
+                phase_seconds: args.duration.as_secs_f64(),
+                rounds: args.rounds,
+                synchronous: args.synchronous.clone(),
+                buyers: args.buyers,
+                own_server,
+            },
+            phases: Vec::new(),
+            summary: Summary::default(),
+        }
+    }
+
+    pub fn add(&mut self, phase: Phase) {
+        eprintln!(
+            "  {} round {}: {:.0} req/s, p99 {:.2} ms{}",
+            phase.name,
+            phase.round,
+            phase.requests_per_second,
+            phase.p99_ms,
+            if phase.noisy { " (noisy)" } else { "" }
+        );
+        self.phases.push(phase);
+    }
+
+    fn of(&self, name: &str) -> impl Iterator<Item = &Phase> {
+        let name = name.to_owned();
+        self.phases.iter().filter(move |p| p.name == name)
+    }
+
+    fn rate_in_round(&self, name: &str, round: usize) -> Option<f64> {
+        self.of(name)
+            .find(|p| p.round == round)
+            .map(|p| p.requests_per_second)
+    }
+
+    pub fn finish(&mut self) {
+        let rates = |name: &str| median(self.of(name).map(|p| p.requests_per_second).collect());
+        let ratio_to_ceiling = |name: &str| {
+            median(
+                self.of(name)
+                    .filter_map(|p| {
+                        Some(p.requests_per_second / self.rate_in_round("ceiling", p.round)?)
+                    })
+                    .collect(),
+            )
+        };
+        let summary = Summary {
+            ceiling_rps: rates("ceiling"),
+            stampede_rps: rates("stampede"),
+            stampede_over_ceiling: ratio_to_ceiling("stampede"),
+            stampede_p99_ms: median(self.of("stampede").map(|p| p.p99_ms).collect()),
+            sold_out_rps: rates("sold-out"),
+            sold_out_over_ceiling: ratio_to_ceiling("sold-out"),
+            checkout_rps: rates("checkout"),
+            reads_under_fire_p99_ms: median(
+                self.of("reads under fire").map(|p| p.p99_ms).collect(),
+            ),
+            naive_rps: rates("naive stampede"),
+            group_commit_over_naive: None,
+            noisy_phases: self.phases.iter().filter(|p| p.noisy).count(),
+        };
+        self.summary = Summary {
+            group_commit_over_naive: match (summary.stampede_rps, summary.naive_rps) {
+                (Some(group), Some(naive)) if naive > 0.0 => Some(group / naive),
+                _ => None,
+            },
+            ..summary
+        };
+    }
+
+    pub fn broken_invariants(&self) -> bool {
+        self.phases
+            .iter()
+            .any(|p| p.invariants.as_deref().is_some_and(|i| i != "ok"))
+    }
+
+    pub fn markdown(&self) -> String {
+        let m = &self.machine;
+        let s = &self.settings;
+        let mut out = format!(
+            "## dropd bench\n\n{} cores ({}), Linux {}, SQLite {}, dropd {}; synchronous={}, \
+             {} connections, {} s phases, {} rounds, {} buyers.\n\n",
+            m.cores,
+            m.cpu_model,
+            m.kernel,
+            m.sqlite,
+            m.dropd,
+            s.synchronous,
+            s.connections,
+            s.phase_seconds,
+            s.rounds,
+            s.buyers
+        );
+        out.push_str(
+            "| phase | round | req/s | p50 ms | p99 ms | p99.9 ms | outcomes | server us/req | loadgen us/req | other cores | invariants |\n\
+             |---|---|---|---|---|---|---|---|---|---|---|\n",
+        );
+        for p in &self.phases {
+            let outcomes: Vec<String> =
+                p.outcomes.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            out.push_str(&format!(
+                "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {}{} | {} | {:.1} | {:.2}{} | {} |\n",
+                p.name,
+                p.round,
+                p.requests_per_second,
+                p.p50_ms,
+                p.p99_ms,
+                p.p999_ms,
+                outcomes.join(", "),
+                if p.errors > 0 {
+                    format!(", transport errors {}", p.errors)
+                } else {
+                    String::new()
+                },
+                p.server_us_per_request
+                    .map_or("n/a".into(), |v| format!("{v:.1}")),
+                p.loadgen_us_per_request,
+                p.cpu.other_cores,
+                if p.noisy { " (noisy)" } else { "" },
+                p.invariants.as_deref().unwrap_or("n/a"),
+            ));
+        }
+        let fmt =
+            |v: Option<f64>, digits: usize| v.map_or("n/a".to_owned(), |v| format!("{v:.digits$}"));
+        let sum = &self.summary;
+        out.push_str(&format!(
+            "\n| headline | measured | goal |\n|---|---|---|\n\
+             | stampede / ceiling (median of per-round ratios) | {} | >= 0.8 |\n\
+             | stampede p99 at {} connections | {} ms | < 10 ms |\n\
+             | group commit / naive transaction-per-request | {} | >= 3 |\n\
+             | reads under fire p99 | {} ms | < 5 ms |\n\
+             | sold-out path / ceiling | {} | |\n\
+             | checkout (hold + confirm) per second | {} | |\n\
+             | phases flagged noisy (others used > {NOISY_CORES} core) | {} | 0 |\n",
+            fmt(sum.stampede_over_ceiling, 2),
+            s.connections,
+            fmt(sum.stampede_p99_ms, 2),
+            fmt(sum.group_commit_over_naive, 2),
+            fmt(sum.reads_under_fire_p99_ms, 2),
+            fmt(sum.sold_out_over_ceiling, 2),
+            fmt(sum.checkout_rps, 0),
+            sum.noisy_phases,
+        ));
+        out
+    }
+}

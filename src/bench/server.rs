@@ -1,0 +1,87 @@
+//! The dropd the benchmark starts for itself: the same binary, a temporary data directory,
+//! loopback only.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+pub struct OwnServer {
+    child: Child,
+    pub base: String,
+    pub pid: u32,
+    pub db_path: PathBuf,
+}
+
+pub fn create_admin_key(data_dir: &Path) -> anyhow::Result<String> {
+    let out = Command::new(std::env::current_exe()?)
+        .args(["admin-key", "create", "--name", "bench", "--data-dir"])
+        .arg(data_dir)
+        .output()
+        .context("running dropd admin-key create")?;
+    if !out.status.success() {
+        bail!(
+            "dropd admin-key create failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8(out.stdout)?.trim().to_owned())
+}
+
+impl OwnServer {
+    pub fn start(
+        data_dir: &Path,
+        secret: &str,
+        synchronous: &str,
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
+        let mut child = Command::new(std::env::current_exe()?)
+            .args(["serve", "--listen", "127.0.0.1:0", "--token-secret", secret])
+            .args(["--synchronous", synchronous, "--data-dir"])
+            .arg(data_dir)
+            .args(extra)
+            .env("DROPD_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting dropd serve")?;
+        let stdout = child.stdout.take().context("server stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let base = loop {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some(base) = line.strip_prefix("dropd listening on ") {
+                        break base.to_owned();
+                    }
+                }
+                _ => bail!("dropd serve exited before it was listening"),
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        Ok(Self {
+            pid: child.id(),
+            child,
+            base,
+            db_path: data_dir.join(crate::app::DB_FILE),
+        })
+    }
+
+    /// SIGTERM, then wait for the drain; SIGKILL if it takes too long.
+    pub fn stop(mut self) -> anyhow::Result<()> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.pid.to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if self.child.try_wait()?.is_some() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.child.kill()?;
+        self.child.wait()?;
+        bail!("dropd did not stop within 30 s of SIGTERM")
+    }
+}
