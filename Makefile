@@ -27,5 +27,10 @@ lint:
 test: lint
 	$(CARGO) test --all-targets
 
+# Prints a markdown table and writes target/bench/latest.json (see docs/benchmarks.md).
+# BENCH_ARGS="--duration 3s --rounds 1" for a quick look.
+bench:
+	$(CARGO) run --release -- bench $(BENCH_ARGS)
+
 clean:
 	$(CARGO) clean

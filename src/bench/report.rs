@@ -43,7 +43,11 @@ impl Phase {
             p50_ms: r.percentile_ms(0.50),
             p99_ms: r.percentile_ms(0.99),
             p999_ms: r.percentile_ms(0.999),
-            outcomes: r.outcomes.clone(),
+            outcomes: r
+                .outcomes
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), *v))
+                .collect(),
             cpu,
             server_us_per_request: cpu.server_seconds().map(per_request),
             loadgen_us_per_request: per_request(cpu.loadgen_seconds()),
