@@ -14,6 +14,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use crate::auth::{self, TokenKeys};
 use crate::domain::Clock;
+use crate::events::{Hub, HubConfig};
 use crate::http::state::{AppState, Lifecycle};
 use crate::http::{self, problem};
 use crate::store::{ReadPool, Store, StoreConfig, Synchronous, Writer, WriterThread};
@@ -31,6 +32,10 @@ pub struct Settings {
     pub workers: Option<usize>,
     /// Benchmark baseline only (hidden flag): one transaction per write on a pool of writers.
     pub naive_writes: bool,
+    /// Open event streams before new ones get 503 too-many-subscribers.
+    pub max_subscribers: usize,
+    /// Share of one core that SSE fan-out may use (0.25 = a quarter).
+    pub sse_cpu_budget: f64,
 }
 
 impl Settings {
@@ -45,6 +50,8 @@ impl Settings {
             token_secret: None,
             workers: None,
             naive_writes: false,
+            max_subscribers: 20_000,
+            sse_cpu_budget: 0.25,
         }
     }
 
@@ -62,6 +69,7 @@ pub struct Application {
     reads: ReadPool,
     tokens: TokenKeys,
     lifecycle: Lifecycle,
+    hub: Arc<Hub>,
 }
 
 impl Application {
@@ -77,6 +85,14 @@ impl Application {
         let workers = settings
             .workers
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+        let hub = Hub::new(
+            HubConfig {
+                max_subscribers: settings.max_subscribers,
+                cpu_budget: settings.sse_cpu_budget,
+                ..HubConfig::default()
+            },
+            clock.clone(),
+        );
         let store = Store::open(
             &StoreConfig {
                 path: settings.db_path(),
@@ -87,8 +103,12 @@ impl Application {
                 naive_writers: settings.naive_writes,
             },
             clock.clone(),
+            Some(hub.clone() as Arc<dyn crate::store::CommitListener>),
         )
         .with_context(|| format!("opening the database {}", settings.db_path().display()))?;
+        hub.attach_reads(store.reads.clone());
+        hub.start_ticker()
+            .context("starting the events-ticker thread")?;
 
         let listener = TcpListener::bind(&settings.listen)
             .with_context(|| format!("binding {}", settings.listen))?;
@@ -101,6 +121,7 @@ impl Application {
             tokens: tokens.clone(),
             lifecycle: lifecycle.clone(),
             metrics: metrics_handle(),
+            hub: hub.clone(),
         });
         let server = HttpServer::new(move || {
             App::new()
@@ -123,7 +144,12 @@ impl Application {
             reads: store.reads,
             tokens,
             lifecycle,
+            hub,
         })
+    }
+
+    pub fn hub(&self) -> Arc<Hub> {
+        self.hub.clone()
     }
 
     pub fn port(&self) -> u16 {
@@ -146,6 +172,7 @@ impl Application {
         AppHandle {
             server: self.server.handle(),
             lifecycle: self.lifecycle.clone(),
+            hub: self.hub.clone(),
         }
     }
 
@@ -153,6 +180,7 @@ impl Application {
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let served = self.server.await;
         self.lifecycle.set_draining();
+        self.hub.close();
         let writer = self.writer;
         let thread = self.writer_thread;
         tokio::task::spawn_blocking(move || {
@@ -170,12 +198,16 @@ impl Application {
 pub struct AppHandle {
     server: ServerHandle,
     lifecycle: Lifecycle,
+    hub: Arc<Hub>,
 }
 
 impl AppHandle {
     /// Graceful: readiness goes false, new connections stop, in-flight requests finish.
     pub async fn stop(&self) {
         self.lifecycle.set_draining();
+        // Event streams never finish on their own: end them first, or the graceful stop would
+        // wait its whole timeout for them.
+        self.hub.close();
         self.server.stop(true).await;
     }
 

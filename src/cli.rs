@@ -64,6 +64,13 @@ pub struct ServeArgs {
     /// HTTP worker threads (default: one per core).
     #[arg(long, env = "DROPD_WORKERS", value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub workers: Option<u32>,
+    /// Open event streams (SSE) before new ones get 503 too-many-subscribers.
+    #[arg(long, env = "DROPD_MAX_SUBSCRIBERS", default_value_t = 20_000)]
+    pub max_subscribers: usize,
+    /// Share of one core that live-stock fan-out may use; the push rate adapts to stay within it
+    /// (between 10 and 1 messages per second per drop).
+    #[arg(long, env = "DROPD_SSE_CPU_BUDGET", default_value_t = 0.25)]
+    pub sse_cpu_budget: f64,
     /// Benchmark baseline: one transaction per write on a pool of writer connections.
     #[arg(long, hide = true)]
     pub naive_writes: bool,
@@ -119,6 +126,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         token_secret: args.token_secret,
         workers: args.workers.map(|w| w as usize),
         naive_writes: args.naive_writes,
+        max_subscribers: args.max_subscribers,
+        sse_cpu_budget: args.sse_cpu_budget,
     };
     actix_web::rt::System::new().block_on(async move {
         let clock = Arc::new(SystemClock);

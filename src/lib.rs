@@ -17,6 +17,7 @@ pub mod bench;
 pub mod cli;
 pub mod demo;
 pub mod domain;
+pub mod events;
 pub mod http;
 pub mod store;
 pub mod telemetry;

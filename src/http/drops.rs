@@ -1,12 +1,24 @@
+//! Drop reads, answered from the in-memory snapshot the writer refreshes after every commit.
+
+use actix_web::http::header;
 use actix_web::{web, HttpResponse};
 
 use crate::domain::DropId;
+use crate::events::hub_state_at;
 use crate::http::problem::ApiError;
 use crate::http::state::AppState;
-use crate::store::drops;
 
 pub async fn list_drops(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let views = state.read(drops::list_views).await?;
+    let all = state.hub.list_or_load().await.map_err(load_failed)?;
+    let now = state.clock.now();
+    let views: Vec<_> = all
+        .iter()
+        .map(|cached| {
+            let mut view = cached.view.clone();
+            view.state = hub_state_at(&view, now);
+            view
+        })
+        .collect();
     Ok(HttpResponse::Ok().json(serde_json::json!({ "drops": views })))
 }
 
@@ -15,11 +27,30 @@ pub async fn get_drop(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let drop_id = parse_drop_id(&path)?;
-    let view = state
-        .read(move |conn, now| drops::get_view(conn, drop_id.as_str(), now))
-        .await?
+    let cached = state
+        .hub
+        .get_or_load(&drop_id)
+        .await
+        .map_err(load_failed)?
         .ok_or_else(|| ApiError::not_found(format!("drop {path} not found")))?;
-    Ok(HttpResponse::Ok().json(view))
+    let now = state.clock.now();
+    let current = hub_state_at(&cached.view, now);
+    let mut res = HttpResponse::Ok();
+    res.insert_header((header::ETAG, format!("\"{}\"", cached.view.version)))
+        .content_type("application/json");
+    if current == cached.view.state {
+        // Serialized once per commit, shared by every reader.
+        Ok(res.body(cached.body.clone()))
+    } else {
+        let mut view = cached.view.clone();
+        view.state = current;
+        Ok(res.json(view))
+    }
+}
+
+fn load_failed(err: String) -> ApiError {
+    tracing::error!(error = %err, "loading drops into memory failed");
+    ApiError::internal()
 }
 
 /// A path segment that is not a valid drop id names no drop.

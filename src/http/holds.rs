@@ -2,13 +2,14 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse, ResponseError};
 use serde::{Deserialize, Serialize};
 
-use crate::domain::HoldId;
+use crate::domain::{BuyerId, DropId, DropState, HoldId, IdempotencyKey, Refusal};
+use crate::events::hub_state_at;
 use crate::http::drops::parse_drop_id;
 use crate::http::extract::{Buyer, IdemKey};
 use crate::http::fingerprint;
 use crate::http::problem::ApiError;
 use crate::http::state::AppState;
-use crate::store::{holds, Answer, ConfirmHold, IdempotentRequest, PlaceHold};
+use crate::store::{holds, idempotency, Answer, ConfirmHold, IdempotentRequest, PlaceHold};
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -33,6 +34,9 @@ pub async fn create_hold(
     let drop_id = parse_drop_id(&path)?;
     if body.quantity < 1 {
         return Err(ApiError::validation("quantity must be at least 1"));
+    }
+    if let Some(refusal) = sold_out_in_memory(&state, &drop_id, &body, &buyer, &key).await? {
+        return Err(refusal.into());
     }
     let req = IdempotentRequest {
         fingerprint: fingerprint("create_hold", drop_id.as_str(), &*body),
@@ -67,6 +71,42 @@ pub async fn confirm_hold(
     };
     let answer = state.writer.confirm_hold(req, cmd).await?;
     Ok(respond(answer, StatusCode::CREATED))
+}
+
+/// A live drop whose SKU the latest commit left at zero is refused without a trip to the writer,
+/// unless this key was already used (then the writer replays what it answered).
+async fn sold_out_in_memory(
+    state: &AppState,
+    drop_id: &DropId,
+    body: &HoldRequest,
+    buyer: &BuyerId,
+    key: &IdempotencyKey,
+) -> Result<Option<Refusal>, ApiError> {
+    let Some(cached) = state.hub.cached(drop_id) else {
+        return Ok(None);
+    };
+    let sold_out = cached
+        .view
+        .skus
+        .iter()
+        .any(|s| s.sku == body.sku && s.available == 0);
+    if !sold_out || hub_state_at(&cached.view, state.clock.now()) != DropState::Live {
+        return Ok(None);
+    }
+    let (buyer, key) = (buyer.clone(), key.clone());
+    if state
+        .read(move |conn, _| idempotency::exists(conn, &buyer, &key))
+        .await?
+    {
+        return Ok(None);
+    }
+    metrics::counter!("dropd_hold_attempts_total", "outcome" => "sold-out-from-memory")
+        .increment(1);
+    Ok(Some(Refusal::SoldOut {
+        sku: body.sku.clone(),
+        available: 0,
+        requested: body.quantity,
+    }))
 }
 
 /// The first answer for an Idempotency-Key, or its replay, marked as such.

@@ -2,6 +2,7 @@
 
 mod admin;
 mod drops;
+mod events;
 pub mod extract;
 mod health;
 mod holds;
@@ -44,6 +45,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/drops", web::get().to(drops::list_drops))
             .route("/drops/{drop}", web::get().to(drops::get_drop))
             .route("/drops/{drop}/holds", web::post().to(holds::create_hold))
+            .route(
+                "/drops/{drop}/events",
+                web::get().to(events::stream_drop_events),
+            )
             .route("/holds/{hold}", web::get().to(holds::get_hold))
             .route("/holds/{hold}", web::delete().to(holds::release_hold))
             .route("/holds/{hold}/confirm", web::post().to(holds::confirm_hold))

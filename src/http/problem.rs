@@ -69,6 +69,11 @@ impl ApiError {
         )
     }
 
+    pub fn retry_after(mut self, seconds: u32) -> Self {
+        self.retry_after = Some(seconds);
+        self
+    }
+
     pub fn code(&self) -> &'static str {
         self.code
     }
@@ -108,6 +113,7 @@ fn title(code: &str, status: StatusCode) -> String {
         "overloaded" => "Server overloaded",
         "insufficient-storage" => "Disk full",
         "unavailable" => "Service unavailable",
+        "too-many-subscribers" => "Too many live-stock streams",
         _ => return status.canonical_reason().unwrap_or("Error").to_owned(),
     };
     known.to_owned()

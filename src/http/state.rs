@@ -19,6 +19,8 @@ pub struct AppState {
     pub tokens: TokenKeys,
     pub lifecycle: Lifecycle,
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// Committed drop state in memory: hot reads and event streams.
+    pub hub: Arc<crate::events::Hub>,
 }
 
 impl AppState {

@@ -16,6 +16,24 @@ const FIND: &str = "SELECT fingerprint, outcome FROM idempotency_keys
 const INSERT: &str = "INSERT INTO idempotency_keys (buyer, key, fingerprint, outcome, created_at)
                       VALUES (:buyer, :key, :fingerprint, :outcome, :now)";
 
+const EXISTS: &str = "SELECT 1 FROM idempotency_keys WHERE buyer = :buyer AND key = :key";
+
+/// Whether this buyer already used this key (a read, for answers given without the writer).
+pub fn exists(
+    conn: &Connection,
+    buyer: &crate::domain::BuyerId,
+    key: &crate::domain::IdempotencyKey,
+) -> Result<bool, StoreError> {
+    Ok(conn
+        .prepare_cached(EXISTS)?
+        .query_row(
+            named_params! {":buyer": buyer.as_str(), ":key": key.as_str()},
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some())
+}
+
 /// Replays the recorded outcome for this key, or runs `effect` and records what it decided.
 pub(crate) fn run_once<T, F>(
     conn: &Connection,

@@ -9,7 +9,7 @@ mod commands;
 pub mod drops;
 mod error;
 pub mod holds;
-mod idempotency;
+pub mod idempotency;
 pub mod migrations;
 pub mod open;
 pub mod orders;
@@ -26,7 +26,14 @@ pub use open::Synchronous;
 pub use read_pool::ReadPool;
 pub use writer::{Writer, WriterStats, WriterThread};
 
+use crate::domain::views::DropView;
 use crate::domain::Clock;
+
+/// Told about every committed change to a drop, after its commit, in commit order: the events
+/// hub and the hot-read snapshots listen here.
+pub trait CommitListener: Send + Sync + 'static {
+    fn committed(&self, views: Vec<DropView>);
+}
 
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
@@ -49,10 +56,14 @@ pub struct Store {
 }
 
 impl Store {
-    pub fn open(config: &StoreConfig, clock: Arc<dyn Clock>) -> Result<Store, StoreError> {
+    pub fn open(
+        config: &StoreConfig,
+        clock: Arc<dyn Clock>,
+        listener: Option<Arc<dyn CommitListener>>,
+    ) -> Result<Store, StoreError> {
         let conn = open::open_writer(&config.path, config.synchronous)?;
         let reads = ReadPool::open(&config.path, config.read_pool_size)?;
-        let (writer, thread) = writer::spawn(conn, config, clock)?;
+        let (writer, thread) = writer::spawn(conn, config, clock, listener)?;
         Ok(Store {
             writer,
             reads,

@@ -21,7 +21,7 @@ use crate::domain::{BuyerId, Clock, DropId, HoldId, Refusal};
 use super::batch::{AttemptSeqs, Batch};
 use super::commands::{Answer, Command, ConfirmHold, IdempotentRequest, PlaceHold, Reply};
 use super::tx::Outcome;
-use super::{holds, StoreConfig, StoreError};
+use super::{drops, holds, CommitListener, StoreConfig, StoreError};
 
 /// How often an idle writer wakes to expire holds and checkpoint.
 const IDLE_TICK: Duration = Duration::from_millis(200);
@@ -46,6 +46,7 @@ pub struct Writer {
 struct NaiveWriters {
     pool: r2d2::Pool<r2d2_sqlite::SqliteConnectionManager>,
     clock: Arc<dyn Clock>,
+    listener: Option<Arc<dyn CommitListener>>,
 }
 
 pub struct WriterThread {
@@ -76,6 +77,7 @@ pub(crate) fn spawn(
     conn: Connection,
     config: &StoreConfig,
     clock: Arc<dyn Clock>,
+    listener: Option<Arc<dyn CommitListener>>,
 ) -> Result<(Writer, WriterThread), StoreError> {
     let naive = if config.naive_writers {
         let sync = config.synchronous.as_str();
@@ -90,6 +92,7 @@ pub(crate) fn spawn(
         Some(NaiveWriters {
             pool,
             clock: clock.clone(),
+            listener: listener.clone(),
         })
     } else {
         None
@@ -103,6 +106,7 @@ pub(crate) fn spawn(
         clock,
         batch_limit: config.batch_limit.max(1),
         seqs: AttemptSeqs::default(),
+        listener,
         depth: depth.clone(),
         commits_since_checkpoint: 0,
     };
@@ -143,12 +147,9 @@ impl Writer {
             let cmd = make(reply);
             tokio::task::spawn_blocking(move || match naive.pool.get() {
                 Ok(conn) => {
-                    run_batch(
-                        &conn,
-                        naive.clock.now(),
-                        &mut AttemptSeqs::default(),
-                        &mut vec![cmd],
-                    );
+                    let now = naive.clock.now();
+                    let ran = run_batch(&conn, now, &mut AttemptSeqs::default(), &mut vec![cmd]);
+                    publish(&conn, naive.listener.as_deref(), ran.touched, now);
                 }
                 Err(err) => {
                     tracing::error!(error = %err, "no naive writer connection");
@@ -306,6 +307,7 @@ struct WriterLoop {
     clock: Arc<dyn Clock>,
     batch_limit: usize,
     seqs: AttemptSeqs,
+    listener: Option<Arc<dyn CommitListener>>,
     depth: Arc<AtomicI64>,
     commits_since_checkpoint: u64,
 }
@@ -378,10 +380,12 @@ impl WriterLoop {
     /// Runs and commits one batch, then answers it. Returns true if a shutdown was requested.
     fn try_run_batch(&mut self, queue: &mut Vec<Command>) -> bool {
         self.depth.fetch_sub(queue.len() as i64, Ordering::Relaxed);
-        let ran = run_batch(&self.conn, self.clock.now(), &mut self.seqs, queue);
+        let now = self.clock.now();
+        let ran = run_batch(&self.conn, now, &mut self.seqs, queue);
         if ran.committed {
             self.commits_since_checkpoint += 1;
         }
+        publish(&self.conn, self.listener.as_deref(), ran.touched, now);
         ran.shutdown
     }
 
@@ -408,6 +412,34 @@ impl WriterLoop {
 struct BatchRun {
     shutdown: bool,
     committed: bool,
+    /// Drops whose committed state changed in this batch.
+    touched: Vec<DropId>,
+}
+
+/// Tells the listener what the batch changed, as the database now has it.
+fn publish(
+    conn: &Connection,
+    listener: Option<&dyn CommitListener>,
+    touched: Vec<DropId>,
+    now: chrono::DateTime<chrono::Utc>,
+) {
+    let Some(listener) = listener else {
+        return;
+    };
+    if touched.is_empty() {
+        return;
+    }
+    let mut views = Vec::with_capacity(touched.len());
+    for drop_id in touched {
+        match drops::get_view(conn, drop_id.as_str(), now) {
+            Ok(Some(view)) => views.push(view),
+            Ok(None) => {}
+            Err(err) => {
+                tracing::warn!(error = %err, %drop_id, "could not read a changed drop for its subscribers")
+            }
+        }
+    }
+    listener.committed(views);
 }
 
 /// Runs `queue` in one transaction on `conn`, commits, then answers every command.
@@ -435,6 +467,7 @@ fn run_batch(
             BatchRun {
                 shutdown,
                 committed: false,
+                touched: Vec::new(),
             }
         };
         if let Err(err) = conn.execute_batch("BEGIN IMMEDIATE") {
@@ -482,6 +515,7 @@ fn run_batch(
         let committed = batch
             .flush(conn)
             .and_then(|()| conn.execute_batch("COMMIT"));
+        let touched: Vec<DropId> = batch.touched.drain().collect();
         drop(batch);
         if let Err(err) = committed {
             let err = StoreError::from(err);
@@ -501,6 +535,7 @@ fn run_batch(
         return BatchRun {
             shutdown,
             committed: true,
+            touched,
         };
     }
 }

@@ -54,7 +54,7 @@ async fn a_reused_key_with_another_body_is_refused_and_a_missing_key_is_400() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refusal_is_replayed_too_and_confirmation_is_idempotent() {
     let app = spawn_app().await;
-    app.create_drop(&live_drop("idem3", 1, 2)).await;
+    app.create_drop(&live_drop("idem3", 2, 2)).await;
     let (alice, bob) = (app.token("alice"), app.token("bob"));
     let hold: serde_json::Value = app
         .hold(&alice, "idem3", "S1", 1, "a1")
@@ -62,7 +62,8 @@ async fn a_refusal_is_replayed_too_and_confirmation_is_idempotent() {
         .json()
         .await
         .expect("json");
-    let refused = app.hold(&bob, "idem3", "S1", 1, "b1").await;
+    // One unit left, two asked: the writer decides, and records the decision.
+    let refused = app.hold(&bob, "idem3", "S1", 2, "b1").await;
     let refused_body = expect_problem(refused, 409, "sold-out").await;
 
     // Stock comes back, but the key already has its outcome.
@@ -75,7 +76,7 @@ async fn a_refusal_is_replayed_too_and_confirmation_is_idempotent() {
         .await
         .expect("sent");
     assert_eq!(released.status(), 204);
-    let replay = app.hold(&bob, "idem3", "S1", 1, "b1").await;
+    let replay = app.hold(&bob, "idem3", "S1", 2, "b1").await;
     assert_eq!(replay.headers()["idempotent-replayed"], "true");
     assert_eq!(expect_problem(replay, 409, "sold-out").await, refused_body);
 

@@ -67,7 +67,14 @@ async fn a_stampede_holds_exactly_the_stock_and_no_more() {
             |r| r.get(0),
         )
         .expect("drop row");
-    assert_eq!(max_seq, 1000, "every attempt was stamped once");
+    // Attempts refused from memory once the SKU showed zero never reach the writer and take no
+    // number; every other attempt took exactly one.
+    let refused_in_writer = responses.len() as i64 - seqs.len() as i64;
+    assert!(
+        max_seq >= seqs.len() as i64 && max_seq <= 1000,
+        "max attempt_seq {max_seq}"
+    );
+    assert!(refused_in_writer >= 0);
     drop(db);
     app.stop().await;
 }

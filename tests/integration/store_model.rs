@@ -44,6 +44,7 @@ fn run(stock: i64, ops: Vec<Op>) -> Result<(), TestCaseError> {
             naive_writers: false,
         },
         Arc::new(clock.clone()),
+        None,
     )
     .expect("store opens");
     let rt = tokio::runtime::Builder::new_current_thread()

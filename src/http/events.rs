@@ -1,0 +1,59 @@
+//! `GET /v1/drops/{drop}/events`: the live stock stream (SSE).
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse};
+
+use crate::events::SubscribeError;
+use crate::http::drops::parse_drop_id;
+use crate::http::problem::ApiError;
+use crate::http::state::AppState;
+
+pub async fn stream_drop_events(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let drop_id = parse_drop_id(&path)?;
+    state
+        .hub
+        .get_or_load(&drop_id)
+        .await
+        .map_err(|err| {
+            tracing::error!(error = %err, "loading a drop for its event stream failed");
+            ApiError::internal()
+        })?
+        .ok_or_else(|| ApiError::not_found(format!("drop {drop_id} not found")))?;
+    let last_event_id = req
+        .headers()
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<i64>().ok());
+    let rx = state
+        .hub
+        .subscribe(&drop_id, last_event_id)
+        .map_err(|err| match err {
+            SubscribeError::Full => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too-many-subscribers",
+                "this server has as many live-stock streams open as it allows; retry shortly",
+            )
+            .retry_after(5),
+            SubscribeError::Closed => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the server is shutting down; retry shortly",
+            )
+            .retry_after(2),
+            SubscribeError::Unknown => ApiError::not_found(format!("drop {drop_id} not found")),
+        })?;
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|bytes| (Ok::<_, std::convert::Infallible>(bytes), rx))
+    });
+    Ok(HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .insert_header(("x-accel-buffering", "no"))
+        .streaming(stream))
+}
