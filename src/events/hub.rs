@@ -571,3 +571,137 @@ impl CommitListener for Hub {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::views::SkuView;
+    use crate::domain::{Currency, ManualClock, Money};
+
+    fn view(version: i64, available: i64) -> DropView {
+        let start = DateTime::parse_from_rfc3339("2026-12-01T18:00:00Z")
+            .expect("valid literal")
+            .with_timezone(&Utc);
+        DropView {
+            id: "d".into(),
+            name: "d".into(),
+            description: String::new(),
+            starts_at: start,
+            ends_at: start + chrono::Duration::hours(2),
+            per_buyer_limit: 2,
+            hold_seconds: 600,
+            state: DropState::Live,
+            version,
+            skus: vec![SkuView {
+                sku: "S1".into(),
+                name: "S1".into(),
+                price: Money {
+                    amount: 1,
+                    currency: Currency::parse("EUR").expect("valid"),
+                },
+                stock: 100,
+                available,
+                held: 100 - available,
+                sold: 0,
+            }],
+        }
+    }
+
+    fn hub(buffer: usize) -> Arc<Hub> {
+        let now = DateTime::parse_from_rfc3339("2026-12-01T18:30:00Z")
+            .expect("valid literal")
+            .with_timezone(&Utc);
+        let hub = Hub::new(
+            HubConfig {
+                subscriber_buffer: buffer,
+                max_subscribers: 3,
+                ..HubConfig::default()
+            },
+            Arc::new(ManualClock::new(now)),
+        );
+        hub.committed(vec![view(1, 100)]);
+        hub
+    }
+
+    fn drain(rx: &mut mpsc::Receiver<Bytes>) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Ok(b) = rx.try_recv() {
+            out.push(String::from_utf8_lossy(&b).into_owned());
+        }
+        out
+    }
+
+    #[test]
+    fn a_stalled_subscriber_never_holds_back_the_others_and_gets_a_snapshot_later() {
+        let hub = hub(4);
+        let id = DropId::from_trusted("d".into());
+        let mut stalled = hub.subscribe(&id, None).expect("subscribed");
+        let mut live = hub.subscribe(&id, None).expect("subscribed");
+        drain(&mut live);
+        for version in 2..=10 {
+            hub.committed(vec![view(version, 100 - version)]);
+            hub.tick();
+            let got = drain(&mut live);
+            assert_eq!(got.len(), 1, "one message per tick for the live subscriber");
+            assert!(got[0].contains(&format!("id: {version}\n")), "{got:?}");
+        }
+        assert!(hub.stats.lagged.load(Ordering::Relaxed) > 0);
+        // The stalled one reads again: after its buffer, the next tick brings a full snapshot.
+        drain(&mut stalled);
+        hub.committed(vec![view(11, 89)]);
+        hub.tick();
+        let got = drain(&mut stalled);
+        assert_eq!(got.len(), 1);
+        assert!(
+            got[0].contains("event: snapshot") && got[0].contains("id: 11"),
+            "{got:?}"
+        );
+    }
+
+    #[test]
+    fn changes_between_ticks_become_one_message_and_versions_grow() {
+        let hub = hub(16);
+        let id = DropId::from_trusted("d".into());
+        let mut rx = hub.subscribe(&id, None).expect("subscribed");
+        let first = drain(&mut rx);
+        assert!(first
+            .iter()
+            .any(|e| e.contains("event: snapshot") && e.contains("id: 1\n")));
+        for version in 2..=6 {
+            hub.committed(vec![view(version, 100 - version)]);
+        }
+        hub.tick();
+        let got = drain(&mut rx);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(got[0].contains("id: 6\nevent: stock") && got[0].contains(r#""available":94"#));
+        // An older view arriving late never replaces a newer one.
+        hub.committed(vec![view(3, 97)]);
+        assert_eq!(hub.cached(&id).map(|c| c.view.version), Some(6));
+    }
+
+    #[test]
+    fn a_client_that_is_current_gets_no_snapshot_and_the_cap_is_enforced() {
+        let hub = hub(16);
+        let id = DropId::from_trusted("d".into());
+        let mut current = hub.subscribe(&id, Some(1)).expect("subscribed");
+        assert!(drain(&mut current).iter().all(|e| !e.contains("snapshot")));
+        let mut behind = hub.subscribe(&id, Some(0)).expect("subscribed");
+        assert!(drain(&mut behind).iter().any(|e| e.contains("snapshot")));
+        let _third = hub.subscribe(&id, None).expect("subscribed");
+        assert_eq!(hub.subscribe(&id, None).err(), Some(SubscribeError::Full));
+        hub.close();
+        assert_eq!(hub.subscribers(), 0);
+        assert_eq!(hub.subscribe(&id, None).err(), Some(SubscribeError::Closed));
+    }
+
+    #[test]
+    fn the_tick_stretches_with_fan_out_cost_within_bounds() {
+        let hub = hub(16);
+        assert_eq!(hub.next_interval(Duration::from_micros(10)), FASTEST_TICK);
+        assert_eq!(
+            hub.next_interval(Duration::from_millis(50)),
+            Duration::from_millis(200)
+        );
+        assert_eq!(hub.next_interval(Duration::from_secs(5)), SLOWEST_TICK);
+    }
+}

@@ -24,6 +24,7 @@ pub struct TestApp {
     pub clock: ManualClock,
     pub admin_key: String,
     pub writer: Writer,
+    pub hub: std::sync::Arc<dropd::events::Hub>,
     /// Kept so the data directory lives as long as the app.
     _dir: tempfile::TempDir,
     pub db_path: std::path::PathBuf,
@@ -61,6 +62,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
     let db_path = settings.db_path();
     let tokens = app.tokens().clone();
     let writer = app.writer();
+    let hub = app.hub();
     let handle = app.handle();
     let running = tokio::spawn(app.run_until_stopped());
     TestApp {
@@ -69,6 +71,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
         clock,
         admin_key,
         writer,
+        hub,
         _dir: dir,
         db_path,
         tokens,

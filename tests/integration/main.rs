@@ -7,6 +7,7 @@ mod authorization;
 mod bad_input;
 mod crash;
 mod disk_full;
+mod events;
 mod idempotency;
 mod lifecycle;
 mod operations;

@@ -1,0 +1,335 @@
+//! The live stock stream and the hot reads, against the real server.
+
+use std::time::Duration;
+
+use futures::future::join_all;
+use serde_json::Value;
+
+use crate::helpers::{expect_problem, live_drop, spawn_app, spawn_app_with, TestApp};
+
+/// Reads `text/event-stream` events from a response, one at a time.
+struct Events {
+    res: reqwest::Response,
+    buffer: String,
+}
+
+#[derive(Debug)]
+struct Event {
+    id: Option<i64>,
+    name: String,
+    data: Value,
+}
+
+impl Events {
+    async fn open(app: &TestApp, drop: &str, last_event_id: Option<i64>) -> Events {
+        let mut req = app.client.get(app.url(&format!("/v1/drops/{drop}/events")));
+        if let Some(id) = last_event_id {
+            req = req.header("Last-Event-ID", id.to_string());
+        }
+        let res = req.send().await.expect("sent");
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.headers()["content-type"], "text/event-stream");
+        Events {
+            res,
+            buffer: String::new(),
+        }
+    }
+
+    /// The next event with data (comments and `retry:` are skipped); `None` when the stream ends.
+    async fn next(&mut self) -> Option<Event> {
+        loop {
+            while let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let mut event = Event {
+                    id: None,
+                    name: "message".into(),
+                    data: Value::Null,
+                };
+                let mut has_data = false;
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("id: ") {
+                        event.id = v.parse().ok();
+                    } else if let Some(v) = line.strip_prefix("event: ") {
+                        event.name = v.to_owned();
+                    } else if let Some(v) = line.strip_prefix("data: ") {
+                        event.data = serde_json::from_str(v).expect("data is json");
+                        has_data = true;
+                    }
+                }
+                if has_data {
+                    return Some(event);
+                }
+            }
+            let chunk = tokio::time::timeout(Duration::from_secs(10), self.res.chunk())
+                .await
+                .expect("an event within 10 s")
+                .expect("stream readable")?;
+            self.buffer.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+
+    /// Reads stock events until `sku` shows `available`; returns how many stock events it took.
+    async fn until_available(&mut self, sku: &str, available: i64) -> (usize, i64) {
+        let mut count = 0;
+        let mut last_id = 0;
+        loop {
+            let event = self.next().await.expect("stream open");
+            let id = event.id.expect("every event has an id");
+            assert!(id >= last_id, "ids never go back: {id} after {last_id}");
+            last_id = id;
+            if event.name == "stock" {
+                count += 1;
+                let shown = event.data["skus"]
+                    .as_array()
+                    .expect("skus")
+                    .iter()
+                    .find(|s| s["sku"] == sku)
+                    .and_then(|s| s["available"].as_i64());
+                if shown == Some(available) {
+                    return (count, id);
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_starts_with_a_snapshot_then_pushes_committed_stock_in_version_order() {
+    let app = spawn_app().await;
+    let created = app.create_drop(&live_drop("live", 10, 2)).await;
+    let mut events = Events::open(&app, "live", None).await;
+    let snapshot = events.next().await.expect("snapshot");
+    assert_eq!(snapshot.name, "snapshot");
+    assert_eq!(snapshot.id, created["version"].as_i64());
+    assert_eq!(snapshot.data["skus"][0]["available"], 10);
+
+    let alice = app.token("alice");
+    assert_eq!(app.hold(&alice, "live", "S1", 2, "k1").await.status(), 201);
+    let (_, id) = events.until_available("S1", 8).await;
+    assert!(id > snapshot.id.expect("id"));
+    // The stream and the hot read agree on the version.
+    assert_eq!(app.get_json("/v1/drops/live").await["version"], id);
+
+    let paused = app
+        .patch_drop("live", serde_json::json!({"state": "paused"}))
+        .await;
+    assert_eq!(paused.status(), 200);
+    loop {
+        let event = events.next().await.expect("stream open");
+        if event.name == "drop" {
+            assert_eq!(event.data["state"], "paused");
+            assert!(event.id.expect("id") > id);
+            break;
+        }
+    }
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_resuming_with_last_event_id_gets_what_it_missed_or_a_snapshot() {
+    let app = spawn_app().await;
+    app.create_drop(&live_drop("resume", 10, 5)).await;
+    let alice = app.token("alice");
+    let mut first = Events::open(&app, "resume", None).await;
+    let seen = first.next().await.expect("snapshot").id.expect("id");
+    drop(first);
+
+    // Nothing changed: resuming at the current version sends no snapshot, only what comes next.
+    let mut current = Events::open(&app, "resume", Some(seen)).await;
+    assert_eq!(
+        app.hold(&alice, "resume", "S1", 1, "k1").await.status(),
+        201
+    );
+    let next = current.next().await.expect("event");
+    assert_eq!(next.name, "stock", "{next:?}");
+    assert_eq!(next.data["skus"][0]["available"], 9);
+
+    // A client that fell behind gets a fresh snapshot with the current state.
+    let mut behind = Events::open(&app, "resume", Some(seen)).await;
+    let snapshot = behind.next().await.expect("snapshot");
+    assert_eq!(snapshot.name, "snapshot");
+    assert_eq!(snapshot.data["skus"][0]["available"], 9);
+    assert!(snapshot.id.expect("id") > seen);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_burst_of_holds_is_coalesced_into_few_messages() {
+    let app = spawn_app().await;
+    app.create_drop(&live_drop("burst", 1_000, 1)).await;
+    let mut events = Events::open(&app, "burst", None).await;
+    events.next().await.expect("snapshot");
+    let results = join_all((0..60).map(|i| {
+        let app = &app;
+        async move {
+            let token = app.token(&format!("buyer-{i}"));
+            app.hold(&token, "burst", "S1", 1, "k")
+                .await
+                .status()
+                .as_u16()
+        }
+    }))
+    .await;
+    assert!(results.iter().all(|s| *s == 201));
+    let (messages, _) = events.until_available("S1", 940).await;
+    assert!(messages < 60, "60 holds became {messages} stock messages");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sold_out_is_pushed_and_then_refused_from_memory_without_the_writer() {
+    let app = spawn_app().await;
+    app.create_drop(&live_drop("last", 1, 1)).await;
+    let mut events = Events::open(&app, "last", None).await;
+    events.next().await.expect("snapshot");
+    let (alice, bob) = (app.token("alice"), app.token("bob"));
+    let hold: Value = app
+        .hold(&alice, "last", "S1", 1, "a")
+        .await
+        .json()
+        .await
+        .expect("json");
+    events.until_available("S1", 0).await;
+
+    let refused = app.hold(&bob, "last", "S1", 1, "b").await;
+    expect_problem(refused, 409, "sold-out").await;
+    let stamped: i64 = app
+        .db()
+        .query_row("SELECT attempt_seq FROM drops WHERE id = 'last'", [], |r| {
+            r.get(0)
+        })
+        .expect("drop row");
+    assert_eq!(stamped, 1, "the refused attempt never reached the writer");
+
+    // Nothing was recorded under bob's key: once the unit is back, the same key can hold it.
+    let hold_id = hold["hold_id"].as_str().expect("id");
+    let del = app
+        .client
+        .delete(app.url(&format!("/v1/holds/{hold_id}")))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(del.status(), 204);
+    events.until_available("S1", 1).await;
+    assert_eq!(app.hold(&bob, "last", "S1", 1, "b").await.status(), 201);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reads_during_a_write_storm_are_served_from_memory() {
+    let app = spawn_app().await;
+    app.create_drop(&live_drop("storm", 100_000, 1_000)).await;
+    app.get_json("/v1/drops/storm").await;
+    app.get_json("/v1/drops").await;
+    let loads_before = app
+        .hub
+        .stats
+        .loads
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let writes = join_all((0..300).map(|i| {
+        let app = &app;
+        async move {
+            let token = app.token(&format!("buyer-{}", i % 30));
+            app.hold(&token, "storm", "S1", 1, &format!("k{i}"))
+                .await
+                .status()
+                .as_u16()
+        }
+    }));
+    let reads = join_all((0..300).map(|i| {
+        let app = &app;
+        async move {
+            let path = if i % 10 == 0 {
+                "/v1/drops"
+            } else {
+                "/v1/drops/storm"
+            };
+            let res = app.client.get(app.url(path)).send().await.expect("sent");
+            res.status().as_u16()
+        }
+    }));
+    let (writes, reads) = tokio::join!(writes, reads);
+    assert!(writes.iter().all(|s| *s == 201));
+    assert!(reads.iter().all(|s| *s == 200));
+    let loads_after = app
+        .hub
+        .stats
+        .loads
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(
+        loads_after, loads_before,
+        "no read went to SQLite during the storm"
+    );
+    assert_eq!(app.available("storm", "S1").await, 100_000 - 300);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_misses_for_one_drop_run_one_query() {
+    let app = spawn_app().await;
+    app.create_drop(&live_drop("cold", 5, 1)).await;
+    // A fresh process knows nothing: the create above put the drop in memory, so ask for a
+    // drop that memory has not seen through another instance of the same database.
+    let loads_before = app
+        .hub
+        .stats
+        .loads
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let statuses = join_all((0..50).map(|_| {
+        let app = &app;
+        async move {
+            app.client
+                .get(app.url("/v1/drops/not-there"))
+                .send()
+                .await
+                .expect("sent")
+                .status()
+                .as_u16()
+        }
+    }))
+    .await;
+    assert!(statuses.iter().all(|s| *s == 404));
+    let loads = app
+        .hub
+        .stats
+        .loads
+        .load(std::sync::atomic::Ordering::Relaxed)
+        - loads_before;
+    assert!(loads < 50, "50 concurrent misses ran {loads} queries");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_subscriber_cap_answers_503_and_shutdown_ends_streams_at_once() {
+    let app = spawn_app_with(|s| s.max_subscribers = 1).await;
+    app.create_drop(&live_drop("cap", 5, 1)).await;
+    let mut events = Events::open(&app, "cap", None).await;
+    events.next().await.expect("snapshot");
+    let second = app
+        .client
+        .get(app.url("/v1/drops/cap/events"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(second.headers()["retry-after"], "5");
+    expect_problem(second, 503, "too-many-subscribers").await;
+    let unknown = app
+        .client
+        .get(app.url("/v1/drops/nope/events"))
+        .send()
+        .await
+        .expect("sent");
+    expect_problem(unknown, 404, "not-found").await;
+
+    // The graceful stop would wait 10 s for open requests; streams must end before that.
+    let stopped = tokio::time::timeout(Duration::from_secs(5), async {
+        app.stop().await;
+        events.next().await
+    })
+    .await;
+    assert!(
+        matches!(stopped, Ok(None)),
+        "the stream ended when the server stopped"
+    );
+}
