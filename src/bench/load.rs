@@ -26,7 +26,12 @@ pub enum Workload {
     Checkout { drop: String },
     /// `GET /v1/drops/{drop}`.
     ReadDrop { drop: String },
+    /// `GET /v1/drops/{drop}/events`, read until the phase ends and a grace period after.
+    Watch { drop: String },
 }
+
+/// How long watchers keep reading after the phase, to see the final state arrive.
+pub const WATCH_GRACE: Duration = Duration::from_secs(3);
 
 #[derive(Debug, Clone)]
 pub struct Group {
@@ -41,9 +46,15 @@ pub struct GroupResult {
     pub errors: u64,
     /// Answers by outcome: `held`, `ordered`, a problem `code`, or `other`.
     pub outcomes: BTreeMap<&'static str, u64>,
-    /// Latency in microseconds.
+    /// Latency in microseconds; for watchers, each one's longest wait between two messages
+    /// while the phase ran (how stale a page could get).
     pub latency: Histogram<u64>,
+    /// Watchers only: microseconds after the phase ended until the last message arrived (how long
+    /// until every page showed the final stock).
+    pub catch_up: Histogram<u64>,
     pub elapsed: Duration,
+    started: Option<Instant>,
+    finished: Option<Instant>,
 }
 
 impl GroupResult {
@@ -54,7 +65,11 @@ impl GroupResult {
             outcomes: BTreeMap::new(),
             latency: Histogram::new_with_bounds(1, 120_000_000, 3)
                 .expect("static histogram bounds"),
+            catch_up: Histogram::new_with_bounds(1, 120_000_000, 3)
+                .expect("static histogram bounds"),
             elapsed: Duration::ZERO,
+            started: None,
+            finished: None,
         }
     }
 
@@ -65,6 +80,8 @@ impl GroupResult {
             *self.outcomes.entry(k).or_default() += v;
         }
         let _ = self.latency.add(&other.latency);
+        let _ = self.catch_up.add(&other.catch_up);
+        self.finished = self.finished.max(other.finished);
     }
 
     pub fn rate(&self) -> f64 {
@@ -128,9 +145,12 @@ pub fn run(
             let part = task.await?;
             results[g].merge(part);
         }
-        let elapsed = started.elapsed();
         for r in &mut results {
-            r.elapsed = elapsed;
+            // Each group's own span: watchers read on after the closed loops stopped.
+            r.elapsed = r
+                .finished
+                .map_or(started.elapsed(), |f| f.duration_since(started));
+            r.started = Some(started);
         }
         Ok(results)
     })
@@ -157,6 +177,11 @@ async fn drive(
     deadline: Instant,
     max: u64,
 ) -> GroupResult {
+    if let Workload::Watch { drop } = &workload {
+        let mut result = watch(&ctx, drop, deadline).await;
+        result.finished = Some(deadline.min(Instant::now()));
+        return result;
+    }
     let mut result = GroupResult::new();
     let Ok(mut sender) = connect(&ctx).await else {
         result.errors += 1;
@@ -170,6 +195,8 @@ async fn drive(
         let key = || format!("{}-{phase}-{index}-{i}", ctx.run_id);
         let answer = match &workload {
             Workload::Health => send(&mut sender, get(&ctx, "/healthz")).await,
+            // Handled before the loop: a watcher holds one request open.
+            Workload::Watch { .. } => break,
             Workload::ReadDrop { drop } => {
                 send(&mut sender, get(&ctx, &format!("/v1/drops/{drop}"))).await
             }
@@ -236,6 +263,72 @@ async fn drive(
         }
         i += 1;
     }
+    result.finished = Some(Instant::now());
+    result
+}
+
+/// One watcher: subscribes, then counts messages and the longest gap between them.
+async fn watch(ctx: &Ctx, drop: &str, deadline: Instant) -> GroupResult {
+    let mut result = GroupResult::new();
+    let Ok(mut sender) = connect(ctx).await else {
+        result.errors += 1;
+        return result;
+    };
+    let answer = async {
+        sender.ready().await?;
+        anyhow::Ok(
+            sender
+                .send_request(get(ctx, &format!("/v1/drops/{drop}/events")))
+                .await?,
+        )
+    }
+    .await;
+    let res = match answer {
+        Ok(res) if res.status() == 200 => res,
+        Ok(res) => {
+            let body = res
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            *result
+                .outcomes
+                .entry(problem_code(&body).unwrap_or("other"))
+                .or_default() += 1;
+            return result;
+        }
+        Err(_) => {
+            result.errors += 1;
+            return result;
+        }
+    };
+    *result.outcomes.entry("watching").or_default() += 1;
+    let mut body = res.into_body();
+    let end = deadline + WATCH_GRACE;
+    let mut last: Option<Instant> = None;
+    let mut longest = Duration::ZERO;
+    while let Ok(Some(Ok(frame))) = tokio::time::timeout_at(end.into(), body.frame()).await {
+        let Some(data) = frame.data_ref() else {
+            continue;
+        };
+        if !data.windows(7).any(|w| w == b"\ndata: ") {
+            continue;
+        }
+        let now = Instant::now();
+        if let Some(previous) = last {
+            if now <= deadline {
+                longest = longest.max(now - previous);
+            }
+        }
+        last = Some(now);
+        result.requests += 1;
+    }
+    let _ = result.latency.record((longest.as_micros() as u64).max(1));
+    let caught_up = last.map_or(Duration::ZERO, |t| t.saturating_duration_since(deadline));
+    let _ = result
+        .catch_up
+        .record((caught_up.as_micros() as u64).max(1));
     result
 }
 

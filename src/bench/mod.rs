@@ -58,6 +58,27 @@ pub struct BenchArgs {
     /// Skip the naive one-transaction-per-request baseline.
     #[arg(long)]
     pub skip_naive: bool,
+    /// SSE subscribers attached during the watched stampede (capped by the open-file limit).
+    #[arg(long, default_value_t = 2_000)]
+    pub watchers: usize,
+}
+
+/// Watchers that fit under this process's open-file limit, leaving room for the rest.
+fn watchers_that_fit(wanted: usize, connections: usize) -> usize {
+    let soft = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|limits| {
+            limits
+                .lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| {
+                    l.split_whitespace()
+                        .nth(3)
+                        .and_then(|v| v.parse::<usize>().ok())
+                })
+        })
+        .unwrap_or(1024);
+    wanted.min(soft.saturating_sub(connections + 512))
 }
 
 const READERS: usize = 16;
@@ -196,6 +217,30 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     p.invariants = verify(&own, &fire, &results[0], None)?;
     report.add(p);
     report.add(Phase::new("reads under fire", 1, &results[1], usage));
+
+    let watched = format!("bench-{run_id}-watched");
+    admin.create_drop(&watched, 1_000_000_000)?;
+    let watchers = watchers_that_fit(args.watchers, args.connections);
+    let (results, usage) = phase(
+        "watched stampede",
+        &[
+            stampede(&watched),
+            Group {
+                workload: Workload::Watch {
+                    drop: watched.clone(),
+                },
+                connections: watchers,
+            },
+        ],
+        &own,
+        &ctx,
+    )?;
+    let mut p = Phase::new("watched stampede", 1, &results[0], usage);
+    p.invariants = verify(&own, &watched, &results[0], None)?;
+    report.add(p);
+    let mut p = Phase::new("watchers", 1, &results[1], usage);
+    p.catch_up_p99_ms = Some(results[1].catch_up.value_at_quantile(0.99) as f64 / 1000.0);
+    report.add(p);
 
     if let Some(srv) = own.take() {
         srv.stop()?;

@@ -29,6 +29,8 @@ pub struct Phase {
     pub noisy: bool,
     /// `ok`, what was broken, or absent when the benchmark could not see the database.
     pub invariants: Option<String>,
+    /// Watchers: time after the stampede ended until the last one had the final stock.
+    pub catch_up_p99_ms: Option<f64>,
 }
 
 impl Phase {
@@ -53,6 +55,7 @@ impl Phase {
             loadgen_us_per_request: per_request(cpu.loadgen_seconds()),
             noisy: cpu.other_cores > NOISY_CORES,
             invariants: None,
+            catch_up_p99_ms: None,
         }
     }
 }
@@ -92,6 +95,13 @@ pub struct Summary {
     pub naive_rps: Option<f64>,
     /// Goal: >= 3.
     pub group_commit_over_naive: Option<f64>,
+    /// The stampede with SSE watchers attached over the median stampede without. Goal: >= 0.8.
+    pub watched_over_unwatched: Option<f64>,
+    pub watchers: Option<u64>,
+    /// p99 over watchers of the longest wait between two messages during the stampede.
+    /// Goal: under 1 s.
+    pub watched_staleness_p99_ms: Option<f64>,
+    pub watched_catch_up_p99_ms: Option<f64>,
     pub noisy_phases: usize,
 }
 
@@ -195,11 +205,22 @@ impl Report {
             ),
             naive_rps: rates("naive stampede"),
             group_commit_over_naive: None,
+            watched_over_unwatched: None,
+            watchers: self
+                .of("watchers")
+                .next()
+                .map(|p| p.outcomes.get("watching").copied().unwrap_or(0)),
+            watched_staleness_p99_ms: self.of("watchers").next().map(|p| p.p99_ms),
+            watched_catch_up_p99_ms: self.of("watchers").next().and_then(|p| p.catch_up_p99_ms),
             noisy_phases: self.phases.iter().filter(|p| p.noisy).count(),
         };
         self.summary = Summary {
             group_commit_over_naive: match (summary.stampede_rps, summary.naive_rps) {
                 (Some(group), Some(naive)) if naive > 0.0 => Some(group / naive),
+                _ => None,
+            },
+            watched_over_unwatched: match (rates("watched stampede"), summary.stampede_rps) {
+                (Some(watched), Some(plain)) if plain > 0.0 => Some(watched / plain),
                 _ => None,
             },
             ..summary
@@ -269,6 +290,9 @@ impl Report {
              | reads under fire p99 | {} ms | < 5 ms |\n\
              | sold-out path / ceiling | {} | |\n\
              | checkout (hold + confirm) per second | {} | |\n\
+             | watched stampede / stampede, with {} SSE watchers | {} | >= 0.8 |\n\
+             | longest wait between messages, p99 over watchers | {} ms | < 1000 ms |\n\
+             | final stock on every watcher after the stampede, p99 | {} ms | |\n\
              | phases flagged noisy (others used > {NOISY_CORES} core) | {} | 0 |\n",
             fmt(sum.stampede_over_ceiling, 2),
             s.connections,
@@ -277,6 +301,10 @@ impl Report {
             fmt(sum.reads_under_fire_p99_ms, 2),
             fmt(sum.sold_out_over_ceiling, 2),
             fmt(sum.checkout_rps, 0),
+            sum.watchers.unwrap_or(0),
+            fmt(sum.watched_over_unwatched, 2),
+            fmt(sum.watched_staleness_p99_ms, 0),
+            fmt(sum.watched_catch_up_p99_ms, 0),
             sum.noisy_phases,
         ));
         out
