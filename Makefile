@@ -1,7 +1,7 @@
 # The commands people run. `make test` is what CI runs (through .ci/run).
 CARGO ?= cargo
 
-.PHONY: all build run demo test fmt lint check bench clean
+.PHONY: all build run demo test test-deps fmt lint check bench clean
 
 all: build
 
@@ -22,9 +22,15 @@ lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
+# The browser tests drive Debian's headless Chromium through its WebDriver.
+test-deps:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }
+
 # Everything: formatting, lints, unit tests, property tests, integration tests against the
-# real server and the real binary.
-test: lint
+# real server and the real binary, and the drop page in a real browser. The disk-full test
+# mounts a tmpfs, so it needs root (CI runs as root).
+test: test-deps lint
 	$(CARGO) test --all-targets
 
 # Prints a markdown table and writes target/bench/latest.json (see docs/benchmarks.md).

@@ -36,6 +36,8 @@ pub struct Settings {
     pub max_subscribers: usize,
     /// Share of one core that SSE fan-out may use (0.25 = a quarter).
     pub sse_cpu_budget: f64,
+    /// `--demo`: the drop page may ask for a buyer token (`GET /v1/demo/token`).
+    pub demo: bool,
 }
 
 impl Settings {
@@ -52,6 +54,7 @@ impl Settings {
             naive_writes: false,
             max_subscribers: 20_000,
             sse_cpu_budget: 0.25,
+            demo: false,
         }
     }
 
@@ -122,6 +125,7 @@ impl Application {
             lifecycle: lifecycle.clone(),
             metrics: metrics_handle(),
             hub: hub.clone(),
+            demo: settings.demo,
         });
         let server = HttpServer::new(move || {
             App::new()

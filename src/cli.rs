@@ -128,6 +128,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         naive_writes: args.naive_writes,
         max_subscribers: args.max_subscribers,
         sse_cpu_budget: args.sse_cpu_budget,
+        demo: args.demo,
     };
     actix_web::rt::System::new().block_on(async move {
         let clock = Arc::new(SystemClock);

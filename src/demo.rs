@@ -55,7 +55,7 @@ demo drop '{DROP_ID}' is live.
 buyer token (demo-buyer, 24h): {token}
 admin key (shown once):        {admin_key}
 
-try:
+open {base}/#/drops/{DROP_ID} in a browser (it gets a buyer token by itself), or try:
   curl -s {base}/v1/drops/{DROP_ID}
   curl -s -X POST {base}/v1/drops/{DROP_ID}/holds -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' -H 'Idempotency-Key: demo-1' -d '{{\"sku\":\"TEE-M\",\"quantity\":1}}'
   curl -s {base}/v1/admin/drops/{DROP_ID}/orders -H 'Authorization: Bearer {admin_key}'

@@ -113,6 +113,8 @@ pub enum SubscribeError {
 struct Subscriber {
     tx: mpsc::Sender<Bytes>,
     lagging: bool,
+    /// The version it started at: older messages (built before it joined) are not for it.
+    since: i64,
 }
 
 struct EntryState {
@@ -127,6 +129,22 @@ struct EntryState {
 struct Entry {
     state: Mutex<EntryState>,
     subscribers: Mutex<Vec<Subscriber>>,
+}
+
+impl Entry {
+    fn new(view: DropView) -> Arc<Entry> {
+        let state = view.state;
+        Arc::new(Entry {
+            state: Mutex::new(EntryState {
+                current: Cached::new(view),
+                published_state: state,
+                changed_skus: BTreeMap::new(),
+                drop_changes: Map::new(),
+                urgent: false,
+            }),
+            subscribers: Mutex::new(Vec::new()),
+        })
+    }
 }
 
 type Load = Shared<BoxFuture<'static, Result<Option<Arc<Cached>>, String>>>;
@@ -190,7 +208,19 @@ impl Hub {
     /// subscribers. Returns whether a SKU just sold out.
     fn store(&self, view: DropView) -> bool {
         let drop_id = DropId::from_trusted(view.id.clone());
-        if let Some(entry) = self.entry(&drop_id) {
+        let existing = self.entry(&drop_id).or_else(|| {
+            // Two first views of a drop may race (a cold load and the writer's publish): the
+            // write lock decides which creates the entry; the other updates it by version.
+            let mut drops = self.drops.write().unwrap_or_else(|p| p.into_inner());
+            match drops.get(&drop_id) {
+                Some(entry) => Some(entry.clone()),
+                None => {
+                    drops.insert(drop_id.clone(), Entry::new(view.clone()));
+                    None
+                }
+            }
+        });
+        if let Some(entry) = existing {
             let mut st = lock(&entry.state);
             if view.version < st.current.view.version {
                 return false;
@@ -249,22 +279,6 @@ impl Hub {
             st.current = Cached::new(view);
             sold_out
         } else {
-            let state = view.state;
-            let entry = Arc::new(Entry {
-                state: Mutex::new(EntryState {
-                    current: Cached::new(view),
-                    published_state: state,
-                    changed_skus: BTreeMap::new(),
-                    drop_changes: Map::new(),
-                    urgent: false,
-                }),
-                subscribers: Mutex::new(Vec::new()),
-            });
-            self.drops
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
-                .entry(drop_id)
-                .or_insert(entry);
             false
         }
     }
@@ -366,11 +380,29 @@ impl Hub {
         let (tx, rx) = mpsc::channel(self.config.subscriber_buffer.max(2));
         // Under the state lock, so no message can fall between the snapshot and registration.
         let st = lock(&entry.state);
+        let version = st.current.view.version;
         let _ = tx.try_send(Bytes::from_static(sse::RETRY));
-        if last_event_id.is_none_or(|id| id < st.current.view.version) {
+        if last_event_id.is_none_or(|id| id < version) {
             let _ = tx.try_send(st.current.snapshot.clone());
+        } else {
+            // Current by version, but the clock may have moved the drop since (scheduled to
+            // live) without a new version: restate the state.
+            let state =
+                json!({"version": version, "state": state_at(&st.current.view, self.clock.now())});
+            let _ = tx.try_send(sse::event(version, "drop", &state));
         }
-        lock(&entry.subscribers).push(Subscriber { tx, lagging: false });
+        let mut subscribers = lock(&entry.subscribers);
+        if self.closed.load(Ordering::Acquire) {
+            // `close` ran meanwhile: this stream must not outlive it.
+            self.subscriber_count.fetch_sub(1, Ordering::AcqRel);
+            return Err(SubscribeError::Closed);
+        }
+        subscribers.push(Subscriber {
+            tx,
+            lagging: false,
+            since: version,
+        });
+        drop(subscribers);
         metrics::gauge!("dropd_sse_subscribers")
             .set(self.subscriber_count.load(Ordering::Relaxed) as f64);
         Ok(rx)
@@ -403,7 +435,7 @@ impl Hub {
             .collect();
         let mut sent = 0u64;
         for entry in entries {
-            let (message, snapshot) = {
+            let (message, snapshot, version) = {
                 let mut st = lock(&entry.state);
                 let state = state_at(&st.current.view, now);
                 if state != st.published_state {
@@ -416,10 +448,14 @@ impl Hub {
                     }
                 }
                 let message = self.take_message(&mut st, keep_alive);
-                (message, st.current.snapshot.clone())
+                (
+                    message,
+                    st.current.snapshot.clone(),
+                    st.current.view.version,
+                )
             };
             let Some(message) = message else { continue };
-            sent += self.fan_out(&entry, &message, &snapshot);
+            sent += self.fan_out(&entry, &message, &snapshot, version);
         }
         let took = started.elapsed();
         self.stats.ticks.fetch_add(1, Ordering::Relaxed);
@@ -428,8 +464,7 @@ impl Hub {
             .fanout_micros
             .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
         metrics::counter!("dropd_sse_messages_total").increment(sent);
-        metrics::counter!("dropd_sse_fanout_seconds_total")
-            .increment(took.as_micros() as u64 / 1_000_000);
+        metrics::counter!("dropd_sse_fanout_microseconds_total").increment(took.as_micros() as u64);
         metrics::gauge!("dropd_sse_subscribers")
             .set(self.subscriber_count.load(Ordering::Relaxed) as f64);
         took
@@ -465,10 +500,14 @@ impl Hub {
 
     /// Queues `message` to every subscriber without waiting; a full one is marked lagging and
     /// gets `snapshot` instead once it has room.
-    fn fan_out(&self, entry: &Entry, message: &Bytes, snapshot: &Bytes) -> u64 {
+    fn fan_out(&self, entry: &Entry, message: &Bytes, snapshot: &Bytes, version: i64) -> u64 {
         let mut sent = 0;
         let mut gone = 0;
         lock(&entry.subscribers).retain_mut(|sub| {
+            if version < sub.since {
+                // Built before this subscriber's snapshot: it already has newer state.
+                return !sub.tx.is_closed();
+            }
             let payload = if sub.lagging { snapshot } else { message };
             match sub.tx.try_send(payload.clone()) {
                 Ok(()) => {

@@ -85,6 +85,10 @@ async fn sold_out_in_memory(
     let Some(cached) = state.hub.cached(drop_id) else {
         return Ok(None);
     };
+    // A malformed request gets its own answer from the writer, not sold-out.
+    if body.quantity > cached.view.per_buyer_limit {
+        return Ok(None);
+    }
     let sold_out = cached
         .view
         .skus

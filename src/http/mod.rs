@@ -7,6 +7,7 @@ pub mod extract;
 mod health;
 mod holds;
 mod orders;
+mod pages;
 pub mod problem;
 pub mod state;
 
@@ -37,11 +38,15 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         )
         .into()
     }))
+    .route("/", web::get().to(pages::index))
+    .route("/assets/app.js", web::get().to(pages::app_js))
+    .route("/assets/app.css", web::get().to(pages::app_css))
     .route("/healthz", web::get().to(health::healthz))
     .route("/readyz", web::get().to(health::readyz))
     .route("/metrics", web::get().to(health::metrics))
     .service(
         web::scope("/v1")
+            .route("/demo/token", web::get().to(pages::demo_token))
             .route("/drops", web::get().to(drops::list_drops))
             .route("/drops/{drop}", web::get().to(drops::get_drop))
             .route("/drops/{drop}/holds", web::post().to(holds::create_hold))

@@ -1,8 +1,9 @@
 //! The `store-writer` thread: the only read-write connection, and group commit.
 //!
 //! Contract: commands are taken in arrival order; up to `batch_limit` queued commands run inside
-//! one `BEGIN IMMEDIATE` transaction, each under its own savepoint; the transaction commits once
-//! (one fsync for the batch under `synchronous=FULL`), and only then is any command answered. If
+//! one `BEGIN IMMEDIATE` transaction, each deciding before it writes (see `tx`); the transaction
+//! commits once (one fsync for the batch under `synchronous=FULL`), the hub learns the new state,
+//! and only then is any command answered. If
 //! the commit fails, every command of the batch is answered with the failure and nothing of the
 //! batch is visible. Only this thread checkpoints the WAL.
 
@@ -148,8 +149,14 @@ impl Writer {
             tokio::task::spawn_blocking(move || match naive.pool.get() {
                 Ok(conn) => {
                     let now = naive.clock.now();
-                    let ran = run_batch(&conn, now, &mut AttemptSeqs::default(), &mut vec![cmd]);
-                    publish(&conn, naive.listener.as_deref(), ran.touched, now);
+                    let listener = naive.listener.as_deref();
+                    run_batch(
+                        &conn,
+                        now,
+                        &mut AttemptSeqs::default(),
+                        &mut vec![cmd],
+                        listener,
+                    );
                 }
                 Err(err) => {
                     tracing::error!(error = %err, "no naive writer connection");
@@ -381,11 +388,16 @@ impl WriterLoop {
     fn try_run_batch(&mut self, queue: &mut Vec<Command>) -> bool {
         self.depth.fetch_sub(queue.len() as i64, Ordering::Relaxed);
         let now = self.clock.now();
-        let ran = run_batch(&self.conn, now, &mut self.seqs, queue);
+        let ran = run_batch(
+            &self.conn,
+            now,
+            &mut self.seqs,
+            queue,
+            self.listener.as_deref(),
+        );
         if ran.committed {
             self.commits_since_checkpoint += 1;
         }
-        publish(&self.conn, self.listener.as_deref(), ran.touched, now);
         ran.shutdown
     }
 
@@ -412,8 +424,6 @@ impl WriterLoop {
 struct BatchRun {
     shutdown: bool,
     committed: bool,
-    /// Drops whose committed state changed in this batch.
-    touched: Vec<DropId>,
 }
 
 /// Tells the listener what the batch changed, as the database now has it.
@@ -453,6 +463,7 @@ fn run_batch(
     now: chrono::DateTime<chrono::Utc>,
     seqs: &mut AttemptSeqs,
     queue: &mut Vec<Command>,
+    listener: Option<&dyn CommitListener>,
 ) -> BatchRun {
     let started = Instant::now();
     let size = queue.len();
@@ -467,7 +478,6 @@ fn run_batch(
             BatchRun {
                 shutdown,
                 committed: false,
-                touched: Vec::new(),
             }
         };
         if let Err(err) = conn.execute_batch("BEGIN IMMEDIATE") {
@@ -529,13 +539,14 @@ fn run_batch(
         metrics::histogram!("dropd_writer_commit_seconds")
             .record((started.elapsed() - applied).as_secs_f64());
         metrics::counter!("dropd_writer_commits_total").increment(1);
+        // Memory first, then the answers: a client that got its 2xx reads its own write.
+        publish(conn, listener, touched, now);
         for cmd in queue.drain(..) {
             cmd.answer(None);
         }
         return BatchRun {
             shutdown,
             committed: true,
-            touched,
         };
     }
 }

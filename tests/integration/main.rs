@@ -5,6 +5,7 @@ mod helpers;
 
 mod authorization;
 mod bad_input;
+mod browser;
 mod crash;
 mod disk_full;
 mod events;

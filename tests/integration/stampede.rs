@@ -68,13 +68,11 @@ async fn a_stampede_holds_exactly_the_stock_and_no_more() {
         )
         .expect("drop row");
     // Attempts refused from memory once the SKU showed zero never reach the writer and take no
-    // number; every other attempt took exactly one.
-    let refused_in_writer = responses.len() as i64 - seqs.len() as i64;
+    // number; every attempt that reached the writer took exactly one.
     assert!(
         max_seq >= seqs.len() as i64 && max_seq <= 1000,
         "max attempt_seq {max_seq}"
     );
-    assert!(refused_in_writer >= 0);
     drop(db);
     app.stop().await;
 }

@@ -144,3 +144,83 @@ proptest! {
         run(stock, ops)?;
     }
 }
+
+/// A command that breaks a constraint fails alone: its batch is rolled back and run again
+/// without it, and the other commands commit as if it had never been there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_command_is_dropped_from_its_batch_and_the_rest_commit() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("dropd.db");
+    let store = Store::open(
+        &StoreConfig {
+            path: path.clone(),
+            synchronous: Synchronous::Full,
+            batch_limit: 64,
+            queue_size: 64,
+            read_pool_size: 1,
+            naive_writers: false,
+        },
+        Arc::new(ManualClock::new(start_time())),
+        None,
+    )
+    .expect("store opens");
+    let writer = store.writer.clone();
+    let eur = Currency::parse("EUR").expect("currency");
+    let drop_spec = |id: &str| NewDrop {
+        id: id.into(),
+        name: id.into(),
+        description: String::new(),
+        starts_at: start_time() - Duration::minutes(1),
+        ends_at: start_time() + Duration::days(1),
+        per_buyer_limit: 3,
+        hold_seconds: 60,
+        skus: vec![NewSku {
+            sku: "S".into(),
+            name: "S".into(),
+            price: Money {
+                amount: 100,
+                currency: eur.clone(),
+            },
+            stock: 5,
+        }],
+    };
+    // The same admin key hash twice: the second insert breaks `key_hash UNIQUE`.
+    let (a, dup, b, c) = tokio::join!(
+        writer.create_admin_key("one".into(), [7; 32]),
+        writer.create_admin_key("two".into(), [7; 32]),
+        writer.create_drop(drop_spec("first")),
+        writer.create_drop(drop_spec("second")),
+    );
+    assert!(a.is_ok());
+    assert!(dup.is_err(), "the duplicate key fails");
+    assert!(b.expect("writer answers").is_ok());
+    assert!(c.expect("writer answers").is_ok());
+    let conn = open_db(&path);
+    let keys: i64 = conn
+        .query_row("SELECT COUNT(*) FROM admin_keys", [], |r| r.get(0))
+        .expect("count");
+    let drops: i64 = conn
+        .query_row("SELECT COUNT(*) FROM drops", [], |r| r.get(0))
+        .expect("count");
+    assert_eq!((keys, drops), (1, 2));
+
+    // The writer goes on after it.
+    let hold = writer
+        .place_hold(
+            IdempotentRequest {
+                buyer: BuyerId::parse("b").expect("buyer"),
+                key: IdempotencyKey::parse("k").expect("key"),
+                fingerprint: [1; 32],
+            },
+            PlaceHold {
+                drop_id: dropd::domain::DropId::parse("first").expect("id"),
+                sku: "S".into(),
+                quantity: 1,
+            },
+        )
+        .await
+        .expect("writer answers");
+    assert_eq!(hold.result.map(|h| h.attempt_seq), Ok(1));
+    writer.shutdown();
+    store.thread.join();
+}

@@ -1,0 +1,55 @@
+//! The web pages, compiled into the binary: nothing is fetched at build or run time.
+
+use std::time::Duration;
+
+use actix_web::http::header;
+use actix_web::{web, HttpResponse};
+use rand::Rng;
+
+use crate::domain::BuyerId;
+use crate::http::problem::ApiError;
+use crate::http::state::AppState;
+
+const INDEX: &str = include_str!("../../web/index.html");
+const APP_JS: &str = include_str!("../../web/app.js");
+const APP_CSS: &str = include_str!("../../web/app.css");
+
+/// Everything the pages load comes from this server.
+const CSP: &str = "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'";
+
+fn page(content_type: &str, body: &'static str) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(content_type)
+        .insert_header((header::CONTENT_SECURITY_POLICY, CSP))
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .body(body)
+}
+
+pub async fn index() -> HttpResponse {
+    page("text/html; charset=utf-8", INDEX)
+}
+
+pub async fn app_js() -> HttpResponse {
+    page("text/javascript; charset=utf-8", APP_JS)
+}
+
+pub async fn app_css() -> HttpResponse {
+    page("text/css; charset=utf-8", APP_CSS)
+}
+
+/// `--demo` only: a token for a fresh demo buyer, so the page works with no setup.
+pub async fn demo_token(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    if !state.demo {
+        return Err(ApiError::not_found(
+            "demo tokens exist only on a server started with --demo",
+        ));
+    }
+    let n: u32 = rand::rng().random_range(0..1_000_000);
+    let buyer = BuyerId::parse(&format!("demo-{n:06}")).map_err(|_| ApiError::internal())?;
+    let token = state
+        .tokens
+        .mint(&buyer, Duration::from_secs(24 * 3600))
+        .map_err(|_| ApiError::internal())?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "buyer": buyer, "token": token })))
+}

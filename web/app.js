@@ -1,0 +1,221 @@
+// The buyer's page: the list of drops, and a drop with live stock (EventSource), Hold and
+// Confirm. No framework and nothing fetched from elsewhere: the binary serves all of it.
+"use strict";
+
+const $ = (sel, root = document) => root.querySelector(sel);
+const view = $("#view");
+let token = null;
+let stream = null;
+let ticker = null;
+
+const MESSAGES = {
+  "sold-out": () => "Sold out.",
+  "limit-exceeded": (p) => `You have reached the limit of ${p.limit} per buyer for this drop.`,
+  "drop-not-live": (p) => `This drop is ${p.state}, not live.`,
+  "hold-expired": () => "Your hold expired; the item is back on sale.",
+  "hold-released": () => "This hold was released.",
+  "hold-confirmed": () => "This hold is already confirmed.",
+  "overloaded": () => "Too many buyers right now: try again in a moment.",
+  "unauthorized": (p) => `Your token was not accepted: ${p.detail}`,
+};
+
+function say(text, kind = "") {
+  const el = $("#message");
+  el.textContent = text;
+  el.className = kind;
+}
+
+function sayProblem(problem) {
+  const known = MESSAGES[problem.code];
+  say(known ? known(problem) : problem.detail || "Something went wrong.", "error");
+}
+
+function money(price) {
+  return new Intl.NumberFormat(undefined, { style: "currency", currency: price.currency })
+    .format(price.amount / 100);
+}
+
+function remaining(until) {
+  const ms = Math.max(0, new Date(until) - Date.now());
+  const s = Math.floor(ms / 1000);
+  const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), sec = s % 60;
+  return (h ? `${h}h ` : "") + `${String(m).padStart(2, "0")}m ${String(sec).padStart(2, "0")}s`;
+}
+
+async function api(method, path, body) {
+  const headers = { "Content-Type": "application/json" };
+  if (token) headers.Authorization = `Bearer ${token}`;
+  if (method === "POST") headers["Idempotency-Key"] = crypto.randomUUID();
+  const res = await fetch(path, { method, headers, body: body ? JSON.stringify(body) : undefined });
+  const data = res.status === 204 ? null : await res.json().catch(() => null);
+  return { ok: res.ok, status: res.status, data };
+}
+
+async function findToken() {
+  const fromQuery = new URLSearchParams(location.search).get("token");
+  if (fromQuery) localStorage.setItem("dropd-token", fromQuery);
+  token = localStorage.getItem("dropd-token");
+  if (!token) {
+    // Only a server started with --demo hands out tokens.
+    const res = await fetch("/v1/demo/token").catch(() => null);
+    if (res && res.ok) {
+      token = (await res.json()).token;
+      localStorage.setItem("dropd-token", token);
+    }
+  }
+  $("#token-panel").hidden = Boolean(token);
+  if (token) {
+    try {
+      $("#who").textContent = `buyer: ${JSON.parse(atob(token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/"))).sub}`;
+    } catch { $("#who").textContent = ""; }
+  }
+}
+
+$("#token-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  const value = $("#token-input").value.trim();
+  if (value) { localStorage.setItem("dropd-token", value); findToken(); route(); }
+});
+
+function stop() {
+  if (stream) { stream.close(); stream = null; }
+  if (ticker) { clearInterval(ticker); ticker = null; }
+}
+
+async function showList() {
+  const res = await api("GET", "/v1/drops");
+  if (!res.ok) return sayProblem(res.data || {});
+  view.innerHTML = "<h1>Drops</h1>";
+  if (!res.data.drops.length) view.insertAdjacentHTML("beforeend", "<p class=muted>No drops yet.</p>");
+  for (const drop of res.data.drops) {
+    const a = document.createElement("a");
+    a.className = "card drop-link";
+    a.href = `#/drops/${drop.id}`;
+    a.innerHTML = `<strong></strong> <span class="state ${drop.state}">${drop.state}</span><div class=muted></div>`;
+    a.querySelector("strong").textContent = drop.name;
+    a.querySelector(".muted").textContent = drop.state === "scheduled"
+      ? `starts in ${remaining(drop.starts_at)}` : drop.description;
+    view.appendChild(a);
+  }
+}
+
+function renderDrop(drop) {
+  view.innerHTML = `
+    <div class="card">
+      <h1 id="drop-name"></h1>
+      <p id="drop-description" class="muted"></p>
+      <p><span id="drop-state" class="state"></span> <span id="countdown" class="countdown"></span></p>
+      <p class="muted">Limit <span id="limit"></span> per buyer; a hold lasts <span id="hold-seconds"></span> s.</p>
+      <div id="skus"></div>
+    </div>
+    <div id="hold" class="card" hidden></div>`;
+  const skus = $("#skus");
+  for (const sku of drop.skus) {
+    const row = document.createElement("div");
+    row.className = "sku";
+    row.dataset.sku = sku.sku;
+    row.innerHTML = `<span class=name></span><span class=price></span><span class=available></span><button class=hold>Hold</button>`;
+    row.querySelector(".name").textContent = sku.name;
+    row.querySelector(".price").textContent = money(sku.price);
+    row.querySelector("button").addEventListener("click", () => hold(drop.id, sku.sku));
+    skus.appendChild(row);
+  }
+  updateDrop(drop);
+}
+
+let current = null;
+
+function updateDrop(fields) {
+  current = { ...current, ...fields };
+  $("#drop-name").textContent = current.name;
+  $("#drop-description").textContent = current.description || "";
+  $("#limit").textContent = current.per_buyer_limit;
+  $("#hold-seconds").textContent = current.hold_seconds;
+  const state = $("#drop-state");
+  state.textContent = current.state;
+  state.className = `state ${current.state}`;
+  if (fields.skus) for (const sku of fields.skus) updateStock(sku.sku, sku.available);
+  for (const button of view.querySelectorAll("button.hold")) {
+    const available = Number(button.parentElement.querySelector(".available").textContent);
+    button.disabled = current.state !== "live" || available === 0 || !token;
+  }
+  tick();
+}
+
+function updateStock(sku, available) {
+  const row = view.querySelector(`.sku[data-sku="${CSS.escape(sku)}"]`);
+  if (!row) return;
+  const el = row.querySelector(".available");
+  el.textContent = available;
+  el.classList.toggle("zero", available === 0);
+  row.querySelector("button").disabled = available === 0 || current.state !== "live" || !token;
+}
+
+function tick() {
+  const el = $("#countdown");
+  if (!el || !current) return;
+  el.textContent = current.state === "scheduled" ? `starts in ${remaining(current.starts_at)}`
+    : current.state === "live" ? `ends in ${remaining(current.ends_at)}` : "";
+  const hold = $("#hold-remaining");
+  if (hold) hold.textContent = remaining(hold.dataset.until);
+  if (current.state === "scheduled" && new Date(current.starts_at) <= Date.now()) {
+    updateDrop({ state: "live" });
+  }
+}
+
+async function showDrop(id) {
+  const res = await api("GET", `/v1/drops/${encodeURIComponent(id)}`);
+  if (!res.ok) return sayProblem(res.data || {});
+  current = null;
+  renderDrop(res.data);
+  ticker = setInterval(tick, 1000);
+  stream = new EventSource(`/v1/drops/${encodeURIComponent(id)}/events`);
+  stream.addEventListener("snapshot", (e) => updateDrop(JSON.parse(e.data)));
+  stream.addEventListener("stock", (e) => {
+    for (const sku of JSON.parse(e.data).skus) updateStock(sku.sku, sku.available);
+  });
+  stream.addEventListener("drop", (e) => updateDrop(JSON.parse(e.data)));
+}
+
+async function hold(dropId, sku) {
+  say("Holding...");
+  const res = await api("POST", `/v1/drops/${encodeURIComponent(dropId)}/holds`, { sku, quantity: 1 });
+  if (!res.ok) return sayProblem(res.data || {});
+  const h = res.data;
+  say(`Held 1 x ${sku}. Confirm before the time runs out.`, "ok");
+  const panel = $("#hold");
+  panel.hidden = false;
+  panel.innerHTML = `<p>Your hold on <strong></strong> (arrival #${h.attempt_seq}) expires in
+    <span id="hold-remaining" data-until="${h.expires_at}"></span>.</p>
+    <button id="confirm">Confirm</button> <button id="release">Release</button>`;
+  panel.querySelector("strong").textContent = h.sku;
+  $("#confirm").addEventListener("click", () => confirmHold(h.hold_id));
+  $("#release").addEventListener("click", () => releaseHold(h.hold_id));
+  tick();
+}
+
+async function confirmHold(holdId) {
+  const res = await api("POST", `/v1/holds/${holdId}/confirm`, { payment_ref: `web-${Date.now()}` });
+  if (!res.ok) return sayProblem(res.data || {});
+  $("#hold").innerHTML = `<p>Order <code></code> confirmed: ${money(res.data.total)}.</p>`;
+  $("#hold code").textContent = res.data.order_id;
+  say("Bought!", "ok");
+}
+
+async function releaseHold(holdId) {
+  const res = await api("DELETE", `/v1/holds/${holdId}`);
+  if (!res.ok) return sayProblem(res.data || {});
+  $("#hold").hidden = true;
+  say("Released: the item is back on sale.");
+}
+
+async function route() {
+  stop();
+  say("");
+  const match = location.hash.match(/^#\/drops\/(.+)$/);
+  if (match) await showDrop(decodeURIComponent(match[1]));
+  else await showList();
+}
+
+window.addEventListener("hashchange", route);
+findToken().then(route);
