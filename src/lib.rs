@@ -19,5 +19,6 @@ pub mod demo;
 pub mod domain;
 pub mod events;
 pub mod http;
+pub mod stats;
 pub mod store;
 pub mod telemetry;

@@ -408,6 +408,10 @@ impl Hub {
         Ok(rx)
     }
 
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
     pub fn subscribers(&self) -> usize {
         self.subscriber_count.load(Ordering::Relaxed)
     }

@@ -100,3 +100,67 @@ pub async fn list_drop_orders(
         .content_type("application/x-ndjson")
         .streaming(pages))
 }
+
+/// `GET /v1/admin/events`: the operator page's feed, one `stats` event a second.
+pub async fn stream_admin_events(
+    state: web::Data<AppState>,
+    _: Admin,
+) -> Result<HttpResponse, ApiError> {
+    let first = admin_stats(&state).await?;
+    let stream = futures_util::stream::unfold((state, Some(first)), |(state, ready)| async move {
+        let event = match ready {
+            Some(event) => event,
+            None => {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                if state.hub.is_closed() {
+                    return None;
+                }
+                admin_stats(&state).await.ok()?
+            }
+        };
+        Some((Ok::<_, std::convert::Infallible>(event), (state, None)))
+    });
+    Ok(HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .streaming(stream))
+}
+
+async fn admin_stats(state: &AppState) -> Result<web::Bytes, ApiError> {
+    let drops = state.hub.list_or_load().await.map_err(|err| {
+        tracing::error!(error = %err, "loading drops for the operator page failed");
+        ApiError::internal()
+    })?;
+    let now = state.clock.now();
+    let drops: Vec<serde_json::Value> = drops
+        .iter()
+        .map(|cached| {
+            let view = &cached.view;
+            serde_json::json!({
+                "id": view.id, "name": view.name, "version": view.version,
+                "state": crate::events::hub_state_at(view, now),
+                "skus": view.skus.iter().map(|s| serde_json::json!({
+                    "sku": s.sku, "stock": s.stock, "available": s.available, "held": s.held, "sold": s.sold,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let attempts: serde_json::Map<String, serde_json::Value> = crate::stats::attempts()
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.into()))
+        .collect();
+    let (batches, batched) = crate::stats::batches();
+    let stats = serde_json::json!({
+        "at": crate::domain::clock::rfc3339(now),
+        "attempts": attempts,
+        "batches": batches,
+        "batched_commands": batched,
+        "queue_depth": state.writer.stats().queue_depth,
+        "sse_subscribers": state.hub.subscribers(),
+        "sse_tick_ms": state.hub.stats.interval_millis.load(std::sync::atomic::Ordering::Relaxed),
+        // Replication is not built yet: there is no replica to lag behind.
+        "replica_lag_ms": serde_json::Value::Null,
+        "drops": drops,
+    });
+    Ok(web::Bytes::from(format!("event: stats\ndata: {stats}\n\n")))
+}

@@ -9,7 +9,9 @@ use crate::http::extract::{Buyer, IdemKey};
 use crate::http::fingerprint;
 use crate::http::problem::ApiError;
 use crate::http::state::AppState;
-use crate::store::{holds, idempotency, Answer, ConfirmHold, IdempotentRequest, PlaceHold};
+use crate::store::{
+    holds, idempotency, Answer, ConfirmHold, IdempotentRequest, PlaceHold, StoreError,
+};
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -49,7 +51,13 @@ pub async fn create_hold(
         sku: body.sku,
         quantity: body.quantity,
     };
-    let answer = state.writer.place_hold(req, cmd).await?;
+    let answer = match state.writer.place_hold(req, cmd).await {
+        Err(StoreError::Overloaded) => {
+            crate::stats::count_attempt("overloaded");
+            return Err(StoreError::Overloaded.into());
+        }
+        other => other?,
+    };
     Ok(respond(answer, StatusCode::CREATED))
 }
 
@@ -104,8 +112,7 @@ async fn sold_out_in_memory(
     {
         return Ok(None);
     }
-    metrics::counter!("dropd_hold_attempts_total", "outcome" => "sold-out-from-memory")
-        .increment(1);
+    crate::stats::count_attempt("sold-out-from-memory");
     Ok(Some(Refusal::SoldOut {
         sku: body.sku.clone(),
         available: 0,

@@ -41,6 +41,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route("/", web::get().to(pages::index))
     .route("/assets/app.js", web::get().to(pages::app_js))
     .route("/assets/app.css", web::get().to(pages::app_css))
+    .route("/admin", web::get().to(pages::admin))
+    .route("/assets/admin.js", web::get().to(pages::admin_js))
     .route("/healthz", web::get().to(health::healthz))
     .route("/readyz", web::get().to(health::readyz))
     .route("/metrics", web::get().to(health::metrics))
@@ -59,6 +61,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/holds/{hold}/confirm", web::post().to(holds::confirm_hold))
             .route("/orders", web::get().to(orders::list_orders))
             .route("/orders/{order}", web::get().to(orders::get_order))
+            .route("/admin/events", web::get().to(admin::stream_admin_events))
             .route("/admin/drops", web::post().to(admin::create_drop))
             .route("/admin/drops/{drop}", web::patch().to(admin::update_drop))
             .route(

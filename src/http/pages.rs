@@ -13,6 +13,8 @@ use crate::http::state::AppState;
 const INDEX: &str = include_str!("../../web/index.html");
 const APP_JS: &str = include_str!("../../web/app.js");
 const APP_CSS: &str = include_str!("../../web/app.css");
+const ADMIN: &str = include_str!("../../web/admin.html");
+const ADMIN_JS: &str = include_str!("../../web/admin.js");
 
 /// Everything the pages load comes from this server.
 const CSP: &str = "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'";
@@ -36,6 +38,15 @@ pub async fn app_js() -> HttpResponse {
 
 pub async fn app_css() -> HttpResponse {
     page("text/css; charset=utf-8", APP_CSS)
+}
+
+/// The operator page; its data needs an admin key, which the page asks for.
+pub async fn admin() -> HttpResponse {
+    page("text/html; charset=utf-8", ADMIN)
+}
+
+pub async fn admin_js() -> HttpResponse {
+    page("text/javascript; charset=utf-8", ADMIN_JS)
 }
 
 /// `--demo` only: a token for a fresh demo buyer, so the page works with no setup.

@@ -116,8 +116,7 @@ impl Command {
                 let answer = idempotency::run_once(conn, req, now, |c| {
                     holds::place(c, batch, &req.buyer, cmd)
                 })?;
-                metrics::counter!("dropd_hold_attempts_total", "outcome" => attempt_outcome(&answer))
-                    .increment(1);
+                crate::stats::count_attempt(attempt_outcome(&answer));
                 reply.hold(Ok(answer));
             }
             Command::ConfirmHold(req, cmd, reply) => {

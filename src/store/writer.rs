@@ -539,6 +539,7 @@ fn run_batch(
         metrics::histogram!("dropd_writer_commit_seconds")
             .record((started.elapsed() - applied).as_secs_f64());
         metrics::counter!("dropd_writer_commits_total").increment(1);
+        crate::stats::count_batch(size);
         // Memory first, then the answers: a client that got its 2xx reads its own write.
         publish(conn, listener, touched, now);
         for cmd in queue.drain(..) {

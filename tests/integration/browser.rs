@@ -180,6 +180,19 @@ impl Session {
         .await;
     }
 
+    async fn type_into(&self, css: &str, text: &str) {
+        let element = self
+            .find(css)
+            .await
+            .unwrap_or_else(|| panic!("{css} is on the page"));
+        self.call(
+            reqwest::Method::POST,
+            &format!("/element/{element}/value"),
+            Some(json!({"text": text})),
+        )
+        .await;
+    }
+
     async fn screenshot(&self) -> Vec<u8> {
         let png = self.call(reqwest::Method::GET, "/screenshot", None).await;
         base64::engine::general_purpose::STANDARD
@@ -235,5 +248,38 @@ async fn a_hold_on_one_page_moves_the_stock_on_another_without_a_reload() {
     assert_eq!(sold, 1);
     first.close().await;
     second.close().await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_page_shows_live_figures_and_pauses_a_drop() {
+    let app = spawn_app_with(|_| {}).await;
+    app.create_drop(&live_drop("ops-page", 5, 2)).await;
+    let driver = Driver::start().await;
+    let profiles = tempfile::tempdir().expect("temp dir");
+    let page = driver.session(&profiles.path().join("admin")).await;
+    page.goto(&format!("{}/admin", app.base)).await;
+    page.type_into("#key-input", &app.admin_key).await;
+    page.click("#key-form button").await;
+    page.wait_text("#conn", |t| t == "live").await;
+    page.wait_text(r#".drop[data-drop="ops-page"] .state"#, |t| {
+        t.eq_ignore_ascii_case("live")
+    })
+    .await;
+
+    page.click(r#".drop[data-drop="ops-page"] button[data-state="paused"]"#)
+        .await;
+    page.wait_text(r#".drop[data-drop="ops-page"] .state"#, |t| {
+        t.eq_ignore_ascii_case("paused")
+    })
+    .await;
+    let view = app.get_json("/v1/drops/ops-page").await;
+    assert_eq!(view["state"], "paused");
+
+    let png = page.screenshot().await;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
+    std::fs::create_dir_all(&dir).expect("screenshot dir");
+    std::fs::write(dir.join("operator-page.png"), png).expect("screenshot written");
+    page.close().await;
     app.stop().await;
 }

@@ -137,3 +137,66 @@ async fn health_readiness_and_metrics_answer() {
     assert_eq!(metrics.status(), 200);
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_feed_needs_an_admin_key_and_reports_drops_and_attempts() {
+    let app = spawn_app().await;
+    app.create_drop(&live_drop("ops-feed", 3, 1)).await;
+    let alice = app.token("alice");
+    assert_eq!(
+        app.hold(&alice, "ops-feed", "S1", 1, "k").await.status(),
+        201
+    );
+
+    let refused = app
+        .client
+        .get(app.url("/v1/admin/events"))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .expect("sent");
+    expect_problem(refused, 403, "forbidden").await;
+    let mut res = app
+        .client
+        .get(app.url("/v1/admin/events"))
+        .bearer_auth(&app.admin_key)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], "text/event-stream");
+    let mut text = String::new();
+    while !text.contains("\n\n") {
+        let chunk = res.chunk().await.expect("readable").expect("a first event");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let data = text
+        .lines()
+        .find_map(|l| l.strip_prefix("data: "))
+        .expect("a data line");
+    let stats: Value = serde_json::from_str(data).expect("json");
+    assert!(stats["attempts"]["held"].as_u64().expect("held count") >= 1);
+    let listed = stats["drops"]
+        .as_array()
+        .expect("drops")
+        .iter()
+        .find(|d| d["id"] == "ops-feed")
+        .expect("the drop is listed");
+    assert_eq!(listed["skus"][0]["held"], 1);
+    assert_eq!(listed["skus"][0]["available"], 2);
+
+    let page = app
+        .client
+        .get(app.url("/admin"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(page.status(), 200);
+    assert!(page
+        .text()
+        .await
+        .expect("html")
+        .contains("/assets/admin.js"));
+    drop(res);
+    app.stop().await;
+}
