@@ -1,7 +1,7 @@
 # The commands people run. `make test` is what CI runs (through .ci/run).
 CARGO ?= cargo
 
-.PHONY: all build run demo test test-deps fmt lint check bench clean
+.PHONY: all build run demo test test-deps fmt lint check bench bench-sse clean
 
 all: build
 
@@ -37,6 +37,11 @@ test: test-deps lint
 # BENCH_ARGS="--duration 3s --rounds 1" for a quick look.
 bench:
 	$(CARGO) run --release -- bench $(BENCH_ARGS)
+
+# Live stock at scale: 10,000 subscribers (as the open-file limit allows), one change, and a
+# stampede while they watch. Writes target/bench/sse.json.
+bench-sse:
+	$(CARGO) run --release -- bench --sse $(BENCH_ARGS)
 
 clean:
 	$(CARGO) clean

@@ -156,7 +156,7 @@ pub fn run(
     })
 }
 
-async fn connect(
+pub(super) async fn connect(
     ctx: &Ctx,
 ) -> anyhow::Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>> {
     let stream = TcpStream::connect(ctx.addr).await?;
@@ -332,14 +332,14 @@ async fn watch(ctx: &Ctx, drop: &str, deadline: Instant) -> GroupResult {
     result
 }
 
-fn get(ctx: &Ctx, path: &str) -> Request<Full<Bytes>> {
+pub(super) fn get(ctx: &Ctx, path: &str) -> Request<Full<Bytes>> {
     let mut req = Request::new(Full::new(Bytes::new()));
     *req.uri_mut() = path.parse().expect("bench paths are valid URIs");
     req.headers_mut().insert(HOST, ctx.host.clone());
     req
 }
 
-fn post(
+pub(super) fn post(
     ctx: &Ctx,
     path: &str,
     buyer: usize,
@@ -359,7 +359,7 @@ fn post(
     req
 }
 
-async fn send(
+pub(super) async fn send(
     sender: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
     req: Request<Full<Bytes>>,
 ) -> anyhow::Result<(u16, Bytes)> {

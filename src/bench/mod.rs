@@ -6,6 +6,7 @@ mod cpu;
 mod load;
 mod report;
 mod server;
+mod sse;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -61,6 +62,12 @@ pub struct BenchArgs {
     /// SSE subscribers attached during the watched stampede (capped by the open-file limit).
     #[arg(long, default_value_t = 2_000)]
     pub watchers: usize,
+    /// Run the live-stock benchmark instead: as many subscribers as the open-file limit allows
+    /// (at most --sse-subscribers), one change, then a stampede while they watch.
+    #[arg(long)]
+    pub sse: bool,
+    #[arg(long, default_value_t = 10_000)]
+    pub sse_subscribers: usize,
 }
 
 /// Watchers that fit under this process's open-file limit, leaving room for the rest.
@@ -128,6 +135,33 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         run_id: run_id.clone(),
     });
     let admin = Admin::new(&base, &admin_key)?;
+    if args.sse {
+        let Some(srv) = own.take() else {
+            bail!("--sse starts its own server (it measures the server's memory); drop --url");
+        };
+        let names = ["alone", "watched", "probe"].map(|n| format!("bench-{run_id}-sse-{n}"));
+        for name in &names {
+            admin.create_drop(name, 1_000_000_000)?;
+        }
+        let subscribers = watchers_that_fit(args.sse_subscribers, args.connections);
+        let report = sse::run(
+            ctx.clone(),
+            srv.pid,
+            (&names[0], &names[1], &names[2]),
+            subscribers,
+            args.connections,
+            args.duration,
+        )?;
+        srv.stop()?;
+        println!("{}", sse::markdown(&report));
+        let out = args.out.with_file_name("sse.json");
+        if let Some(parent) = out.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(&out, serde_json::to_string_pretty(&report)?)?;
+        eprintln!("wrote {}", out.display());
+        return Ok(());
+    }
     let mut report = Report::new(&args, own.is_some());
     let phases_run = std::cell::Cell::new(0usize);
     let phase = |name: &str,
