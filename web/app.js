@@ -134,7 +134,14 @@ function updateDrop(fields) {
   const state = $("#drop-state");
   state.textContent = current.state;
   state.className = `state ${current.state}`;
-  if (fields.skus) for (const sku of fields.skus) updateStock(sku.sku, sku.available);
+  if (fields.skus) {
+    for (const sku of fields.skus) {
+      const row = view.querySelector(`.sku[data-sku="${CSS.escape(sku.sku)}"]`);
+      if (row && sku.price) row.querySelector(".price").textContent = money(sku.price);
+      if (row && sku.name) row.querySelector(".name").textContent = sku.name;
+      updateStock(sku.sku, sku.available);
+    }
+  }
   for (const button of view.querySelectorAll("button.hold")) {
     const available = Number(button.parentElement.querySelector(".available").textContent);
     button.disabled = current.state !== "live" || available === 0 || !token;

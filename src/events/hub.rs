@@ -273,6 +273,20 @@ impl Hub {
                     fields.insert(name.into(), after);
                 }
             }
+            // A new price or name must reach the pages that show it before the buyer confirms.
+            let relabelled = view.skus.iter().any(|sku| {
+                !old.skus
+                    .iter()
+                    .any(|o| o.sku == sku.sku && o.price == sku.price && o.name == sku.name)
+            });
+            if relabelled {
+                let skus: Vec<Value> = view
+                    .skus
+                    .iter()
+                    .map(|s| json!({"sku": s.sku, "name": s.name, "price": s.price, "available": s.available}))
+                    .collect();
+                fields.insert("skus".into(), Value::Array(skus));
+            }
             st.changed_skus.extend(changed);
             st.drop_changes.extend(fields);
             st.urgent |= sold_out;

@@ -30,6 +30,9 @@ const IDLE_TICK: Duration = Duration::from_millis(200);
 const SWEEP_LIMIT: i64 = 2_000;
 /// Commits between passive checkpoints while busy.
 const CHECKPOINT_EVERY: u64 = 1_000;
+/// Commands that may fail alone in one batch before the rest is failed too: each failure costs
+/// a re-run of the batch, so a bug that hits every command must not cost n² executions.
+const MAX_RETRIES: usize = 8;
 
 /// The handle handlers use to send commands; cheap to clone.
 #[derive(Clone)]
@@ -469,6 +472,7 @@ fn run_batch(
     let size = queue.len();
     let shutdown = queue.iter().any(Command::is_shutdown);
     let mut sweep = true;
+    let mut retries = 0;
     loop {
         let fail_all = |queue: &mut Vec<Command>, err: &StoreError| {
             let failure = CommitFailure::of(err);
@@ -508,7 +512,8 @@ fn run_batch(
             drop(batch);
             let _ = conn.execute_batch("ROLLBACK");
             seqs.forget();
-            if !err.is_command_specific() {
+            retries += 1;
+            if !err.is_command_specific() || retries > MAX_RETRIES {
                 tracing::error!(error = %err, commands = size, "the batch failed; nothing of it was written");
                 return fail_all(queue, &err);
             }

@@ -122,6 +122,22 @@ async fn the_stream_starts_with_a_snapshot_then_pushes_committed_stock_in_versio
             break;
         }
     }
+
+    // A new price reaches the pages before anyone confirms at it.
+    let repriced = app
+        .patch_drop(
+            "live",
+            serde_json::json!({"prices": [{"sku": "S1", "price": {"amount": 19900, "currency": "EUR"}}]}),
+        )
+        .await;
+    assert_eq!(repriced.status(), 200);
+    loop {
+        let event = events.next().await.expect("stream open");
+        if event.name == "drop" && event.data.get("skus").is_some() {
+            assert_eq!(event.data["skus"][0]["price"]["amount"], 19900);
+            break;
+        }
+    }
     app.stop().await;
 }
 
