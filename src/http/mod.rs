@@ -46,6 +46,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route("/healthz", web::get().to(health::healthz))
     .route("/readyz", web::get().to(health::readyz))
     .route("/metrics", web::get().to(health::metrics))
+    .route("/openapi.json", web::get().to(pages::openapi))
     .service(
         web::scope("/v1")
             .route("/demo/token", web::get().to(pages::demo_token))

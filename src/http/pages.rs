@@ -15,6 +15,8 @@ const APP_JS: &str = include_str!("../../web/app.js");
 const APP_CSS: &str = include_str!("../../web/app.css");
 const ADMIN: &str = include_str!("../../web/admin.html");
 const ADMIN_JS: &str = include_str!("../../web/admin.js");
+/// Kept beside the routes it describes; a test checks every route is in it.
+const OPENAPI: &str = include_str!("openapi.json");
 
 /// Everything the pages load comes from this server.
 const CSP: &str = "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'";
@@ -38,6 +40,13 @@ pub async fn app_js() -> HttpResponse {
 
 pub async fn app_css() -> HttpResponse {
     page("text/css; charset=utf-8", APP_CSS)
+}
+
+pub async fn openapi() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .body(OPENAPI)
 }
 
 /// The operator page; its data needs an admin key, which the page asks for.

@@ -175,25 +175,23 @@ async fn a_client_resuming_with_last_event_id_gets_what_it_missed_or_a_snapshot(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_burst_of_holds_is_coalesced_into_few_messages() {
+async fn a_burst_of_commits_is_coalesced_into_few_messages() {
     let app = spawn_app().await;
     app.create_drop(&live_drop("burst", 1_000, 1)).await;
     let mut events = Events::open(&app, "burst", None).await;
-    events.next().await.expect("snapshot");
-    let results = join_all((0..60).map(|i| {
-        let app = &app;
-        async move {
-            let token = app.token(&format!("buyer-{i}"));
-            app.hold(&token, "burst", "S1", 1, "k")
-                .await
-                .status()
-                .as_u16()
-        }
-    }))
-    .await;
-    assert!(results.iter().all(|s| *s == 201));
-    let (messages, _) = events.until_available("S1", 940).await;
-    assert!(messages < 60, "60 holds became {messages} stock messages");
+    let first = events.next().await.expect("snapshot").id.expect("id");
+    // One after the other: each hold is answered only after its own commit, so these are 30
+    // separate commits (30 versions), not one group-committed batch.
+    for i in 0..30 {
+        let token = app.token(&format!("buyer-{i}"));
+        assert_eq!(app.hold(&token, "burst", "S1", 1, "k").await.status(), 201);
+    }
+    let (messages, last) = events.until_available("S1", 970).await;
+    assert_eq!(last - first, 30, "30 commits, 30 versions");
+    assert!(
+        messages <= 15,
+        "30 commits became {messages} stock messages"
+    );
     app.stop().await;
 }
 

@@ -200,3 +200,51 @@ async fn the_operator_feed_needs_an_admin_key_and_reports_drops_and_attempts() {
     drop(res);
     app.stop().await;
 }
+
+/// The API description lists every route the server answers, with the methods it takes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_json_describes_every_route() {
+    let app = spawn_app().await;
+    let doc = app.get_json("/openapi.json").await;
+    assert_eq!(doc["openapi"], "3.1.0");
+    let routes = [
+        ("get", "/v1/drops"),
+        ("get", "/v1/drops/{drop}"),
+        ("get", "/v1/drops/{drop}/events"),
+        ("post", "/v1/drops/{drop}/holds"),
+        ("get", "/v1/holds/{hold}"),
+        ("delete", "/v1/holds/{hold}"),
+        ("post", "/v1/holds/{hold}/confirm"),
+        ("get", "/v1/orders"),
+        ("get", "/v1/orders/{order}"),
+        ("post", "/v1/admin/drops"),
+        ("patch", "/v1/admin/drops/{drop}"),
+        ("post", "/v1/admin/drops/{drop}/skus/{sku}/stock"),
+        ("get", "/v1/admin/drops/{drop}/orders"),
+        ("get", "/v1/admin/events"),
+        ("get", "/v1/demo/token"),
+        ("get", "/healthz"),
+        ("get", "/readyz"),
+        ("get", "/metrics"),
+        ("get", "/openapi.json"),
+    ];
+    for (method, path) in routes {
+        assert!(
+            doc["paths"][path][method].is_object(),
+            "{method} {path} is described"
+        );
+    }
+    let codes = doc["components"]["schemas"]["Problem"]["properties"]["code"]["enum"]
+        .as_array()
+        .expect("codes");
+    for code in [
+        "sold-out",
+        "limit-exceeded",
+        "drop-not-live",
+        "hold-expired",
+        "overloaded",
+    ] {
+        assert!(codes.iter().any(|c| c == code), "{code} is listed");
+    }
+    app.stop().await;
+}
