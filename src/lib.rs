@@ -19,6 +19,7 @@ pub mod demo;
 pub mod domain;
 pub mod events;
 pub mod http;
+pub mod replicate;
 pub mod stats;
 pub mod store;
 pub mod telemetry;
