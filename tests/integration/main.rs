@@ -11,6 +11,7 @@ mod disk_full;
 mod events;
 mod idempotency;
 mod lifecycle;
+mod litestream;
 mod operations;
 mod stampede;
 mod store_model;

