@@ -30,6 +30,9 @@ pub enum Command {
     /// Manage admin keys.
     #[command(subcommand)]
     AdminKey(AdminKeyCommand),
+    /// Rebuild a database from a replica (latest, --txid or --timestamp). Litestream's
+    /// single-dash spellings (-txid, -timestamp, -if-db-not-exists...) work too.
+    Restore(RestoreArgs),
     /// Measure hold attempts/s against the /healthz ceiling, group commit against a naive
     /// baseline, and reads under fire; prints a markdown table and writes JSON.
     Bench(crate::bench::BenchArgs),
@@ -90,6 +93,76 @@ pub struct TokenArgs {
     pub token_secret: Option<String>,
 }
 
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// Where to write the database.
+    #[arg(short = 'o', long = "output")]
+    pub output: Option<PathBuf>,
+    /// Restore up to this TXID (hex, as in the replica's file names).
+    #[arg(long, value_parser = parse_txid)]
+    pub txid: Option<u64>,
+    /// Restore the state as of this moment (RFC 3339).
+    #[arg(long, value_parser = parse_timestamp, conflicts_with = "txid")]
+    pub timestamp: Option<std::time::SystemTime>,
+    /// Do nothing (and succeed) if the output database already exists.
+    #[arg(long)]
+    pub if_db_not_exists: bool,
+    /// Do nothing (and succeed) if the replica holds nothing yet.
+    #[arg(long)]
+    pub if_replica_exists: bool,
+    /// Print the files that would be applied, and stop.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Accepted for Litestream compatibility; files are applied one after the other.
+    #[arg(long, default_value_t = 1)]
+    pub parallelism: usize,
+    /// Read the replica from a litestream.yml (not supported yet: give a replica URL).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// The replica: `file:///path/to/replica`.
+    pub replica: String,
+}
+
+fn parse_txid(text: &str) -> Result<u64, String> {
+    u64::from_str_radix(text.trim_start_matches("0x"), 16)
+        .map_err(|_| format!("{text:?} is not a hexadecimal TXID such as 000000000000002a"))
+}
+
+fn parse_timestamp(text: &str) -> Result<std::time::SystemTime, String> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(std::time::SystemTime::from)
+        .map_err(|e| format!("{text:?} is not an RFC 3339 time such as 2026-11-22T01:48:16Z: {e}"))
+}
+
+/// Litestream's flags are single-dash (`-txid`); clap wants `--txid`. Known names are rewritten
+/// before parsing so scripts written for `litestream restore` work unchanged.
+pub fn litestream_compatible_args(
+    args: impl IntoIterator<Item = std::ffi::OsString>,
+) -> Vec<std::ffi::OsString> {
+    const LONG: &[&str] = &[
+        "txid",
+        "timestamp",
+        "if-db-not-exists",
+        "if-replica-exists",
+        "parallelism",
+        "config",
+        "dry-run",
+    ];
+    args.into_iter()
+        .map(|arg| match arg.to_str() {
+            Some(text) if text.starts_with('-') && !text.starts_with("--") => {
+                let name = text[1..].split('=').next().unwrap_or_default();
+                if LONG.contains(&name) {
+                    format!("-{text}").into()
+                } else {
+                    arg
+                }
+            }
+            _ => arg,
+        })
+        .collect()
+}
+
 #[derive(Debug, Subcommand)]
 pub enum AdminKeyCommand {
     /// Create an admin key; it is printed once and stored only as a hash.
@@ -108,6 +181,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::AdminKey(AdminKeyCommand::Create { name, data_dir }) => {
             create_admin_key(&name, &data_dir)
         }
+        Command::Restore(args) => restore(args),
         Command::Bench(args) => {
             telemetry::init("warn");
             crate::bench::run(args)
@@ -153,6 +227,58 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
         app.run_until_stopped().await
     })
+}
+
+fn restore(args: RestoreArgs) -> anyhow::Result<()> {
+    use crate::replicate::restore::{self, Target};
+    telemetry::init("warn");
+    if args.config.is_some() {
+        anyhow::bail!("restore --config is not supported yet: give the replica URL (file:///path)");
+    }
+    let root = match args.replica.strip_prefix("file://") {
+        Some(path) => PathBuf::from(path),
+        None if args.replica.starts_with("s3://") => {
+            anyhow::bail!("S3 replicas are not supported by dropd restore yet: use litestream restore, or a file:// replica")
+        }
+        None => anyhow::bail!(
+            "{} is not a replica URL: use file:///path/to/replica",
+            args.replica
+        ),
+    };
+    let files = restore::list_file_replica(&root)?;
+    if files.is_empty() && args.if_replica_exists {
+        eprintln!("no replica at {}: nothing to restore", args.replica);
+        return Ok(());
+    }
+    let target = match (args.txid, args.timestamp) {
+        (Some(txid), _) => Target::Txid(txid),
+        (None, Some(at)) => Target::Time(at),
+        (None, None) => Target::Latest,
+    };
+    let chain = restore::plan(&files, target, &args.replica)?;
+    if args.dry_run {
+        for file in &chain {
+            println!("{}", file.path.display());
+        }
+        return Ok(());
+    }
+    let output = args
+        .output
+        .context("-o is required: where should the database be written?")?;
+    if output.exists() {
+        if args.if_db_not_exists {
+            eprintln!("{} exists: nothing to restore", output.display());
+            return Ok(());
+        }
+        return Err(restore::RestoreError::OutputExists(output.display().to_string()).into());
+    }
+    let txid = restore::apply(&chain, &output)?;
+    eprintln!(
+        "restored {} to txid {txid:016x} from {} files",
+        output.display(),
+        chain.len()
+    );
+    Ok(())
 }
 
 fn token(args: TokenArgs) -> anyhow::Result<()> {

@@ -5,3 +5,4 @@
 //! the replica clients and restore.
 
 pub mod ltx;
+pub mod restore;
