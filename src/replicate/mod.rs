@@ -1,8 +1,10 @@
 //! Replication in Litestream's format (see `../shared/docs/ltx-format.md`, mirrored in
 //! docs/design.md). Never imports actix.
 //!
-//! Built so far: the LTX v3 codec (`ltx`). Not yet: the WAL reader, the shipper, compaction,
-//! the replica clients and restore.
+//! Built so far: the LTX v3 codec (`ltx`), the WAL reader (`wal`) and restore from a file
+//! replica (`restore`). Not yet: the shipper inside `serve`, compaction, retention and the S3
+//! client.
 
 pub mod ltx;
 pub mod restore;
+pub mod wal;
