@@ -222,14 +222,22 @@ mod tests {
             prop_assert!(decode(&bytes[..len]).is_err());
         }
 
-        /// Invariant: any flipped byte is an error naming what is wrong, never a panic.
+        /// Invariant: a flipped byte is an error naming what is wrong, never a panic, and never
+        /// different data. (The checksum covers the uncompressed pages, as Litestream's does, so a
+        /// flip inside an LZ4 block that decompresses to the very same page, such as a match
+        /// offset moved by a whole period in repeating bytes, is harmless and goes unnoticed.)
         #[test]
-        fn a_flipped_byte_is_refused((h, pages) in file(), at in any::<prop::sample::Index>(), bit in 0u8..8) {
+        fn a_flipped_byte_is_refused_or_changes_nothing((h, pages) in file(), at in any::<prop::sample::Index>(), bit in 0u8..8) {
             let mut bytes = encoded(&h, &pages);
             let i = at.index(bytes.len());
             bytes[i] ^= 1 << bit;
-            let err = decode(&bytes).expect_err("corruption is detected");
-            prop_assert!(!err.to_string().is_empty());
+            match decode(&bytes) {
+                Err(err) => prop_assert!(!err.to_string().is_empty()),
+                Ok(decoded) => {
+                    prop_assert_eq!(decoded.header, h);
+                    prop_assert_eq!(decoded.pages, pages);
+                }
+            }
         }
     }
 
