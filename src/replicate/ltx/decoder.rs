@@ -56,18 +56,7 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, LtxError> {
         if flags != 0x1 {
             return Err(LtxError::PageFlags { pgno, flags });
         }
-        if pgno <= previous {
-            return Err(LtxError::PageOrder { pgno, previous });
-        }
-        if pgno > header.commit {
-            return Err(LtxError::PageAboveCommit {
-                pgno,
-                commit: header.commit,
-            });
-        }
-        if pgno == lock {
-            return Err(LtxError::LockPage(pgno));
-        }
+        header.check_page_number(pgno, previous)?;
         previous = pgno;
         let size_field = take(bytes, &mut at, 4, "a page size")?;
         let size = u32::from_be_bytes([size_field[0], size_field[1], size_field[2], size_field[3]])

@@ -1,7 +1,7 @@
 //! Writing an LTX file from pages.
 
 use super::checksum::FileChecksum;
-use super::header::{lock_page, Header, HEADER_SIZE};
+use super::header::{Header, HEADER_SIZE};
 use super::LtxError;
 
 const PAGE_FLAG_SIZE: u16 = 0x1;
@@ -13,7 +13,6 @@ pub fn encode<'a>(
     pages: impl IntoIterator<Item = (u32, &'a [u8])>,
 ) -> Result<Vec<u8>, LtxError> {
     header.validate()?;
-    let lock = lock_page(header.page_size);
     let mut out = Vec::with_capacity(HEADER_SIZE + 4096);
     let mut sum = FileChecksum::new();
     let head = header.encode();
@@ -23,18 +22,7 @@ pub fn encode<'a>(
     let mut index = Vec::new();
     let mut previous = 0u32;
     for (pgno, data) in pages {
-        if pgno <= previous {
-            return Err(LtxError::PageOrder { pgno, previous });
-        }
-        if pgno > header.commit {
-            return Err(LtxError::PageAboveCommit {
-                pgno,
-                commit: header.commit,
-            });
-        }
-        if pgno == lock {
-            return Err(LtxError::LockPage(pgno));
-        }
+        header.check_page_number(pgno, previous)?;
         if data.len() != header.page_size as usize {
             return Err(LtxError::PageLength {
                 pgno,

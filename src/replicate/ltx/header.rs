@@ -47,6 +47,23 @@ impl Header {
         Ok(())
     }
 
+    /// Pages come in strictly increasing order, none above `commit`, never the lock page.
+    pub fn check_page_number(&self, pgno: u32, previous: u32) -> Result<(), LtxError> {
+        if pgno <= previous {
+            return Err(LtxError::PageOrder { pgno, previous });
+        }
+        if pgno > self.commit {
+            return Err(LtxError::PageAboveCommit {
+                pgno,
+                commit: self.commit,
+            });
+        }
+        if pgno == lock_page(self.page_size) {
+            return Err(LtxError::LockPage(pgno));
+        }
+        Ok(())
+    }
+
     /// A file with min TXID 1 is a snapshot: it holds every page of the database.
     pub fn is_snapshot(&self) -> bool {
         self.min_txid == 1
