@@ -17,7 +17,9 @@ use crate::domain::Clock;
 use crate::events::{Hub, HubConfig};
 use crate::http::state::{AppState, Lifecycle};
 use crate::http::{self, problem};
+use crate::replicate::shipper::Shipper;
 use crate::store::{ReadPool, Store, StoreConfig, Synchronous, Writer, WriterThread};
+use std::sync::atomic::AtomicBool;
 
 pub const DB_FILE: &str = "dropd.db";
 
@@ -38,6 +40,9 @@ pub struct Settings {
     pub sse_cpu_budget: f64,
     /// `--demo`: the drop page may ask for a buyer token (`GET /v1/demo/token`).
     pub demo: bool,
+    /// A file replica directory to ship the WAL to, in Litestream's format.
+    pub replica: Option<PathBuf>,
+    pub sync_interval: Duration,
 }
 
 impl Settings {
@@ -55,6 +60,8 @@ impl Settings {
             max_subscribers: 20_000,
             sse_cpu_budget: 0.25,
             demo: false,
+            replica: None,
+            sync_interval: Duration::from_secs(1),
         }
     }
 
@@ -73,6 +80,7 @@ pub struct Application {
     tokens: TokenKeys,
     lifecycle: Lifecycle,
     hub: Arc<Hub>,
+    shipper: Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>,
 }
 
 impl Application {
@@ -96,6 +104,10 @@ impl Application {
             },
             clock.clone(),
         );
+        let gate = settings
+            .replica
+            .as_ref()
+            .map(|_| Arc::new(crate::store::CheckpointGate::default()));
         let store = Store::open(
             &StoreConfig {
                 path: settings.db_path(),
@@ -104,12 +116,28 @@ impl Application {
                 queue_size: settings.queue_size,
                 read_pool_size: (workers as u32 * 2).max(4),
                 naive_writers: settings.naive_writes,
+                checkpoint_gate: gate.clone(),
             },
             clock.clone(),
             Some(hub.clone() as Arc<dyn crate::store::CommitListener>),
         )
         .with_context(|| format!("opening the database {}", settings.db_path().display()))?;
         hub.attach_reads(store.reads.clone());
+        let shipper = match (&settings.replica, gate) {
+            (Some(replica), Some(gate)) => {
+                let shipper = Shipper::start(&settings.db_path(), replica, gate)
+                    .with_context(|| format!("shipping to the replica {}", replica.display()))?;
+                let stop = Arc::new(AtomicBool::new(false));
+                let flag = stop.clone();
+                let interval = settings.sync_interval;
+                let thread = std::thread::Builder::new()
+                    .name("wal-shipper".into())
+                    .spawn(move || shipper.run_until_stopped(interval, flag))
+                    .context("starting the wal-shipper thread")?;
+                Some((stop, thread))
+            }
+            _ => None,
+        };
         hub.start_ticker()
             .context("starting the events-ticker thread")?;
 
@@ -149,6 +177,7 @@ impl Application {
             tokens,
             lifecycle,
             hub,
+            shipper,
         })
     }
 
@@ -187,9 +216,15 @@ impl Application {
         self.hub.close();
         let writer = self.writer;
         let thread = self.writer_thread;
+        let shipper = self.shipper;
         tokio::task::spawn_blocking(move || {
             writer.shutdown();
             thread.join();
+            // The shipper's last sync ships what the writer committed last.
+            if let Some((stop, thread)) = shipper {
+                stop.store(true, std::sync::atomic::Ordering::Release);
+                let _ = thread.join();
+            }
         })
         .await
         .context("waiting for the writer to stop")?;

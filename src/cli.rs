@@ -74,6 +74,12 @@ pub struct ServeArgs {
     /// (between 10 and 1 messages per second per drop).
     #[arg(long, env = "DROPD_SSE_CPU_BUDGET", default_value_t = 0.25)]
     pub sse_cpu_budget: f64,
+    /// Ship the WAL to this replica in Litestream's format (`file:///dir`; S3 is not supported yet).
+    #[arg(long, env = "DROPD_REPLICA")]
+    pub replica: Option<String>,
+    /// How often committed WAL frames are shipped to the replica.
+    #[arg(long, env = "DROPD_SYNC_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub sync_interval: Duration,
     /// Benchmark baseline: one transaction per write on a pool of writer connections.
     #[arg(long, hide = true)]
     pub naive_writes: bool,
@@ -203,6 +209,16 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_subscribers: args.max_subscribers,
         sse_cpu_budget: args.sse_cpu_budget,
         demo: args.demo,
+        replica: match args.replica {
+            None => None,
+            Some(url) => match url.strip_prefix("file://") {
+                Some(path) => Some(PathBuf::from(path)),
+                None => anyhow::bail!(
+                    "--replica {url}: only file:///path replicas are supported so far"
+                ),
+            },
+        },
+        sync_interval: args.sync_interval,
     };
     actix_web::rt::System::new().block_on(async move {
         let clock = Arc::new(SystemClock);

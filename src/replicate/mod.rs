@@ -7,4 +7,5 @@
 
 pub mod ltx;
 pub mod restore;
+pub mod shipper;
 pub mod wal;

@@ -5,6 +5,7 @@
 pub mod admin_keys;
 pub mod audit;
 mod batch;
+mod checkpoint;
 mod commands;
 pub mod drops;
 mod error;
@@ -20,6 +21,7 @@ mod writer;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+pub use checkpoint::CheckpointGate;
 pub use commands::{Answer, ConfirmHold, IdempotentRequest, PlaceHold};
 pub use error::StoreError;
 pub use open::Synchronous;
@@ -46,6 +48,8 @@ pub struct StoreConfig {
     pub read_pool_size: u32,
     /// Benchmark baseline only: one transaction per command on a pool of writers.
     pub naive_writers: bool,
+    /// With a replica attached: checkpoint only what the shipper has shipped.
+    pub checkpoint_gate: Option<Arc<CheckpointGate>>,
 }
 
 /// The open store: the writer's handle, its thread, and the read pool.

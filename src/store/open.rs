@@ -68,16 +68,17 @@ pub fn open_writer(path: &Path, synchronous: Synchronous) -> Result<Connection, 
         synchronous.pragma()
     ))?;
     conn.set_prepared_statement_cache_capacity(64);
+    // The writer checkpoints explicitly (and, with a replica, only what was shipped): SQLite's
+    // own checkpoint when the last connection closes would fold unshipped frames away.
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+        true,
+    )?;
     migrations::migrate(&mut conn)?;
     Ok(conn)
 }
 
 /// A short-lived read-write connection for one-off CLI commands run beside (or without) a server.
 pub fn open_for_cli(path: &Path) -> Result<Connection, StoreError> {
-    let conn = open_writer(path, Synchronous::Full)?;
-    conn.set_db_config(
-        rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
-        true,
-    )?;
-    Ok(conn)
+    open_writer(path, Synchronous::Full)
 }

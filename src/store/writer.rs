@@ -110,6 +110,8 @@ pub(crate) fn spawn(
         clock,
         batch_limit: config.batch_limit.max(1),
         seqs: AttemptSeqs::default(),
+        gate: config.checkpoint_gate.clone(),
+        wal_path: std::path::PathBuf::from(format!("{}-wal", config.path.display())),
         listener,
         depth: depth.clone(),
         commits_since_checkpoint: 0,
@@ -317,6 +319,8 @@ struct WriterLoop {
     clock: Arc<dyn Clock>,
     batch_limit: usize,
     seqs: AttemptSeqs,
+    gate: Option<Arc<super::CheckpointGate>>,
+    wal_path: std::path::PathBuf,
     listener: Option<Arc<dyn CommitListener>>,
     depth: Arc<AtomicI64>,
     commits_since_checkpoint: u64,
@@ -405,6 +409,17 @@ impl WriterLoop {
     }
 
     fn try_checkpoint(&mut self, mode: &str) {
+        let mode = match &self.gate {
+            None => mode,
+            Some(gate) => {
+                // Only when the replica has every frame, and then all the way (see CheckpointGate).
+                let wal_len = std::fs::metadata(&self.wal_path).map_or(0, |m| m.len());
+                if !gate.allows(wal_len) {
+                    return;
+                }
+                "TRUNCATE"
+            }
+        };
         let sql = format!("PRAGMA wal_checkpoint({mode})");
         match self.conn.query_row(&sql, [], |r| {
             Ok((
@@ -417,6 +432,9 @@ impl WriterLoop {
                 tracing::debug!(mode, busy, log, done, "checkpoint");
                 if busy == 0 && log == done {
                     self.commits_since_checkpoint = 0;
+                    if let Some(gate) = &self.gate {
+                        gate.reset();
+                    }
                 }
             }
             Err(err) => tracing::warn!(mode, error = %err, "checkpoint failed"),
