@@ -167,30 +167,35 @@ impl Session {
         }
     }
 
-    async fn click(&self, css: &str) {
+    /// POSTs `action` (`click`, `value`) to the element `css` names.
+    async fn act(&self, css: &str, action: &str, body: Value) {
         let element = self
             .find(css)
             .await
             .unwrap_or_else(|| panic!("{css} is on the page"));
         self.call(
             reqwest::Method::POST,
-            &format!("/element/{element}/click"),
-            Some(json!({})),
+            &format!("/element/{element}/{action}"),
+            Some(body),
         )
         .await;
     }
 
+    async fn click(&self, css: &str) {
+        self.act(css, "click", json!({})).await;
+    }
+
     async fn type_into(&self, css: &str, text: &str) {
-        let element = self
-            .find(css)
-            .await
-            .unwrap_or_else(|| panic!("{css} is on the page"));
-        self.call(
-            reqwest::Method::POST,
-            &format!("/element/{element}/value"),
-            Some(json!({"text": text})),
-        )
-        .await;
+        self.act(css, "value", json!({"text": text})).await;
+    }
+
+    /// Writes a PNG of the page under target/screenshots/.
+    async fn save_screenshot(&self, name: &str) -> Vec<u8> {
+        let png = self.screenshot().await;
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
+        std::fs::create_dir_all(&dir).expect("screenshot dir");
+        std::fs::write(dir.join(name), &png).expect("screenshot written");
+        png
     }
 
     async fn screenshot(&self) -> Vec<u8> {
@@ -230,11 +235,8 @@ async fn a_hold_on_one_page_moves_the_stock_on_another_without_a_reload() {
     // The second page learns it from the live stream.
     second.wait_text(available, |t| t == "4").await;
 
-    let png = first.screenshot().await;
+    let png = first.save_screenshot("drop-page.png").await;
     assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
-    std::fs::create_dir_all(&dir).expect("screenshot dir");
-    std::fs::write(dir.join("drop-page.png"), png).expect("screenshot written");
 
     // The hold is real: confirm it from the page and the order exists.
     first.click("#confirm").await;
@@ -276,10 +278,7 @@ async fn the_operator_page_shows_live_figures_and_pauses_a_drop() {
     let view = app.get_json("/v1/drops/ops-page").await;
     assert_eq!(view["state"], "paused");
 
-    let png = page.screenshot().await;
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
-    std::fs::create_dir_all(&dir).expect("screenshot dir");
-    std::fs::write(dir.join("operator-page.png"), png).expect("screenshot written");
+    page.save_screenshot("operator-page.png").await;
     page.close().await;
     app.stop().await;
 }

@@ -181,22 +181,19 @@ where
 /// Every acknowledged hold and order is there after the restart, and the invariants hold.
 async fn verify_survived(http: &reqwest::Client, base: &str, dir: &Path, acked: &Acked) {
     let tokens = dropd::auth::TokenKeys::new(SECRET.as_bytes()).expect("keys");
-    for (sub, hold_id) in &acked.holds {
-        let res = http
-            .get(format!("{base}/v1/holds/{hold_id}"))
-            .bearer_auth(crate::helpers::token_for(&tokens, sub))
-            .send()
-            .await
-            .expect("sent");
-        assert_eq!(
-            res.status(),
-            200,
-            "acknowledged hold {hold_id} is missing after the crash"
+    let lookups = acked
+        .holds
+        .iter()
+        .map(|(sub, id)| (sub, format!("/v1/holds/{id}")))
+        .chain(
+            acked
+                .orders
+                .iter()
+                .map(|(sub, id)| (sub, format!("/v1/orders/{id}"))),
         );
-    }
-    for (sub, order_id) in &acked.orders {
+    for (sub, path) in lookups {
         let res = http
-            .get(format!("{base}/v1/orders/{order_id}"))
+            .get(format!("{base}{path}"))
             .bearer_auth(crate::helpers::token_for(&tokens, sub))
             .send()
             .await
@@ -204,7 +201,7 @@ async fn verify_survived(http: &reqwest::Client, base: &str, dir: &Path, acked: 
         assert_eq!(
             res.status(),
             200,
-            "acknowledged order {order_id} is missing after the crash"
+            "acknowledged {path} is missing after the crash"
         );
     }
     let db = open_db(&dir.join("dropd.db"));

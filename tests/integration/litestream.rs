@@ -64,7 +64,8 @@ fn restore(replica: &Path, out: &Path, txid: Option<u64>) -> Vec<u8> {
     std::fs::read(out).expect("restored db")
 }
 
-fn rows(db: &[u8], dir: &Path, name: &str) -> i64 {
+/// Rows of `table` in a restored database, after its integrity check.
+fn count_rows(db: &[u8], dir: &Path, name: &str, table: &str) -> i64 {
     let path = dir.join(name);
     std::fs::write(&path, db).expect("copy");
     let conn = Connection::open(&path).expect("opens");
@@ -72,8 +73,12 @@ fn rows(db: &[u8], dir: &Path, name: &str) -> i64 {
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
         .expect("check");
     assert_eq!(check, "ok");
-    conn.query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0))
+    conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
         .expect("count")
+}
+
+fn rows(db: &[u8], dir: &Path, name: &str) -> i64 {
+    count_rows(db, dir, name, "t")
 }
 
 #[test]
@@ -280,15 +285,18 @@ fn dropd_restores_what_litestream_replicate_wrote_byte_for_byte() {
 }
 
 fn count_holds(db: &[u8], dir: &Path, name: &str) -> i64 {
-    let path = dir.join(name);
-    std::fs::write(&path, db).expect("copy");
-    let conn = Connection::open(&path).expect("opens");
-    let check: String = conn
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .expect("check");
-    assert_eq!(check, "ok");
-    conn.query_row("SELECT COUNT(*) FROM holds", [], |r| r.get(0))
-        .expect("count")
+    count_rows(db, dir, name, "holds")
+}
+
+async fn hold_many(app: &crate::helpers::TestApp, prefix: &str, n: usize) {
+    let token = app.token("alice");
+    for i in 0..n {
+        let key = format!("{prefix}{i}");
+        assert_eq!(
+            app.hold(&token, "shipped", "S1", 1, &key).await.status(),
+            201
+        );
+    }
 }
 
 /// `serve --replica file:///dir` ships its WAL; the real litestream restores it, and after a
@@ -307,29 +315,13 @@ async fn serve_ships_a_replica_that_litestream_restores_across_a_restart() {
     let app = crate::helpers::spawn_app_with(settings).await;
     app.create_drop(&crate::helpers::live_drop("shipped", 1_000, 1_000))
         .await;
-    let token = app.token("alice");
-    for i in 0..20 {
-        assert_eq!(
-            app.hold(&token, "shipped", "S1", 1, &format!("a{i}"))
-                .await
-                .status(),
-            201
-        );
-    }
+    hold_many(&app, "a", 20).await;
     app.stop().await;
     let restored = restore(&replica, &dir.path().join("first.db"), None);
     assert_eq!(count_holds(&restored, dir.path(), "check-first.db"), 20);
 
     let app = crate::helpers::spawn_app_with(settings).await;
-    let token = app.token("alice");
-    for i in 0..15 {
-        assert_eq!(
-            app.hold(&token, "shipped", "S1", 1, &format!("b{i}"))
-                .await
-                .status(),
-            201
-        );
-    }
+    hold_many(&app, "b", 15).await;
     app.stop().await;
     let theirs = restore(&replica, &dir.path().join("second.db"), None);
     assert_eq!(count_holds(&theirs, dir.path(), "check-second.db"), 35);

@@ -30,32 +30,28 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-fn run(stock: i64, ops: Vec<Op>) -> Result<(), TestCaseError> {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("dropd.db");
-    let clock = ManualClock::new(start_time());
-    let store = Store::open(
+fn open_store(path: &std::path::Path, synchronous: Synchronous, clock: ManualClock) -> Store {
+    Store::open(
         &StoreConfig {
-            path: path.clone(),
-            synchronous: Synchronous::Normal,
+            path: path.to_owned(),
+            synchronous,
             batch_limit: 64,
             queue_size: 64,
             read_pool_size: 1,
             naive_writers: false,
             checkpoint_gate: None,
         },
-        Arc::new(clock.clone()),
+        Arc::new(clock),
         None,
     )
-    .expect("store opens");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .expect("runtime");
-    let writer = store.writer.clone();
-    let eur = Currency::parse("EUR").expect("currency");
-    rt.block_on(writer.create_drop(NewDrop {
-        id: "p".into(),
-        name: "p".into(),
+    .expect("store opens")
+}
+
+/// A live drop with one SKU `S`, a limit of 3 and 60-second holds.
+fn drop_spec(id: &str, stock: i64) -> NewDrop {
+    NewDrop {
+        id: id.into(),
+        name: id.into(),
         description: String::new(),
         starts_at: start_time() - Duration::minutes(1),
         ends_at: start_time() + Duration::days(1),
@@ -66,13 +62,25 @@ fn run(stock: i64, ops: Vec<Op>) -> Result<(), TestCaseError> {
             name: "S".into(),
             price: Money {
                 amount: 100,
-                currency: eur,
+                currency: Currency::parse("EUR").expect("currency"),
             },
             stock,
         }],
-    }))
-    .expect("writer answers")
-    .expect("drop created");
+    }
+}
+
+fn run(stock: i64, ops: Vec<Op>) -> Result<(), TestCaseError> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("dropd.db");
+    let clock = ManualClock::new(start_time());
+    let store = open_store(&path, Synchronous::Normal, clock.clone());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    let writer = store.writer.clone();
+    rt.block_on(writer.create_drop(drop_spec("p", stock)))
+        .expect("writer answers")
+        .expect("drop created");
 
     let mut holds: Vec<(BuyerId, HoldId)> = Vec::new();
     for (i, op) in ops.into_iter().enumerate() {
@@ -152,46 +160,14 @@ proptest! {
 async fn a_failing_command_is_dropped_from_its_batch_and_the_rest_commit() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("dropd.db");
-    let store = Store::open(
-        &StoreConfig {
-            path: path.clone(),
-            synchronous: Synchronous::Full,
-            batch_limit: 64,
-            queue_size: 64,
-            read_pool_size: 1,
-            naive_writers: false,
-            checkpoint_gate: None,
-        },
-        Arc::new(ManualClock::new(start_time())),
-        None,
-    )
-    .expect("store opens");
+    let store = open_store(&path, Synchronous::Full, ManualClock::new(start_time()));
     let writer = store.writer.clone();
-    let eur = Currency::parse("EUR").expect("currency");
-    let drop_spec = |id: &str| NewDrop {
-        id: id.into(),
-        name: id.into(),
-        description: String::new(),
-        starts_at: start_time() - Duration::minutes(1),
-        ends_at: start_time() + Duration::days(1),
-        per_buyer_limit: 3,
-        hold_seconds: 60,
-        skus: vec![NewSku {
-            sku: "S".into(),
-            name: "S".into(),
-            price: Money {
-                amount: 100,
-                currency: eur.clone(),
-            },
-            stock: 5,
-        }],
-    };
     // The same admin key hash twice: the second insert breaks `key_hash UNIQUE`.
     let (a, dup, b, c) = tokio::join!(
         writer.create_admin_key("one".into(), [7; 32]),
         writer.create_admin_key("two".into(), [7; 32]),
-        writer.create_drop(drop_spec("first")),
-        writer.create_drop(drop_spec("second")),
+        writer.create_drop(drop_spec("first", 5)),
+        writer.create_drop(drop_spec("second", 5)),
     );
     assert!(a.is_ok());
     assert!(dup.is_err(), "the duplicate key fails");
