@@ -17,9 +17,12 @@ use crate::domain::Clock;
 use crate::events::{Hub, HubConfig};
 use crate::http::state::{AppState, Lifecycle};
 use crate::http::{self, problem};
+use crate::replicate::config::ReplicationConfig;
 use crate::replicate::shipper::Shipper;
-use crate::store::{ReadPool, Store, StoreConfig, Synchronous, Writer, WriterThread};
-use std::sync::atomic::AtomicBool;
+use crate::replicate::status::ReplicaStatus;
+use crate::store::{
+    CheckpointGate, ReadPool, Store, StoreConfig, Synchronous, Writer, WriterThread,
+};
 
 pub const DB_FILE: &str = "dropd.db";
 
@@ -40,9 +43,8 @@ pub struct Settings {
     pub sse_cpu_budget: f64,
     /// `--demo`: the drop page may ask for a buyer token (`GET /v1/demo/token`).
     pub demo: bool,
-    /// A file replica directory to ship the WAL to, in Litestream's format.
-    pub replica: Option<PathBuf>,
-    pub sync_interval: Duration,
+    /// Where and how to ship the WAL, in Litestream's format.
+    pub replica: Option<ReplicationConfig>,
 }
 
 impl Settings {
@@ -61,7 +63,6 @@ impl Settings {
             sse_cpu_budget: 0.25,
             demo: false,
             replica: None,
-            sync_interval: Duration::from_secs(1),
         }
     }
 
@@ -80,7 +81,8 @@ pub struct Application {
     tokens: TokenKeys,
     lifecycle: Lifecycle,
     hub: Arc<Hub>,
-    shipper: Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>,
+    shipper: Option<(Arc<CheckpointGate>, std::thread::JoinHandle<()>)>,
+    replica_status: Option<Arc<ReplicaStatus>>,
 }
 
 impl Application {
@@ -104,10 +106,12 @@ impl Application {
             },
             clock.clone(),
         );
-        let gate = settings
-            .replica
-            .as_ref()
-            .map(|_| Arc::new(crate::store::CheckpointGate::default()));
+        let gate = settings.replica.as_ref().map(|config| {
+            Arc::new(CheckpointGate::new(
+                config.checkpoint_wal_size,
+                config.max_wal_size,
+            ))
+        });
         let store = Store::open(
             &StoreConfig {
                 path: settings.db_path(),
@@ -123,18 +127,27 @@ impl Application {
         )
         .with_context(|| format!("opening the database {}", settings.db_path().display()))?;
         hub.attach_reads(store.reads.clone());
+        let mut replica_status = None;
         let shipper = match (&settings.replica, gate) {
-            (Some(replica), Some(gate)) => {
-                let shipper = Shipper::start(&settings.db_path(), replica, gate)
-                    .with_context(|| format!("shipping to the replica {}", replica.display()))?;
-                let stop = Arc::new(AtomicBool::new(false));
-                let flag = stop.clone();
-                let interval = settings.sync_interval;
+            (Some(config), Some(gate)) => {
+                let replica = config
+                    .target
+                    .open()
+                    .with_context(|| format!("opening the replica {}", config.target))?;
+                let status = Arc::new(ReplicaStatus::new(config.target.to_string()));
+                replica_status = Some(status.clone());
+                let shipper = Shipper::new(
+                    &settings.db_path(),
+                    replica,
+                    config.clone(),
+                    gate.clone(),
+                    status,
+                );
                 let thread = std::thread::Builder::new()
                     .name("wal-shipper".into())
-                    .spawn(move || shipper.run_until_stopped(interval, flag))
+                    .spawn(move || shipper.run_until_stopped())
                     .context("starting the wal-shipper thread")?;
-                Some((stop, thread))
+                Some((gate, thread))
             }
             _ => None,
         };
@@ -154,6 +167,7 @@ impl Application {
             metrics: metrics_handle(),
             hub: hub.clone(),
             demo: settings.demo,
+            replica: replica_status.clone(),
         });
         let server = HttpServer::new(move || {
             App::new()
@@ -178,7 +192,12 @@ impl Application {
             lifecycle,
             hub,
             shipper,
+            replica_status,
         })
+    }
+
+    pub fn replica_status(&self) -> Option<Arc<ReplicaStatus>> {
+        self.replica_status.clone()
     }
 
     pub fn hub(&self) -> Arc<Hub> {
@@ -221,8 +240,8 @@ impl Application {
             writer.shutdown();
             thread.join();
             // The shipper's last sync ships what the writer committed last.
-            if let Some((stop, thread)) = shipper {
-                stop.store(true, std::sync::atomic::Ordering::Release);
+            if let Some((gate, thread)) = shipper {
+                gate.stop();
                 let _ = thread.join();
             }
         })

@@ -1,7 +1,7 @@
 //! The command line: `serve`, `token`, `admin-key create`. Every `serve` flag can also come from
 //! `DROPD_<FLAG>`; flags win over the environment, which wins over defaults.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,6 +11,8 @@ use clap::{Args, Parser, Subcommand};
 use crate::app::{Application, Settings, DEFAULT_TOKEN_TTL};
 use crate::auth::{self, TokenKeys};
 use crate::domain::{BuyerId, SystemClock};
+use crate::replicate::config::ReplicationConfig;
+use crate::replicate::replica::ReplicaTarget;
 use crate::store::{admin_keys, open, Synchronous};
 use crate::{demo, telemetry};
 
@@ -74,12 +76,18 @@ pub struct ServeArgs {
     /// (between 10 and 1 messages per second per drop).
     #[arg(long, env = "DROPD_SSE_CPU_BUDGET", default_value_t = 0.25)]
     pub sse_cpu_budget: f64,
-    /// Ship the WAL to this replica in Litestream's format (`file:///dir`; S3 is not supported yet).
+    /// Replicate as this Litestream-format litestream.yml says (its replica, sync-interval,
+    /// levels, snapshot and retention keys; see the commented example litestream.yml).
+    #[arg(long, env = "DROPD_CONFIG", conflicts_with = "replica")]
+    pub config: Option<PathBuf>,
+    /// Ship the WAL to this replica in Litestream's format, with Litestream's default levels and
+    /// retention: `file:///dir` or `s3://bucket/path?endpoint=...&region=...` (credentials from
+    /// LITESTREAM_ACCESS_KEY_ID/LITESTREAM_SECRET_ACCESS_KEY or AWS_*).
     #[arg(long, env = "DROPD_REPLICA")]
     pub replica: Option<String>,
-    /// How often committed WAL frames are shipped to the replica.
-    #[arg(long, env = "DROPD_SYNC_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
-    pub sync_interval: Duration,
+    /// How often committed WAL frames are shipped (default 1s, or the config's sync-interval).
+    #[arg(long, env = "DROPD_SYNC_INTERVAL", value_parser = humantime::parse_duration)]
+    pub sync_interval: Option<Duration>,
     /// Benchmark baseline: one transaction per write on a pool of writer connections.
     #[arg(long, hide = true)]
     pub naive_writes: bool,
@@ -119,14 +127,15 @@ pub struct RestoreArgs {
     /// Print the files that would be applied, and stop.
     #[arg(long)]
     pub dry_run: bool,
-    /// Accepted for Litestream compatibility; files are applied one after the other.
-    #[arg(long, default_value_t = 1)]
-    pub parallelism: usize,
-    /// Read the replica from a litestream.yml (not supported yet: give a replica URL).
+    /// Files downloaded at once.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub parallelism: u32,
+    /// Read the replica from this litestream.yml; the argument is then the database path.
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// The replica: `file:///path/to/replica`.
-    pub replica: String,
+    /// The replica (`file:///path` or `s3://bucket/path?endpoint=...`), or with --config the
+    /// database path named in the config.
+    pub replica: Option<String>,
 }
 
 fn parse_txid(text: &str) -> Result<u64, String> {
@@ -197,6 +206,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     telemetry::init("info");
+    let replica = replication_from_args(&args, &args.data_dir.join(crate::app::DB_FILE))?;
     let settings = Settings {
         listen: args.listen,
         data_dir: args.data_dir,
@@ -209,16 +219,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_subscribers: args.max_subscribers,
         sse_cpu_budget: args.sse_cpu_budget,
         demo: args.demo,
-        replica: match args.replica {
-            None => None,
-            Some(url) => match url.strip_prefix("file://") {
-                Some(path) => Some(PathBuf::from(path)),
-                None => anyhow::bail!(
-                    "--replica {url}: only file:///path replicas are supported so far"
-                ),
-            },
-        },
-        sync_interval: args.sync_interval,
+        replica,
     };
     actix_web::rt::System::new().block_on(async move {
         let clock = Arc::new(SystemClock);
@@ -245,41 +246,94 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     })
 }
 
+fn replication_from_args(
+    args: &ServeArgs,
+    db_path: &Path,
+) -> anyhow::Result<Option<ReplicationConfig>> {
+    let mut config = match (&args.config, &args.replica) {
+        (Some(path), _) => {
+            let (config, warnings) = ReplicationConfig::load(path, Some(db_path))?;
+            for warning in warnings {
+                tracing::warn!("{warning}");
+            }
+            if let Some(named) = &config.db_path {
+                let canonical =
+                    |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_owned());
+                if canonical(named) != canonical(db_path) {
+                    tracing::warn!(
+                        config_db = %named.display(),
+                        served_db = %db_path.display(),
+                        "the config names another database than the one dropd serves; replicating the served one"
+                    );
+                }
+            }
+            config
+        }
+        (None, Some(url)) => ReplicationConfig::for_target(
+            ReplicaTarget::parse_url(url).with_context(|| format!("--replica {url}"))?,
+        ),
+        (None, None) => return Ok(None),
+    };
+    if let Some(interval) = args.sync_interval {
+        anyhow::ensure!(
+            !interval.is_zero(),
+            "--sync-interval must be longer than zero"
+        );
+        config.sync_interval = interval;
+    }
+    Ok(Some(config))
+}
+
 fn restore(args: RestoreArgs) -> anyhow::Result<()> {
     use crate::replicate::restore::{self, Target};
     telemetry::init("warn");
-    if args.config.is_some() {
-        anyhow::bail!("restore --config is not supported yet: give the replica URL (file:///path)");
-    }
-    let root = match args.replica.strip_prefix("file://") {
-        Some(path) => PathBuf::from(path),
-        None if args.replica.starts_with("s3://") => {
-            anyhow::bail!("S3 replicas are not supported by dropd restore yet: use litestream restore, or a file:// replica")
+    let (target, default_output) = match &args.config {
+        Some(path) => {
+            let db = args.replica.as_deref().map(Path::new);
+            let (config, warnings) = ReplicationConfig::load(path, db)?;
+            for warning in warnings {
+                eprintln!("warning: {warning}");
+            }
+            (config.target, db.map(Path::to_owned).or(config.db_path))
         }
-        None => anyhow::bail!(
-            "{} is not a replica URL: use file:///path/to/replica",
-            args.replica
-        ),
+        None => {
+            let url = args
+                .replica
+                .as_deref()
+                .context("give the replica URL (file:///path or s3://bucket/path), or --config litestream.yml")?;
+            (ReplicaTarget::parse_url(url)?, None)
+        }
     };
-    let files = restore::list_file_replica(&root)?;
+    let label = target.to_string();
+    let replica = target
+        .open()
+        .with_context(|| format!("opening the replica {label}"))?;
+    let mut files = replica.list()?;
     if files.is_empty() && args.if_replica_exists {
-        eprintln!("no replica at {}: nothing to restore", args.replica);
+        eprintln!("no replica at {label}: nothing to restore");
         return Ok(());
     }
     let target = match (args.txid, args.timestamp) {
         (Some(txid), _) => Target::Txid(txid),
-        (None, Some(at)) => Target::Time(at),
+        (None, Some(at)) => {
+            replica.refine_times(&mut files)?;
+            Target::Time(at)
+        }
         (None, None) => Target::Latest,
     };
-    let chain = restore::plan(&files, target, &args.replica)?;
+    let chain = restore::plan(&files, target, &label)?;
     if args.dry_run {
         for file in &chain {
-            println!("{}", file.path.display());
+            println!(
+                "level {} txid {:016x}-{:016x} {} bytes {}",
+                file.level, file.min_txid, file.max_txid, file.size, file.key
+            );
         }
         return Ok(());
     }
     let output = args
         .output
+        .or(default_output)
         .context("-o is required: where should the database be written?")?;
     if output.exists() {
         if args.if_db_not_exists {
@@ -288,11 +342,32 @@ fn restore(args: RestoreArgs) -> anyhow::Result<()> {
         }
         return Err(restore::RestoreError::OutputExists(output.display().to_string()).into());
     }
-    let txid = restore::apply(&chain, &output)?;
+    let total: u64 = chain.iter().map(|f| f.size).sum();
+    // Draws only on a terminal; scripts see the summary line alone.
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some(total),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{spinner} restoring [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    let started = std::time::Instant::now();
+    let txid = restore::apply(
+        &*replica,
+        &chain,
+        &output,
+        args.parallelism as usize,
+        &|n| bar.inc(n),
+    )?;
+    bar.finish_and_clear();
     eprintln!(
-        "restored {} to txid {txid:016x} from {} files",
+        "restored {} to txid {txid:016x} from {} files ({} bytes) in {:.1?}",
         output.display(),
-        chain.len()
+        chain.len(),
+        total,
+        started.elapsed()
     );
     Ok(())
 }

@@ -23,6 +23,8 @@ pub struct AppState {
     pub hub: Arc<crate::events::Hub>,
     /// Started with `--demo`: the page may ask for a buyer token.
     pub demo: bool,
+    /// How replication is doing, when a replica is configured.
+    pub replica: Option<Arc<crate::replicate::status::ReplicaStatus>>,
 }
 
 impl AppState {

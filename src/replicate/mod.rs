@@ -1,11 +1,11 @@
 //! Replication in Litestream's format (see `../shared/docs/ltx-format.md`, mirrored in
-//! docs/design.md). Never imports actix.
-//!
-//! Built so far: the LTX v3 codec (`ltx`), the WAL reader (`wal`) and restore from a file
-//! replica (`restore`). Not yet: the shipper inside `serve`, compaction, retention and the S3
-//! client.
+//! docs/design.md): the LTX codec, the WAL reader, replicas (file and S3), the shipper that runs
+//! inside `serve`, and restore. Never imports actix.
 
+pub mod config;
 pub mod ltx;
+pub mod replica;
 pub mod restore;
 pub mod shipper;
+pub mod status;
 pub mod wal;

@@ -8,17 +8,8 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use super::ltx::{self, LtxError};
-
-/// One LTX object of a replica.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LtxFile {
-    pub level: u32,
-    pub min_txid: u64,
-    pub max_txid: u64,
-    pub path: PathBuf,
-    /// When it was written (the file's mtime, set to its header timestamp).
-    pub written: SystemTime,
-}
+pub use super::replica::LtxFile;
+use super::replica::{Replica, ReplicaError};
 
 /// How far to restore.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -43,10 +34,14 @@ pub enum RestoreError {
     Unreachable { reached: u64, target: u64 },
     #[error("{path}: {source}")]
     Corrupt { path: String, source: LtxError },
+    #[error("{0}: its page size differs from the files before it")]
+    PageSizeChanged(String),
     #[error("page {0} is missing from the restored database")]
     MissingPage(u32),
     #[error("{0} already exists: remove it, choose another -o, or pass --if-db-not-exists")]
     OutputExists(String),
+    #[error(transparent)]
+    Replica(#[from] ReplicaError),
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -59,61 +54,6 @@ pub enum RestoreError {
 fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> RestoreError {
     let context = context.into();
     move |source| RestoreError::Io { context, source }
-}
-
-/// Lists a file replica: `<root>/ltx/<level>/<min>-<max>.ltx`; other names are ignored.
-pub fn list_file_replica(root: &Path) -> Result<Vec<LtxFile>, RestoreError> {
-    let mut files = Vec::new();
-    let ltx_dir = root.join("ltx");
-    let levels = match std::fs::read_dir(&ltx_dir) {
-        Ok(levels) => levels,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(files),
-        Err(e) => return Err(io(format!("listing {}", ltx_dir.display()))(e)),
-    };
-    for level in levels {
-        let level = level.map_err(io("listing levels"))?;
-        let Some(number) = level
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        for entry in std::fs::read_dir(level.path())
-            .map_err(io(format!("listing {}", level.path().display())))?
-        {
-            let entry = entry.map_err(io("listing ltx files"))?;
-            let name = entry.file_name();
-            let Some((min, max)) = name.to_str().and_then(parse_name) else {
-                continue;
-            };
-            let written = entry
-                .metadata()
-                .and_then(|m| m.modified())
-                .map_err(io(format!("reading {}", entry.path().display())))?;
-            files.push(LtxFile {
-                level: number,
-                min_txid: min,
-                max_txid: max,
-                path: entry.path(),
-                written,
-            });
-        }
-    }
-    Ok(files)
-}
-
-/// `%016x-%016x.ltx`, lowercase hex.
-pub fn parse_name(name: &str) -> Option<(u64, u64)> {
-    let stem = name.strip_suffix(".ltx")?;
-    let (min, max) = stem.split_once('-')?;
-    if min.len() != 16 || max.len() != 16 {
-        return None;
-    }
-    Some((
-        u64::from_str_radix(min, 16).ok()?,
-        u64::from_str_radix(max, 16).ok()?,
-    ))
 }
 
 fn within(file: &LtxFile, target: Target) -> bool {
@@ -197,32 +137,92 @@ pub fn plan(
     Ok(chain)
 }
 
+/// The database state a chain of files describes: newest page wins, none above `commit`.
+pub struct Image {
+    pub page_size: u32,
+    pub commit: u32,
+    pub max_txid: u64,
+    pub timestamp_ms: i64,
+    pub pages: BTreeMap<u32, Vec<u8>>,
+}
+
+/// Downloads and decodes the chain, `parallelism` files at a time, and folds it into one image.
+/// `progress` hears the bytes of every file read.
+pub fn materialize(
+    replica: &dyn Replica,
+    chain: &[LtxFile],
+    parallelism: usize,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<Image, RestoreError> {
+    let mut image = Image {
+        page_size: 0,
+        commit: 0,
+        max_txid: 0,
+        timestamp_ms: 0,
+        pages: BTreeMap::new(),
+    };
+    for window in chain.chunks(parallelism.max(1)) {
+        let decoded: Vec<Result<ltx::Decoded, RestoreError>> = std::thread::scope(|scope| {
+            let jobs: Vec<_> = window
+                .iter()
+                .map(|file| {
+                    scope.spawn(move || {
+                        let bytes = replica.read(file)?;
+                        progress(bytes.len() as u64);
+                        ltx::decode(&bytes).map_err(|source| RestoreError::Corrupt {
+                            path: file.key.clone(),
+                            source,
+                        })
+                    })
+                })
+                .collect();
+            jobs.into_iter()
+                .map(|job| {
+                    job.join().unwrap_or_else(|_| {
+                        Err(RestoreError::Integrity("a reader panicked".into()))
+                    })
+                })
+                .collect()
+        });
+        for (file, decoded) in window.iter().zip(decoded) {
+            let decoded = decoded?;
+            if image.page_size != 0 && decoded.header.page_size != image.page_size {
+                return Err(RestoreError::PageSizeChanged(file.key.clone()));
+            }
+            image.page_size = decoded.header.page_size;
+            image.commit = decoded.header.commit;
+            image.max_txid = decoded.header.max_txid;
+            image.timestamp_ms = decoded.header.timestamp_ms;
+            image.pages.extend(decoded.pages);
+            let commit = image.commit;
+            image.pages.retain(|pgno, _| *pgno <= commit);
+        }
+    }
+    Ok(image)
+}
+
 /// Applies the plan's files and writes the database to `output` (temp file, fsync, rename,
 /// directory fsync), then checks its integrity. Returns the TXID restored.
-pub fn apply(chain: &[LtxFile], output: &Path) -> Result<u64, RestoreError> {
-    let mut pages: BTreeMap<u32, Vec<u8>> = BTreeMap::new();
-    let mut commit = 0;
-    let mut page_size = 0;
-    for file in chain {
-        let bytes =
-            std::fs::read(&file.path).map_err(io(format!("reading {}", file.path.display())))?;
-        let decoded = ltx::decode(&bytes).map_err(|source| RestoreError::Corrupt {
-            path: file.path.display().to_string(),
-            source,
-        })?;
-        commit = decoded.header.commit;
-        page_size = decoded.header.page_size;
-        for (pgno, page) in decoded.pages {
-            pages.insert(pgno, page);
-        }
-        pages.retain(|pgno, _| *pgno <= commit);
-    }
-    let lock = ltx::lock_page(page_size);
+pub fn apply(
+    replica: &dyn Replica,
+    chain: &[LtxFile],
+    output: &Path,
+    parallelism: usize,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<u64, RestoreError> {
+    let image = materialize(replica, chain, parallelism, progress)?;
+    write_database(&image, output)?;
+    Ok(image.max_txid)
+}
+
+pub fn write_database(image: &Image, output: &Path) -> Result<(), RestoreError> {
+    let lock = ltx::lock_page(image.page_size);
     let tmp = PathBuf::from(format!("{}.tmp", output.display()));
-    let mut out = std::fs::File::create(&tmp).map_err(io(format!("creating {}", tmp.display())))?;
-    let zeros = vec![0u8; page_size as usize];
-    for pgno in 1..=commit {
-        let page = match pages.get(&pgno) {
+    let file = std::fs::File::create(&tmp).map_err(io(format!("creating {}", tmp.display())))?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+    let zeros = vec![0u8; image.page_size as usize];
+    for pgno in 1..=image.commit {
+        let page = match image.pages.get(&pgno) {
             Some(page) => page.as_slice(),
             None if pgno == lock => zeros.as_slice(),
             None => return Err(RestoreError::MissingPage(pgno)),
@@ -230,9 +230,12 @@ pub fn apply(chain: &[LtxFile], output: &Path) -> Result<u64, RestoreError> {
         out.write_all(page)
             .map_err(io(format!("writing {}", tmp.display())))?;
     }
-    out.sync_all()
+    let file = out
+        .into_inner()
+        .map_err(|e| io(format!("writing {}", tmp.display()))(e.into_error()))?;
+    file.sync_all()
         .map_err(io(format!("syncing {}", tmp.display())))?;
-    drop(out);
+    drop(file);
     check_integrity(&tmp)?;
     std::fs::rename(&tmp, output).map_err(io(format!("renaming {} into place", tmp.display())))?;
     if let Some(dir) = output.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -240,7 +243,7 @@ pub fn apply(chain: &[LtxFile], output: &Path) -> Result<u64, RestoreError> {
             .and_then(|d| d.sync_all())
             .map_err(io(format!("syncing {}", dir.display())))?;
     }
-    Ok(chain.last().map_or(0, |f| f.max_txid))
+    Ok(())
 }
 
 fn check_integrity(path: &Path) -> Result<(), RestoreError> {
@@ -265,7 +268,8 @@ mod tests {
             level,
             min_txid: min,
             max_txid: max,
-            path: PathBuf::from(format!("{level}/{min}-{max}")),
+            key: format!("{level}/{min}-{max}"),
+            size: 0,
             written: SystemTime::UNIX_EPOCH,
         }
     }
@@ -308,15 +312,5 @@ mod tests {
             plan(&[], Target::Latest, "r"),
             Err(RestoreError::Empty(_))
         ));
-    }
-
-    #[test]
-    fn names_are_two_sixteen_digit_hex_txids() {
-        assert_eq!(
-            parse_name("0000000000000001-00000000000000ff.ltx"),
-            Some((1, 255))
-        );
-        assert_eq!(parse_name("1-2.ltx"), None);
-        assert_eq!(parse_name("0000000000000001-0000000000000002.tmp"), None);
     }
 }

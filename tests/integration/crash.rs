@@ -19,7 +19,13 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Starts `dropd serve` on port 0 and waits for the line that names its address.
     pub fn start(data_dir: &Path) -> ServerProcess {
+        Self::start_with(data_dir, &[], &[])
+    }
+
+    /// With extra `serve` arguments and environment.
+    pub fn start_with(data_dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> ServerProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_dropd"))
+            .envs(envs.iter().copied())
             .args([
                 "serve",
                 "--listen",
@@ -29,6 +35,7 @@ impl ServerProcess {
                 "--data-dir",
             ])
             .arg(data_dir)
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(if std::env::var("TEST_LOG").is_ok() {
                 Stdio::inherit()
@@ -51,6 +58,17 @@ impl ServerProcess {
         // Keep draining stdout so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
         ServerProcess { child, base }
+    }
+
+    /// SIGTERM, then waits for the graceful exit (which includes the shipper's last sync).
+    pub fn terminate(mut self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+        let exit = self.child.wait().expect("child reaped");
+        assert!(exit.success(), "dropd exits 0 on SIGTERM: {exit}");
     }
 
     pub fn kill(mut self) {
@@ -83,7 +101,7 @@ struct Acked {
     orders: Vec<(String, String)>,
 }
 
-fn live_spec(id: &str) -> Value {
+pub fn live_spec(id: &str) -> Value {
     let mut spec = live_drop(id, 1_000_000, 1_000);
     let now = chrono::Utc::now();
     spec["starts_at"] = serde_json::json!((now - chrono::Duration::minutes(1)).to_rfc3339());

@@ -13,5 +13,7 @@ mod idempotency;
 mod lifecycle;
 mod litestream;
 mod operations;
+mod replication;
+mod s3;
 mod stampede;
 mod store_model;

@@ -1,0 +1,505 @@
+//! Replication end to end with real parts: an S3-protocol server on 127.0.0.1 (`s3.rs`), the
+//! real `litestream` 0.5.17 restoring what dropd ships, and the real binary killed between
+//! uploads.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use dropd::replicate::config::ReplicationConfig;
+use dropd::replicate::replica::{FileReplica, ReplicaTarget};
+use dropd::replicate::shipper::Shipper;
+use dropd::replicate::status::ReplicaStatus;
+use dropd::store::CheckpointGate;
+use rusqlite::Connection;
+use serde_json::Value;
+
+use crate::crash::{create_admin_key, live_spec, ServerProcess};
+use crate::helpers::{client, live_drop, spawn_app_with, token_for, TestApp, SECRET};
+use crate::litestream::{list_replica, litestream};
+use crate::s3::S3Server;
+
+/// `litestream restore` of `url` into `out` with extra flags; returns the database bytes.
+fn litestream_restore(url: &str, out: &Path, flags: &[&str]) -> Vec<u8> {
+    let run = Command::new(litestream())
+        .env_remove("AWS_CA_BUNDLE")
+        .envs(S3Server::credentials())
+        .args(["restore", "-o"])
+        .arg(out)
+        .args(flags)
+        .arg(url)
+        .output()
+        .expect("litestream runs");
+    assert!(
+        run.status.success(),
+        "litestream restore {flags:?} failed: {}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    std::fs::read(out).expect("restored db")
+}
+
+/// `dropd restore` (the real binary) of `url` into `out`.
+fn dropd_restore(url: &str, out: &Path, flags: &[&str]) -> Result<Vec<u8>, String> {
+    let run = Command::new(env!("CARGO_BIN_EXE_dropd"))
+        .envs(S3Server::credentials())
+        .args(["restore", "-o"])
+        .arg(out)
+        .args(flags)
+        .arg(url)
+        .output()
+        .expect("dropd runs");
+    if !run.status.success() {
+        return Err(String::from_utf8_lossy(&run.stderr).into_owned());
+    }
+    Ok(std::fs::read(out).expect("restored db"))
+}
+
+/// Holds in a restored database, after its integrity check.
+fn holds_in(db: &[u8], dir: &Path, name: &str) -> i64 {
+    let path = dir.join(name);
+    std::fs::write(&path, db).expect("copy");
+    let conn = Connection::open(&path).expect("opens");
+    let check: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .expect("check");
+    assert_eq!(check, "ok", "{name}");
+    conn.query_row("SELECT COUNT(*) FROM holds", [], |r| r.get(0))
+        .expect("count")
+}
+
+async fn readyz_replica(app: &TestApp) -> Value {
+    app.get_json("/readyz").await["replica"].clone()
+}
+
+/// Waits until a sync that started after this call has shipped everything.
+async fn wait_replicated(app: &TestApp, interval: Duration) -> Value {
+    let since = SystemTime::now() + interval * 2;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let replica = readyz_replica(app).await;
+        let synced_after = replica["last_sync_at"]
+            .as_str()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .is_some_and(|t| SystemTime::from(t) > since);
+        if replica["state"] == "ok" && replica["pending_wal_bytes"] == 0 && synced_after {
+            return replica;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the replica never caught up: {replica}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn hold_many(app: &TestApp, drop: &str, prefix: &str, n: usize) {
+    let token = app.token("alice");
+    for i in 0..n {
+        let res = app
+            .hold(&token, drop, "S1", 1, &format!("{prefix}{i}"))
+            .await;
+        assert_eq!(res.status(), 201, "hold {prefix}{i}");
+    }
+}
+
+fn replication(target: ReplicaTarget, sync: Duration) -> ReplicationConfig {
+    ReplicationConfig {
+        sync_interval: sync,
+        ..ReplicationConfig::for_target(target)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_s3_replica_restores_with_litestream_to_latest_txid_and_timestamp() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let s3 = S3Server::start(&dir.path().join("s3"));
+    let sync = Duration::from_millis(100);
+    let config = replication(s3.target("prod/dropd"), sync);
+    let app = spawn_app_with(|s| s.replica = Some(config)).await;
+    app.create_drop(&live_drop("s3", 1_000, 1_000)).await;
+    hold_many(&app, "s3", "a", 10).await;
+    let first = wait_replicated(&app, sync).await;
+    let first_txid = first["txid"].as_str().expect("txid").to_owned();
+    // Litestream compares -timestamp with S3's LastModified, which has 1 s resolution.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let between = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    hold_many(&app, "s3", "b", 15).await;
+    wait_replicated(&app, sync).await;
+    app.stop().await;
+
+    let url = s3.url("prod/dropd");
+    let out = dir.path();
+    let latest = litestream_restore(&url, &out.join("latest.db"), &[]);
+    assert_eq!(holds_in(&latest, out, "c-latest.db"), 25);
+    let at_txid = litestream_restore(&url, &out.join("txid.db"), &["-txid", &first_txid]);
+    assert_eq!(holds_in(&at_txid, out, "c-txid.db"), 10);
+    let at_time = litestream_restore(&url, &out.join("time.db"), &["-timestamp", &between]);
+    assert_eq!(holds_in(&at_time, out, "c-time.db"), 10);
+
+    // dropd restore reads the same S3 replica to the same bytes.
+    let ours = dropd_restore(&url, &out.join("ours.db"), &[]).expect("dropd restore");
+    assert!(ours == latest, "latest: same bytes as litestream");
+    let ours = dropd_restore(&url, &out.join("ours-time.db"), &["-timestamp", &between])
+        .expect("dropd restore -timestamp");
+    assert!(ours == at_time, "-timestamp: same bytes as litestream");
+
+    // A damaged object is refused by name, and nothing is written.
+    let objects = dir
+        .path()
+        .join("s3")
+        .join(s3::BUCKET)
+        .join("prod/dropd/0000");
+    let newest = std::fs::read_dir(&objects)
+        .expect("level 0 objects")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "ltx"))
+        .max()
+        .expect("a level-0 object");
+    let mut bytes = std::fs::read(&newest).expect("object");
+    let cut = bytes.len() - 20;
+    bytes.truncate(cut);
+    std::fs::write(&newest, bytes).expect("truncated");
+    let err = dropd_restore(&url, &out.join("never.db"), &[]).expect_err("refused");
+    let name = newest.file_name().and_then(|n| n.to_str()).expect("name");
+    assert!(err.contains(name), "the error names the object: {err}");
+    assert!(!out.join("never.db").exists());
+}
+
+use crate::s3;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_s3_outage_of_30_seconds_loses_nothing_and_serving_goes_on() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut s3 = S3Server::start(&dir.path().join("s3"));
+    let sync = Duration::from_millis(200);
+    let config = replication(s3.target("outage"), sync);
+    let app = spawn_app_with(|s| s.replica = Some(config)).await;
+    app.create_drop(&live_drop("outage", 10_000, 1_000)).await;
+    hold_many(&app, "outage", "before", 5).await;
+    wait_replicated(&app, sync).await;
+
+    s3.pause();
+    let token = app.token("bob");
+    let started = Instant::now();
+    let mut during = 0;
+    let mut seen_failing = false;
+    while started.elapsed() < Duration::from_secs(30) && during < 1_000 {
+        let res = app
+            .hold(&token, "outage", "S1", 1, &format!("during{during}"))
+            .await;
+        assert_eq!(res.status(), 201, "buyers are served while S3 is down");
+        during += 1;
+        if !seen_failing && started.elapsed() > Duration::from_secs(3) {
+            let replica = readyz_replica(&app).await;
+            if replica["state"] == "failing" {
+                assert!(replica["error"].as_str().is_some_and(|e| !e.is_empty()));
+                let metrics = app
+                    .client
+                    .get(app.url("/metrics"))
+                    .send()
+                    .await
+                    .expect("metrics")
+                    .text()
+                    .await
+                    .expect("text");
+                assert!(metrics.contains("dropd_replica_up 0"), "{metrics}");
+                seen_failing = true;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        seen_failing,
+        "readyz shows the replica failing during the outage"
+    );
+    s3.resume();
+    let replica = wait_replicated(&app, sync).await;
+    assert_eq!(replica["error"], Value::Null);
+    app.stop().await;
+
+    let url = s3.url("outage");
+    let theirs = litestream_restore(&url, &dir.path().join("after.db"), &[]);
+    assert_eq!(
+        holds_in(&theirs, dir.path(), "c-after.db"),
+        5 + during,
+        "every hold made during the outage is in the replica"
+    );
+    let ours = dropd_restore(&url, &dir.path().join("ours.db"), &[]).expect("dropd restore");
+    assert!(ours == theirs);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wal_stays_bounded_under_sustained_writes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let replica = dir.path().join("replica");
+    let config = ReplicationConfig {
+        checkpoint_wal_size: 256 << 10,
+        ..replication(ReplicaTarget::File(replica.clone()), Duration::from_secs(1))
+    };
+    let data = dir.path().join("data");
+    let app = spawn_app_with(|s| {
+        s.data_dir = data.clone();
+        s.replica = Some(config);
+    })
+    .await;
+    app.create_drop(&live_drop("busy", 1_000_000, 1_000)).await;
+    let app = Arc::new(app);
+    let wal = data.join("dropd.db-wal");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let workers: Vec<_> = (0..16)
+        .map(|w| {
+            let app = app.clone();
+            tokio::spawn(async move {
+                let mut acked = 0u64;
+                for i in 0..5_000 {
+                    if Instant::now() >= deadline {
+                        break;
+                    }
+                    // A fresh buyer every 1,000 holds, the per-buyer limit.
+                    let token = app.token(&format!("buyer{w}-{}", i / 1_000));
+                    let res = app.hold(&token, "busy", "S1", 1, &format!("{w}-{i}")).await;
+                    assert_eq!(res.status(), 201);
+                    acked += 1;
+                }
+                acked
+            })
+        })
+        .collect();
+    let mut largest = 0;
+    while Instant::now() < deadline {
+        largest = largest.max(std::fs::metadata(&wal).map_or(0, |m| m.len()));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut acked = 0;
+    for w in workers {
+        acked += w.await.expect("worker");
+    }
+    let app = Arc::into_inner(app).expect("workers are done");
+    app.stop().await;
+    assert!(acked > 500, "the load ran: {acked} holds");
+    assert!(
+        largest < 4 << 20,
+        "the WAL stayed near its 256 KiB checkpoint size (largest {largest} bytes)"
+    );
+    let theirs = litestream_restore(
+        &format!("file://{}", replica.display()),
+        &dir.path().join("restored.db"),
+        &[],
+    );
+    assert_eq!(holds_in(&theirs, dir.path(), "c.db"), acked as i64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_snapshots_and_retention_keep_the_replica_restorable() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let replica = dir.path().join("replica");
+    let sync = Duration::from_millis(100);
+    let config = ReplicationConfig {
+        levels: vec![Duration::from_secs(1), Duration::from_secs(2)],
+        snapshot_interval: Duration::from_secs(2),
+        snapshot_retention: Duration::from_secs(3),
+        l0_retention: Duration::from_secs(1),
+        ..replication(ReplicaTarget::File(replica.clone()), sync)
+    };
+    let app = spawn_app_with(|s| s.replica = Some(config)).await;
+    app.create_drop(&live_drop("levels", 10_000, 1_000)).await;
+    let token = app.token("carol");
+    let started = Instant::now();
+    let mut made = 0;
+    while started.elapsed() < Duration::from_secs(7) {
+        let res = app
+            .hold(&token, "levels", "S1", 1, &format!("k{made}"))
+            .await;
+        assert_eq!(res.status(), 201);
+        made += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    wait_replicated(&app, sync).await;
+    app.stop().await;
+
+    let files = list_replica(&replica);
+    let at = |level: u32| files.iter().filter(|f| f.level == level).count();
+    assert!(
+        at(1) > 0 && at(2) > 0,
+        "levels 1 and 2 were compacted: {files:?}"
+    );
+    let snapshots: Vec<u64> = files
+        .iter()
+        .filter(|f| f.level == 9)
+        .map(|f| f.max_txid)
+        .collect();
+    assert!(
+        snapshots.iter().all(|max| *max > 1),
+        "the first snapshot [1, 1] aged out once newer ones existed: {snapshots:?}"
+    );
+    let syncs = files.iter().map(|f| f.max_txid).max().expect("files");
+    assert!(
+        (at(0) as u64) < syncs,
+        "compacted level-0 files were deleted ({} left of {syncs})",
+        at(0)
+    );
+    let url = format!("file://{}", replica.display());
+    let theirs = litestream_restore(&url, &dir.path().join("latest.db"), &[]);
+    assert_eq!(holds_in(&theirs, dir.path(), "c.db"), made);
+    let ours = dropd_restore(&url, &dir.path().join("ours.db"), &[]).expect("dropd restore");
+    assert!(ours == theirs);
+    // An older point that is still retained restores the same through both tools.
+    let oldest_kept = snapshots.iter().min().expect("a snapshot");
+    let txid = format!("{:016x}", oldest_kept + 1);
+    let theirs = litestream_restore(&url, &dir.path().join("mid.db"), &["-txid", &txid]);
+    let ours =
+        dropd_restore(&url, &dir.path().join("ours-mid.db"), &["-txid", &txid]).expect("mid");
+    assert!(ours == theirs, "-txid {txid}");
+}
+
+/// A database changed by a plain SQLite connection, shipped step by step: what litestream
+/// restores is the checkpointed file, byte for byte, as it grows, shrinks and grows again.
+#[test]
+fn page_sizes_shrink_and_growth_restore_byte_for_byte() {
+    for page_size in [1024u32, 65536] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = dir.path().join("t.db");
+        let replica = dir.path().join("replica");
+        let conn = Connection::open(&db).expect("db");
+        conn.execute_batch(&format!(
+            "PRAGMA page_size = {page_size}; PRAGMA journal_mode = WAL; \
+             PRAGMA wal_autocheckpoint = 0; \
+             CREATE TABLE t (id INTEGER PRIMARY KEY, body TEXT NOT NULL);"
+        ))
+        .expect("schema");
+        let gate = Arc::new(CheckpointGate::default());
+        let config = ReplicationConfig::for_target(ReplicaTarget::File(replica.clone()));
+        let mut shipper = Shipper::new(
+            &db,
+            Arc::new(FileReplica::new(replica.clone())),
+            config,
+            gate.clone(),
+            Arc::new(ReplicaStatus::new("test".into())),
+        );
+        let url = format!("file://{}", replica.display());
+        let mut check = |step: &str| {
+            shipper.step().expect("shipped");
+            conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+                .expect("checkpoint");
+            gate.truncated(false);
+            let expected = std::fs::read(&db).expect("db bytes");
+            let out = dir.path().join(format!("{step}.db"));
+            let restored = litestream_restore(&url, &out, &[]);
+            assert!(
+                restored == expected,
+                "page size {page_size}, {step}: restored {} bytes, database {} bytes",
+                restored.len(),
+                expected.len()
+            );
+        };
+        let insert = |n: usize| {
+            for i in 0..n {
+                conn.execute(
+                    "INSERT INTO t (body) VALUES (?1)",
+                    [format!("{i} {}", "z".repeat(700))],
+                )
+                .expect("insert");
+            }
+        };
+        insert(400);
+        check("grown");
+        conn.execute_batch("DELETE FROM t WHERE id > 20; VACUUM;")
+            .expect("shrink");
+        check("shrunk");
+        insert(600);
+        check("regrown");
+    }
+}
+
+/// SIGKILL between two uploads, restart, more writes: the replica continues with no gap and
+/// holds every acknowledged hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_between_uploads_leaves_no_gap() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let s3 = S3Server::start(&dir.path().join("s3"));
+    let data = dir.path().join("data");
+    let admin = create_admin_key(&data);
+    let url = s3.url("killed");
+    let args = ["--replica", url.as_str(), "--sync-interval", "300ms"];
+    let envs = S3Server::credentials();
+    let http = client();
+    let tokens = dropd::auth::TokenKeys::new(SECRET.as_bytes()).expect("keys");
+    let mut acked = 0;
+    for round in 0..2 {
+        let token = token_for(&tokens, &format!("dave{round}"));
+        let server = ServerProcess::start_with(&data, &args, &envs);
+        if round == 0 {
+            let res = http
+                .post(format!("{}/v1/admin/drops", server.base))
+                .bearer_auth(&admin)
+                .json(&live_spec("killed"))
+                .send()
+                .await
+                .expect("create");
+            assert_eq!(res.status(), 201);
+        }
+        // Stagger the kill so it lands at a different point of the sync cycle each round.
+        let until = Instant::now() + Duration::from_millis(1_000 + 170 * round);
+        let mut made = 0;
+        while Instant::now() < until && made < 1_000 {
+            made += 1;
+            let res = http
+                .post(format!("{}/v1/drops/killed/holds", server.base))
+                .bearer_auth(&token)
+                .header("Idempotency-Key", format!("r{round}-{acked}"))
+                .json(&serde_json::json!({"sku": "S1", "quantity": 1}))
+                .send()
+                .await
+                .expect("hold");
+            let status = res.status();
+            assert_eq!(status, 201, "{}", res.text().await.unwrap_or_default());
+            acked += 1;
+        }
+        server.kill();
+    }
+    let server = ServerProcess::start_with(&data, &args, &envs);
+    let token = token_for(&tokens, "erin");
+    let res = http
+        .post(format!("{}/v1/drops/killed/holds", server.base))
+        .bearer_auth(&token)
+        .header("Idempotency-Key", "last")
+        .json(&serde_json::json!({"sku": "S1", "quantity": 1}))
+        .send()
+        .await
+        .expect("hold");
+    assert_eq!(res.status(), 201);
+    acked += 1;
+    server.terminate();
+
+    let restored = litestream_restore(&url, &dir.path().join("restored.db"), &[]);
+    assert_eq!(holds_in(&restored, dir.path(), "c.db"), acked);
+    let ours = dropd_restore(&url, &dir.path().join("ours.db"), &[]).expect("dropd restore");
+    assert!(ours == restored);
+}
+
+/// `serve --config` reads a Litestream-format file: unknown keys warn, invalid values stop the
+/// start naming the key.
+#[test]
+fn serve_config_names_the_invalid_key() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("litestream.yml");
+    std::fs::write(
+        &config,
+        "dbs:\n  - path: ./data/dropd.db\n    replica:\n      url: file:///tmp/r\n      sync-interval: often\n",
+    )
+    .expect("config");
+    let run = Command::new(env!("CARGO_BIN_EXE_dropd"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .expect("dropd runs");
+    assert!(!run.status.success());
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(stderr.contains("dbs[0].replica.sync-interval"), "{stderr}");
+}
