@@ -1,7 +1,7 @@
 # The commands people run. `make test` is what CI runs (through .ci/run).
 CARGO ?= cargo
 
-.PHONY: all build run demo test test-deps fmt lint check bench bench-sse clean
+.PHONY: all build run demo test test-deps fmt lint check bench bench-sse bench-replication clean
 
 all: build
 
@@ -49,6 +49,12 @@ bench:
 # stampede while they watch. Writes target/bench/sse.json.
 bench-sse:
 	$(CARGO) run --release -- bench --sse $(BENCH_ARGS)
+
+# dropd's shipper and the real litestream side by side at 2,000 and 10,000 transactions/s for
+# 60 s each, then restore speed for a 1 GiB database. Writes target/bench/replication.json.
+# BENCH_ARGS="--rates 2000 --replication-duration 10s --restore-size 100MB" for a quick look.
+bench-replication: $(LITESTREAM)
+	$(CARGO) run --release -- bench --replication $(BENCH_ARGS)
 
 clean:
 	$(CARGO) clean

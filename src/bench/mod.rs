@@ -4,6 +4,7 @@
 
 mod cpu;
 mod load;
+mod replication;
 mod report;
 mod server;
 mod sse;
@@ -68,6 +69,22 @@ pub struct BenchArgs {
     pub sse: bool,
     #[arg(long, default_value_t = 10_000)]
     pub sse_subscribers: usize,
+    /// Run the replication benchmark instead: dropd's shipper and the real `litestream
+    /// replicate` side by side at each --rates, then restore speed for --restore-size.
+    #[arg(long)]
+    pub replication: bool,
+    /// Committed transactions per second for --replication.
+    #[arg(long, value_delimiter = ',', default_value = "2000,10000")]
+    pub rates: Vec<u32>,
+    /// Length of each --replication rate.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub replication_duration: Duration,
+    /// Database size for the restore measurement (0 skips it); 1GiB crosses SQLite's lock page.
+    #[arg(long, default_value = "1GiB")]
+    pub restore_size: bytesize::ByteSize,
+    /// The real litestream binary to compare with.
+    #[arg(long, default_value = "target/litestream-venv/bin/litestream")]
+    pub litestream: PathBuf,
 }
 
 /// Watchers that fit under this process's open-file limit, leaving room for the rest.
@@ -93,6 +110,22 @@ const READERS: usize = 16;
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.connections == 0 || args.rounds == 0 || args.buyers == 0 {
         bail!("--connections, --rounds and --buyers must be at least 1");
+    }
+    if args.replication {
+        let report = replication::run(&replication::Options {
+            rates: args.rates.clone(),
+            duration: args.replication_duration,
+            restore_size: args.restore_size.as_u64(),
+            litestream: args.litestream.clone(),
+        })?;
+        println!("{}", replication::markdown(&report));
+        let out = args.out.with_file_name("replication.json");
+        if let Some(parent) = out.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(&out, serde_json::to_string_pretty(&report)?)?;
+        eprintln!("wrote {}", out.display());
+        return Ok(());
     }
     let dir = tempfile::tempdir().context("creating a temporary data directory")?;
     let own_secret = hex::encode(rand::random::<[u8; 32]>());

@@ -31,6 +31,8 @@ use crate::store::CheckpointGate;
 pub const SNAPSHOT_LEVEL: u32 = 9;
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const LOG_EVERY: Duration = Duration::from_secs(30);
+/// How long a sync waits for the writer to reach a commit boundary and hold.
+const BARRIER_WAIT: Duration = Duration::from_millis(100);
 /// Files fetched at once when compacting or snapshotting.
 const READ_PARALLELISM: usize = 4;
 
@@ -61,8 +63,8 @@ pub struct Shipper {
     /// What the replica holds, as listed at start and kept up to date by our own writes.
     files: Option<Vec<LtxFile>>,
     txid: u64,
-    offset: u64,
-    salts: Option<(u32, u32)>,
+    /// Where the last read of the WAL stopped (None: read it from the top).
+    cursor: Option<wal::Cursor>,
     /// Per compaction level, the wall-clock slot (time / interval) last compacted.
     compacted_slot: Vec<u64>,
 }
@@ -90,8 +92,7 @@ impl Shipper {
             status,
             files: None,
             txid: 0,
-            offset: WAL_HEADER_SIZE,
-            salts: None,
+            cursor: None,
             compacted_slot,
         }
     }
@@ -113,7 +114,12 @@ impl Shipper {
         if self.gate.take_image_wanted() {
             return self.ship_image();
         }
-        self.try_sync()
+        // When the writer wants to truncate, it holds at its next commit while this sync ships
+        // everything: one file per sync, and the WAL bounded by one interval of growth.
+        self.gate.begin_barrier(BARRIER_WAIT);
+        let synced = self.try_sync();
+        self.gate.end_barrier();
+        synced
     }
 
     fn ship_image(&mut self) -> Result<bool, ShipError> {
@@ -135,15 +141,13 @@ impl Shipper {
             .map(|(i, p)| (i as u32 + 1, p.to_vec()))
             .collect();
         let mut commit = pages.len() as u32;
-        let mut offset = WAL_HEADER_SIZE;
-        let mut salts = None;
+        let mut cursor = None;
         if let Some(segment) = wal::read_committed(&self.wal_path, WAL_HEADER_SIZE)? {
             if segment.commit > 0 {
                 commit = segment.commit;
                 pages.extend(segment.pages);
             }
-            offset = segment.end;
-            salts = Some((segment.header.salt1, segment.header.salt2));
+            cursor = Some(segment.cursor);
         }
         if self.gate.epoch() != epoch {
             // The writer checkpointed while we read: the file may mix two states. Next round.
@@ -168,40 +172,40 @@ impl Shipper {
         }
         self.write(0, &header, bytes)?;
         self.txid = txid;
-        self.offset = offset;
-        self.salts = salts;
-        self.gate.shipped(epoch, offset);
+        self.cursor = cursor;
+        self.gate.shipped(epoch, self.offset());
         self.report_synced();
         Ok(true)
     }
 
+    fn offset(&self) -> u64 {
+        self.cursor.map_or(WAL_HEADER_SIZE, |c| c.end)
+    }
+
     /// Ships what was committed since the last sync; returns whether a file was written.
     pub fn try_sync(&mut self) -> Result<bool, ShipError> {
+        let started = Instant::now();
         let epoch = self.gate.epoch();
-        let Some(mut segment) = wal::read_committed(&self.wal_path, self.offset)? else {
+        let read = match &self.cursor {
+            Some(cursor) => wal::read_after(&self.wal_path, cursor)?,
+            None => wal::read_committed(&self.wal_path, WAL_HEADER_SIZE)?,
+        };
+        let Some(mut segment) = read else {
             // No WAL (or an empty one after a truncating checkpoint): start over at its top.
-            self.offset = WAL_HEADER_SIZE;
-            self.salts = None;
+            self.cursor = None;
             self.report_synced();
             return Ok(false);
         };
-        let salts = Some((segment.header.salt1, segment.header.salt2));
-        if salts != self.salts {
+        if self.cursor.map(|c| c.salts) != Some(segment.cursor.salts) {
             // A new WAL generation. Unless the writer had to pass unshipped frames (then the
             // whole database goes next), everything in the old one was shipped.
             if self.gate.take_image_wanted() {
                 return self.ship_image();
             }
-            segment = match wal::read_committed(&self.wal_path, WAL_HEADER_SIZE)? {
-                Some(segment) => segment,
-                None => return Ok(false),
-            };
-            self.offset = WAL_HEADER_SIZE;
-            self.salts = salts;
         }
         if segment.pages.is_empty() {
-            self.offset = segment.end;
-            self.gate.shipped(epoch, self.offset);
+            self.cursor = Some(segment.cursor);
+            self.gate.shipped(epoch, self.offset());
             self.report_synced();
             return Ok(false);
         }
@@ -218,14 +222,26 @@ impl Shipper {
         segment
             .pages
             .retain(|p, _| *p <= segment.commit && *p != lock);
+        let read = started.elapsed();
         let bytes = ltx::encode(
             &header,
             segment.pages.iter().map(|(p, d)| (*p, d.as_slice())),
         )?;
+        let encoded = started.elapsed();
         self.write(0, &header, bytes)?;
+        tracing::debug!(
+            txid,
+            pages = segment.pages.len(),
+            wal_bytes = segment.end - segment.start,
+            read_ms = read.as_millis() as u64,
+            encode_ms = (encoded - read).as_millis() as u64,
+            write_ms = (started.elapsed() - encoded).as_millis() as u64,
+            "synced"
+        );
+        metrics::histogram!("dropd_replica_sync_seconds").record(started.elapsed().as_secs_f64());
         self.txid = txid;
-        self.offset = segment.end;
-        self.gate.shipped(epoch, self.offset);
+        self.cursor = Some(segment.cursor);
+        self.gate.shipped(epoch, self.offset());
         self.report_synced();
         Ok(true)
     }
@@ -233,7 +249,7 @@ impl Shipper {
     fn pending_wal_bytes(&self) -> u64 {
         std::fs::metadata(&self.wal_path)
             .map_or(0, |m| m.len())
-            .saturating_sub(self.offset)
+            .saturating_sub(self.offset())
     }
 
     fn report_synced(&self) {
@@ -354,11 +370,14 @@ impl Shipper {
     /// then once more.
     pub fn run_until_stopped(mut self) {
         let interval = self.config.sync_interval;
-        let mut delay = Duration::ZERO;
+        // Syncs keep a fixed schedule, so the time a sync takes does not add to the lag.
+        let mut next = Instant::now();
         let mut failures: u32 = 0;
         let mut last_logged: Option<Instant> = None;
         loop {
-            let running = self.gate.wait_for_work(delay);
+            let running = self
+                .gate
+                .wait_for_work(next.saturating_duration_since(Instant::now()));
             let result = self.step().and_then(|_| self.maintain(SystemTime::now()));
             match result {
                 Ok(()) => {
@@ -370,7 +389,7 @@ impl Shipper {
                         );
                     }
                     failures = 0;
-                    delay = interval;
+                    next = (next + interval).max(Instant::now());
                     self.gate.set_failing(false);
                 }
                 Err(err) => {
@@ -382,10 +401,11 @@ impl Shipper {
                         last_logged = Some(Instant::now());
                         tracing::error!(error = %err, failures, "replicating failed; serving goes on and the shipper retries");
                     }
-                    delay = interval
-                        .saturating_mul(1 << failures.min(6))
-                        .min(MAX_BACKOFF)
-                        .max(interval);
+                    next = Instant::now()
+                        + interval
+                            .saturating_mul(1 << failures.min(6))
+                            .min(MAX_BACKOFF)
+                            .max(interval);
                 }
             }
             if !running {

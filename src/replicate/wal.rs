@@ -32,6 +32,8 @@ pub struct Segment {
     /// Database size in pages after the last commit in the segment.
     pub commit: u32,
     pub pages: BTreeMap<u32, Vec<u8>>,
+    /// Where to resume next time.
+    pub cursor: Cursor,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -92,26 +94,65 @@ pub fn parse_header(b: &[u8]) -> Result<WalHeader, WalError> {
     })
 }
 
+/// Where a previous read stopped: enough to read only what was appended since, as long as the
+/// WAL generation (its salts) is the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    pub end: u64,
+    pub salts: (u32, u32),
+    sums: (u32, u32),
+}
+
 /// Reads the committed frames of `path` from `from` (32 for the start). Returns `None` if the WAL
 /// is empty or has no valid header yet.
 pub fn read_committed(path: &Path, from: u64) -> Result<Option<Segment>, WalError> {
-    let mut bytes = Vec::new();
-    match std::fs::File::open(path) {
-        Ok(mut f) => f.read_to_end(&mut bytes)?,
+    read_segment(path, from, None)
+}
+
+/// Reads what was committed after `cursor`, reading only the bytes appended since. If the WAL
+/// was restarted (new salts) it reads the new generation from its start.
+pub fn read_after(path: &Path, cursor: &Cursor) -> Result<Option<Segment>, WalError> {
+    read_segment(path, cursor.end, Some(cursor))
+}
+
+fn read_segment(
+    path: &Path,
+    from: u64,
+    cursor: Option<&Cursor>,
+) -> Result<Option<Segment>, WalError> {
+    use std::io::{Seek, SeekFrom};
+    let mut file = match std::fs::File::open(path) {
+        Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e.into()),
     };
-    if bytes.len() < WAL_HEADER_SIZE as usize {
-        return Ok(None);
+    let mut head = [0u8; WAL_HEADER_SIZE as usize];
+    let mut got = 0;
+    while got < head.len() {
+        match file.read(&mut head[got..])? {
+            0 => return Ok(None),
+            n => got += n,
+        }
     }
-    let header = parse_header(&bytes)?;
+    let header = parse_header(&head)?;
     let frame_size = FRAME_HEADER_SIZE + header.page_size as usize;
-    // Checksums chain from the header through every frame, so walk from the start.
-    let mut sums = header.checksum;
-    let mut at = WAL_HEADER_SIZE as usize;
+    // Checksums chain from the header through every frame: resume from the cursor's sums, or
+    // walk from the start.
+    let (base, mut sums, from) = match cursor {
+        Some(c) if c.salts == (header.salt1, header.salt2) && c.end >= WAL_HEADER_SIZE => {
+            (c.end, c.sums, c.end)
+        }
+        Some(_) => (WAL_HEADER_SIZE, header.checksum, WAL_HEADER_SIZE),
+        None => (WAL_HEADER_SIZE, header.checksum, from),
+    };
+    file.seek(SeekFrom::Start(base))?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    let mut at = 0usize;
     let mut pending: Vec<(u32, usize)> = Vec::new();
-    let mut pages = BTreeMap::new();
+    let mut latest: BTreeMap<u32, usize> = BTreeMap::new();
     let mut end = from.max(WAL_HEADER_SIZE);
+    let mut end_sums = sums;
     let mut commit = 0;
     while at + frame_size <= bytes.len() {
         let frame = &bytes[at..at + frame_size];
@@ -132,24 +173,37 @@ pub fn read_committed(path: &Path, from: u64) -> Result<Option<Segment>, WalErro
         let db_size = be32(&frame[4..8]);
         if db_size != 0 {
             // A commit: its frames (and those before it) are durable.
-            if at as u64 > from {
+            let absolute = base + at as u64;
+            if absolute > from {
+                // Only the latest version of each page is copied, once, after the walk.
                 for (pgno, data) in pending.drain(..) {
-                    if data as u64 > from {
-                        pages.insert(pgno, bytes[data..data + header.page_size as usize].to_vec());
+                    if base + data as u64 > from {
+                        latest.insert(pgno, data);
                     }
                 }
                 commit = db_size;
-                end = at as u64;
+                end = absolute;
             }
+            end_sums = sums;
             pending.clear();
         }
     }
+    let page_size = header.page_size as usize;
+    let pages = latest
+        .into_iter()
+        .map(|(pgno, data)| (pgno, bytes[data..data + page_size].to_vec()))
+        .collect();
     Ok(Some(Segment {
         header,
         start: from.max(WAL_HEADER_SIZE),
         end,
         commit,
         pages,
+        cursor: Cursor {
+            end,
+            salts: (header.salt1, header.salt2),
+            sums: end_sums,
+        },
     }))
 }
 
@@ -195,6 +249,14 @@ mod tests {
             .expect("reads")
             .expect("a segment");
         assert!(!next.pages.is_empty() && next.end > first.end);
+        let resumed = read_after(&wal, &first.cursor)
+            .expect("reads")
+            .expect("a segment");
+        assert_eq!(
+            (resumed.end, &resumed.pages, resumed.cursor),
+            (next.end, &next.pages, next.cursor),
+            "reading only the appended bytes gives the same segment"
+        );
 
         // The database file before plus every committed page gives what SQLite has.
         let page_size = first.header.page_size as usize;

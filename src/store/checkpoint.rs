@@ -8,8 +8,16 @@
 //! sends the whole database as its next file: the replica loses the fine-grained history of the
 //! outage, never its continuity.
 
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+use rusqlite::Connection;
+
+/// Longest the writer holds back commits waiting for the shipper so it can truncate the WAL.
+const SHIP_WAIT: Duration = Duration::from_secs(2);
+/// After a hold that ran out, how long before the writer holds again.
+const SHIP_WAIT_BACKOFF: Duration = Duration::from_secs(5);
 
 #[derive(Debug)]
 pub struct CheckpointGate {
@@ -29,6 +37,13 @@ struct GateState {
     image_wanted: bool,
     replica_failing: bool,
     stopping: bool,
+    /// The writer: the WAL passed `checkpoint_wal_size`; at its next sync the shipper should
+    /// hold the writer so it can ship everything and the writer can truncate.
+    truncate_wanted: bool,
+    /// The shipper: writer, hold at your next commit.
+    barrier: bool,
+    /// The writer is holding, committing nothing, until the shipper has shipped everything.
+    writer_holding: bool,
 }
 
 impl Default for CheckpointGate {
@@ -79,19 +94,56 @@ impl CheckpointGate {
         state.shipped_end > 0 && state.shipped_end == wal_len
     }
 
-    /// The writer, holding back commits: asks for a sync now and waits up to `wait` for it to
-    /// cover `wal_len`. False at once while the replica is failing.
-    pub fn wait_shipped(&self, wal_len: u64, wait: Duration) -> bool {
+    pub fn want_truncate(&self) {
+        self.lock().truncate_wanted = true;
+    }
+
+    pub fn barrier_requested(&self) -> bool {
+        self.lock().barrier
+    }
+
+    /// The writer, committing nothing meanwhile: waits up to `wait` for the shipper to ship
+    /// everything up to `wal_len`. False when the shipper gave up its barrier, the replica is
+    /// failing, or the wait ran out.
+    pub fn hold_until_shipped(&self, wal_len: u64, wait: Duration) -> bool {
         let deadline = Instant::now() + wait;
         let mut state = self.lock();
-        state.sync_wanted = true;
+        state.writer_holding = true;
+        self.changed.notify_all();
+        let shipped = loop {
+            if state.shipped_end == wal_len && wal_len > 0 {
+                break true;
+            }
+            let now = Instant::now();
+            if now >= deadline || !state.barrier || state.replica_failing || state.stopping {
+                break false;
+            }
+            state = self
+                .changed
+                .wait_timeout(state, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        };
+        state.writer_holding = false;
+        shipped
+    }
+
+    /// The shipper, before a sync: if the writer wants to truncate, asks it to hold and waits
+    /// up to `wait` for it to do so. True if the writer is holding.
+    pub fn begin_barrier(&self, wait: Duration) -> bool {
+        let deadline = Instant::now() + wait;
+        let mut state = self.lock();
+        if !state.truncate_wanted || state.stopping {
+            return false;
+        }
+        state.barrier = true;
         self.changed.notify_all();
         loop {
-            if state.shipped_end == wal_len && wal_len > 0 {
+            if state.writer_holding {
                 return true;
             }
             let now = Instant::now();
-            if now >= deadline || state.replica_failing || state.stopping {
+            if now >= deadline || state.stopping {
                 return false;
             }
             state = self
@@ -99,6 +151,15 @@ impl CheckpointGate {
                 .wait_timeout(state, deadline - now)
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
+        }
+    }
+
+    /// The shipper, after the sync (shipped or not): the writer may go on.
+    pub fn end_barrier(&self) {
+        let mut state = self.lock();
+        if state.barrier {
+            state.barrier = false;
+            self.changed.notify_all();
         }
     }
 
@@ -110,6 +171,8 @@ impl CheckpointGate {
         state.epoch += 1;
         state.shipped_end = 0;
         state.image_wanted |= lost;
+        state.truncate_wanted = false;
+        state.barrier = false;
         self.changed.notify_all();
     }
 
@@ -147,6 +210,109 @@ impl CheckpointGate {
     }
 }
 
+/// Runs `PRAGMA wal_checkpoint(mode)`; true if every frame was checkpointed.
+pub fn run(conn: &Connection, mode: &str) -> bool {
+    let sql = format!("PRAGMA wal_checkpoint({mode})");
+    match conn.query_row(&sql, [], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, i64>(2)?,
+        ))
+    }) {
+        Ok((busy, log, done)) => {
+            tracing::debug!(mode, busy, log, done, "checkpoint");
+            busy == 0 && log == done
+        }
+        Err(err) => {
+            tracing::warn!(mode, error = %err, "checkpoint failed");
+            false
+        }
+    }
+}
+
+/// The writer's half of the protocol, for the one connection that writes the database.
+#[derive(Debug)]
+pub struct GatedCheckpoints {
+    gate: Arc<CheckpointGate>,
+    wal_path: PathBuf,
+    next_hold: Instant,
+    warned: bool,
+}
+
+impl GatedCheckpoints {
+    pub fn new(gate: Arc<CheckpointGate>, wal_path: PathBuf) -> Self {
+        Self {
+            gate,
+            wal_path,
+            next_hold: Instant::now(),
+            warned: false,
+        }
+    }
+
+    fn wal_len(&self) -> u64 {
+        std::fs::metadata(&self.wal_path).map_or(0, |m| m.len())
+    }
+
+    fn truncate(&mut self, conn: &Connection, lost: bool) -> bool {
+        if !run(conn, "TRUNCATE") {
+            return false;
+        }
+        self.warned = false;
+        self.gate.truncated(lost);
+        true
+    }
+
+    /// When nothing is queued: truncates if the replica has everything.
+    pub fn when_idle(&mut self, conn: &Connection) -> bool {
+        let wal_len = self.wal_len();
+        wal_len > 0 && self.gate.allows(wal_len) && self.truncate(conn, false)
+    }
+
+    /// After a commit: keeps the WAL near `checkpoint_wal_size` by holding for the shipper's
+    /// next sync (one sync interval of growth at most), and under `max_wal_size` even when the
+    /// replica is down. True if it truncated.
+    pub fn after_commit(&mut self, conn: &Connection) -> bool {
+        let gate = self.gate.clone();
+        let wal_len = self.wal_len();
+        if wal_len < gate.checkpoint_wal_size {
+            return false;
+        }
+        if gate.allows(wal_len) {
+            return self.truncate(conn, false);
+        }
+        if wal_len >= gate.max_wal_size {
+            tracing::error!(
+                wal_bytes = wal_len,
+                limit = gate.max_wal_size,
+                "the replica has been unreachable until the WAL reached its limit: checkpointing \
+                 anyway; the replica gets the whole database when it is back, and loses the \
+                 point-in-time history of the outage"
+            );
+            return self.truncate(conn, true);
+        }
+        if !self.warned && wal_len >= gate.max_wal_size / 10 * 8 {
+            self.warned = true;
+            tracing::warn!(
+                wal_bytes = wal_len,
+                limit = gate.max_wal_size,
+                "the WAL is near its limit because the replica is not keeping up"
+            );
+        }
+        gate.want_truncate();
+        let now = Instant::now();
+        if now < self.next_hold || !gate.barrier_requested() {
+            return false;
+        }
+        if gate.hold_until_shipped(wal_len, SHIP_WAIT) {
+            self.truncate(conn, false)
+        } else {
+            self.next_hold = now + SHIP_WAIT_BACKOFF;
+            false
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,18 +334,42 @@ mod tests {
     }
 
     #[test]
-    fn the_writer_waits_for_the_shipper_and_gives_up_when_the_replica_fails() {
+    fn at_a_barrier_the_writer_holds_until_the_shipper_has_everything() {
         let gate = Arc::new(CheckpointGate::default());
+        assert!(
+            !gate.begin_barrier(Duration::from_millis(10)),
+            "no barrier unless the writer wants to truncate"
+        );
+        gate.want_truncate();
         let shipper = {
             let gate = gate.clone();
             std::thread::spawn(move || {
-                assert!(gate.wait_for_work(Duration::from_secs(10)));
+                assert!(gate.begin_barrier(Duration::from_secs(10)));
                 gate.shipped(gate.epoch(), 1000);
+                gate.end_barrier();
             })
         };
-        assert!(gate.wait_shipped(1000, Duration::from_secs(10)));
+        while !gate.barrier_requested() {
+            std::thread::yield_now();
+        }
+        assert!(gate.hold_until_shipped(1000, Duration::from_secs(10)));
         shipper.join().expect("shipper");
-        gate.set_failing(true);
-        assert!(!gate.wait_shipped(2000, Duration::from_secs(10)));
+
+        // A barrier given up (the sync failed) releases the writer at once.
+        gate.want_truncate();
+        let shipper = {
+            let gate = gate.clone();
+            std::thread::spawn(move || {
+                assert!(gate.begin_barrier(Duration::from_secs(10)));
+                gate.end_barrier();
+            })
+        };
+        while !gate.barrier_requested() {
+            std::thread::yield_now();
+        }
+        let started = Instant::now();
+        assert!(!gate.hold_until_shipped(2000, Duration::from_secs(10)));
+        assert!(started.elapsed() < Duration::from_secs(5));
+        shipper.join().expect("shipper");
     }
 }

@@ -5,7 +5,7 @@
 pub mod admin_keys;
 pub mod audit;
 mod batch;
-mod checkpoint;
+pub mod checkpoint;
 mod commands;
 pub mod drops;
 mod error;

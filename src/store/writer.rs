@@ -30,10 +30,6 @@ const IDLE_TICK: Duration = Duration::from_millis(200);
 const SWEEP_LIMIT: i64 = 2_000;
 /// Commits between passive checkpoints while busy.
 const CHECKPOINT_EVERY: u64 = 1_000;
-/// Longest the writer holds back commits waiting for the shipper so it can truncate the WAL.
-const SHIP_WAIT: Duration = Duration::from_secs(2);
-/// After a wait that did not end in a truncation, how long before the writer waits again.
-const SHIP_WAIT_BACKOFF: Duration = Duration::from_secs(5);
 /// Commands that may fail alone in one batch before the rest is failed too: each failure costs
 /// a re-run of the batch, so a bug that hits every command must not cost n² executions.
 const MAX_RETRIES: usize = 8;
@@ -114,13 +110,15 @@ pub(crate) fn spawn(
         clock,
         batch_limit: config.batch_limit.max(1),
         seqs: AttemptSeqs::default(),
-        gate: config.checkpoint_gate.clone(),
-        wal_path: std::path::PathBuf::from(format!("{}-wal", config.path.display())),
+        gated: config.checkpoint_gate.clone().map(|gate| {
+            super::checkpoint::GatedCheckpoints::new(
+                gate,
+                std::path::PathBuf::from(format!("{}-wal", config.path.display())),
+            )
+        }),
         listener,
         depth: depth.clone(),
         commits_since_checkpoint: 0,
-        next_ship_wait: std::time::Instant::now(),
-        warned_wal_size: false,
     };
     let thread_alive = alive.clone();
     let handle = std::thread::Builder::new()
@@ -325,13 +323,11 @@ struct WriterLoop {
     clock: Arc<dyn Clock>,
     batch_limit: usize,
     seqs: AttemptSeqs,
-    gate: Option<Arc<super::CheckpointGate>>,
-    wal_path: std::path::PathBuf,
+    /// With a replica: checkpoints only past shipped frames (see `CheckpointGate`).
+    gated: Option<super::checkpoint::GatedCheckpoints>,
     listener: Option<Arc<dyn CommitListener>>,
     depth: Arc<AtomicI64>,
     commits_since_checkpoint: u64,
-    next_ship_wait: std::time::Instant,
-    warned_wal_size: bool,
 }
 
 impl WriterLoop {
@@ -361,8 +357,10 @@ impl WriterLoop {
                 }
                 break;
             }
-            if self.gate.is_some() {
-                self.bound_gated_wal();
+            if let Some(gated) = &mut self.gated {
+                if gated.after_commit(&self.conn) {
+                    self.commits_since_checkpoint = 0;
+                }
             } else if self.commits_since_checkpoint >= CHECKPOINT_EVERY {
                 self.try_checkpoint("PASSIVE");
             }
@@ -418,105 +416,13 @@ impl WriterLoop {
         ran.shutdown
     }
 
-    fn wal_len(&self) -> u64 {
-        std::fs::metadata(&self.wal_path).map_or(0, |m| m.len())
-    }
-
-    /// With a replica: keeps the WAL under `checkpoint_wal_size` by waiting for the shipper,
-    /// and under `max_wal_size` even when the replica is down (see `CheckpointGate`).
-    fn bound_gated_wal(&mut self) {
-        let Some(gate) = self.gate.clone() else {
-            return;
-        };
-        let wal_len = self.wal_len();
-        if wal_len < gate.checkpoint_wal_size {
-            return;
-        }
-        if gate.allows(wal_len) {
-            self.try_checkpoint("TRUNCATE");
-            return;
-        }
-        if wal_len >= gate.max_wal_size {
-            tracing::error!(
-                wal_bytes = wal_len,
-                limit = gate.max_wal_size,
-                "the replica has been unreachable until the WAL reached its limit: checkpointing \
-                 anyway; the replica will get the whole database when it is back, and loses the \
-                 point-in-time history of the outage"
-            );
-            self.checkpoint_unshipped();
-            return;
-        }
-        if !self.warned_wal_size && wal_len >= gate.max_wal_size / 10 * 8 {
-            self.warned_wal_size = true;
-            tracing::warn!(
-                wal_bytes = wal_len,
-                limit = gate.max_wal_size,
-                "the WAL is near its limit because the replica is not keeping up"
-            );
-        }
-        let now = std::time::Instant::now();
-        if now < self.next_ship_wait {
-            return;
-        }
-        if gate.wait_shipped(wal_len, SHIP_WAIT) {
-            self.try_checkpoint("TRUNCATE");
-        } else {
-            self.next_ship_wait = now + SHIP_WAIT_BACKOFF;
-        }
-    }
-
-    fn checkpoint_unshipped(&mut self) {
-        if let Some((busy, log, done)) = self.run_checkpoint("TRUNCATE") {
-            if busy == 0 && log == done {
-                self.commits_since_checkpoint = 0;
-                self.warned_wal_size = false;
-                if let Some(gate) = &self.gate {
-                    gate.truncated(true);
-                }
-            }
-        }
-    }
-
     fn try_checkpoint(&mut self, mode: &str) {
-        let mode = match &self.gate {
-            None => mode,
-            Some(gate) => {
-                // Only when the replica has every frame, and then all the way (see CheckpointGate).
-                if !gate.allows(self.wal_len()) {
-                    return;
-                }
-                "TRUNCATE"
-            }
+        let done = match &mut self.gated {
+            Some(gated) => gated.when_idle(&self.conn),
+            None => super::checkpoint::run(&self.conn, mode),
         };
-        if let Some((busy, log, done)) = self.run_checkpoint(mode) {
-            if busy == 0 && log == done {
-                self.commits_since_checkpoint = 0;
-                self.warned_wal_size = false;
-                if let Some(gate) = &self.gate {
-                    gate.truncated(false);
-                }
-            }
-        }
-    }
-
-    fn run_checkpoint(&mut self, mode: &str) -> Option<(i64, i64, i64)> {
-        let sql = format!("PRAGMA wal_checkpoint({mode})");
-        match self.conn.query_row(&sql, [], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, i64>(2)?,
-            ))
-        }) {
-            Ok((busy, log, done)) => {
-                tracing::debug!(mode, busy, log, done, "checkpoint");
-                Some((busy, log, done))
-            }
-            Err(err) => {
-                tracing::warn!(mode, error = %err, "checkpoint failed");
-                None
-            }
+        if done {
+            self.commits_since_checkpoint = 0;
         }
     }
 }

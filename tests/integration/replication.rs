@@ -238,7 +238,10 @@ async fn the_wal_stays_bounded_under_sustained_writes() {
     let replica = dir.path().join("replica");
     let config = ReplicationConfig {
         checkpoint_wal_size: 256 << 10,
-        ..replication(ReplicaTarget::File(replica.clone()), Duration::from_secs(1))
+        ..replication(
+            ReplicaTarget::File(replica.clone()),
+            Duration::from_millis(200),
+        )
     };
     let data = dir.path().join("data");
     let app = spawn_app_with(|s| {
@@ -310,46 +313,65 @@ async fn compaction_snapshots_and_retention_keep_the_replica_restorable() {
     let token = app.token("carol");
     let started = Instant::now();
     let mut made = 0;
+    // Every file the replica ever held, watched while it is written.
+    let mut seen = std::collections::BTreeSet::new();
     while started.elapsed() < Duration::from_secs(7) {
         let res = app
             .hold(&token, "levels", "S1", 1, &format!("k{made}"))
             .await;
         assert_eq!(res.status(), 201);
         made += 1;
+        seen.extend(
+            list_replica(&replica)
+                .iter()
+                .map(|f| (f.level, f.min_txid, f.max_txid)),
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     wait_replicated(&app, sync).await;
     app.stop().await;
 
     let files = list_replica(&replica);
-    let at = |level: u32| files.iter().filter(|f| f.level == level).count();
+    let ever = |level: u32| seen.iter().filter(|f| f.0 == level).count();
     assert!(
-        at(1) > 0 && at(2) > 0,
-        "levels 1 and 2 were compacted: {files:?}"
+        ever(1) > 0 && ever(2) > 0,
+        "levels 1 and 2 were compacted: {seen:?}"
     );
-    let snapshots: Vec<u64> = files
-        .iter()
-        .filter(|f| f.level == 9)
-        .map(|f| f.max_txid)
-        .collect();
     assert!(
-        snapshots.iter().all(|max| *max > 1),
-        "the first snapshot [1, 1] aged out once newer ones existed: {snapshots:?}"
+        ever(9) > 1,
+        "snapshots were taken on the interval: {seen:?}"
     );
-    let syncs = files.iter().map(|f| f.max_txid).max().expect("files");
     assert!(
-        (at(0) as u64) < syncs,
-        "compacted level-0 files were deleted ({} left of {syncs})",
-        at(0)
+        seen.contains(&(9, 1, 1)),
+        "the first start wrote a snapshot"
+    );
+    assert!(
+        files
+            .iter()
+            .all(|f| (f.level, f.min_txid, f.max_txid) != (9, 1, 1)),
+        "the first snapshot aged out once newer ones existed: {files:?}"
+    );
+    assert!(
+        files.len() < seen.len(),
+        "retention deleted files ({} left of {} written)",
+        files.len(),
+        seen.len()
     );
     let url = format!("file://{}", replica.display());
     let theirs = litestream_restore(&url, &dir.path().join("latest.db"), &[]);
     assert_eq!(holds_in(&theirs, dir.path(), "c.db"), made);
     let ours = dropd_restore(&url, &dir.path().join("ours.db"), &[]).expect("dropd restore");
     assert!(ours == theirs);
-    // An older point that is still retained restores the same through both tools.
-    let oldest_kept = snapshots.iter().min().expect("a snapshot");
-    let txid = format!("{:016x}", oldest_kept + 1);
+    // An older point that is still retained (a file boundary of the latest chain) restores the
+    // same through both tools.
+    let chain = dropd::replicate::restore::plan(
+        &files,
+        dropd::replicate::restore::Target::Latest,
+        "replica",
+    )
+    .expect("plan");
+    assert!(chain.len() >= 2, "{chain:?}");
+    let txid = format!("{:016x}", chain[0].max_txid);
     let theirs = litestream_restore(&url, &dir.path().join("mid.db"), &["-txid", &txid]);
     let ours =
         dropd_restore(&url, &dir.path().join("ours-mid.db"), &["-txid", &txid]).expect("mid");
