@@ -106,6 +106,22 @@ impl Application {
             },
             clock.clone(),
         );
+        // A database that does not exist yet next to a replica that holds one means a lost
+        // machine not restored: shipping the new empty database would make it the replica's
+        // latest state.
+        let replica = match &settings.replica {
+            Some(config) => {
+                let replica = config
+                    .target
+                    .open()
+                    .with_context(|| format!("opening the replica {}", config.target))?;
+                if !settings.db_path().exists() {
+                    refuse_unrestored(&*replica, &config.target, &settings.db_path())?;
+                }
+                Some(replica)
+            }
+            None => None,
+        };
         let gate = settings.replica.as_ref().map(|config| {
             Arc::new(CheckpointGate::new(
                 config.checkpoint_wal_size,
@@ -128,12 +144,8 @@ impl Application {
         .with_context(|| format!("opening the database {}", settings.db_path().display()))?;
         hub.attach_reads(store.reads.clone());
         let mut replica_status = None;
-        let shipper = match (&settings.replica, gate) {
-            (Some(config), Some(gate)) => {
-                let replica = config
-                    .target
-                    .open()
-                    .with_context(|| format!("opening the replica {}", config.target))?;
+        let shipper = match (&settings.replica, gate, replica) {
+            (Some(config), Some(gate), Some(replica)) => {
                 let status = Arc::new(ReplicaStatus::new(config.target.to_string()));
                 replica_status = Some(status.clone());
                 let shipper = Shipper::new(
@@ -289,6 +301,33 @@ impl AppHandle {
         });
         Ok(())
     }
+}
+
+fn refuse_unrestored(
+    replica: &dyn crate::replicate::replica::Replica,
+    target: &crate::replicate::replica::ReplicaTarget,
+    db: &std::path::Path,
+) -> anyhow::Result<()> {
+    // On its own thread: the S3 client blocks on its own runtime, never inside actix's.
+    let listed = std::thread::scope(|scope| scope.spawn(|| replica.list()).join());
+    let files = match listed {
+        Ok(Ok(files)) => files,
+        Ok(Err(err)) => anyhow::bail!(
+            "{} does not exist and the replica {target} cannot be listed ({err}): dropd will not \
+             start a new database that could hide the replica's; retry when it is reachable",
+            db.display()
+        ),
+        Err(_) => anyhow::bail!("listing the replica {target} panicked"),
+    };
+    if !files.is_empty() {
+        anyhow::bail!(
+            "{} does not exist but the replica {target} holds a database: restore it first \
+             (dropd restore -o {} {target}), or point --replica elsewhere",
+            db.display(),
+            db.display()
+        );
+    }
+    Ok(())
 }
 
 /// One Prometheus recorder per process (tests build many applications in one process).

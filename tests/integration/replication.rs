@@ -525,3 +525,96 @@ fn serve_config_names_the_invalid_key() {
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(stderr.contains("dbs[0].replica.sync-interval"), "{stderr}");
 }
+
+/// The top-level litestream.yml is an example both tools read: dropd without a warning, the real
+/// litestream without an error.
+#[test]
+fn the_example_litestream_yml_is_read_by_dropd_and_by_litestream() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("litestream.yml");
+    let (config, warnings) = ReplicationConfig::load(&example, None).expect("dropd reads it");
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(config.levels.len(), 3);
+    let run = Command::new(litestream())
+        .env_remove("AWS_CA_BUNDLE")
+        .args(["databases", "-config"])
+        .arg(&example)
+        .output()
+        .expect("litestream runs");
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+}
+
+/// A lost machine: a new, empty data directory next to a replica that holds the drop. `serve`
+/// refuses to start (an empty database would become the replica's latest state); after
+/// `dropd restore` it starts and the replica continues with no gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_refuses_to_hide_a_replica_and_continues_it_after_a_restore() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let replica = dir.path().join("replica");
+    let url = format!("file://{}", replica.display());
+    let sync = Duration::from_millis(100);
+    let config = replication(ReplicaTarget::File(replica.clone()), sync);
+    let app = spawn_app_with(|s| s.replica = Some(config)).await;
+    // Live for the test clock of the app in process and for the real clock of the binary.
+    let mut spec = live_drop("lost", 1_000, 1_000);
+    let now = chrono::Utc::now().min(crate::helpers::start_time());
+    spec["starts_at"] = serde_json::json!((now - chrono::Duration::hours(1)).to_rfc3339());
+    spec["ends_at"] = serde_json::json!((now + chrono::Duration::days(30)).to_rfc3339());
+    app.create_drop(&spec).await;
+    hold_many(&app, "lost", "first", 12).await;
+    wait_replicated(&app, sync).await;
+    app.stop().await;
+
+    let data = dir.path().join("new-machine");
+    let args = ["--replica", url.as_str(), "--sync-interval", "100ms"];
+    let refused = Command::new(env!("CARGO_BIN_EXE_dropd"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--token-secret",
+            SECRET,
+            "--data-dir",
+        ])
+        .arg(&data)
+        .args(args)
+        .output()
+        .expect("dropd runs");
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("restore it first"), "{stderr}");
+    assert!(!data.join("dropd.db").exists(), "nothing was created");
+
+    let restored = Command::new(env!("CARGO_BIN_EXE_dropd"))
+        .args(["restore", "--if-db-not-exists", "-o"])
+        .arg(data.join("dropd.db"))
+        .arg(&url)
+        .output()
+        .expect("dropd restore runs");
+    assert!(
+        restored.status.success(),
+        "{}",
+        String::from_utf8_lossy(&restored.stderr)
+    );
+    let server = ServerProcess::start_with(&data, &args, &[]);
+    let tokens = dropd::auth::TokenKeys::new(SECRET.as_bytes()).expect("keys");
+    let token = token_for(&tokens, "frank");
+    let http = client();
+    for i in 0..5 {
+        let res = http
+            .post(format!("{}/v1/drops/lost/holds", server.base))
+            .bearer_auth(&token)
+            .header("Idempotency-Key", format!("after{i}"))
+            .json(&serde_json::json!({"sku": "S1", "quantity": 1}))
+            .send()
+            .await
+            .expect("hold");
+        assert_eq!(res.status(), 201);
+    }
+    server.terminate();
+    let theirs = litestream_restore(&url, &dir.path().join("after.db"), &[]);
+    assert_eq!(holds_in(&theirs, dir.path(), "c.db"), 17);
+}
