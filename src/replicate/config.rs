@@ -135,6 +135,14 @@ pub fn expand_env(text: &str, env: &dyn Fn(&str) -> Option<String>) -> String {
     out
 }
 
+fn join(at: &str, key: &str) -> String {
+    if at.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{at}.{key}")
+    }
+}
+
 struct Reader<'a> {
     origin: &'a str,
     warnings: Vec<String>,
@@ -198,7 +206,7 @@ impl Reader<'_> {
             let full = if at.is_empty() {
                 key.clone()
             } else {
-                format!("{at}.{key}")
+                join(at, key)
             };
             if ignored.contains(&key.as_str()) {
                 self.warnings.push(format!(
@@ -222,7 +230,7 @@ impl Reader<'_> {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) => Ok(Some(s.clone())),
             Some(Value::Number(n)) => Ok(Some(n.to_string())),
-            Some(_) => Err(self.invalid(&format!("{at}.{key}"), "must be a string")),
+            Some(_) => Err(self.invalid(&join(at, key), "must be a string")),
         }
     }
 
@@ -259,8 +267,8 @@ impl Reader<'_> {
             Some(Value::Bool(b)) => Ok(Some(*b)),
             Some(Value::String(s)) => parse_bool(s)
                 .map(Some)
-                .ok_or_else(|| self.invalid(&format!("{at}.{key}"), "must be true or false")),
-            Some(_) => Err(self.invalid(&format!("{at}.{key}"), "must be true or false")),
+                .ok_or_else(|| self.invalid(&join(at, key), "must be true or false")),
+            Some(_) => Err(self.invalid(&join(at, key), "must be true or false")),
         }
     }
 
@@ -270,17 +278,18 @@ impl Reader<'_> {
         at: &str,
         key: &str,
     ) -> Result<Option<u64>, ConfigError> {
-        let full = format!("{at}.{key}");
+        let full = join(at, key);
         match map.get(key) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::Number(n)) => n
                 .as_u64()
+                .filter(|n| *n > 0)
                 .map(Some)
                 .ok_or_else(|| self.invalid(&full, "must be a size such as 64MB")),
-            Some(Value::String(s)) => s
-                .parse::<bytesize::ByteSize>()
-                .map(|b| Some(b.as_u64()))
-                .map_err(|_| self.invalid(&full, format!("{s:?} is not a size such as 64MB"))),
+            Some(Value::String(s)) => match s.parse::<bytesize::ByteSize>() {
+                Ok(size) if size.as_u64() > 0 => Ok(Some(size.as_u64())),
+                _ => Err(self.invalid(&full, format!("{s:?} is not a size such as 64MB"))),
+            },
             Some(_) => Err(self.invalid(&full, "must be a size such as 64MB")),
         }
     }

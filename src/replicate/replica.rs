@@ -375,10 +375,11 @@ impl S3Replica {
             builder = builder.with_token(token);
         }
         if let Some(endpoint) = &target.endpoint {
+            // As Litestream does: an endpoint without a scheme is plain http (MinIO and friends).
             let endpoint = if endpoint.contains("://") {
                 endpoint.clone()
             } else {
-                format!("https://{endpoint}")
+                format!("http://{endpoint}")
             };
             builder = builder
                 .with_allow_http(endpoint.starts_with("http://"))
@@ -423,6 +424,11 @@ impl S3Replica {
     fn describe(&self, key: &str) -> String {
         format!("s3://{}/{key}", self.target.bucket)
     }
+}
+
+/// Keys come back from listings already encoded: parse them, do not encode them twice.
+fn object_key(key: &str) -> ObjectPath {
+    ObjectPath::parse(key).unwrap_or_else(|_| ObjectPath::from(key))
 }
 
 impl Drop for S3Replica {
@@ -481,7 +487,7 @@ impl Replica for S3Replica {
     }
 
     fn read(&self, file: &LtxFile) -> Result<Vec<u8>, ReplicaError> {
-        let key = ObjectPath::from(file.key.as_str());
+        let key = object_key(&file.key);
         let bytes = self
             .block_on(async { self.client.get(&key).await?.bytes().await })
             .map_err(store(format!("reading {}", self.describe(&file.key))))?;
@@ -525,7 +531,7 @@ impl Replica for S3Replica {
 
     fn delete(&self, files: &[LtxFile]) -> Result<(), ReplicaError> {
         for file in files {
-            let key = ObjectPath::from(file.key.as_str());
+            let key = object_key(&file.key);
             match self.block_on(self.client.delete(&key)) {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
                 Err(e) => return Err(store(format!("deleting {}", self.describe(&file.key)))(e)),
@@ -536,7 +542,7 @@ impl Replica for S3Replica {
 
     fn refine_times(&self, files: &mut [LtxFile]) -> Result<(), ReplicaError> {
         for file in files.iter_mut() {
-            let key = ObjectPath::from(file.key.as_str());
+            let key = object_key(&file.key);
             let options = GetOptions {
                 head: true,
                 ..GetOptions::default()

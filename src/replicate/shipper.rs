@@ -65,6 +65,9 @@ pub struct Shipper {
     txid: u64,
     /// Where the last read of the WAL stopped (None: read it from the top).
     cursor: Option<wal::Cursor>,
+    /// The whole database must go next (at start, or after the writer passed unshipped
+    /// frames); cleared only once it is in the replica.
+    image_pending: bool,
     /// Per compaction level, the wall-clock slot (time / interval) last compacted.
     compacted_slot: Vec<u64>,
 }
@@ -93,6 +96,7 @@ impl Shipper {
             files: None,
             txid: 0,
             cursor: None,
+            image_pending: true,
             compacted_slot,
         }
     }
@@ -108,11 +112,14 @@ impl Shipper {
             let files = self.replica.list()?;
             self.txid = files.iter().map(|f| f.max_txid).max().unwrap_or(0);
             self.files = Some(files);
-            self.gate.take_image_wanted();
-            return self.ship_image();
         }
         if self.gate.take_image_wanted() {
-            return self.ship_image();
+            self.image_pending = true;
+        }
+        if self.image_pending {
+            let shipped = self.ship_image()?;
+            self.image_pending = !shipped;
+            return Ok(shipped);
         }
         // When the writer wants to truncate, it holds at its next commit while this sync ships
         // everything: one file per sync, and the WAL bounded by one interval of growth.
@@ -150,8 +157,7 @@ impl Shipper {
             cursor = Some(segment.cursor);
         }
         if self.gate.epoch() != epoch {
-            // The writer checkpointed while we read: the file may mix two states. Next round.
-            self.gate.truncated(true);
+            // A checkpoint began or ended while we read: the file may mix two states. Next round.
             return Ok(false);
         }
         let lock = ltx::lock_page(page_size);
@@ -200,7 +206,10 @@ impl Shipper {
             // A new WAL generation. Unless the writer had to pass unshipped frames (then the
             // whole database goes next), everything in the old one was shipped.
             if self.gate.take_image_wanted() {
-                return self.ship_image();
+                self.image_pending = true;
+                let shipped = self.ship_image()?;
+                self.image_pending = !shipped;
+                return Ok(shipped);
             }
         }
         if segment.pages.is_empty() {
@@ -269,27 +278,42 @@ impl Shipper {
     /// Compaction, snapshots and retention, each when due.
     pub fn maintain(&mut self, now: SystemTime) -> Result<(), ShipError> {
         let secs = unix_secs(now);
+        let mut first_error = None;
         for i in 0..self.config.levels.len() {
             let slot = secs / self.config.levels[i].as_secs().max(1);
             if slot != self.compacted_slot[i] {
-                self.compact(i as u32 + 1)?;
-                self.compacted_slot[i] = slot;
+                match self.compact(i as u32 + 1) {
+                    Ok(()) => self.compacted_slot[i] = slot,
+                    // A level that failed stops the levels above it this round.
+                    Err(err) => {
+                        first_error.get_or_insert(err);
+                        break;
+                    }
+                }
             }
         }
         if self.snapshot_due(now) {
-            self.snapshot()?;
+            if let Err(err) = self.snapshot() {
+                first_error.get_or_insert(err);
+            }
         }
         if self.config.retention_enabled {
             let files = self.files.as_deref().unwrap_or_default();
             let expired = expired(files, now, &self.config);
             if !expired.is_empty() {
-                self.replica.delete(&expired)?;
-                if let Some(files) = &mut self.files {
-                    files.retain(|f| !expired.contains(f));
+                match self.replica.delete(&expired) {
+                    Ok(()) => {
+                        if let Some(files) = &mut self.files {
+                            files.retain(|f| !expired.contains(f));
+                        }
+                    }
+                    Err(err) => {
+                        first_error.get_or_insert(err.into());
+                    }
                 }
             }
         }
-        Ok(())
+        first_error.map_or(Ok(()), Err)
     }
 
     /// Folds the files of `level - 1` that `level` does not cover yet into one file.
@@ -374,13 +398,26 @@ impl Shipper {
         let mut next = Instant::now();
         let mut failures: u32 = 0;
         let mut last_logged: Option<Instant> = None;
+        let mut last_maintenance_log: Option<Instant> = None;
         loop {
             let running = self
                 .gate
                 .wait_for_work(next.saturating_duration_since(Instant::now()));
-            let result = self.step().and_then(|_| self.maintain(SystemTime::now()));
+            let result = self.step();
+            if result.is_ok() && running {
+                // Compaction, snapshots and retention failing does not stop shipping, and is
+                // not a replica outage for the writer; skipped on the last round so a stop is
+                // never held up by a snapshot.
+                if let Err(err) = self.maintain(SystemTime::now()) {
+                    self.status.maintenance_failed(err.to_string());
+                    if last_maintenance_log.is_none_or(|t: Instant| t.elapsed() >= LOG_EVERY) {
+                        last_maintenance_log = Some(Instant::now());
+                        tracing::error!(error = %err, "compaction, snapshot or retention failed; shipping goes on");
+                    }
+                }
+            }
             match result {
-                Ok(()) => {
+                Ok(_) => {
                     if failures > 0 {
                         tracing::info!(
                             txid = self.txid,
@@ -483,7 +520,101 @@ fn now_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::replicate::replica::ReplicaTarget;
+    use crate::replicate::replica::{FileReplica, ReplicaTarget};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A file replica whose next `fail_writes` uploads fail, as an unreachable S3 would.
+    struct Flaky {
+        inner: FileReplica,
+        fail_writes: AtomicUsize,
+    }
+
+    impl Replica for Flaky {
+        fn list(&self) -> Result<Vec<LtxFile>, ReplicaError> {
+            self.inner.list()
+        }
+        fn read(&self, file: &LtxFile) -> Result<Vec<u8>, ReplicaError> {
+            self.inner.read(file)
+        }
+        fn write(
+            &self,
+            level: u32,
+            header: &Header,
+            bytes: Vec<u8>,
+        ) -> Result<LtxFile, ReplicaError> {
+            if self
+                .fail_writes
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                return Err(ReplicaError::Url("the replica is down".into()));
+            }
+            self.inner.write(level, header, bytes)
+        }
+        fn delete(&self, files: &[LtxFile]) -> Result<(), ReplicaError> {
+            self.inner.delete(files)
+        }
+    }
+
+    #[test]
+    fn a_whole_database_that_failed_to_upload_is_sent_again_never_a_delta_instead() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = dir.path().join("t.db");
+        let conn = rusqlite::Connection::open(&db).expect("db");
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA wal_autocheckpoint = 0; CREATE TABLE t (x TEXT);",
+        )
+        .expect("schema");
+        let insert = |n: usize| {
+            for i in 0..n {
+                conn.execute("INSERT INTO t VALUES (?1)", [format!("{i:0>300}")])
+                    .expect("insert");
+            }
+        };
+        insert(50);
+        let replica = Arc::new(Flaky {
+            inner: FileReplica::new(dir.path().join("replica")),
+            fail_writes: AtomicUsize::new(1),
+        });
+        let gate = Arc::new(CheckpointGate::default());
+        let mut shipper = Shipper::new(
+            &db,
+            replica.clone(),
+            ReplicationConfig::for_target(ReplicaTarget::File(dir.path().join("replica"))),
+            gate.clone(),
+            Arc::new(ReplicaStatus::new("test".into())),
+        );
+        assert!(shipper.step().is_err(), "the first upload fails");
+        assert!(
+            shipper.step().expect("retried"),
+            "the start-up image is sent again"
+        );
+
+        // Unshipped commits, then the writer forced past them (the WAL limit while the replica
+        // was down), then more commits in the new WAL; the first upload after that fails too.
+        insert(7);
+        gate.truncating();
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .expect("checkpoint");
+        gate.truncated(true);
+        insert(5);
+        replica.fail_writes.store(1, Ordering::SeqCst);
+        assert!(shipper.step().is_err());
+        assert!(shipper.step().expect("retried"));
+
+        let files = replica.list().expect("listed");
+        let chain = restore::plan(&files, Target::Latest, "r").expect("plan");
+        let out = dir.path().join("restored.db");
+        restore::apply(&*replica, &chain, &out, 2, &|_| {}).expect("restored");
+        let restored = rusqlite::Connection::open(&out).expect("opens");
+        let rows: i64 = restored
+            .query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0))
+            .expect("count");
+        assert_eq!(
+            rows, 62,
+            "the seven commits the writer passed are in the replica"
+        );
+    }
 
     fn file(level: u32, min: u64, max: u64, age_secs: u64, now: SystemTime) -> LtxFile {
         LtxFile {

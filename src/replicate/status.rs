@@ -28,6 +28,8 @@ pub struct StatusSnapshot {
     pub uploaded_bytes: u64,
     /// Committed WAL bytes the replica does not have yet.
     pub pending_wal_bytes: u64,
+    /// The last compaction, snapshot or retention error (shipping goes on regardless).
+    pub maintenance_error: Option<String>,
 }
 
 impl ReplicaStatus {
@@ -67,6 +69,10 @@ impl ReplicaStatus {
             s.failing_since = None;
             s.pending_wal_bytes = pending_wal_bytes;
         });
+    }
+
+    pub fn maintenance_failed(&self, error: String) {
+        self.update(|s| s.maintenance_error = Some(error));
     }
 
     pub fn failed(&self, error: String, pending_wal_bytes: u64) {

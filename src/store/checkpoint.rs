@@ -163,6 +163,14 @@ impl CheckpointGate {
         }
     }
 
+    /// Before a truncating checkpoint: whatever the shipper reports from now on is about a WAL
+    /// that may be gone, and an image read now may mix two states (see `ship_image`).
+    pub fn truncating(&self) {
+        let mut state = self.lock();
+        state.epoch += 1;
+        state.shipped_end = 0;
+    }
+
     /// After a truncating checkpoint the WAL starts over; the shipper reads it from the top.
     /// With `lost` the truncation passed unshipped frames: the shipper must send the whole
     /// database next.
@@ -255,12 +263,15 @@ impl GatedCheckpoints {
     }
 
     fn truncate(&mut self, conn: &Connection, lost: bool) -> bool {
-        if !run(conn, "TRUNCATE") {
-            return false;
-        }
-        self.warned = false;
+        self.gate.truncating();
+        let done = run(conn, "TRUNCATE");
+        // Even a checkpoint reported as failed may have copied every frame, and SQLite then
+        // restarts the WAL at the next write: the shipper's reports start over either way.
         self.gate.truncated(lost);
-        true
+        if done {
+            self.warned = false;
+        }
+        done
     }
 
     /// When nothing is queued: truncates if the replica has everything.
