@@ -121,10 +121,8 @@ impl Shipper {
             self.image_pending = !shipped;
             return Ok(shipped);
         }
-        // When the writer wants to truncate, it holds at its next commit while this sync ships
-        // everything: one file per sync, and the WAL bounded by one interval of growth.
-        self.gate.begin_barrier(BARRIER_WAIT);
         let synced = self.try_sync();
+        // Whatever happened, the writer must not stay held.
         self.gate.end_barrier();
         synced
     }
@@ -210,6 +208,21 @@ impl Shipper {
                 let shipped = self.ship_image()?;
                 self.image_pending = !shipped;
                 return Ok(shipped);
+            }
+        }
+        // When the writer wants to truncate: with most of the WAL read, the writer holds at its
+        // next commit while the tail is read, so this one file holds everything and the writer
+        // can truncate (the WAL stays within one interval of growth, the hold stays short).
+        if self.gate.truncate_wanted() && self.gate.begin_barrier(BARRIER_WAIT) {
+            if let Some(tail) = wal::read_after(&self.wal_path, &segment.cursor)? {
+                if tail.cursor.salts == segment.cursor.salts {
+                    segment.pages.extend(tail.pages);
+                    if tail.commit > 0 {
+                        segment.commit = tail.commit;
+                    }
+                    segment.end = tail.end;
+                    segment.cursor = tail.cursor;
+                }
             }
         }
         if segment.pages.is_empty() {

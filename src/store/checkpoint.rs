@@ -98,6 +98,10 @@ impl CheckpointGate {
         self.lock().truncate_wanted = true;
     }
 
+    pub fn truncate_wanted(&self) -> bool {
+        self.lock().truncate_wanted
+    }
+
     pub fn barrier_requested(&self) -> bool {
         self.lock().barrier
     }
