@@ -33,12 +33,21 @@ fn be_u64(b: &[u8]) -> u64 {
 }
 
 pub fn decode(bytes: &[u8]) -> Result<Decoded, LtxError> {
+    let mut pages = Vec::new();
+    let header = decode_with(bytes, |pgno, page| pages.push((pgno, page.to_vec())))?;
+    Ok(Decoded { header, pages })
+}
+
+/// Decodes `bytes`, handing each page to `on_page` in order as it is decompressed (into one
+/// reused buffer). The file is only valid once this returns `Ok`: its checksum is checked last,
+/// so whatever `on_page` did with the pages must be discarded on an error.
+pub fn decode_with(bytes: &[u8], mut on_page: impl FnMut(u32, &[u8])) -> Result<Header, LtxError> {
     let header = Header::decode(bytes)?;
     let lock = lock_page(header.page_size);
     let mut sum = FileChecksum::new();
     sum.update(&bytes[..HEADER_SIZE]);
     let mut at = HEADER_SIZE;
-    let mut pages = Vec::new();
+    let mut page = vec![0u8; header.page_size as usize];
     let mut frames: Vec<(u32, u64, u64)> = Vec::new();
     let mut previous = 0u32;
     loop {
@@ -62,24 +71,23 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, LtxError> {
         let size = u32::from_be_bytes([size_field[0], size_field[1], size_field[2], size_field[3]])
             as usize;
         let compressed = take(bytes, &mut at, size, "a page's data")?;
-        let page =
-            lz4_flex::block::decompress(compressed, header.page_size as usize).map_err(|e| {
-                LtxError::Decompress {
-                    pgno,
-                    detail: e.to_string(),
-                }
-            })?;
-        if page.len() != header.page_size as usize {
+        let len = lz4_flex::block::decompress_into(compressed, &mut page).map_err(|e| {
+            LtxError::Decompress {
+                pgno,
+                detail: e.to_string(),
+            }
+        })?;
+        if len != header.page_size as usize {
             return Err(LtxError::Decompress {
                 pgno,
-                detail: format!("{} bytes", page.len()),
+                detail: format!("{len} bytes"),
             });
         }
         sum.update(head);
         sum.update(size_field);
         sum.update(&page);
         frames.push((pgno, start as u64, (at - start) as u64));
-        pages.push((pgno, page));
+        on_page(pgno, &page);
     }
 
     // The index sits between the frames and the 8-byte index size before the trailer.
@@ -129,14 +137,14 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, LtxError> {
     }
     if header.is_snapshot() {
         let expected = (1..=header.commit).filter(|p| *p != lock).count();
-        if pages.len() != expected {
+        if frames.len() != expected {
             return Err(LtxError::Index(format!(
                 "a snapshot must hold all {expected} pages, it holds {}",
-                pages.len()
+                frames.len()
             )));
         }
     }
-    Ok(Decoded { header, pages })
+    Ok(header)
 }
 
 #[cfg(test)]

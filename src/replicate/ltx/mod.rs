@@ -13,7 +13,7 @@ mod decoder;
 mod encoder;
 mod header;
 
-pub use decoder::{decode, Decoded};
+pub use decoder::{decode, decode_with, Decoded};
 pub use encoder::encode;
 pub use header::{lock_page, Header, HEADER_SIZE};
 
