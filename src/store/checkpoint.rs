@@ -98,6 +98,12 @@ impl CheckpointGate {
         self.lock().truncate_wanted = true;
     }
 
+    /// Asks the shipper to sync now, without waiting for it.
+    pub fn request_sync(&self) {
+        self.lock().sync_wanted = true;
+        self.changed.notify_all();
+    }
+
     pub fn truncate_wanted(&self) -> bool {
         self.lock().truncate_wanted
     }
@@ -250,6 +256,7 @@ pub struct GatedCheckpoints {
     wal_path: PathBuf,
     next_hold: Instant,
     warned: bool,
+    urged: bool,
 }
 
 impl GatedCheckpoints {
@@ -259,6 +266,7 @@ impl GatedCheckpoints {
             wal_path,
             next_hold: Instant::now(),
             warned: false,
+            urged: false,
         }
     }
 
@@ -274,6 +282,7 @@ impl GatedCheckpoints {
         self.gate.truncated(lost);
         if done {
             self.warned = false;
+            self.urged = false;
         }
         done
     }
@@ -315,6 +324,12 @@ impl GatedCheckpoints {
             );
         }
         gate.want_truncate();
+        if !self.urged && wal_len >= gate.checkpoint_wal_size.saturating_mul(3) {
+            // The scheduled sync is late (a starved core, a slow replica): ask for one now,
+            // trading one extra file for the WAL bound.
+            self.urged = true;
+            gate.request_sync();
+        }
         let now = Instant::now();
         if now < self.next_hold || !gate.barrier_requested() {
             return false;
