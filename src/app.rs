@@ -45,6 +45,8 @@ pub struct Settings {
     pub demo: bool,
     /// Where and how to ship the WAL, in Litestream's format.
     pub replica: Option<ReplicationConfig>,
+    /// Answer holds and orders only once the replica holds them (needs a replica).
+    pub ack_after_replicated: bool,
 }
 
 impl Settings {
@@ -63,6 +65,7 @@ impl Settings {
             sse_cpu_budget: 0.25,
             demo: false,
             replica: None,
+            ack_after_replicated: false,
         }
     }
 
@@ -122,12 +125,27 @@ impl Application {
             }
             None => None,
         };
+        if settings.ack_after_replicated && settings.replica.is_none() {
+            anyhow::bail!("--ack-after-replicated needs a replica: give --replica or --config");
+        }
         let gate = settings.replica.as_ref().map(|config| {
-            Arc::new(CheckpointGate::new(
-                config.checkpoint_wal_size,
-                config.max_wal_size,
-            ))
+            let gate = CheckpointGate::new(config.checkpoint_wal_size, config.max_wal_size);
+            Arc::new(if settings.ack_after_replicated {
+                gate.tracking_commits()
+            } else {
+                gate
+            })
         });
+        let ack_after_replicated = match (&gate, &settings.replica) {
+            (Some(gate), Some(config)) if settings.ack_after_replicated => {
+                Some(crate::http::state::AckAfterReplicated {
+                    gate: gate.clone(),
+                    // A few syncs' worth, so a slow upload is waited for and an outage is not.
+                    timeout: (config.sync_interval * 5).max(Duration::from_secs(1)),
+                })
+            }
+            _ => None,
+        };
         let store = Store::open(
             &StoreConfig {
                 path: settings.db_path(),
@@ -180,6 +198,7 @@ impl Application {
             hub: hub.clone(),
             demo: settings.demo,
             replica: replica_status.clone(),
+            ack_after_replicated,
         });
         let server = HttpServer::new(move || {
             App::new()

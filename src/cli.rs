@@ -85,6 +85,10 @@ pub struct ServeArgs {
     /// LITESTREAM_ACCESS_KEY_ID/LITESTREAM_SECRET_ACCESS_KEY or AWS_*).
     #[arg(long, env = "DROPD_REPLICA")]
     pub replica: Option<String>,
+    /// Answer holds and orders only once the replica holds them (no acknowledged sale is lost
+    /// with the machine; each answer waits about one sync interval). Needs a replica.
+    #[arg(long, env = "DROPD_ACK_AFTER_REPLICATED")]
+    pub ack_after_replicated: bool,
     /// How often committed WAL frames are shipped (default 1s, or the config's sync-interval).
     #[arg(long, env = "DROPD_SYNC_INTERVAL", value_parser = humantime::parse_duration)]
     pub sync_interval: Option<Duration>,
@@ -220,6 +224,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         sse_cpu_budget: args.sse_cpu_budget,
         demo: args.demo,
         replica,
+        ack_after_replicated: args.ack_after_replicated,
     };
     actix_web::rt::System::new().block_on(async move {
         let clock = Arc::new(SystemClock);

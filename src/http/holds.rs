@@ -58,6 +58,9 @@ pub async fn create_hold(
         }
         other => other?,
     };
+    if let Some(ack) = &state.ack_after_replicated {
+        ack.wait().await?;
+    }
     Ok(respond(answer, StatusCode::CREATED))
 }
 
@@ -78,6 +81,9 @@ pub async fn confirm_hold(
         payment_ref: body.into_inner().payment_ref,
     };
     let answer = state.writer.confirm_hold(req, cmd).await?;
+    if let Some(ack) = &state.ack_after_replicated {
+        ack.wait().await?;
+    }
     Ok(respond(answer, StatusCode::CREATED))
 }
 

@@ -114,6 +114,7 @@ fn title(code: &str, status: StatusCode) -> String {
         "insufficient-storage" => "Disk full",
         "unavailable" => "Service unavailable",
         "too-many-subscribers" => "Too many live-stock streams",
+        "replica-unavailable" => "Not yet confirmed by the replica",
         _ => return status.canonical_reason().unwrap_or("Error").to_owned(),
     };
     known.to_owned()

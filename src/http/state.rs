@@ -25,6 +25,35 @@ pub struct AppState {
     pub demo: bool,
     /// How replication is doing, when a replica is configured.
     pub replica: Option<Arc<crate::replicate::status::ReplicaStatus>>,
+    /// `--ack-after-replicated`: holds and orders are answered once the replica has them.
+    pub ack_after_replicated: Option<AckAfterReplicated>,
+}
+
+#[derive(Clone)]
+pub struct AckAfterReplicated {
+    pub gate: Arc<crate::store::CheckpointGate>,
+    pub timeout: std::time::Duration,
+}
+
+impl AckAfterReplicated {
+    /// Waits until the replica holds every commit answered so far (this request's included).
+    pub async fn wait(&self) -> Result<(), crate::http::problem::ApiError> {
+        let seq = self.gate.commit_seq();
+        let mut replicated = self.gate.replicated();
+        let waited = tokio::time::timeout(self.timeout, replicated.wait_for(|r| *r >= seq))
+            .await
+            .is_ok_and(|r| r.is_ok());
+        if waited {
+            return Ok(());
+        }
+        Err(crate::http::problem::ApiError::new(
+            actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+            "replica-unavailable",
+            "the change is committed on this server but the replica has not confirmed it \
+                 yet; retry with the same Idempotency-Key to get the answer once it has",
+        )
+        .retry_after(1))
+    }
 }
 
 impl AppState {

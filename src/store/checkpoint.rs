@@ -23,6 +23,9 @@ const SHIP_WAIT_BACKOFF: Duration = Duration::from_secs(5);
 pub struct CheckpointGate {
     state: Mutex<GateState>,
     changed: Condvar,
+    /// With `ack_after_replicated`: the highest commit sequence number the replica holds.
+    replicated: tokio::sync::watch::Sender<u64>,
+    track_commits: bool,
     pub checkpoint_wal_size: u64,
     pub max_wal_size: u64,
 }
@@ -44,6 +47,9 @@ struct GateState {
     barrier: bool,
     /// The writer is holding, committing nothing, until the shipper has shipped everything.
     writer_holding: bool,
+    /// Commits so far (batches), and where each not yet replicated ends: (seq, epoch, end).
+    commit_seq: u64,
+    unreplicated: std::collections::VecDeque<(u64, u64, u64)>,
 }
 
 impl Default for CheckpointGate {
@@ -57,8 +63,54 @@ impl CheckpointGate {
         Self {
             state: Mutex::new(GateState::default()),
             changed: Condvar::new(),
+            replicated: tokio::sync::watch::Sender::new(0),
+            track_commits: false,
             checkpoint_wal_size,
             max_wal_size,
+        }
+    }
+
+    /// Keeps track of which commits the replica holds (for `ack_after_replicated`).
+    pub fn tracking_commits(mut self) -> Self {
+        self.track_commits = true;
+        self
+    }
+
+    /// The writer, after a COMMIT and before answering: the WAL now ends at `end`.
+    pub fn committed(&self, end: u64) {
+        let mut state = self.lock();
+        state.commit_seq += 1;
+        if self.track_commits {
+            let entry = (state.commit_seq, state.epoch, end);
+            state.unreplicated.push_back(entry);
+        }
+    }
+
+    /// The latest commit's sequence number; answers given so far belong to commits up to it.
+    pub fn commit_seq(&self) -> u64 {
+        self.lock().commit_seq
+    }
+
+    /// Resolves when the replica holds every commit up to `seq`.
+    pub fn replicated(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.replicated.subscribe()
+    }
+
+    /// Marks as replicated the commits the report covers: those of older WAL generations (a
+    /// report for a newer one comes after they were shipped, or after the whole database was),
+    /// and those of this generation up to `end`.
+    fn release_commits(&self, state: &mut GateState, epoch: u64, end: u64) {
+        let mut released = None;
+        while let Some(&(seq, e, at)) = state.unreplicated.front() {
+            if e < epoch || (e == epoch && at <= end) {
+                released = Some(seq);
+                state.unreplicated.pop_front();
+            } else {
+                break;
+            }
+        }
+        if let Some(seq) = released {
+            self.replicated.send_replace(seq);
         }
     }
 
@@ -76,6 +128,7 @@ impl CheckpointGate {
         if state.epoch == epoch {
             state.shipped_end = end;
             state.replica_failing = false;
+            self.release_commits(&mut state, epoch, end);
             self.changed.notify_all();
         }
     }
@@ -186,6 +239,11 @@ impl CheckpointGate {
     /// database next.
     pub fn truncated(&self, lost: bool) {
         let mut state = self.lock();
+        if !lost {
+            // Truncated because everything was shipped: every commit so far is replicated.
+            let epoch = state.epoch + 1;
+            self.release_commits(&mut state, epoch, 0);
+        }
         state.epoch += 1;
         state.shipped_end = 0;
         state.image_wanted |= lost;
@@ -272,6 +330,11 @@ impl GatedCheckpoints {
 
     fn wal_len(&self) -> u64 {
         std::fs::metadata(&self.wal_path).map_or(0, |m| m.len())
+    }
+
+    /// After a COMMIT, before its answers: see `CheckpointGate::committed`.
+    pub fn record_commit(&self) {
+        self.gate.committed(self.wal_len());
     }
 
     fn truncate(&mut self, conn: &Connection, lost: bool) -> bool {

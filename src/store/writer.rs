@@ -165,6 +165,7 @@ impl Writer {
                         &mut AttemptSeqs::default(),
                         &mut vec![cmd],
                         listener,
+                        &|| {},
                     );
                 }
                 Err(err) => {
@@ -403,12 +404,18 @@ impl WriterLoop {
     fn try_run_batch(&mut self, queue: &mut Vec<Command>) -> bool {
         self.depth.fetch_sub(queue.len() as i64, Ordering::Relaxed);
         let now = self.clock.now();
+        let gated = self.gated.as_ref();
         let ran = run_batch(
             &self.conn,
             now,
             &mut self.seqs,
             queue,
             self.listener.as_deref(),
+            &|| {
+                if let Some(gated) = gated {
+                    gated.record_commit();
+                }
+            },
         );
         if ran.committed {
             self.commits_since_checkpoint += 1;
@@ -470,6 +477,7 @@ fn run_batch(
     seqs: &mut AttemptSeqs,
     queue: &mut Vec<Command>,
     listener: Option<&dyn CommitListener>,
+    on_commit: &dyn Fn(),
 ) -> BatchRun {
     let started = Instant::now();
     let size = queue.len();
@@ -550,6 +558,7 @@ fn run_batch(
         crate::stats::count_batch(size);
         // Memory first, then the answers: a client that got its 2xx reads its own write.
         publish(conn, listener, touched, now);
+        on_commit();
         for cmd in queue.drain(..) {
             cmd.answer(None);
         }

@@ -618,3 +618,74 @@ async fn serve_refuses_to_hide_a_replica_and_continues_it_after_a_restore() {
     let theirs = litestream_restore(&url, &dir.path().join("after.db"), &[]);
     assert_eq!(holds_in(&theirs, dir.path(), "c.db"), 17);
 }
+
+/// `ack_after_replicated`: a hold is answered only once the replica holds it, so a restore taken
+/// the moment the answer arrives has it; with the replica down the answer is 503
+/// `replica-unavailable`, and the same request retried once it is back gets its 201.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ack_after_replicated_answers_only_what_the_replica_holds() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut s3 = S3Server::start(&dir.path().join("s3"));
+    let sync = Duration::from_millis(200);
+    let config = replication(s3.target("acked"), sync);
+    let app = spawn_app_with(|s| {
+        s.replica = Some(config);
+        s.ack_after_replicated = true;
+    })
+    .await;
+    app.create_drop(&live_drop("acked", 1_000, 1_000)).await;
+    let url = s3.url("acked");
+    let token = app.token("grace");
+    for i in 0..3 {
+        let res = app.hold(&token, "acked", "S1", 1, &format!("a{i}")).await;
+        assert_eq!(res.status(), 201);
+        // No waiting: the answer itself says the replica has it.
+        let restored =
+            dropd_restore(&url, &dir.path().join(format!("r{i}.db")), &[]).expect("dropd restore");
+        assert_eq!(
+            holds_in(&restored, dir.path(), &format!("c{i}.db")),
+            i + 1,
+            "hold {i} is in the replica when its answer arrives"
+        );
+    }
+
+    s3.pause();
+    let res = app.hold(&token, "acked", "S1", 1, "during").await;
+    let problem = crate::helpers::expect_problem(res, 503, "replica-unavailable").await;
+    assert!(problem["detail"]
+        .as_str()
+        .is_some_and(|d| d.contains("Idempotency-Key")));
+    s3.resume();
+    // A client retries on 503 with the same key until the replica has caught up.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let res = app.hold(&token, "acked", "S1", 1, "during").await;
+        if res.status() == 201 {
+            break;
+        }
+        assert_eq!(res.status(), 503);
+        assert!(Instant::now() < deadline, "the replica never confirmed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let restored = dropd_restore(&url, &dir.path().join("after.db"), &[]).expect("dropd restore");
+    assert_eq!(holds_in(&restored, dir.path(), "c-after.db"), 4);
+    app.stop().await;
+}
+
+#[test]
+fn ack_after_replicated_needs_a_replica() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let run = Command::new(env!("CARGO_BIN_EXE_dropd"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--ack-after-replicated",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .output()
+        .expect("dropd runs");
+    assert!(!run.status.success());
+    assert!(String::from_utf8_lossy(&run.stderr).contains("needs a replica"));
+}
