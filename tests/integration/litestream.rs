@@ -331,6 +331,9 @@ async fn serve_ships_a_replica_that_litestream_restores_across_a_restart() {
     app.stop().await;
     let restored = restore(&replica, &dir.path().join("first.db"), None);
     assert_eq!(count_holds(&restored, dir.path(), "check-first.db"), 20);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let between = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    std::thread::sleep(std::time::Duration::from_millis(300));
 
     let app = crate::helpers::spawn_app_with(settings).await;
     hold_many(&app, "b", 15).await;
@@ -342,6 +345,34 @@ async fn serve_ships_a_replica_that_litestream_restores_across_a_restart() {
         ours == theirs,
         "dropd and litestream restore the same bytes"
     );
+
+    // -timestamp between the two runs gives the first run's state, through both tools.
+    let run = Command::new(litestream())
+        .env_remove("AWS_CA_BUNDLE")
+        .args(["restore", "-timestamp", &between, "-o"])
+        .arg(dir.path().join("at.db"))
+        .arg(format!("file://{}", replica.display()))
+        .output()
+        .expect("litestream runs");
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let at = std::fs::read(dir.path().join("at.db")).expect("restored");
+    assert_eq!(count_holds(&at, dir.path(), "check-at.db"), 20);
+    let ours = Command::new(env!("CARGO_BIN_EXE_dropd"))
+        .args(["restore", "--timestamp", &between, "-o"])
+        .arg(dir.path().join("ours-at.db"))
+        .arg(format!("file://{}", replica.display()))
+        .output()
+        .expect("dropd runs");
+    assert!(
+        ours.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ours.stderr)
+    );
+    assert!(std::fs::read(dir.path().join("ours-at.db")).expect("restored") == at);
 
     // TXIDs run 1, 2, 3, ... with no gap and no overlap at level 0 (retention may already have
     // deleted the first one, which the level-9 snapshot [1, 1] covers).
