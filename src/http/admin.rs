@@ -158,8 +158,14 @@ async fn admin_stats(state: &AppState) -> Result<web::Bytes, ApiError> {
         "queue_depth": state.writer.stats().queue_depth,
         "sse_subscribers": state.hub.subscribers(),
         "sse_tick_ms": state.hub.stats.interval_millis.load(std::sync::atomic::Ordering::Relaxed),
-        // Replication is not built yet: there is no replica to lag behind.
-        "replica_lag_ms": serde_json::Value::Null,
+        // How long ago the replica last confirmed a sync (null without a replica, or before
+        // the first sync).
+        "replica_lag_ms": state.replica.as_ref().and_then(|r| r.snapshot().last_sync_at).map(|at| {
+            std::time::SystemTime::now()
+                .duration_since(at)
+                .unwrap_or_default()
+                .as_millis() as u64
+        }),
         "drops": drops,
     });
     Ok(web::Bytes::from(format!("event: stats\ndata: {stats}\n\n")))
