@@ -16,7 +16,7 @@ use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path as ObjectPath;
 use object_store::{
     Attribute, AttributeValue, Attributes, ClientOptions, GetOptions, ObjectStore, ObjectStoreExt,
-    PutMultipartOptions, PutOptions, PutPayload, RetryConfig, WriteMultipart,
+    PutMultipartOptions, PutOptions, PutPayload, RetryConfig,
 };
 
 use super::ltx::Header;
@@ -317,13 +317,15 @@ pub fn sync_dir(dir: &Path) -> Result<(), ReplicaError> {
 }
 
 const TIMESTAMP_KEY: &str = "litestream-timestamp";
-/// Above this an upload goes in parts, so a large snapshot never sits in one request.
-const MULTIPART_THRESHOLD: usize = 64 << 20;
 
 /// `<path>/<level as %04x>/<min>-<max>.ltx` with the header timestamp as user metadata.
 pub struct S3Replica {
     target: S3Target,
     client: Arc<AmazonS3>,
+    /// Above this an upload goes in parts of `part_size`, so a large snapshot never sits in
+    /// one request (S3 wants parts of at least 5 MiB but the last).
+    multipart_threshold: usize,
+    part_size: usize,
     // Option so Drop can shut it down without blocking, even from async code.
     runtime: Option<tokio::runtime::Runtime>,
 }
@@ -398,8 +400,17 @@ impl S3Replica {
         Ok(Self {
             target,
             client: Arc::new(client),
+            multipart_threshold: 64 << 20,
+            part_size: 16 << 20,
             runtime: Some(runtime),
         })
+    }
+
+    /// Uploads above `threshold` bytes go in parts of `part_size` (at least 5 MiB).
+    pub fn with_multipart(mut self, threshold: usize, part_size: usize) -> Self {
+        self.multipart_threshold = threshold;
+        self.part_size = part_size.max(5 << 20);
+        self
     }
 
     fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
@@ -505,7 +516,7 @@ impl Replica for S3Replica {
             AttributeValue::from(stamp),
         );
         let result = self.block_on(async {
-            if bytes.len() <= MULTIPART_THRESHOLD {
+            if bytes.len() <= self.multipart_threshold {
                 let options = PutOptions {
                     attributes,
                     ..PutOptions::default()
@@ -519,10 +530,23 @@ impl Replica for S3Replica {
                     attributes,
                     ..PutMultipartOptions::default()
                 };
-                let upload = self.client.put_multipart_opts(&key, options).await?;
-                let mut parts = WriteMultipart::new_with_chunk_size(upload, 16 << 20);
-                parts.put(bytes.into());
-                parts.finish().await.map(|_| ())
+                let mut upload = self.client.put_multipart_opts(&key, options).await?;
+                let bytes = bytes::Bytes::from(bytes);
+                let mut uploaded = Ok(());
+                for chunk in bytes.chunks(self.part_size) {
+                    if let Err(err) = upload.put_part(bytes.slice_ref(chunk).into()).await {
+                        uploaded = Err(err);
+                        break;
+                    }
+                }
+                if let Ok(()) = uploaded {
+                    uploaded = upload.complete().await.map(|_| ());
+                }
+                if uploaded.is_err() {
+                    // Parts of an unfinished upload are kept (and billed) until aborted.
+                    let _ = upload.abort().await;
+                }
+                uploaded
             }
         });
         result.map_err(store(format!("uploading {}", self.describe(key.as_ref()))))?;

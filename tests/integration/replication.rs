@@ -689,3 +689,61 @@ fn ack_after_replicated_needs_a_replica() {
     assert!(!run.status.success());
     assert!(String::from_utf8_lossy(&run.stderr).contains("needs a replica"));
 }
+
+/// A file larger than the multipart threshold goes up in parts and comes back whole, with its
+/// timestamp metadata.
+#[test]
+fn a_large_file_is_uploaded_in_parts_with_its_timestamp() {
+    use dropd::replicate::ltx::{self, Header};
+    use dropd::replicate::replica::{Replica, S3Replica};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let s3 = S3Server::start(&dir.path().join("s3"));
+    let ReplicaTarget::S3(target) = s3.target("big") else {
+        unreachable!("an s3 target")
+    };
+    let replica = S3Replica::connect(target)
+        .expect("client")
+        .with_multipart(6 << 20, 5 << 20);
+    // 3,000 pages that do not compress: a 12 MB file, three parts of at most 5 MiB.
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let pages: Vec<Vec<u8>> = (0..3_000)
+        .map(|_| {
+            (0..4096)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    seed as u8
+                })
+                .collect()
+        })
+        .collect();
+    let header = Header {
+        page_size: 4096,
+        commit: 3_000,
+        min_txid: 1,
+        max_txid: 1,
+        timestamp_ms: 1_795_000_000_123,
+        ..Header::default()
+    };
+    let bytes = ltx::encode(
+        &header,
+        pages
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (i as u32 + 1, p.as_slice())),
+    )
+    .expect("encodes");
+    assert!(bytes.len() > 11 << 20, "more than two 5 MiB parts");
+    replica
+        .write(9, &header, bytes.clone())
+        .expect("uploaded in parts");
+    let mut files = replica.list().expect("listed");
+    assert_eq!(files.len(), 1);
+    assert!(replica.read(&files[0]).expect("read") == bytes);
+    replica.refine_times(&mut files).expect("metadata");
+    assert_eq!(
+        files[0].written,
+        std::time::UNIX_EPOCH + Duration::from_millis(1_795_000_000_123)
+    );
+}
