@@ -128,6 +128,9 @@ impl Application {
         if settings.ack_after_replicated && settings.replica.is_none() {
             anyhow::bail!("--ack-after-replicated needs a replica: give --replica or --config");
         }
+        if settings.replica.is_some() && settings.naive_writes {
+            anyhow::bail!("--naive-writes (a benchmark baseline) cannot replicate");
+        }
         let gate = settings.replica.as_ref().map(|config| {
             let gate = CheckpointGate::new(config.checkpoint_wal_size, config.max_wal_size);
             Arc::new(if settings.ack_after_replicated {

@@ -129,6 +129,10 @@ impl Shipper {
 
     fn ship_image(&mut self) -> Result<bool, ShipError> {
         let epoch = self.gate.epoch();
+        if epoch % 2 == 1 {
+            // A checkpoint is copying pages into the file right now.
+            return Ok(false);
+        }
         let file = std::fs::read(&self.db_path).map_err(|source| ShipError::Read {
             path: self.db_path.display().to_string(),
             source,

@@ -50,6 +50,9 @@ struct GateState {
     /// Commits so far (batches), and where each not yet replicated ends: (seq, epoch, end).
     commit_seq: u64,
     unreplicated: std::collections::VecDeque<(u64, u64, u64)>,
+    /// A truncation reported busy: SQLite may restart the WAL in place (same length, new
+    /// salts) at the next write, so reports from before that write must not count.
+    restart_pending: bool,
 }
 
 impl Default for CheckpointGate {
@@ -79,11 +82,29 @@ impl CheckpointGate {
     /// The writer, after a COMMIT and before answering: the WAL now ends at `end`.
     pub fn committed(&self, end: u64) {
         let mut state = self.lock();
+        if std::mem::take(&mut state.restart_pending) {
+            // Epochs stay even outside a checkpoint (see `truncating`).
+            state.epoch += 2;
+            state.shipped_end = 0;
+        }
         state.commit_seq += 1;
         if self.track_commits {
-            let entry = (state.commit_seq, state.epoch, end);
-            state.unreplicated.push_back(entry);
+            let seq = state.commit_seq;
+            // Nothing older is waiting and this commit added nothing the replica lacks (an
+            // idempotent replay writes no frame; the report may also have come first).
+            let covered = end == 0 || (state.shipped_end > 0 && end <= state.shipped_end);
+            if state.unreplicated.is_empty() && covered {
+                self.replicated.send_replace(seq);
+            } else {
+                let entry = (seq, state.epoch, end);
+                state.unreplicated.push_back(entry);
+            }
         }
+    }
+
+    /// The writer: its truncation was reported busy (see `restart_pending`).
+    pub fn truncation_failed(&self) {
+        self.lock().restart_pending = true;
     }
 
     /// The latest commit's sequence number; answers given so far belong to commits up to it.
@@ -125,7 +146,8 @@ impl CheckpointGate {
     /// The shipper: everything up to `end` of the WAL generation seen at `epoch` is shipped.
     pub fn shipped(&self, epoch: u64, end: u64) {
         let mut state = self.lock();
-        if state.epoch == epoch {
+        // An odd epoch is a checkpoint in progress: nothing read then counts.
+        if state.epoch == epoch && epoch % 2 == 0 {
             state.shipped_end = end;
             state.replica_failing = false;
             self.release_commits(&mut state, epoch, end);
@@ -207,6 +229,9 @@ impl CheckpointGate {
             }
             let now = Instant::now();
             if now >= deadline || state.stopping {
+                // Not holding yet: it must not start holding for a sync that was read without it.
+                state.barrier = false;
+                self.changed.notify_all();
                 return false;
             }
             state = self
@@ -343,6 +368,9 @@ impl GatedCheckpoints {
         // Even a checkpoint reported as failed may have copied every frame, and SQLite then
         // restarts the WAL at the next write: the shipper's reports start over either way.
         self.gate.truncated(lost);
+        if !done {
+            self.gate.truncation_failed();
+        }
         if done {
             self.warned = false;
             self.urged = false;
@@ -418,6 +446,7 @@ mod tests {
         gate.shipped(epoch, 4096);
         assert!(gate.allows(4096));
         assert!(!gate.allows(8192));
+        gate.truncating();
         gate.truncated(false);
         gate.shipped(epoch, 4096);
         assert!(

@@ -405,6 +405,7 @@ fn page_sizes_shrink_and_growth_restore_byte_for_byte() {
         let url = format!("file://{}", replica.display());
         let mut check = |step: &str| {
             shipper.step().expect("shipped");
+            gate.truncating();
             conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
                 .expect("checkpoint");
             gate.truncated(false);
@@ -669,6 +670,11 @@ async fn ack_after_replicated_answers_only_what_the_replica_holds() {
     }
     let restored = dropd_restore(&url, &dir.path().join("after.db"), &[]).expect("dropd restore");
     assert_eq!(holds_in(&restored, dir.path(), "c-after.db"), 4);
+    // Once everything is shipped and the WAL truncated, a replay (which writes nothing) is
+    // answered at once, not left waiting for a report that never comes.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let res = app.hold(&token, "acked", "S1", 1, "a0").await;
+    assert_eq!(res.status(), 201, "an idempotent replay is answered");
     app.stop().await;
 }
 
