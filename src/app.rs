@@ -178,7 +178,16 @@ impl Application {
                 );
                 let thread = std::thread::Builder::new()
                     .name("wal-shipper".into())
-                    .spawn(move || shipper.run_until_stopped())
+                    .spawn(move || {
+                        // As with the writer: a panic here could leave the writer holding at a
+                        // barrier or the replica silently behind; a restart resumes the replica
+                        // from a whole-database image.
+                        let run = std::panic::AssertUnwindSafe(|| shipper.run_until_stopped());
+                        if std::panic::catch_unwind(run).is_err() {
+                            tracing::error!("the wal-shipper panicked; aborting");
+                            std::process::abort();
+                        }
+                    })
                     .context("starting the wal-shipper thread")?;
                 Some((gate, thread))
             }
