@@ -62,8 +62,9 @@ pub fn between(start: &Sample, end: &Sample) -> Usage {
     }
 }
 
-/// utime + stime of a process (fields 14 and 15 of /proc/<pid>/stat).
-fn process_ticks(pid: &str) -> Option<u64> {
+/// utime + stime of a process (fields 14 and 15 of /proc/<pid>/stat); `pid` may also be
+/// `self/task/<tid>` for one thread.
+pub fn process_ticks(pid: &str) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may contain spaces; fields are counted after its closing parenthesis.
     let rest = &stat[stat.rfind(')')? + 2..];

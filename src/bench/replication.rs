@@ -335,18 +335,12 @@ fn thread_id(name: &str) -> Option<u32> {
         })
 }
 
-fn ticks(stat: &str) -> Option<u64> {
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
-}
-
 fn thread_ticks(tid: u32) -> Option<u64> {
-    ticks(&std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok()?)
+    super::cpu::process_ticks(&format!("self/task/{tid}"))
 }
 
 fn process_ticks(pid: u32) -> Option<u64> {
-    ticks(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+    super::cpu::process_ticks(&pid.to_string())
 }
 
 /// Builds a database of about `restore_size` bytes, ships it with dropd, restores it with both

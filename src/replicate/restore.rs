@@ -161,29 +161,14 @@ pub fn materialize(
         pages: BTreeMap::new(),
     };
     for window in chain.chunks(parallelism.max(1)) {
-        let decoded: Vec<Result<ltx::Decoded, RestoreError>> = std::thread::scope(|scope| {
-            let jobs: Vec<_> = window
-                .iter()
-                .map(|file| {
-                    scope.spawn(move || {
-                        let bytes = replica.read(file)?;
-                        progress(bytes.len() as u64);
-                        ltx::decode(&bytes).map_err(|source| RestoreError::Corrupt {
-                            path: file.key.clone(),
-                            source,
-                        })
-                    })
-                })
-                .collect();
-            jobs.into_iter()
-                .map(|job| {
-                    job.join().unwrap_or_else(|_| {
-                        Err(RestoreError::Integrity("a reader panicked".into()))
-                    })
-                })
-                .collect()
+        let fetched = fetch(replica, window, progress);
+        let decoded = window.iter().zip(fetched).map(|(file, bytes)| {
+            ltx::decode(&bytes?).map_err(|source| RestoreError::Corrupt {
+                path: file.key.clone(),
+                source,
+            })
         });
-        for (file, decoded) in window.iter().zip(decoded) {
+        for (file, decoded) in window.iter().zip(decoded.collect::<Vec<_>>()) {
             let decoded = decoded?;
             if image.page_size != 0 && decoded.header.page_size != image.page_size {
                 return Err(RestoreError::PageSizeChanged(file.key.clone()));
@@ -198,6 +183,32 @@ pub fn materialize(
         }
     }
     Ok(image)
+}
+
+/// Downloads `window` at once, one thread per file; `progress` hears each file's bytes.
+fn fetch(
+    replica: &dyn Replica,
+    window: &[LtxFile],
+    progress: &(dyn Fn(u64) + Sync),
+) -> Vec<Result<Vec<u8>, RestoreError>> {
+    std::thread::scope(|scope| {
+        let jobs: Vec<_> = window
+            .iter()
+            .map(|file| {
+                scope.spawn(move || {
+                    let bytes = replica.read(file)?;
+                    progress(bytes.len() as u64);
+                    Ok(bytes)
+                })
+            })
+            .collect();
+        jobs.into_iter()
+            .map(|job| {
+                job.join()
+                    .unwrap_or_else(|_| Err(RestoreError::Integrity("a download panicked".into())))
+            })
+            .collect()
+    })
 }
 
 /// Applies the plan's files and writes the database to `output` (temp file, fsync, rename,
@@ -222,25 +233,7 @@ pub fn apply(
         // Which pages 1..=commit hold data, to refuse a chain that leaves a hole.
         let mut present: Vec<bool> = Vec::new();
         for window in chain.chunks(parallelism.max(1)) {
-            let fetched: Vec<Result<Vec<u8>, ReplicaError>> = std::thread::scope(|scope| {
-                let jobs: Vec<_> = window
-                    .iter()
-                    .map(|file| {
-                        scope.spawn(move || {
-                            let bytes = replica.read(file)?;
-                            progress(bytes.len() as u64);
-                            Ok(bytes)
-                        })
-                    })
-                    .collect();
-                jobs.into_iter()
-                    .map(|job| {
-                        job.join().unwrap_or_else(|_| {
-                            Err(ReplicaError::Url("a download thread panicked".into()))
-                        })
-                    })
-                    .collect()
-            });
+            let fetched = fetch(replica, window, progress);
             for (file, bytes) in window.iter().zip(fetched) {
                 let bytes = bytes?;
                 let mut write_error = None;
@@ -311,9 +304,7 @@ pub fn apply(
     );
     std::fs::rename(&tmp, output).map_err(io(format!("renaming {} into place", tmp.display())))?;
     if let Some(dir) = output.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io(format!("syncing {}", dir.display())))?;
+        super::replica::sync_dir(dir)?;
     }
     Ok(max_txid)
 }
