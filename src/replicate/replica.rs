@@ -165,13 +165,37 @@ pub fn parse_bool(text: &str) -> Option<bool> {
     }
 }
 
+/// One LTX file being stored, written as it is encoded; it appears in the replica, under its
+/// Litestream name, only once `finish` returns.
+pub trait Upload: Write + Send {
+    fn finish(self: Box<Self>) -> Result<LtxFile, ReplicaError>;
+    /// Leaves nothing behind (a temp file, an unfinished multipart upload).
+    fn abort(self: Box<Self>);
+}
+
 /// What the shipper and restore need from a replica.
 pub trait Replica: Send + Sync {
     /// Every LTX object, in no particular order; other names are ignored.
     fn list(&self) -> Result<Vec<LtxFile>, ReplicaError>;
     fn read(&self, file: &LtxFile) -> Result<Vec<u8>, ReplicaError>;
+    /// Copies one object into `out` as it arrives, without holding it in memory.
+    fn read_into(&self, file: &LtxFile, out: &mut dyn Write) -> Result<u64, ReplicaError> {
+        let bytes = self.read(file)?;
+        out.write_all(&bytes)
+            .map_err(io(format!("copying {}", file.key)))?;
+        Ok(bytes.len() as u64)
+    }
+    /// Starts storing the LTX file `header` describes at `level`.
+    fn create(&self, level: u32, header: &Header) -> Result<Box<dyn Upload + '_>, ReplicaError>;
     /// Stores one LTX file under its Litestream name, with the header timestamp beside it.
-    fn write(&self, level: u32, header: &Header, bytes: Vec<u8>) -> Result<LtxFile, ReplicaError>;
+    fn write(&self, level: u32, header: &Header, bytes: Vec<u8>) -> Result<LtxFile, ReplicaError> {
+        let mut upload = self.create(level, header)?;
+        if let Err(e) = upload.write_all(&bytes) {
+            upload.abort();
+            return Err(io(format!("writing {}", file_name(header)))(e));
+        }
+        upload.finish()
+    }
     fn delete(&self, files: &[LtxFile]) -> Result<(), ReplicaError>;
     /// Replaces upload times with the timestamps kept beside the objects, where listing alone
     /// does not give them (S3). Needed only for a point-in-time restore.
@@ -271,31 +295,30 @@ impl Replica for FileReplica {
         std::fs::read(&file.key).map_err(io(format!("reading {}", file.key)))
     }
 
+    fn read_into(&self, file: &LtxFile, out: &mut dyn Write) -> Result<u64, ReplicaError> {
+        let mut source =
+            std::fs::File::open(&file.key).map_err(io(format!("reading {}", file.key)))?;
+        std::io::copy(&mut source, out).map_err(io(format!("reading {}", file.key)))
+    }
+
     /// Temp file, fsync, rename, directory fsync, then the mtime Litestream reads as the
     /// file's timestamp.
-    fn write(&self, level: u32, header: &Header, bytes: Vec<u8>) -> Result<LtxFile, ReplicaError> {
+    fn create(&self, level: u32, header: &Header) -> Result<Box<dyn Upload + '_>, ReplicaError> {
         let dir = self.root.join("ltx").join(level.to_string());
         std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
         let name = file_name(header);
         let tmp = dir.join(format!("{name}.tmp"));
-        let path = dir.join(&name);
-        let mut file =
+        let file =
             std::fs::File::create(&tmp).map_err(io(format!("creating {}", tmp.display())))?;
-        file.write_all(&bytes)
-            .map_err(io(format!("writing {}", tmp.display())))?;
-        file.sync_all()
-            .map_err(io(format!("syncing {}", tmp.display())))?;
-        file.set_modified(header_time(header))
-            .map_err(io(format!("setting the time of {}", tmp.display())))?;
-        drop(file);
-        std::fs::rename(&tmp, &path).map_err(io(format!("renaming {}", tmp.display())))?;
-        sync_dir(&dir)?;
-        Ok(written(
+        Ok(Box::new(FileUpload {
+            out: std::io::BufWriter::with_capacity(1 << 20, file),
+            path: dir.join(&name),
+            dir,
+            tmp,
             level,
-            header,
-            path.display().to_string(),
-            bytes.len(),
-        ))
+            header: *header,
+            size: 0,
+        }))
     }
 
     fn delete(&self, files: &[LtxFile]) -> Result<(), ReplicaError> {
@@ -307,6 +330,62 @@ impl Replica for FileReplica {
             }
         }
         Ok(())
+    }
+}
+
+struct FileUpload {
+    out: std::io::BufWriter<std::fs::File>,
+    dir: PathBuf,
+    tmp: PathBuf,
+    path: PathBuf,
+    level: u32,
+    header: Header,
+    size: usize,
+}
+
+impl Write for FileUpload {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.out.write(buf)?;
+        self.size += n;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}
+
+impl Upload for FileUpload {
+    fn finish(self: Box<Self>) -> Result<LtxFile, ReplicaError> {
+        let this = *self;
+        let tmp = this.tmp.clone();
+        let result = (|| {
+            let file = this
+                .out
+                .into_inner()
+                .map_err(|e| io(format!("writing {}", tmp.display()))(e.into_error()))?;
+            file.sync_all()
+                .map_err(io(format!("syncing {}", tmp.display())))?;
+            file.set_modified(header_time(&this.header))
+                .map_err(io(format!("setting the time of {}", tmp.display())))?;
+            drop(file);
+            std::fs::rename(&tmp, &this.path).map_err(io(format!("renaming {}", tmp.display())))?;
+            sync_dir(&this.dir)
+        })();
+        if let Err(err) = result {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(err);
+        }
+        Ok(written(
+            this.level,
+            &this.header,
+            this.path.display().to_string(),
+            this.size,
+        ))
+    }
+
+    fn abort(self: Box<Self>) {
+        let _ = std::fs::remove_file(&self.tmp);
     }
 }
 
@@ -400,7 +479,7 @@ impl S3Replica {
         Ok(Self {
             target,
             client: Arc::new(client),
-            multipart_threshold: 64 << 20,
+            multipart_threshold: 16 << 20,
             part_size: 16 << 20,
             runtime: Some(runtime),
         })
@@ -446,6 +525,116 @@ impl Drop for S3Replica {
     fn drop(&mut self) {
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_background();
+        }
+    }
+}
+
+/// An S3 object written as it is encoded: held in memory up to the multipart threshold (one
+/// PUT), else sent in parts as they fill, so memory stays at about one part.
+struct S3Upload<'a> {
+    replica: &'a S3Replica,
+    key: ObjectPath,
+    level: u32,
+    header: Header,
+    attributes: Attributes,
+    buffer: Vec<u8>,
+    multipart: Option<Box<dyn object_store::MultipartUpload>>,
+    size: usize,
+    failed: Option<String>,
+}
+
+impl S3Upload<'_> {
+    fn send_parts(&mut self, all: bool) -> Result<(), object_store::Error> {
+        let part_size = self.replica.part_size;
+        if self.multipart.is_none() {
+            let options = PutMultipartOptions {
+                attributes: std::mem::take(&mut self.attributes),
+                ..PutMultipartOptions::default()
+            };
+            let upload = self
+                .replica
+                .block_on(self.replica.client.put_multipart_opts(&self.key, options))?;
+            self.multipart = Some(upload);
+        }
+        while self.buffer.len() >= part_size || (all && !self.buffer.is_empty()) {
+            let take = self.buffer.len().min(part_size);
+            let rest = self.buffer.split_off(take);
+            let part = std::mem::replace(&mut self.buffer, rest);
+            if let Some(upload) = &mut self.multipart {
+                let sending = upload.put_part(PutPayload::from(part));
+                self.replica.block_on(sending)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Write for S3Upload<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Some(why) = &self.failed {
+            return Err(std::io::Error::other(why.clone()));
+        }
+        self.buffer.extend_from_slice(buf);
+        self.size += buf.len();
+        if self.buffer.len() > self.replica.multipart_threshold || self.multipart.is_some() {
+            if let Err(err) = self.send_parts(false) {
+                let why = format!(
+                    "uploading {}: {err}",
+                    self.replica.describe(self.key.as_ref())
+                );
+                self.failed = Some(why.clone());
+                return Err(std::io::Error::other(why));
+            }
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Upload for S3Upload<'_> {
+    fn finish(mut self: Box<Self>) -> Result<LtxFile, ReplicaError> {
+        let context = format!("uploading {}", self.replica.describe(self.key.as_ref()));
+        if let Some(why) = self.failed.take() {
+            self.abort();
+            return Err(ReplicaError::Url(why));
+        }
+        let result = if self.multipart.is_some() {
+            self.send_parts(true)
+                .and_then(|()| match &mut self.multipart {
+                    Some(upload) => self.replica.block_on(upload.complete()).map(|_| ()),
+                    None => Ok(()),
+                })
+        } else {
+            let options = PutOptions {
+                attributes: std::mem::take(&mut self.attributes),
+                ..PutOptions::default()
+            };
+            let payload = PutPayload::from(std::mem::take(&mut self.buffer));
+            self.replica
+                .block_on(self.replica.client.put_opts(&self.key, payload, options))
+                .map(|_| ())
+        };
+        match result {
+            Ok(()) => Ok(written(
+                self.level,
+                &self.header,
+                self.key.to_string(),
+                self.size,
+            )),
+            Err(err) => {
+                self.abort();
+                Err(store(context)(err))
+            }
+        }
+    }
+
+    fn abort(mut self: Box<Self>) {
+        // Parts of an unfinished upload are kept (and billed) until aborted.
+        if let Some(mut upload) = self.multipart.take() {
+            let _ = self.replica.block_on(upload.abort());
         }
     }
 }
@@ -505,8 +694,27 @@ impl Replica for S3Replica {
         Ok(bytes.to_vec())
     }
 
-    fn write(&self, level: u32, header: &Header, bytes: Vec<u8>) -> Result<LtxFile, ReplicaError> {
-        let size = bytes.len();
+    fn read_into(&self, file: &LtxFile, out: &mut dyn Write) -> Result<u64, ReplicaError> {
+        let key = object_key(&file.key);
+        let context = format!("reading {}", self.describe(&file.key));
+        self.block_on(async {
+            let mut stream = self
+                .client
+                .get(&key)
+                .await
+                .map_err(store(context.clone()))?
+                .into_stream();
+            let mut total = 0u64;
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(store(context.clone()))?;
+                out.write_all(&chunk).map_err(io(context.clone()))?;
+                total += chunk.len() as u64;
+            }
+            Ok(total)
+        })
+    }
+
+    fn create(&self, level: u32, header: &Header) -> Result<Box<dyn Upload + '_>, ReplicaError> {
         let key = self.key(level, &file_name(header));
         let stamp = chrono::DateTime::<chrono::Utc>::from(header_time(header))
             .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
@@ -515,42 +723,17 @@ impl Replica for S3Replica {
             Attribute::Metadata(TIMESTAMP_KEY.into()),
             AttributeValue::from(stamp),
         );
-        let result = self.block_on(async {
-            if bytes.len() <= self.multipart_threshold {
-                let options = PutOptions {
-                    attributes,
-                    ..PutOptions::default()
-                };
-                self.client
-                    .put_opts(&key, PutPayload::from(bytes), options)
-                    .await
-                    .map(|_| ())
-            } else {
-                let options = PutMultipartOptions {
-                    attributes,
-                    ..PutMultipartOptions::default()
-                };
-                let mut upload = self.client.put_multipart_opts(&key, options).await?;
-                let bytes = bytes::Bytes::from(bytes);
-                let mut uploaded = Ok(());
-                for chunk in bytes.chunks(self.part_size) {
-                    if let Err(err) = upload.put_part(bytes.slice_ref(chunk).into()).await {
-                        uploaded = Err(err);
-                        break;
-                    }
-                }
-                if let Ok(()) = uploaded {
-                    uploaded = upload.complete().await.map(|_| ());
-                }
-                if uploaded.is_err() {
-                    // Parts of an unfinished upload are kept (and billed) until aborted.
-                    let _ = upload.abort().await;
-                }
-                uploaded
-            }
-        });
-        result.map_err(store(format!("uploading {}", self.describe(key.as_ref()))))?;
-        Ok(written(level, header, key.to_string(), size))
+        Ok(Box::new(S3Upload {
+            replica: self,
+            key,
+            level,
+            header: *header,
+            attributes,
+            buffer: Vec::new(),
+            multipart: None,
+            size: 0,
+            failed: None,
+        }))
     }
 
     fn delete(&self, files: &[LtxFile]) -> Result<(), ReplicaError> {

@@ -2,7 +2,6 @@
 //! "How restore picks files"): the last snapshot within the target, then the chain of files that
 //! extends it furthest at each step, newest page wins, written to a temp file, fsynced, renamed.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -134,55 +133,6 @@ pub fn plan(
         _ => {}
     }
     Ok(chain)
-}
-
-/// The database state a chain of files describes: newest page wins, none above `commit`.
-pub struct Image {
-    pub page_size: u32,
-    pub commit: u32,
-    pub max_txid: u64,
-    pub timestamp_ms: i64,
-    pub pages: BTreeMap<u32, Vec<u8>>,
-}
-
-/// Downloads and decodes the chain, `parallelism` files at a time, and folds it into one image.
-/// `progress` hears the bytes of every file read.
-pub fn materialize(
-    replica: &dyn Replica,
-    chain: &[LtxFile],
-    parallelism: usize,
-    progress: &(dyn Fn(u64) + Sync),
-) -> Result<Image, RestoreError> {
-    let mut image = Image {
-        page_size: 0,
-        commit: 0,
-        max_txid: 0,
-        timestamp_ms: 0,
-        pages: BTreeMap::new(),
-    };
-    for window in chain.chunks(parallelism.max(1)) {
-        let fetched = fetch(replica, window, progress);
-        let decoded = window.iter().zip(fetched).map(|(file, bytes)| {
-            ltx::decode(&bytes?).map_err(|source| RestoreError::Corrupt {
-                path: file.key.clone(),
-                source,
-            })
-        });
-        for (file, decoded) in window.iter().zip(decoded.collect::<Vec<_>>()) {
-            let decoded = decoded?;
-            if image.page_size != 0 && decoded.header.page_size != image.page_size {
-                return Err(RestoreError::PageSizeChanged(file.key.clone()));
-            }
-            image.page_size = decoded.header.page_size;
-            image.commit = decoded.header.commit;
-            image.max_txid = decoded.header.max_txid;
-            image.timestamp_ms = decoded.header.timestamp_ms;
-            image.pages.extend(decoded.pages);
-            let commit = image.commit;
-            image.pages.retain(|pgno, _| *pgno <= commit);
-        }
-    }
-    Ok(image)
 }
 
 /// Downloads `window` at once, one thread per file; `progress` hears each file's bytes.

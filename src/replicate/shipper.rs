@@ -4,28 +4,33 @@
 //! of their intervals, writes a level-9 snapshot every `snapshot.interval`, and deletes what
 //! retention allows without ever leaving a gap.
 //!
-//! Continuity: TXIDs continue from the replica's highest. At start the shipper cannot know which
-//! of the local frames the replica already has, so it ships the whole database once: as the
-//! snapshot (TXID 1) on an empty replica, else as a level-0 file holding every page. That file
-//! is larger than a delta but never leaves a gap or an overlap. The same happens after the writer
-//! had to checkpoint frames the replica never got (see `CheckpointGate`).
+//! Continuity: TXIDs continue from the replica's highest. At start the shipper ships the whole
+//! database once (`image`): as the snapshot (TXID 1) on an empty replica, else as a level-0
+//! file holding every page, because after a crash or a restore it cannot know which local
+//! frames the replica has. After a clean stop that left the replica ending with exactly this
+//! database (`position`), it resumes instead. The image is shipped again whenever frames the
+//! replica lacks were folded away: by the writer at the WAL limit (see `CheckpointGate`), or by
+//! another process that checkpointed and restarted the WAL despite the writer's guard.
+//!
+//! Every byte of the database and its WAL is read through the descriptors the process keeps
+//! (`store::DbFiles`): opening and closing one here would drop SQLite's locks.
 //!
 //! Failures: serving goes on; the shipper retries with capped backoff, logs at most every 30 s,
 //! and reports in `ReplicaStatus`. Frames wait in the WAL (the writer cannot checkpoint them), so
 //! the replica catches up with no gap when it is back.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::config::ReplicationConfig;
-use super::ltx::{self, Header};
+use super::image::{self, Uploads};
+use super::ltx::{self, Encoder, Header};
 use super::replica::{LtxFile, Replica, ReplicaError};
 use super::restore::{self, RestoreError, Target};
-use super::status::ReplicaStatus;
+use super::status::{ImageReport, ReplicaStatus};
 use super::wal::{self, WAL_HEADER_SIZE};
-use crate::store::CheckpointGate;
+use super::{compact, position, retention};
+use crate::store::{CheckpointGate, DbFiles};
 
 /// Level-9 files are snapshots: the whole database, `[1, X]`.
 pub const SNAPSHOT_LEVEL: u32 = 9;
@@ -33,8 +38,6 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const LOG_EVERY: Duration = Duration::from_secs(30);
 /// How long a sync waits for the writer to reach a commit boundary and hold.
 const BARRIER_WAIT: Duration = Duration::from_millis(100);
-/// Files fetched at once when compacting or snapshotting.
-const READ_PARALLELISM: usize = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ShipError {
@@ -46,7 +49,7 @@ pub enum ShipError {
     #[error("reading the wal: {0}")]
     Wal(#[from] wal::WalError),
     #[error("encoding ltx: {0}")]
-    Ltx(#[from] ltx::LtxError),
+    Ltx(ltx::LtxError),
     #[error(transparent)]
     Replica(#[from] ReplicaError),
     #[error(transparent)]
@@ -54,27 +57,32 @@ pub enum ShipError {
 }
 
 pub struct Shipper {
-    db_path: PathBuf,
-    wal_path: PathBuf,
+    files: Arc<DbFiles>,
     replica: Arc<dyn Replica>,
     config: ReplicationConfig,
     gate: Arc<CheckpointGate>,
     status: Arc<ReplicaStatus>,
     /// What the replica holds, as listed at start and kept up to date by our own writes.
-    files: Option<Vec<LtxFile>>,
+    listed: Option<Vec<LtxFile>>,
     txid: u64,
-    /// Where the last read of the WAL stopped (None: read it from the top).
+    /// Where the last read of the WAL stopped (None: read it from the top), and the writer's
+    /// checkpoint epoch before that read: a new WAL generation in the same epoch was not made
+    /// by the writer.
     cursor: Option<wal::Cursor>,
-    /// The whole database must go next (at start, or after the writer passed unshipped
-    /// frames); cleared only once it is in the replica.
+    cursor_epoch: u64,
+    /// The whole database must go next (at start, or after frames the replica lacks were
+    /// folded away); cleared only once it is in the replica.
     image_pending: bool,
+    image_reason: &'static str,
+    /// The TXID a clean stop left the replica at with exactly this database (see `position`).
+    resume: Option<u64>,
     /// Per compaction level, the wall-clock slot (time / interval) last compacted.
     compacted_slot: Vec<u64>,
 }
 
 impl Shipper {
     pub fn new(
-        db_path: &Path,
+        files: Arc<DbFiles>,
         replica: Arc<dyn Replica>,
         config: ReplicationConfig,
         gate: Arc<CheckpointGate>,
@@ -87,34 +95,65 @@ impl Shipper {
             .map(|i| now / i.as_secs().max(1))
             .collect();
         Self {
-            db_path: db_path.to_owned(),
-            wal_path: PathBuf::from(format!("{}-wal", db_path.display())),
+            files,
             replica,
             config,
             gate,
             status,
-            files: None,
+            listed: None,
             txid: 0,
             cursor: None,
+            cursor_epoch: 0,
             image_pending: true,
+            image_reason: "start",
+            resume: None,
             compacted_slot,
         }
+    }
+
+    /// Continues the replica at `txid` without an image, if it still ends there when listed.
+    pub fn resuming(mut self, txid: Option<u64>) -> Self {
+        self.resume = txid;
+        self
     }
 
     pub fn txid(&self) -> u64 {
         self.txid
     }
 
+    fn want_image(&mut self, reason: &'static str) {
+        self.image_pending = true;
+        self.image_reason = reason;
+    }
+
     /// One round: list the replica and ship the whole database on the first, then ship what
     /// was committed since. Returns whether a file was written.
     pub fn step(&mut self) -> Result<bool, ShipError> {
-        if self.files.is_none() {
+        if self.listed.is_none() {
             let files = self.replica.list()?;
             self.txid = files.iter().map(|f| f.max_txid).max().unwrap_or(0);
-            self.files = Some(files);
+            self.listed = Some(files);
+            self.cursor_epoch = self.gate.epoch();
+            match self.resume.take() {
+                Some(txid) if txid == self.txid && txid > 0 => {
+                    tracing::info!(
+                        txid,
+                        "the replica ends with this database's state: resuming without an image"
+                    );
+                    self.image_pending = false;
+                }
+                Some(txid) => {
+                    tracing::warn!(
+                        recorded = txid,
+                        replica = self.txid,
+                        "the replica moved since the last clean stop; shipping the whole database"
+                    );
+                }
+                None => {}
+            }
         }
         if self.gate.take_image_wanted() {
-            self.image_pending = true;
+            self.want_image("the writer folded away frames the replica lacked");
         }
         if self.image_pending {
             let shipped = self.ship_image()?;
@@ -133,55 +172,88 @@ impl Shipper {
             // A checkpoint is copying pages into the file right now.
             return Ok(false);
         }
-        let file = std::fs::read(&self.db_path).map_err(|source| ShipError::Read {
-            path: self.db_path.display().to_string(),
-            source,
-        })?;
-        if file.len() < 100 {
+        let started = Instant::now();
+        let rss_before = image::rss_bytes();
+        let Some(scan) = image::scan(&self.files)? else {
             return Ok(false);
-        }
-        let page_size = match u16::from_be_bytes([file[16], file[17]]) {
-            1 => 65536,
-            n => u32::from(n),
         };
-        let mut pages: BTreeMap<u32, Vec<u8>> = file
-            .chunks(page_size as usize)
-            .enumerate()
-            .map(|(i, p)| (i as u32 + 1, p.to_vec()))
-            .collect();
-        let mut commit = pages.len() as u32;
-        let mut cursor = None;
-        if let Some(segment) = wal::read_committed(&self.wal_path, WAL_HEADER_SIZE)? {
-            if segment.commit > 0 {
-                commit = segment.commit;
-                pages.extend(segment.pages);
-            }
-            cursor = Some(segment.cursor);
-        }
-        if self.gate.epoch() != epoch {
-            // A checkpoint began or ended while we read: the file may mix two states. Next round.
-            return Ok(false);
-        }
-        let lock = ltx::lock_page(page_size);
-        pages.retain(|p, _| *p <= commit && *p != lock);
         let first = self.txid == 0;
         let txid = self.txid + 1;
         let header = Header {
-            page_size,
-            commit,
+            page_size: scan.page_size,
+            commit: scan.commit,
             min_txid: if first { 1 } else { txid },
             max_txid: txid,
             timestamp_ms: now_ms(),
             ..Header::default()
         };
-        let bytes = ltx::encode(&header, pages.iter().map(|(p, d)| (*p, d.as_slice())))?;
-        if first {
-            self.write(SNAPSHOT_LEVEL, &header, bytes.clone())?;
+        header.validate()?;
+        let mut uploads = Uploads {
+            uploads: Vec::new(),
+        };
+        let levels: &[u32] = if first { &[SNAPSHOT_LEVEL, 0] } else { &[0] };
+        for level in levels {
+            match self.replica.create(*level, &header) {
+                Ok(upload) => uploads.uploads.push(upload),
+                Err(err) => {
+                    uploads.abort();
+                    return Err(err.into());
+                }
+            }
         }
-        self.write(0, &header, bytes)?;
+        let mut encoder = Encoder::new(&header, uploads)?;
+        let gate = self.gate.clone();
+        let written =
+            image::write_pages(&self.files, &scan, &mut encoder, &|| gate.epoch() == epoch)
+                .and_then(|complete| {
+                    if complete {
+                        encoder.finish()?;
+                    }
+                    Ok(complete)
+                });
+        let pages = encoder.pages();
+        let uploads = encoder.into_inner();
+        match written {
+            Ok(true) if self.gate.epoch() == epoch => {}
+            Ok(_) => {
+                // A checkpoint began or ended while we read: the file may mix two states.
+                uploads.abort();
+                return Ok(false);
+            }
+            Err(err) => {
+                uploads.abort();
+                return Err(err);
+            }
+        }
+        let files = uploads.finish()?;
+        let bytes = files.last().map_or(0, |f| f.size);
+        for file in files {
+            self.status.uploaded(file.size);
+            if let Some(listed) = &mut self.listed {
+                listed.push(file);
+            }
+        }
         self.txid = txid;
-        self.cursor = cursor;
+        self.cursor = scan.cursor();
+        self.cursor_epoch = epoch;
         self.gate.shipped(epoch, self.offset());
+        let seconds = started.elapsed().as_secs_f64();
+        tracing::info!(
+            txid,
+            pages,
+            bytes,
+            seconds,
+            reason = self.image_reason,
+            "shipped the whole database"
+        );
+        self.status.image_shipped(ImageReport {
+            txid: format!("{txid:016x}"),
+            pages,
+            bytes,
+            seconds,
+            rss_before_bytes: rss_before,
+            reason: self.image_reason,
+        });
         self.report_synced();
         Ok(true)
     }
@@ -190,35 +262,53 @@ impl Shipper {
         self.cursor.map_or(WAL_HEADER_SIZE, |c| c.end)
     }
 
+    /// True if the WAL generation changed (or the WAL emptied) since the cursor was taken
+    /// without the writer truncating it: another process checkpointed and restarted it, so
+    /// frames the replica lacks may be gone from the WAL (they are in the database file).
+    fn restarted_by_another_process(&self, epoch: u64) -> bool {
+        self.cursor.is_some_and(|c| c.end > WAL_HEADER_SIZE) && epoch == self.cursor_epoch
+    }
+
     /// Ships what was committed since the last sync; returns whether a file was written.
     pub fn try_sync(&mut self) -> Result<bool, ShipError> {
         let started = Instant::now();
         let epoch = self.gate.epoch();
+        let wal = self.files.wal();
         let read = match &self.cursor {
-            Some(cursor) => wal::read_after(&self.wal_path, cursor)?,
-            None => wal::read_committed(&self.wal_path, WAL_HEADER_SIZE)?,
+            Some(cursor) => wal::read_after(wal, cursor)?,
+            None => wal::read_committed(wal, WAL_HEADER_SIZE)?,
         };
+        let new_generation = read
+            .as_ref()
+            .is_none_or(|s| self.cursor.map(|c| c.salts) != Some(s.cursor.salts));
+        if new_generation && self.restarted_by_another_process(epoch) {
+            tracing::warn!(
+                "another process checkpointed and restarted the WAL before the replica had all of                  it; shipping the whole database"
+            );
+            self.want_image("another process restarted the WAL");
+            let shipped = self.ship_image()?;
+            self.image_pending = !shipped;
+            return Ok(shipped);
+        }
         let Some(mut segment) = read else {
             // No WAL (or an empty one after a truncating checkpoint): start over at its top.
             self.cursor = None;
+            self.cursor_epoch = epoch;
             self.report_synced();
             return Ok(false);
         };
-        if self.cursor.map(|c| c.salts) != Some(segment.cursor.salts) {
-            // A new WAL generation. Unless the writer had to pass unshipped frames (then the
-            // whole database goes next), everything in the old one was shipped.
-            if self.gate.take_image_wanted() {
-                self.image_pending = true;
-                let shipped = self.ship_image()?;
-                self.image_pending = !shipped;
-                return Ok(shipped);
-            }
+        if new_generation && self.gate.take_image_wanted() {
+            // The writer had to pass unshipped frames: the whole database goes next.
+            self.want_image("the writer folded away frames the replica lacked");
+            let shipped = self.ship_image()?;
+            self.image_pending = !shipped;
+            return Ok(shipped);
         }
         // When the writer wants to truncate: with most of the WAL read, the writer holds at its
         // next commit while the tail is read, so this one file holds everything and the writer
         // can truncate (the WAL stays within one interval of growth, the hold stays short).
         if self.gate.truncate_wanted() && self.gate.begin_barrier(BARRIER_WAIT) {
-            if let Some(tail) = wal::read_after(&self.wal_path, &segment.cursor)? {
+            if let Some(tail) = wal::read_after(wal, &segment.cursor)? {
                 if tail.cursor.salts == segment.cursor.salts {
                     segment.pages.extend(tail.pages);
                     if tail.commit > 0 {
@@ -231,6 +321,7 @@ impl Shipper {
         }
         if segment.pages.is_empty() {
             self.cursor = Some(segment.cursor);
+            self.cursor_epoch = epoch;
             self.gate.shipped(epoch, self.offset());
             self.report_synced();
             return Ok(false);
@@ -245,51 +336,70 @@ impl Shipper {
             ..Header::default()
         };
         let lock = ltx::lock_page(segment.header.page_size);
-        segment
-            .pages
-            .retain(|p, _| *p <= segment.commit && *p != lock);
-        let read = started.elapsed();
-        let bytes = ltx::encode(
-            &header,
-            segment.pages.iter().map(|(p, d)| (*p, d.as_slice())),
-        )?;
+        let mut upload = self.replica.create(0, &header)?;
+        let encoded = (|| {
+            let mut encoder = Encoder::new(&header, &mut *upload)?;
+            let mut buf = Vec::new();
+            for (pgno, at) in &segment.pages {
+                if *pgno > segment.commit || *pgno == lock {
+                    continue;
+                }
+                let page = segment.page(wal, *pgno, *at, &mut buf)?;
+                encoder.page(*pgno, page)?;
+            }
+            encoder.finish()?;
+            Ok::<_, ShipError>(encoder.pages())
+        })();
+        let pages = match encoded {
+            Ok(pages) => pages,
+            Err(ShipError::Wal(wal::WalError::Restarted)) => {
+                // Read again from the cursor next round, in whatever generation the WAL is.
+                upload.abort();
+                return Ok(false);
+            }
+            Err(err) => {
+                upload.abort();
+                return Err(err);
+            }
+        };
         let encoded = started.elapsed();
-        self.write(0, &header, bytes)?;
+        let written = upload.finish()?;
+        self.status.uploaded(written.size);
+        if let Some(listed) = &mut self.listed {
+            listed.push(written);
+        }
         tracing::debug!(
             txid,
-            pages = segment.pages.len(),
+            pages,
             wal_bytes = segment.end - segment.start,
-            read_ms = read.as_millis() as u64,
-            encode_ms = (encoded - read).as_millis() as u64,
+            encode_ms = encoded.as_millis() as u64,
             write_ms = (started.elapsed() - encoded).as_millis() as u64,
             "synced"
         );
         metrics::histogram!("dropd_replica_sync_seconds").record(started.elapsed().as_secs_f64());
         self.txid = txid;
         self.cursor = Some(segment.cursor);
+        self.cursor_epoch = epoch;
         self.gate.shipped(epoch, self.offset());
         self.report_synced();
         Ok(true)
     }
 
     fn pending_wal_bytes(&self) -> u64 {
-        std::fs::metadata(&self.wal_path)
-            .map_or(0, |m| m.len())
-            .saturating_sub(self.offset())
+        self.files.wal_len().saturating_sub(self.offset())
     }
 
     fn report_synced(&self) {
         self.status.synced(self.txid, self.pending_wal_bytes());
     }
 
-    fn write(&mut self, level: u32, header: &Header, bytes: Vec<u8>) -> Result<(), ShipError> {
-        let size = bytes.len() as u64;
-        let written = self.replica.write(level, header, bytes)?;
-        self.status.uploaded(size);
-        if let Some(files) = &mut self.files {
-            files.push(written);
-        }
-        Ok(())
+    /// After the last round, with the writer stopped: true if the replica holds everything the
+    /// database and its WAL hold.
+    fn everything_shipped(&self) -> bool {
+        let wal_len = self.files.wal_len();
+        !self.image_pending
+            && self.txid > 0
+            && (wal_len == 0 || self.cursor.is_some_and(|c| c.end == wal_len))
     }
 
     /// Compaction, snapshots and retention, each when due.
@@ -315,12 +425,12 @@ impl Shipper {
             }
         }
         if self.config.retention_enabled {
-            let files = self.files.as_deref().unwrap_or_default();
-            let expired = expired(files, now, &self.config);
+            let files = self.listed.as_deref().unwrap_or_default();
+            let expired = retention::expired(files, now, &self.config);
             if !expired.is_empty() {
                 match self.replica.delete(&expired) {
                     Ok(()) => {
-                        if let Some(files) = &mut self.files {
+                        if let Some(files) = &mut self.listed {
                             files.retain(|f| !expired.contains(f));
                         }
                     }
@@ -335,7 +445,7 @@ impl Shipper {
 
     /// Folds the files of `level - 1` that `level` does not cover yet into one file.
     pub fn compact(&mut self, level: u32) -> Result<(), ShipError> {
-        let files = self.files.as_deref().unwrap_or_default();
+        let files = self.listed.as_deref().unwrap_or_default();
         let done = files
             .iter()
             .filter(|f| f.level == level)
@@ -360,30 +470,21 @@ impl Shipper {
             return Ok(());
         };
         let min_txid = first.min_txid;
-        let image = restore::materialize(&*self.replica, &chain, READ_PARALLELISM, &|_| {})?;
-        self.write_image(level, min_txid, &image)
+        self.merged(compact::merge(&*self.replica, &chain, level, min_txid)?);
+        Ok(())
     }
 
-    fn write_image(
-        &mut self,
-        level: u32,
-        min_txid: u64,
-        image: &restore::Image,
-    ) -> Result<(), ShipError> {
-        let header = Header {
-            page_size: image.page_size,
-            commit: image.commit,
-            min_txid,
-            max_txid: image.max_txid,
-            timestamp_ms: image.timestamp_ms,
-            ..Header::default()
-        };
-        let bytes = ltx::encode(&header, image.pages.iter().map(|(p, d)| (*p, d.as_slice())))?;
-        self.write(level, &header, bytes)
+    fn merged(&mut self, written: Option<LtxFile>) {
+        if let Some(file) = written {
+            self.status.uploaded(file.size);
+            if let Some(files) = &mut self.listed {
+                files.push(file);
+            }
+        }
     }
 
     fn snapshot_due(&self, now: SystemTime) -> bool {
-        let files = self.files.as_deref().unwrap_or_default();
+        let files = self.listed.as_deref().unwrap_or_default();
         let newest = files
             .iter()
             .filter(|f| f.level == SNAPSHOT_LEVEL)
@@ -401,14 +502,14 @@ impl Shipper {
 
     /// Writes the replica's latest state as a level-9 file `[1, txid]`.
     pub fn snapshot(&mut self) -> Result<(), ShipError> {
-        let files = self.files.as_deref().unwrap_or_default();
+        let files = self.listed.as_deref().unwrap_or_default();
         let chain = restore::plan(files, Target::Latest, "the replica")?;
-        let image = restore::materialize(&*self.replica, &chain, READ_PARALLELISM, &|_| {})?;
-        self.write_image(SNAPSHOT_LEVEL, 1, &image)
+        self.merged(compact::merge(&*self.replica, &chain, SNAPSHOT_LEVEL, 1)?);
+        Ok(())
     }
 
     /// Syncs every sync interval (or at once when the writer asks) until the server stops,
-    /// then once more.
+    /// then once more, and notes where that left the replica.
     pub fn run_until_stopped(mut self) {
         let interval = self.config.sync_interval;
         // Syncs keep a fixed schedule, so the time a sync takes does not add to the lag.
@@ -433,6 +534,7 @@ impl Shipper {
                     }
                 }
             }
+            let ok = result.is_ok();
             match result {
                 Ok(_) => {
                     if failures > 0 {
@@ -463,65 +565,17 @@ impl Shipper {
                 }
             }
             if !running {
+                if ok && self.everything_shipped() {
+                    let target = self.config.target.to_string();
+                    if let Err(err) = position::record(self.files.db_path(), &target, self.txid) {
+                        tracing::warn!(error = %err, "could not note the replica position; the next start ships the whole database");
+                    }
+                }
                 break;
             }
         }
         tracing::info!(txid = self.txid, "wal-shipper stopped");
     }
-}
-
-/// The files retention may delete: snapshots older than `snapshot.retention` (never the
-/// newest), anything every kept snapshot already covers, and level-0 files that level 1 holds
-/// and that are older than `l0-retention`. Deletes nothing if the rest could not be restored.
-pub fn expired(files: &[LtxFile], now: SystemTime, config: &ReplicationConfig) -> Vec<LtxFile> {
-    let old =
-        |f: &LtxFile, keep: Duration| now.duration_since(f.written).is_ok_and(|age| age > keep);
-    let mut snapshots: Vec<&LtxFile> = files.iter().filter(|f| f.level == SNAPSHOT_LEVEL).collect();
-    snapshots.sort_by_key(|f| f.max_txid);
-    let Some(newest) = snapshots.last() else {
-        return Vec::new();
-    };
-    let newest_max = newest.max_txid;
-    let kept_snapshots: Vec<&&LtxFile> = snapshots
-        .iter()
-        .filter(|f| f.max_txid == newest_max || !old(f, config.snapshot_retention))
-        .collect();
-    let oldest_kept = kept_snapshots
-        .iter()
-        .map(|f| f.max_txid)
-        .min()
-        .unwrap_or(newest_max);
-    let level1_max = files
-        .iter()
-        .filter(|f| f.level == 1)
-        .map(|f| f.max_txid)
-        .max();
-    let expired: Vec<LtxFile> = files
-        .iter()
-        .filter(|f| {
-            if f.level == SNAPSHOT_LEVEL {
-                return !kept_snapshots.iter().any(|k| **k == *f);
-            }
-            if f.max_txid <= oldest_kept {
-                return true;
-            }
-            f.level == 0
-                && !config.levels.is_empty()
-                && level1_max.is_some_and(|m| f.max_txid <= m)
-                && old(f, config.l0_retention)
-        })
-        .cloned()
-        .collect();
-    let kept: Vec<LtxFile> = files
-        .iter()
-        .filter(|f| !expired.contains(f))
-        .cloned()
-        .collect();
-    if restore::plan(&kept, Target::Latest, "the replica").is_err() {
-        tracing::warn!("retention would leave the replica unrestorable; deleting nothing");
-        return Vec::new();
-    }
-    expired
 }
 
 fn unix_secs(t: SystemTime) -> u64 {
@@ -553,12 +607,11 @@ mod tests {
         fn read(&self, file: &LtxFile) -> Result<Vec<u8>, ReplicaError> {
             self.inner.read(file)
         }
-        fn write(
+        fn create(
             &self,
             level: u32,
             header: &Header,
-            bytes: Vec<u8>,
-        ) -> Result<LtxFile, ReplicaError> {
+        ) -> Result<Box<dyn crate::replicate::replica::Upload + '_>, ReplicaError> {
             if self
                 .fail_writes
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
@@ -566,7 +619,7 @@ mod tests {
             {
                 return Err(ReplicaError::Url("the replica is down".into()));
             }
-            self.inner.write(level, header, bytes)
+            self.inner.create(level, header)
         }
         fn delete(&self, files: &[LtxFile]) -> Result<(), ReplicaError> {
             self.inner.delete(files)
@@ -595,7 +648,7 @@ mod tests {
         });
         let gate = Arc::new(CheckpointGate::default());
         let mut shipper = Shipper::new(
-            &db,
+            DbFiles::keep(&db).expect("kept"),
             replica.clone(),
             ReplicationConfig::for_target(ReplicaTarget::File(dir.path().join("replica"))),
             gate.clone(),
@@ -631,71 +684,5 @@ mod tests {
             rows, 62,
             "the seven commits the writer passed are in the replica"
         );
-    }
-
-    fn file(level: u32, min: u64, max: u64, age_secs: u64, now: SystemTime) -> LtxFile {
-        LtxFile {
-            level,
-            min_txid: min,
-            max_txid: max,
-            key: format!("{level}/{min}-{max}"),
-            size: 0,
-            written: now - Duration::from_secs(age_secs),
-        }
-    }
-
-    #[test]
-    fn retention_drops_old_snapshots_and_compacted_level_zero_but_never_leaves_a_gap() {
-        let now = SystemTime::now();
-        let config = ReplicationConfig::for_target(ReplicaTarget::File("/r".into()));
-        let day = 24 * 3600;
-        let files = vec![
-            file(9, 1, 10, 2 * day, now),
-            file(0, 9, 9, 2 * day, now),
-            file(0, 10, 10, 2 * day, now),
-            file(1, 11, 20, day + 60, now),
-            file(9, 1, 20, day - 60, now),
-            file(0, 11, 11, day, now),
-            file(1, 21, 30, 600, now),
-            file(0, 21, 21, 600, now),
-            file(0, 30, 30, 400, now),
-            file(0, 31, 31, 10, now),
-            file(0, 32, 32, 1, now),
-        ];
-        let expired = expired(&files, now, &config);
-        let names: Vec<(u32, u64, u64)> = expired
-            .iter()
-            .map(|f| (f.level, f.min_txid, f.max_txid))
-            .collect();
-        assert_eq!(
-            names,
-            vec![
-                (9, 1, 10),
-                (0, 9, 9),
-                (0, 10, 10),
-                (1, 11, 20),
-                (0, 11, 11),
-                (0, 21, 21),
-                (0, 30, 30)
-            ]
-        );
-        let kept: Vec<LtxFile> = files.into_iter().filter(|f| !expired.contains(f)).collect();
-        let chain = restore::plan(&kept, Target::Latest, "r").expect("still restorable");
-        assert_eq!(chain.last().map(|f| f.max_txid), Some(32));
-    }
-
-    #[test]
-    fn retention_keeps_everything_when_deleting_would_break_the_chain() {
-        let now = SystemTime::now();
-        let config = ReplicationConfig::for_target(ReplicaTarget::File("/r".into()));
-        // Level 1 claims to cover 1..20, but a level-0 file in between is all that links the
-        // snapshot to the rest: deleting would leave 11..15 unreachable.
-        let files = vec![
-            file(9, 1, 10, 60, now),
-            file(1, 16, 20, 3600, now),
-            file(0, 11, 15, 3600, now),
-            file(0, 21, 21, 1, now),
-        ];
-        assert!(expired(&files, now, &config).is_empty());
     }
 }

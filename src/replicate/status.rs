@@ -30,6 +30,21 @@ pub struct StatusSnapshot {
     pub pending_wal_bytes: u64,
     /// The last compaction, snapshot or retention error (shipping goes on regardless).
     pub maintenance_error: Option<String>,
+    /// The last whole-database image this process shipped (at start, or after the WAL was
+    /// folded away before the replica had it); `null` when the replica was resumed.
+    pub last_image: Option<ImageReport>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ImageReport {
+    pub txid: String,
+    pub pages: u64,
+    pub bytes: u64,
+    pub seconds: f64,
+    /// The process's resident memory just before the image was read (`VmRSS`).
+    pub rss_before_bytes: u64,
+    /// Why it was shipped.
+    pub reason: &'static str,
 }
 
 impl ReplicaStatus {
@@ -69,6 +84,10 @@ impl ReplicaStatus {
             s.failing_since = None;
             s.pending_wal_bytes = pending_wal_bytes;
         });
+    }
+
+    pub fn image_shipped(&self, report: ImageReport) {
+        self.update(|s| s.last_image = Some(report));
     }
 
     pub fn maintenance_failed(&self, error: String) {

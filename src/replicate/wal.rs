@@ -6,8 +6,8 @@
 //! the header's salts change, and a reader must start again at offset 32.
 
 use std::collections::BTreeMap;
-use std::io::Read;
-use std::path::Path;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
 
 pub const WAL_HEADER_SIZE: u64 = 32;
 const FRAME_HEADER_SIZE: usize = 24;
@@ -22,7 +22,9 @@ pub struct WalHeader {
     checksum: (u32, u32),
 }
 
-/// The committed frames read from a WAL, with only the latest version of each page.
+/// The committed frames read from a WAL: where the latest version of each page is. The pages
+/// themselves stay in the file until `page` reads them, so memory is a few bytes per page
+/// however large the WAL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Segment {
     pub header: WalHeader,
@@ -31,7 +33,8 @@ pub struct Segment {
     pub end: u64,
     /// Database size in pages after the last commit in the segment.
     pub commit: u32,
-    pub pages: BTreeMap<u32, Vec<u8>>,
+    /// Page number -> offset of its latest committed frame.
+    pub pages: BTreeMap<u32, u64>,
     /// Where to resume next time.
     pub cursor: Cursor,
 }
@@ -42,6 +45,34 @@ pub enum WalError {
     Io(#[from] std::io::Error),
     #[error("the wal header is invalid: {0}")]
     Header(&'static str),
+    #[error("the wal was restarted while it was read")]
+    Restarted,
+}
+
+impl Segment {
+    /// Reads page `pgno` from its frame at `frame` into `buf`, checking that the frame is still
+    /// the one the scan saw (its page number and this generation's salts): a WAL restarted
+    /// since is an error, never another page.
+    pub fn page<'a>(
+        &self,
+        wal: &File,
+        pgno: u32,
+        frame: u64,
+        buf: &'a mut Vec<u8>,
+    ) -> Result<&'a [u8], WalError> {
+        buf.resize(FRAME_HEADER_SIZE + self.header.page_size as usize, 0);
+        wal.read_exact_at(buf, frame).map_err(|e| match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => WalError::Restarted,
+            _ => WalError::Io(e),
+        })?;
+        if be32(&buf[0..4]) != pgno
+            || be32(&buf[8..12]) != self.header.salt1
+            || be32(&buf[12..16]) != self.header.salt2
+        {
+            return Err(WalError::Restarted);
+        }
+        Ok(&buf[FRAME_HEADER_SIZE..])
+    }
 }
 
 fn be32(b: &[u8]) -> u32 {
@@ -103,36 +134,35 @@ pub struct Cursor {
     sums: (u32, u32),
 }
 
-/// Reads the committed frames of `path` from `from` (32 for the start). Returns `None` if the WAL
-/// is empty or has no valid header yet.
-pub fn read_committed(path: &Path, from: u64) -> Result<Option<Segment>, WalError> {
-    read_segment(path, from, None)
+/// Reads the committed frames of `wal` from `from` (32 for the start). Returns `None` if the
+/// WAL is empty or has no valid header yet.
+pub fn read_committed(wal: &File, from: u64) -> Result<Option<Segment>, WalError> {
+    read_segment(wal, from, None)
 }
 
 /// Reads what was committed after `cursor`, reading only the bytes appended since. If the WAL
 /// was restarted (new salts) it reads the new generation from its start.
-pub fn read_after(path: &Path, cursor: &Cursor) -> Result<Option<Segment>, WalError> {
-    read_segment(path, cursor.end, Some(cursor))
+pub fn read_after(wal: &File, cursor: &Cursor) -> Result<Option<Segment>, WalError> {
+    read_segment(wal, cursor.end, Some(cursor))
 }
 
+/// Bytes read at a time while walking the frames.
+const SCAN_CHUNK: usize = 4 << 20;
+
 fn read_segment(
-    path: &Path,
+    wal: &File,
     from: u64,
     cursor: Option<&Cursor>,
 ) -> Result<Option<Segment>, WalError> {
-    use std::io::{Seek, SeekFrom};
-    let mut file = match std::fs::File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e.into()),
-    };
+    let len = wal.metadata()?.len();
     let mut head = [0u8; WAL_HEADER_SIZE as usize];
-    let mut got = 0;
-    while got < head.len() {
-        match file.read(&mut head[got..])? {
-            0 => return Ok(None),
-            n => got += n,
-        }
+    if len < WAL_HEADER_SIZE {
+        return Ok(None);
+    }
+    match wal.read_exact_at(&mut head, 0) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e.into()),
     }
     let header = parse_header(&head)?;
     let frame_size = FRAME_HEADER_SIZE + header.page_size as usize;
@@ -145,60 +175,58 @@ fn read_segment(
         Some(_) => (WAL_HEADER_SIZE, header.checksum, WAL_HEADER_SIZE),
         None => (WAL_HEADER_SIZE, header.checksum, from),
     };
-    file.seek(SeekFrom::Start(base))?;
-    let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes)?;
-    let mut at = 0usize;
-    let mut pending: Vec<(u32, usize)> = Vec::new();
-    let mut latest: BTreeMap<u32, usize> = BTreeMap::new();
+    let mut pending: Vec<(u32, u64)> = Vec::new();
+    let mut latest: BTreeMap<u32, u64> = BTreeMap::new();
     let mut end = from.max(WAL_HEADER_SIZE);
     let mut end_sums = sums;
     let mut commit = 0;
-    while at + frame_size <= bytes.len() {
-        let frame = &bytes[at..at + frame_size];
-        if be32(&frame[8..12]) != header.salt1 || be32(&frame[12..16]) != header.salt2 {
+    let per_chunk = (SCAN_CHUNK / frame_size).max(1);
+    let mut chunk = vec![0u8; per_chunk * frame_size];
+    let mut at = base;
+    'scan: while at + frame_size as u64 <= len {
+        let want = (((len - at) as usize) / frame_size).min(per_chunk) * frame_size;
+        let got = read_up_to(wal, &mut chunk[..want], at)?;
+        if got < frame_size {
             break;
         }
-        sums = checksum(&frame[0..8], header.big_endian_checksum, sums);
-        sums = checksum(
-            &frame[FRAME_HEADER_SIZE..],
-            header.big_endian_checksum,
-            sums,
-        );
-        if sums != (be32(&frame[16..20]), be32(&frame[20..24])) {
-            break;
-        }
-        pending.push((be32(&frame[0..4]), at + FRAME_HEADER_SIZE));
-        at += frame_size;
-        let db_size = be32(&frame[4..8]);
-        if db_size != 0 {
-            // A commit: its frames (and those before it) are durable.
-            let absolute = base + at as u64;
-            if absolute > from {
-                // Only the latest version of each page is copied, once, after the walk.
-                for (pgno, data) in pending.drain(..) {
-                    if base + data as u64 > from {
-                        latest.insert(pgno, data);
-                    }
-                }
-                commit = db_size;
-                end = absolute;
+        for frame in chunk[..got - got % frame_size].chunks_exact(frame_size) {
+            if be32(&frame[8..12]) != header.salt1 || be32(&frame[12..16]) != header.salt2 {
+                break 'scan;
             }
-            end_sums = sums;
-            pending.clear();
+            sums = checksum(&frame[0..8], header.big_endian_checksum, sums);
+            sums = checksum(
+                &frame[FRAME_HEADER_SIZE..],
+                header.big_endian_checksum,
+                sums,
+            );
+            if sums != (be32(&frame[16..20]), be32(&frame[20..24])) {
+                break 'scan;
+            }
+            pending.push((be32(&frame[0..4]), at));
+            at += frame_size as u64;
+            let db_size = be32(&frame[4..8]);
+            if db_size != 0 {
+                // A commit: its frames (and those before it) are durable.
+                if at > from {
+                    for (pgno, frame_at) in pending.drain(..) {
+                        if frame_at + FRAME_HEADER_SIZE as u64 > from {
+                            latest.insert(pgno, frame_at);
+                        }
+                    }
+                    commit = db_size;
+                    end = at;
+                }
+                end_sums = sums;
+                pending.clear();
+            }
         }
     }
-    let page_size = header.page_size as usize;
-    let pages = latest
-        .into_iter()
-        .map(|(pgno, data)| (pgno, bytes[data..data + page_size].to_vec()))
-        .collect();
     Ok(Some(Segment {
         header,
         start: from.max(WAL_HEADER_SIZE),
         end,
         commit,
-        pages,
+        pages: latest,
         cursor: Cursor {
             end,
             salts: (header.salt1, header.salt2),
@@ -207,10 +235,36 @@ fn read_segment(
     }))
 }
 
+/// Reads what is there of `buf.len()` bytes at `offset` (less at the end of the file).
+fn read_up_to(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match file.read_at(&mut buf[got..], offset + got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use rusqlite::Connection;
+
+    fn pages(wal: &File, segment: &Segment) -> BTreeMap<u32, Vec<u8>> {
+        let mut buf = Vec::new();
+        segment
+            .pages
+            .iter()
+            .map(|(pgno, at)| {
+                let page = segment.page(wal, *pgno, *at, &mut buf).expect("page");
+                (*pgno, page.to_vec())
+            })
+            .collect()
+    }
 
     #[test]
     fn the_committed_frames_rebuild_the_database_sqlite_shows() {
@@ -232,7 +286,7 @@ mod tests {
             )
             .expect("insert");
         }
-        let wal = dir.path().join("w.db-wal");
+        let wal = File::open(dir.path().join("w.db-wal")).expect("wal");
         let first = read_committed(&wal, WAL_HEADER_SIZE)
             .expect("reads")
             .expect("a segment");
@@ -253,8 +307,8 @@ mod tests {
             .expect("reads")
             .expect("a segment");
         assert_eq!(
-            (resumed.end, &resumed.pages, resumed.cursor),
-            (next.end, &next.pages, next.cursor),
+            (resumed.end, pages(&wal, &resumed), resumed.cursor),
+            (next.end, pages(&wal, &next), next.cursor),
             "reading only the appended bytes gives the same segment"
         );
 
@@ -263,7 +317,7 @@ mod tests {
         let mut rebuilt: Vec<u8> = base;
         rebuilt.resize(next.commit as usize * page_size, 0);
         for segment in [&first, &next] {
-            for (pgno, page) in &segment.pages {
+            for (pgno, page) in &pages(&wal, segment) {
                 let at = (*pgno as usize - 1) * page_size;
                 rebuilt[at..at + page_size].copy_from_slice(page);
             }
@@ -289,15 +343,17 @@ mod tests {
         .expect("schema");
         conn.execute("INSERT INTO t VALUES (1)", [])
             .expect("insert");
-        let wal = dir.path().join("t.db-wal");
+        let wal_path = dir.path().join("t.db-wal");
+        let wal = File::open(&wal_path).expect("wal");
         let whole = read_committed(&wal, WAL_HEADER_SIZE)
             .expect("reads")
             .expect("segment");
-        let mut bytes = std::fs::read(&wal).expect("wal");
+        let mut bytes = std::fs::read(&wal_path).expect("wal");
         let last = bytes.len() - 10;
         bytes[last] ^= 0xff;
         let copy = dir.path().join("copy-wal");
         std::fs::write(&copy, bytes).expect("copy");
+        let copy = File::open(&copy).expect("copy");
         let torn = read_committed(&copy, WAL_HEADER_SIZE)
             .expect("reads")
             .expect("segment");

@@ -8,11 +8,14 @@
 //! sends the whole database as its next file: the replica loses the fine-grained history of the
 //! outage, never its continuity.
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use rusqlite::Connection;
+use rusqlite::{Connection, OpenFlags};
+
+use super::files::DbFiles;
+use super::StoreError;
 
 /// Longest the writer holds back commits waiting for the shipper so it can truncate the WAL.
 const SHIP_WAIT: Duration = Duration::from_secs(2);
@@ -332,21 +335,85 @@ pub fn run(conn: &Connection, mode: &str) -> bool {
     }
 }
 
+/// A read transaction held open on a connection of its own, between the writer's truncations,
+/// so that other processes cannot fold away WAL frames the replica lacks (as Litestream does).
+///
+/// While it holds a read mark, another process's checkpoint copies frames only up to that
+/// mark, and neither it nor any writer can restart or truncate the WAL; while it holds read
+/// lock 0 (taken when the WAL was empty), nobody can copy frames at all. Either way the frames
+/// stay where the shipper reads them, and the database file under them changes only in ways
+/// an image read in the meantime sees through the WAL. The writer lets go of it only for its
+/// own truncation, which happens when everything is shipped.
+pub struct WalGuard {
+    conn: Connection,
+    held: bool,
+}
+
+impl std::fmt::Debug for WalGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "WalGuard(held: {})", self.held)
+    }
+}
+
+impl WalGuard {
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+            true,
+        )?;
+        let mut guard = Self { conn, held: false };
+        guard.hold();
+        Ok(guard)
+    }
+
+    /// Starts the read transaction (a read is what takes SQLite's read lock).
+    pub fn hold(&mut self) {
+        if self.held {
+            return;
+        }
+        let begun = self.conn.execute_batch("BEGIN").and_then(|()| {
+            self.conn
+                .query_row("SELECT COUNT(*) FROM sqlite_schema", [], |r| {
+                    r.get::<_, i64>(0)
+                })
+        });
+        match begun {
+            Ok(_) => self.held = true,
+            Err(err) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                tracing::warn!(error = %err, "could not hold the WAL against other processes' checkpoints");
+            }
+        }
+    }
+
+    pub fn release(&mut self) {
+        if std::mem::take(&mut self.held) {
+            let _ = self.conn.execute_batch("COMMIT");
+        }
+    }
+}
+
 /// The writer's half of the protocol, for the one connection that writes the database.
 #[derive(Debug)]
 pub struct GatedCheckpoints {
     gate: Arc<CheckpointGate>,
-    wal_path: PathBuf,
+    files: Arc<DbFiles>,
+    guard: WalGuard,
     next_hold: Instant,
     warned: bool,
     urged: bool,
 }
 
 impl GatedCheckpoints {
-    pub fn new(gate: Arc<CheckpointGate>, wal_path: PathBuf) -> Self {
+    pub fn new(gate: Arc<CheckpointGate>, files: Arc<DbFiles>, guard: WalGuard) -> Self {
         Self {
             gate,
-            wal_path,
+            files,
+            guard,
             next_hold: Instant::now(),
             warned: false,
             urged: false,
@@ -354,7 +421,12 @@ impl GatedCheckpoints {
     }
 
     fn wal_len(&self) -> u64 {
-        std::fs::metadata(&self.wal_path).map_or(0, |m| m.len())
+        self.files.wal_len()
+    }
+
+    /// Lets other processes checkpoint again (the process is about to stop).
+    pub fn release_guard(&mut self) {
+        self.guard.release();
     }
 
     /// After a COMMIT, before its answers: see `CheckpointGate::committed`.
@@ -364,7 +436,9 @@ impl GatedCheckpoints {
 
     fn truncate(&mut self, conn: &Connection, lost: bool) -> bool {
         self.gate.truncating();
+        self.guard.release();
         let done = run(conn, "TRUNCATE");
+        self.guard.hold();
         // Even a checkpoint reported as failed may have copied every frame, and SQLite then
         // restarts the WAL at the next write: the shipper's reports start over either way.
         self.gate.truncated(lost);

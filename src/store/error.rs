@@ -22,6 +22,10 @@ pub enum StoreError {
     Corrupt(#[from] serde_json::Error),
     #[error("{0}")]
     Setup(String),
+    /// The database's WAL (or the database, or its shared memory) was deleted or replaced by
+    /// another process: commits would go into a file nobody reads again. The process stops.
+    #[error("the database files were replaced: {0}")]
+    StorageReplaced(String),
     /// A bug: a rule of the writer was broken. The batch is retried without the command.
     #[error("internal error: {0}")]
     Internal(&'static str),
@@ -37,6 +41,14 @@ impl From<rusqlite::Error> for StoreError {
 }
 
 impl StoreError {
+    /// An I/O error (the SQLITE_IOERR family, a failed fsync among them): after one, what is
+    /// on disk is unknown, and a later commit could make a batch durable that was reported
+    /// failed.
+    pub fn is_io_failure(&self) -> bool {
+        matches!(self, StoreError::Sqlite(err)
+            if err.sqlite_error_code() == Some(rusqlite::ErrorCode::SystemIoFailure))
+    }
+
     pub fn is_disk_full(&self) -> bool {
         matches!(self, StoreError::DiskFull)
     }

@@ -9,6 +9,7 @@ pub mod checkpoint;
 mod commands;
 pub mod drops;
 mod error;
+pub mod files;
 pub mod holds;
 pub mod idempotency;
 pub mod migrations;
@@ -24,9 +25,10 @@ use std::sync::Arc;
 pub use checkpoint::CheckpointGate;
 pub use commands::{Answer, ConfirmHold, IdempotentRequest, PlaceHold};
 pub use error::StoreError;
+pub use files::DbFiles;
 pub use open::Synchronous;
 pub use read_pool::ReadPool;
-pub use writer::{Writer, WriterStats, WriterThread};
+pub use writer::{Writer, WriterStats, WriterThread, EXIT_STORAGE_REPLACED};
 
 use crate::domain::views::DropView;
 use crate::domain::Clock;
@@ -35,6 +37,9 @@ use crate::domain::Clock;
 /// hub and the hot-read snapshots listen here.
 pub trait CommitListener: Send + Sync + 'static {
     fn committed(&self, views: Vec<DropView>);
+    /// A commit changed this drop but its new view could not be read: whatever memory holds
+    /// of it is behind the database and must not answer anyone.
+    fn forget(&self, drop_id: &crate::domain::DropId);
 }
 
 #[derive(Debug, Clone)]
@@ -57,6 +62,8 @@ pub struct Store {
     pub writer: Writer,
     pub reads: ReadPool,
     pub thread: WriterThread,
+    /// The database's files as this process holds them (see `files`).
+    pub files: Arc<DbFiles>,
 }
 
 impl Store {
@@ -66,18 +73,35 @@ impl Store {
         listener: Option<Arc<dyn CommitListener>>,
     ) -> Result<Store, StoreError> {
         let conn = open::open_writer(&config.path, config.synchronous)?;
-        if config.checkpoint_gate.is_some() {
-            // The shipper sends the whole database at start anyway, so frames left in the WAL
-            // (a crash, a torn tail) can be folded in now: the WAL starts empty, and its length
-            // is where its last commit ends, which the checkpoint protocol relies on.
-            checkpoint::run(&conn, "TRUNCATE");
-        }
+        let files = DbFiles::keep(&config.path).map_err(|e| {
+            StoreError::Setup(format!(
+                "opening {} and its -wal and -shm: {e}",
+                config.path.display()
+            ))
+        })?;
+        let gated = match &config.checkpoint_gate {
+            Some(gate) => {
+                // Frames left in the WAL (a crash, a torn tail) are either shipped already or
+                // go with the whole database the shipper sends after a crash, so they can be
+                // folded in now: the WAL starts empty, and its length is where its last commit
+                // ends, which the checkpoint protocol relies on.
+                checkpoint::run(&conn, "TRUNCATE");
+                let guard = checkpoint::WalGuard::open(&config.path)?;
+                Some(checkpoint::GatedCheckpoints::new(
+                    gate.clone(),
+                    files.clone(),
+                    guard,
+                ))
+            }
+            None => None,
+        };
         let reads = ReadPool::open(&config.path, config.read_pool_size)?;
-        let (writer, thread) = writer::spawn(conn, config, clock, listener)?;
+        let (writer, thread) = writer::spawn(conn, files.clone(), gated, config, clock, listener)?;
         Ok(Store {
             writer,
             reads,
             thread,
+            files,
         })
     }
 }

@@ -21,6 +21,7 @@ use crate::domain::{BuyerId, Clock, DropId, HoldId, Refusal};
 
 use super::batch::{AttemptSeqs, Batch};
 use super::commands::{Answer, Command, ConfirmHold, IdempotentRequest, PlaceHold, Reply};
+use super::files::DbFiles;
 use super::tx::Outcome;
 use super::{drops, holds, CommitListener, StoreConfig, StoreError};
 
@@ -30,6 +31,8 @@ const IDLE_TICK: Duration = Duration::from_millis(200);
 const SWEEP_LIMIT: i64 = 2_000;
 /// Commits between passive checkpoints while busy.
 const CHECKPOINT_EVERY: u64 = 1_000;
+/// Exit status when the database files were replaced under the writer (see `storage_replaced`).
+pub const EXIT_STORAGE_REPLACED: i32 = 75;
 /// Commands that may fail alone in one batch before the rest is failed too: each failure costs
 /// a re-run of the batch, so a bug that hits every command must not cost n² executions.
 const MAX_RETRIES: usize = 8;
@@ -79,6 +82,8 @@ pub struct WriterStats {
 
 pub(crate) fn spawn(
     conn: Connection,
+    files: Arc<DbFiles>,
+    gated: Option<super::checkpoint::GatedCheckpoints>,
     config: &StoreConfig,
     clock: Arc<dyn Clock>,
     listener: Option<Arc<dyn CommitListener>>,
@@ -110,12 +115,8 @@ pub(crate) fn spawn(
         clock,
         batch_limit: config.batch_limit.max(1),
         seqs: AttemptSeqs::default(),
-        gated: config.checkpoint_gate.clone().map(|gate| {
-            super::checkpoint::GatedCheckpoints::new(
-                gate,
-                std::path::PathBuf::from(format!("{}-wal", config.path.display())),
-            )
-        }),
+        gated,
+        files,
         listener,
         depth: depth.clone(),
         commits_since_checkpoint: 0,
@@ -165,7 +166,7 @@ impl Writer {
                         &mut AttemptSeqs::default(),
                         &mut vec![cmd],
                         listener,
-                        &|| {},
+                        &|| Ok(()),
                     );
                 }
                 Err(err) => {
@@ -326,6 +327,7 @@ struct WriterLoop {
     seqs: AttemptSeqs,
     /// With a replica: checkpoints only past shipped frames (see `CheckpointGate`).
     gated: Option<super::checkpoint::GatedCheckpoints>,
+    files: Arc<DbFiles>,
     listener: Option<Arc<dyn CommitListener>>,
     depth: Arc<AtomicI64>,
     commits_since_checkpoint: u64,
@@ -405,6 +407,7 @@ impl WriterLoop {
         self.depth.fetch_sub(queue.len() as i64, Ordering::Relaxed);
         let now = self.clock.now();
         let gated = self.gated.as_ref();
+        let files = &self.files;
         let ran = run_batch(
             &self.conn,
             now,
@@ -412,15 +415,62 @@ impl WriterLoop {
             queue,
             self.listener.as_deref(),
             &|| {
+                files
+                    .check()
+                    .map_err(|replaced| StoreError::StorageReplaced(replaced.to_string()))?;
                 if let Some(gated) = gated {
                     gated.record_commit();
                 }
+                Ok(())
             },
         );
+        if let Some(err) = ran.fatal {
+            self.storage_replaced(&err);
+        }
         if ran.committed {
             self.commits_since_checkpoint += 1;
         }
         ran.shutdown
+    }
+
+    /// The tripwire fired: the WAL this connection commits into is no longer the file at the
+    /// WAL path (another process deleted or replaced it), so nothing committed from now on would
+    /// survive a restart. The batch was answered `503 storage-replaced`; what the open WAL
+    /// holds goes into the database file before the process exits for its supervisor to
+    /// restart it.
+    fn storage_replaced(&mut self, err: &StoreError) -> ! {
+        tracing::error!(
+            code = "storage-replaced",
+            error = %err,
+            "stopping: acknowledging more writes would lose them; checkpointing what the open \
+             WAL holds into the database first"
+        );
+        if let Some(gated) = &mut self.gated {
+            gated.release_guard();
+        }
+        let done = super::checkpoint::run(&self.conn, "TRUNCATE");
+        if let Some(aside) = self.files.move_aside_foreign_wal() {
+            tracing::error!(
+                code = "storage-replaced",
+                path = %aside.display(),
+                "moved the WAL another process put in place aside, so the next start does not \
+                 replay it over the database"
+            );
+        }
+        if self.files.db_intact() {
+            tracing::error!(
+                code = "storage-replaced",
+                checkpointed = done,
+                "exiting; a restart serves from the database file"
+            );
+        } else {
+            tracing::error!(
+                code = "storage-replaced",
+                "exiting; the database file itself was replaced, so writes since its replacement \
+                 are only in the file that was open (restore from the replica if in doubt)"
+            );
+        }
+        std::process::exit(EXIT_STORAGE_REPLACED);
     }
 
     fn try_checkpoint(&mut self, mode: &str) {
@@ -437,6 +487,8 @@ impl WriterLoop {
 struct BatchRun {
     shutdown: bool,
     committed: bool,
+    /// The batch committed into files that are no longer the database's: stop the process.
+    fatal: Option<StoreError>,
 }
 
 /// Tells the listener what the batch changed, as the database now has it.
@@ -458,7 +510,10 @@ fn publish(
             Ok(Some(view)) => views.push(view),
             Ok(None) => {}
             Err(err) => {
-                tracing::warn!(error = %err, %drop_id, "could not read a changed drop for its subscribers")
+                // A view memory keeps after a change it missed could refuse buyers "sold out"
+                // from memory: forget it, so the next request reads the drop again.
+                tracing::warn!(error = %err, %drop_id, "could not read a changed drop; memory forgets it");
+                listener.forget(&drop_id);
             }
         }
     }
@@ -477,7 +532,7 @@ fn run_batch(
     seqs: &mut AttemptSeqs,
     queue: &mut Vec<Command>,
     listener: Option<&dyn CommitListener>,
-    on_commit: &dyn Fn(),
+    after_commit: &dyn Fn() -> Result<(), StoreError>,
 ) -> BatchRun {
     let started = Instant::now();
     let size = queue.len();
@@ -493,6 +548,7 @@ fn run_batch(
             BatchRun {
                 shutdown,
                 committed: false,
+                fatal: None,
             }
         };
         if let Err(err) = conn.execute_batch("BEGIN IMMEDIATE") {
@@ -545,6 +601,13 @@ fn run_batch(
         drop(batch);
         if let Err(err) = committed {
             let err = StoreError::from(err);
+            if err.is_io_failure() {
+                // After a failed write or fsync the state on disk is unknown: answering 500
+                // and going on could let a later commit make this batch durable after its
+                // buyers were told it failed. A restart recovers from what is on disk.
+                tracing::error!(error = %err, commands = size, "I/O error at commit; aborting the process");
+                std::process::abort();
+            }
             tracing::error!(error = %err, commands = size, "batch commit failed; nothing of it was written");
             let _ = conn.execute_batch("ROLLBACK");
             seqs.forget();
@@ -556,15 +619,30 @@ fn run_batch(
             .record((started.elapsed() - applied).as_secs_f64());
         metrics::counter!("dropd_writer_commits_total").increment(1);
         crate::stats::count_batch(size);
+        if let Err(err) = after_commit() {
+            // Committed, but into files that are no longer the database's.
+            let why = match &err {
+                StoreError::StorageReplaced(why) => why.clone(),
+                other => other.to_string(),
+            };
+            for cmd in queue.drain(..) {
+                cmd.answer(Some(StoreError::StorageReplaced(why.clone())));
+            }
+            return BatchRun {
+                shutdown,
+                committed: true,
+                fatal: Some(err),
+            };
+        }
         // Memory first, then the answers: a client that got its 2xx reads its own write.
         publish(conn, listener, touched, now);
-        on_commit();
         for cmd in queue.drain(..) {
             cmd.answer(None);
         }
         return BatchRun {
             shutdown,
             committed: true,
+            fatal: None,
         };
     }
 }

@@ -96,9 +96,9 @@ pub fn create_admin_key(data_dir: &Path) -> String {
 
 /// What the server acknowledged before it died.
 #[derive(Default)]
-struct Acked {
-    holds: Vec<(String, String)>,
-    orders: Vec<(String, String)>,
+pub struct Acked {
+    pub holds: Vec<(String, String)>,
+    pub orders: Vec<(String, String)>,
 }
 
 pub fn live_spec(id: &str) -> Value {
@@ -109,7 +109,7 @@ pub fn live_spec(id: &str) -> Value {
     spec
 }
 
-async fn create_drop(http: &reqwest::Client, base: &str, admin_key: &str, id: &str) {
+pub async fn create_drop(http: &reqwest::Client, base: &str, admin_key: &str, id: &str) {
     let res = http
         .post(format!("{base}/v1/admin/drops"))
         .bearer_auth(admin_key)
@@ -122,7 +122,7 @@ async fn create_drop(http: &reqwest::Client, base: &str, admin_key: &str, id: &s
 
 /// 64 buyers place holds (and confirm every other one) until `kill` says the server is gone.
 /// Returns what was acknowledged with 2xx.
-async fn stampede_until<F, Fut>(
+pub async fn stampede_until<F, Fut>(
     http: &reqwest::Client,
     base: &str,
     drop: &str,
@@ -197,7 +197,7 @@ where
 }
 
 /// Every acknowledged hold and order is there after the restart, and the invariants hold.
-async fn verify_survived(http: &reqwest::Client, base: &str, dir: &Path, acked: &Acked) {
+pub async fn verify_survived(http: &reqwest::Client, base: &str, dir: &Path, acked: &Acked) {
     let tokens = dropd::auth::TokenKeys::new(SECRET.as_bytes()).expect("keys");
     let lookups = acked
         .holds

@@ -13,6 +13,7 @@ mod idempotency;
 mod lifecycle;
 mod litestream;
 mod operations;
+mod outside;
 mod replication;
 mod s3;
 mod stampede;

@@ -21,7 +21,7 @@ use crate::litestream::{list_replica, litestream};
 use crate::s3::S3Server;
 
 /// `litestream restore` of `url` into `out` with extra flags; returns the database bytes.
-fn litestream_restore(url: &str, out: &Path, flags: &[&str]) -> Vec<u8> {
+pub fn litestream_restore(url: &str, out: &Path, flags: &[&str]) -> Vec<u8> {
     let run = Command::new(litestream())
         .env_remove("AWS_CA_BUNDLE")
         .envs(S3Server::credentials())
@@ -41,7 +41,7 @@ fn litestream_restore(url: &str, out: &Path, flags: &[&str]) -> Vec<u8> {
 }
 
 /// `dropd restore` (the real binary) of `url` into `out`.
-fn dropd_restore(url: &str, out: &Path, flags: &[&str]) -> Result<Vec<u8>, String> {
+pub fn dropd_restore(url: &str, out: &Path, flags: &[&str]) -> Result<Vec<u8>, String> {
     let run = Command::new(env!("CARGO_BIN_EXE_dropd"))
         .envs(S3Server::credentials())
         .args(["restore", "-o"])
@@ -396,7 +396,7 @@ fn page_sizes_shrink_and_growth_restore_byte_for_byte() {
         let gate = Arc::new(CheckpointGate::default());
         let config = ReplicationConfig::for_target(ReplicaTarget::File(replica.clone()));
         let mut shipper = Shipper::new(
-            &db,
+            dropd::store::DbFiles::keep(&db).expect("kept"),
             Arc::new(FileReplica::new(replica.clone())),
             config,
             gate.clone(),

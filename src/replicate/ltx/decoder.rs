@@ -1,6 +1,8 @@
 //! Reading and checking an LTX file. Never panics on any input: every malformed byte is an
 //! `LtxError` that says where.
 
+use std::io::Read;
+
 use super::checksum::FileChecksum;
 use super::header::{lock_page, Header, HEADER_SIZE};
 use super::LtxError;
@@ -13,18 +15,6 @@ pub struct Decoded {
 }
 
 const TRAILER: usize = 16;
-
-fn take<'a>(
-    bytes: &'a [u8],
-    at: &mut usize,
-    len: usize,
-    what: &'static str,
-) -> Result<&'a [u8], LtxError> {
-    let end = at.checked_add(len).ok_or(LtxError::Truncated(what))?;
-    let slice = bytes.get(*at..end).ok_or(LtxError::Truncated(what))?;
-    *at = end;
-    Ok(slice)
-}
 
 fn be_u64(b: &[u8]) -> u64 {
     let mut x = [0u8; 8];
@@ -42,109 +32,181 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, LtxError> {
 /// reused buffer). The file is only valid once this returns `Ok`: its checksum is checked last,
 /// so whatever `on_page` did with the pages must be discarded on an error.
 pub fn decode_with(bytes: &[u8], mut on_page: impl FnMut(u32, &[u8])) -> Result<Header, LtxError> {
-    let header = Header::decode(bytes)?;
-    let lock = lock_page(header.page_size);
-    let mut sum = FileChecksum::new();
-    sum.update(&bytes[..HEADER_SIZE]);
-    let mut at = HEADER_SIZE;
-    let mut page = vec![0u8; header.page_size as usize];
-    let mut frames: Vec<(u32, u64, u64)> = Vec::new();
-    let mut previous = 0u32;
-    loop {
-        let start = at;
-        let head = take(bytes, &mut at, 6, "a page header")?;
+    let mut reader = PageReader::new(bytes)?;
+    while let Some(pgno) = reader.next_page()? {
+        on_page(pgno, reader.page());
+    }
+    Ok(*reader.header())
+}
+
+/// Reads an LTX file from a stream one page at a time, in page order, so that files larger than
+/// memory can be merged or applied. The whole file is checked (index, trailer, checksum, a
+/// snapshot's completeness) when `next_page` reaches the end; until it has returned `Ok(None)`,
+/// the pages read may belong to a corrupt file.
+pub struct PageReader<R: Read> {
+    input: R,
+    header: Header,
+    sum: FileChecksum,
+    page: Vec<u8>,
+    compressed: Vec<u8>,
+    frames: Vec<(u32, u64, u64)>,
+    at: u64,
+    previous: u32,
+    done: bool,
+}
+
+fn read_exact(input: &mut impl Read, buf: &mut [u8], what: &'static str) -> Result<(), LtxError> {
+    input.read_exact(buf).map_err(|e| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => LtxError::Truncated(what),
+        _ => LtxError::Read(e.to_string()),
+    })
+}
+
+impl<R: Read> PageReader<R> {
+    pub fn new(mut input: R) -> Result<Self, LtxError> {
+        let mut head = [0u8; HEADER_SIZE];
+        read_exact(&mut input, &mut head, "the header")?;
+        let header = Header::decode(&head)?;
+        let mut sum = FileChecksum::new();
+        sum.update(&head);
+        Ok(Self {
+            input,
+            header,
+            sum,
+            page: vec![0u8; header.page_size as usize],
+            compressed: Vec::new(),
+            frames: Vec::new(),
+            at: HEADER_SIZE as u64,
+            previous: 0,
+            done: false,
+        })
+    }
+
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// The page `next_page` last returned.
+    pub fn page(&self) -> &[u8] {
+        &self.page
+    }
+
+    /// The next page's number (its bytes in `page`), or `None` once the whole file was read
+    /// and found valid.
+    pub fn next_page(&mut self) -> Result<Option<u32>, LtxError> {
+        if self.done {
+            return Ok(None);
+        }
+        let start = self.at;
+        let mut head = [0u8; 6];
+        read_exact(&mut self.input, &mut head, "a page header")?;
+        self.at += 6;
         let pgno = u32::from_be_bytes([head[0], head[1], head[2], head[3]]);
         let flags = u16::from_be_bytes([head[4], head[5]]);
         if pgno == 0 {
             if flags != 0 {
                 return Err(LtxError::PageFlags { pgno, flags });
             }
-            sum.update(head);
-            break;
+            self.sum.update(&head);
+            self.finish()?;
+            self.done = true;
+            return Ok(None);
         }
         if flags != 0x1 {
             return Err(LtxError::PageFlags { pgno, flags });
         }
-        header.check_page_number(pgno, previous)?;
-        previous = pgno;
-        let size_field = take(bytes, &mut at, 4, "a page size")?;
-        let size = u32::from_be_bytes([size_field[0], size_field[1], size_field[2], size_field[3]])
-            as usize;
-        let compressed = take(bytes, &mut at, size, "a page's data")?;
-        let len = lz4_flex::block::decompress_into(compressed, &mut page).map_err(|e| {
-            LtxError::Decompress {
-                pgno,
-                detail: e.to_string(),
-            }
-        })?;
-        if len != header.page_size as usize {
+        self.header.check_page_number(pgno, self.previous)?;
+        self.previous = pgno;
+        let mut size_field = [0u8; 4];
+        read_exact(&mut self.input, &mut size_field, "a page size")?;
+        let size = u32::from_be_bytes(size_field) as usize;
+        // A size no page could compress to is a damaged file, not a reason to allocate.
+        if size > lz4_flex::block::get_maximum_output_size(self.page.len()) + 16 {
+            return Err(LtxError::Truncated("a page's data"));
+        }
+        self.compressed.resize(size, 0);
+        read_exact(&mut self.input, &mut self.compressed, "a page's data")?;
+        self.at += 4 + size as u64;
+        let len =
+            lz4_flex::block::decompress_into(&self.compressed, &mut self.page).map_err(|e| {
+                LtxError::Decompress {
+                    pgno,
+                    detail: e.to_string(),
+                }
+            })?;
+        if len != self.header.page_size as usize {
             return Err(LtxError::Decompress {
                 pgno,
                 detail: format!("{len} bytes"),
             });
         }
-        sum.update(head);
-        sum.update(size_field);
-        sum.update(&page);
-        frames.push((pgno, start as u64, (at - start) as u64));
-        on_page(pgno, &page);
+        self.sum.update(&head);
+        self.sum.update(&size_field);
+        self.sum.update(&self.page);
+        self.frames.push((pgno, start, self.at - start));
+        Ok(Some(pgno))
     }
 
-    // The index sits between the frames and the 8-byte index size before the trailer.
-    let index_end = bytes
-        .len()
-        .checked_sub(TRAILER + 8)
-        .filter(|end| *end >= at)
-        .ok_or(LtxError::Truncated("the page index"))?;
-    let index_size = be_u64(&bytes[index_end..index_end + 8]);
-    if index_end as u64 - at as u64 != index_size {
-        return Err(LtxError::Index(format!(
-            "its size field says {index_size} bytes, {} are there",
-            index_end - at
-        )));
-    }
-    let mut index = &bytes[at..index_end];
-    let mut read =
-        || leb128::read::unsigned(&mut index).map_err(|e| LtxError::Index(e.to_string()));
-    for (n, (pgno, offset, size)) in frames.iter().enumerate() {
-        let entry = (read()?, read()?, read()?);
-        if entry != (u64::from(*pgno), *offset, *size) {
+    /// After the frames: the index, its size, the trailer, the checksum.
+    fn finish(&mut self) -> Result<(), LtxError> {
+        let mut rest = Vec::new();
+        self.input
+            .read_to_end(&mut rest)
+            .map_err(|e| LtxError::Read(e.to_string()))?;
+        // The index sits between the frames and the 8-byte index size before the trailer.
+        let index_end = rest
+            .len()
+            .checked_sub(TRAILER + 8)
+            .ok_or(LtxError::Truncated("the page index"))?;
+        let index_size = be_u64(&rest[index_end..index_end + 8]);
+        if index_end as u64 != index_size {
             return Err(LtxError::Index(format!(
-                "entry {n} is (page {}, offset {}, size {}), the frame is (page {pgno}, offset {offset}, size {size})",
-                entry.0, entry.1, entry.2
+                "its size field says {index_size} bytes, {index_end} are there"
             )));
         }
-    }
-    if read()? != 0 {
-        return Err(LtxError::Index(
-            "it lists more pages than the file holds".into(),
-        ));
-    }
-    if !index.is_empty() {
-        return Err(LtxError::Index("bytes after its terminator".into()));
-    }
-    sum.update(&bytes[at..index_end + 8]);
-
-    let post_apply = be_u64(&bytes[index_end + 8..]);
-    if post_apply != 0 {
-        return Err(LtxError::PostApplyChecksum(post_apply));
-    }
-    sum.update(&bytes[index_end + 8..index_end + 16]);
-    let stored = be_u64(&bytes[index_end + 16..]);
-    let computed = sum.finish();
-    if stored != computed {
-        return Err(LtxError::Checksum { stored, computed });
-    }
-    if header.is_snapshot() {
-        let expected = (1..=header.commit).filter(|p| *p != lock).count();
-        if frames.len() != expected {
-            return Err(LtxError::Index(format!(
-                "a snapshot must hold all {expected} pages, it holds {}",
-                frames.len()
-            )));
+        let mut index = &rest[..index_end];
+        let mut read =
+            || leb128::read::unsigned(&mut index).map_err(|e| LtxError::Index(e.to_string()));
+        for (n, (pgno, offset, size)) in self.frames.iter().enumerate() {
+            let entry = (read()?, read()?, read()?);
+            if entry != (u64::from(*pgno), *offset, *size) {
+                return Err(LtxError::Index(format!(
+                    "entry {n} is (page {}, offset {}, size {}), the frame is (page {pgno}, offset {offset}, size {size})",
+                    entry.0, entry.1, entry.2
+                )));
+            }
         }
+        if read()? != 0 {
+            return Err(LtxError::Index(
+                "it lists more pages than the file holds".into(),
+            ));
+        }
+        if !index.is_empty() {
+            return Err(LtxError::Index("bytes after its terminator".into()));
+        }
+        self.sum.update(&rest[..index_end + 8]);
+        let post_apply = be_u64(&rest[index_end + 8..]);
+        if post_apply != 0 {
+            return Err(LtxError::PostApplyChecksum(post_apply));
+        }
+        self.sum.update(&rest[index_end + 8..index_end + 16]);
+        let stored = be_u64(&rest[index_end + 16..]);
+        let computed = std::mem::replace(&mut self.sum, FileChecksum::new()).finish();
+        if stored != computed {
+            return Err(LtxError::Checksum { stored, computed });
+        }
+        if self.header.is_snapshot() {
+            let lock = lock_page(self.header.page_size);
+            let expected = (1..=self.header.commit).filter(|p| *p != lock).count();
+            if self.frames.len() != expected {
+                return Err(LtxError::Index(format!(
+                    "a snapshot must hold all {expected} pages, it holds {}",
+                    self.frames.len()
+                )));
+            }
+        }
+        Ok(())
     }
-    Ok(header)
 }
 
 #[cfg(test)]

@@ -13,8 +13,8 @@ mod decoder;
 mod encoder;
 mod header;
 
-pub use decoder::{decode, decode_with, Decoded};
-pub use encoder::encode;
+pub use decoder::{decode, decode_with, Decoded, PageReader};
+pub use encoder::{encode, Encoder};
 pub use header::{lock_page, Header, HEADER_SIZE};
 
 /// Why bytes are not a valid LTX file, or why pages cannot make one. Every variant names the
@@ -55,6 +55,10 @@ pub enum LtxError {
     Index(String),
     #[error("the post-apply checksum must be zero, found {0:#018x}")]
     PostApplyChecksum(u64),
+    #[error("writing the ltx file: {0}")]
+    Write(String),
+    #[error("reading the ltx file: {0}")]
+    Read(String),
     #[error("file checksum mismatch: trailer says {stored:#018x}, contents give {computed:#018x}")]
     Checksum { stored: u64, computed: u64 },
 }

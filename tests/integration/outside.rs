@@ -1,0 +1,361 @@
+//! Other processes touching the database while the real binary serves a stampede with a
+//! replica: an operator's `sqlite3` (Debian's, whatever its version), a Python reader, and a
+//! current SQLite (the bundled one, in this test process) running `wal_checkpoint(TRUNCATE)`
+//! and `VACUUM INTO`, as backup scripts do. Every acknowledged hold and order must be in the
+//! database after a restart, in `dropd restore` and in the real `litestream restore`, and dropd
+//! must never be left holding a deleted database file. Then the tripwire: the WAL deleted or
+//! replaced under the server.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rusqlite::Connection;
+use serde_json::Value;
+
+use crate::crash::{
+    create_admin_key, create_drop, stampede_until, verify_survived, Acked, ServerProcess,
+};
+use crate::helpers::{check_invariants, client, token_for, SECRET};
+use crate::replication::{dropd_restore, litestream_restore};
+use crate::s3::S3Server;
+
+#[derive(Clone, Copy, Debug)]
+enum Look {
+    /// `sqlite3` and Python open the database, read, and close.
+    Read,
+    /// The same, plus a truncating checkpoint and `VACUUM INTO` from a current SQLite.
+    ReadCheckpointVacuum,
+}
+
+/// Debian's `sqlite3` CLI, which `make test` installs.
+fn sqlite3_cli(db: &Path) {
+    let out = Command::new("sqlite3")
+        .arg(db)
+        .arg("SELECT count(*) FROM holds;")
+        .output()
+        .expect("sqlite3 runs (make test installs it)");
+    assert!(
+        out.status.success(),
+        "sqlite3 failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn python_reader(db: &Path) {
+    let script = "import sqlite3, sys\n\
+                  c = sqlite3.connect('file:' + sys.argv[1] + '?mode=ro', uri=True)\n\
+                  c.execute('SELECT count(*) FROM holds').fetchone()\n\
+                  c.close()\n";
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .arg(db)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "python reader failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A backup script with a current SQLite: checkpoint what it may, then copy the database.
+fn checkpoint_and_vacuum_into(db: &Path, copy: &Path) {
+    let conn = Connection::open(db).expect("opens");
+    conn.busy_timeout(Duration::from_millis(200))
+        .expect("busy timeout");
+    let _: (i64, i64, i64) = conn
+        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .expect("checkpoint runs");
+    let _ = std::fs::remove_file(copy);
+    conn.execute("VACUUM INTO ?1", [copy.display().to_string()])
+        .expect("vacuum into");
+    let copied = Connection::open(copy).expect("the copy opens");
+    let check: String = copied
+        .query_row("PRAGMA quick_check", [], |r| r.get(0))
+        .expect("check");
+    assert_eq!(check, "ok", "the VACUUM INTO copy is sound");
+}
+
+/// Database files the process holds open although they were deleted.
+fn deleted_database_files(pid: u32) -> Vec<String> {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    fds.flatten()
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .map(|target| target.display().to_string())
+        .filter(|t| t.contains("dropd.db") && t.ends_with("(deleted)"))
+        .collect()
+}
+
+/// Hold and order ids in a restored database, after its integrity check and the invariants.
+fn ids_in(db: &[u8], dir: &Path, name: &str) -> HashSet<String> {
+    let path = dir.join(name);
+    std::fs::write(&path, db).expect("copy");
+    let conn = Connection::open(&path).expect("opens");
+    let check: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .expect("check");
+    assert_eq!(check, "ok", "{name}");
+    check_invariants(&conn).expect("invariants hold in the restored database");
+    let mut stmt = conn
+        .prepare("SELECT id FROM holds UNION ALL SELECT id FROM orders")
+        .expect("query");
+    let ids = stmt
+        .query_map([], |r| r.get::<_, String>(0))
+        .expect("ids")
+        .collect::<Result<_, _>>()
+        .expect("ids read");
+    ids
+}
+
+fn assert_all_restored(acked: &Acked, ids: &HashSet<String>, tool: &str) {
+    let missing: Vec<&String> = acked
+        .holds
+        .iter()
+        .chain(&acked.orders)
+        .map(|(_, id)| id)
+        .filter(|id| !ids.contains(*id))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{tool}: {} of {} acknowledged holds and orders are missing, e.g. {:?}",
+        missing.len(),
+        acked.holds.len() + acked.orders.len(),
+        missing.first()
+    );
+}
+
+async fn outside_processes_lose_nothing(s3: bool, look: Look) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let admin_key = create_admin_key(&data);
+    let s3_server = s3.then(|| S3Server::start(&dir.path().join("s3")));
+    let url = match &s3_server {
+        Some(server) => server.url("outside"),
+        None => format!("file://{}", dir.path().join("replica").display()),
+    };
+    let args = ["--replica", url.as_str(), "--sync-interval", "200ms"];
+    let envs = S3Server::credentials();
+    let server = ServerProcess::start_with(&data, &args, &envs);
+    let http = client();
+    create_drop(&http, &server.base, &admin_key, "outside").await;
+    let db = data.join("dropd.db");
+    let pid = server.child.id();
+
+    let looks = Arc::new(AtomicUsize::new(0));
+    let deleted: Arc<Mutex<Vec<String>>> = Arc::default();
+    let acked_after_first_look = Arc::new(AtomicUsize::new(0));
+    let acked = {
+        let (looks, deleted, after) = (
+            looks.clone(),
+            deleted.clone(),
+            acked_after_first_look.clone(),
+        );
+        let db = db.clone();
+        let copy = dir.path().join("backup.db");
+        stampede_until(&http, &server.base, "outside", 0, move |acked| async move {
+            let deadline = Instant::now() + Duration::from_secs(8);
+            let mut before_first = None;
+            while Instant::now() < deadline {
+                let (db, copy) = (db.clone(), copy.clone());
+                tokio::task::spawn_blocking(move || {
+                    sqlite3_cli(&db);
+                    python_reader(&db);
+                    if let Look::ReadCheckpointVacuum = look {
+                        checkpoint_and_vacuum_into(&db, &copy);
+                    }
+                })
+                .await
+                .expect("outside process ran");
+                before_first.get_or_insert_with(|| acked.lock().expect("lock").holds.len());
+                looks.fetch_add(1, Ordering::Relaxed);
+                deleted
+                    .lock()
+                    .expect("lock")
+                    .extend(deleted_database_files(pid));
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let now = acked.lock().expect("lock").holds.len();
+            after.store(now - before_first.unwrap_or(now), Ordering::Relaxed);
+        })
+        .await
+    };
+    let looks = looks.load(Ordering::Relaxed);
+    assert!(looks >= 3, "the outside processes looked {looks} times");
+    assert!(
+        acked_after_first_look.load(Ordering::Relaxed) > 100,
+        "holds were acknowledged after the first look ({} of {})",
+        acked_after_first_look.load(Ordering::Relaxed),
+        acked.holds.len()
+    );
+    let deleted: HashSet<String> = deleted.lock().expect("lock").iter().cloned().collect();
+    assert!(
+        deleted.is_empty(),
+        "dropd held deleted database files: {deleted:?}"
+    );
+
+    // A clean stop, a restart on the same replica: everything acknowledged is there.
+    server.terminate();
+    let server = ServerProcess::start_with(&data, &args, &envs);
+    verify_survived(&http, &server.base, &data, &acked).await;
+    server.terminate();
+
+    let ours = dropd_restore(&url, &dir.path().join("ours.db"), &[]).expect("dropd restores");
+    assert_all_restored(
+        &acked,
+        &ids_in(&ours, dir.path(), "ours-check.db"),
+        "dropd restore",
+    );
+    let theirs = litestream_restore(&url, &dir.path().join("theirs.db"), &[]);
+    assert_all_restored(
+        &acked,
+        &ids_in(&theirs, dir.path(), "theirs-check.db"),
+        "litestream restore",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn outside_readers_lose_nothing_with_a_file_replica() {
+    outside_processes_lose_nothing(false, Look::Read).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn outside_readers_lose_nothing_with_an_s3_replica() {
+    outside_processes_lose_nothing(true, Look::Read).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn outside_checkpoints_and_vacuum_into_lose_nothing_with_a_file_replica() {
+    outside_processes_lose_nothing(false, Look::ReadCheckpointVacuum).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn outside_checkpoints_and_vacuum_into_lose_nothing_with_an_s3_replica() {
+    outside_processes_lose_nothing(true, Look::ReadCheckpointVacuum).await;
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Tamper {
+    Delete,
+    /// Moved away, and a copy of its bytes put in its place.
+    ReplaceWithCopy,
+}
+
+/// Buyers hold until the server goes away; returns (acknowledged holds, storage-replaced
+/// answers).
+async fn hold_until_gone(base: &str, drop: &str) -> (Vec<(String, String)>, usize) {
+    let http = client();
+    let tokens = dropd::auth::TokenKeys::new(SECRET.as_bytes()).expect("keys");
+    let mut buyers = Vec::new();
+    for b in 0..16 {
+        let (http, base, drop) = (http.clone(), base.to_owned(), drop.to_owned());
+        let sub = format!("tamper-{b}");
+        let token = token_for(&tokens, &sub);
+        buyers.push(tokio::spawn(async move {
+            let mut acked = Vec::new();
+            let mut replaced = 0;
+            for i in 0..20_000 {
+                let sent = http
+                    .post(format!("{base}/v1/drops/{drop}/holds"))
+                    .bearer_auth(&token)
+                    .header("Idempotency-Key", format!("{sub}-{i}"))
+                    .json(&serde_json::json!({"sku": "S1", "quantity": 1}))
+                    .send()
+                    .await;
+                let Ok(res) = sent else { break };
+                let status = res.status();
+                let Ok(body) = res.json::<Value>().await else {
+                    break;
+                };
+                if status == 201 {
+                    acked.push((
+                        sub.clone(),
+                        body["hold_id"].as_str().expect("id").to_owned(),
+                    ));
+                } else if body["code"] == "storage-replaced" {
+                    assert_eq!(status, 503);
+                    replaced += 1;
+                }
+            }
+            (acked, replaced)
+        }));
+    }
+    let mut acked = Vec::new();
+    let mut replaced = 0;
+    for buyer in buyers {
+        let (a, r) = buyer.await.expect("buyer");
+        acked.extend(a);
+        replaced += r;
+    }
+    (acked, replaced)
+}
+
+async fn a_replaced_wal_stops_the_server_and_loses_nothing(tamper: Tamper) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let admin_key = create_admin_key(dir.path());
+    let mut server = ServerProcess::start(dir.path());
+    let http = client();
+    create_drop(&http, &server.base, &admin_key, "tamper").await;
+    let wal = dir.path().join("dropd.db-wal");
+    let buyers = tokio::spawn({
+        let base = server.base.clone();
+        async move { hold_until_gone(&base, "tamper").await }
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    match tamper {
+        Tamper::Delete => std::fs::remove_file(&wal).expect("wal deleted"),
+        Tamper::ReplaceWithCopy => {
+            let copy: PathBuf = dir.path().join("wal-copy");
+            std::fs::copy(&wal, &copy).expect("wal copied");
+            std::fs::rename(&wal, dir.path().join("wal-moved")).expect("wal moved");
+            std::fs::rename(&copy, &wal).expect("copy in place");
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = server.child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server kept serving after its WAL was {tamper:?}d"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        status.code(),
+        Some(dropd::store::EXIT_STORAGE_REPLACED),
+        "exits with the storage-replaced status: {status}"
+    );
+    let (holds, replaced) = buyers.await.expect("buyers");
+    assert!(holds.len() > 100, "holds were acknowledged first");
+    assert!(
+        replaced >= 1,
+        "the batch committed into the replaced WAL was answered 503 storage-replaced"
+    );
+
+    let server = ServerProcess::start(dir.path());
+    let acked = Acked {
+        holds,
+        orders: Vec::new(),
+    };
+    verify_survived(&http, &server.base, dir.path(), &acked).await;
+    server.terminate();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_deleted_wal_stops_the_server_and_loses_no_acknowledged_hold() {
+    a_replaced_wal_stops_the_server_and_loses_nothing(Tamper::Delete).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_wal_replaced_by_a_copy_stops_the_server_and_loses_no_acknowledged_hold() {
+    a_replaced_wal_stops_the_server_and_loses_nothing(Tamper::ReplaceWithCopy).await;
+}
