@@ -10,6 +10,7 @@ mod crash;
 mod disk_full;
 mod events;
 mod idempotency;
+mod large;
 mod lifecycle;
 mod litestream;
 mod operations;
