@@ -1,7 +1,7 @@
 # The commands people run. `make test` is what CI runs (through .ci/run).
 CARGO ?= cargo
 
-.PHONY: all build run demo test test-deps fmt lint check bench bench-sse bench-replication clean
+.PHONY: all build run demo test test-deps fmt lint check bench bench-sse bench-replication torture clean
 
 all: build
 
@@ -56,6 +56,13 @@ bench-sse:
 # BENCH_ARGS="--rates 2000 --replication-duration 10s --restore-size 100MB" for a quick look.
 bench-replication: $(LITESTREAM)
 	$(CARGO) run --release -- bench --replication $(BENCH_ARGS)
+
+# Fault injection, not part of `make test`: cycles of a stampede with an S3 replica, each with
+# a random mix of SIGKILL (also during the whole-database image at start), outside readers,
+# outside checkpoints and S3 outages; every acknowledged hold and order checked in the database
+# and in a litestream restore. Prints the figures. TORTURE_CYCLES=24 (about 10 minutes).
+torture: test-deps
+	$(CARGO) test --test integration torture -- --ignored --nocapture
 
 clean:
 	$(CARGO) clean

@@ -167,6 +167,13 @@ impl Shipper {
     }
 
     fn ship_image(&mut self) -> Result<bool, ShipError> {
+        self.gate.set_image_in_progress(true);
+        let shipped = self.read_and_ship_image();
+        self.gate.set_image_in_progress(false);
+        shipped
+    }
+
+    fn read_and_ship_image(&mut self) -> Result<bool, ShipError> {
         let epoch = self.gate.epoch();
         if epoch % 2 == 1 {
             // A checkpoint is copying pages into the file right now.
@@ -265,14 +272,16 @@ impl Shipper {
     /// True if the WAL generation changed (or the WAL emptied) since the cursor was taken
     /// without the writer truncating it: another process checkpointed and restarted it, so
     /// frames the replica lacks may be gone from the WAL (they are in the database file).
-    fn restarted_by_another_process(&self, epoch: u64) -> bool {
-        self.cursor.is_some_and(|c| c.end > WAL_HEADER_SIZE) && epoch == self.cursor_epoch
+    fn restarted_by_another_process(&self, epoch: u64, writer_may_restart: bool) -> bool {
+        self.cursor.is_some_and(|c| c.end > WAL_HEADER_SIZE)
+            && epoch == self.cursor_epoch
+            && !writer_may_restart
     }
 
     /// Ships what was committed since the last sync; returns whether a file was written.
     pub fn try_sync(&mut self) -> Result<bool, ShipError> {
         let started = Instant::now();
-        let epoch = self.gate.epoch();
+        let (epoch, writer_may_restart) = self.gate.generation();
         let wal = self.files.wal();
         let read = match &self.cursor {
             Some(cursor) => wal::read_after(wal, cursor)?,
@@ -281,7 +290,7 @@ impl Shipper {
         let new_generation = read
             .as_ref()
             .is_none_or(|s| self.cursor.map(|c| c.salts) != Some(s.cursor.salts));
-        if new_generation && self.restarted_by_another_process(epoch) {
+        if new_generation && self.restarted_by_another_process(epoch, writer_may_restart) {
             tracing::warn!(
                 "another process checkpointed and restarted the WAL before the replica had all of                  it; shipping the whole database"
             );

@@ -56,6 +56,9 @@ struct GateState {
     /// A truncation reported busy: SQLite may restart the WAL in place (same length, new
     /// salts) at the next write, so reports from before that write must not count.
     restart_pending: bool,
+    /// The shipper is reading the whole database: a forced truncation now would only make it
+    /// start over, so the limit waits until it is done.
+    image_in_progress: bool,
 }
 
 impl Default for CheckpointGate {
@@ -108,6 +111,14 @@ impl CheckpointGate {
     /// The writer: its truncation was reported busy (see `restart_pending`).
     pub fn truncation_failed(&self) {
         self.lock().restart_pending = true;
+    }
+
+    /// The epoch, and whether the writer itself may restart the WAL in place before its next
+    /// commit (after a truncation reported busy), read together: a new WAL generation seen
+    /// after this is the writer's if either says so.
+    pub fn generation(&self) -> (u64, bool) {
+        let state = self.lock();
+        (state.epoch, state.restart_pending)
     }
 
     /// The latest commit's sequence number; answers given so far belong to commits up to it.
@@ -278,6 +289,15 @@ impl CheckpointGate {
         state.truncate_wanted = false;
         state.barrier = false;
         self.changed.notify_all();
+    }
+
+    /// The shipper, around reading and uploading the whole database.
+    pub fn set_image_in_progress(&self, reading: bool) {
+        self.lock().image_in_progress = reading;
+    }
+
+    pub fn image_in_progress(&self) -> bool {
+        self.lock().image_in_progress
     }
 
     pub fn take_image_wanted(&self) -> bool {
@@ -470,7 +490,7 @@ impl GatedCheckpoints {
         if gate.allows(wal_len) {
             return self.truncate(conn, false);
         }
-        if wal_len >= gate.max_wal_size {
+        if wal_len >= gate.max_wal_size && !gate.image_in_progress() {
             tracing::error!(
                 wal_bytes = wal_len,
                 limit = gate.max_wal_size,

@@ -19,3 +19,4 @@ mod replication;
 mod s3;
 mod stampede;
 mod store_model;
+mod torture;
