@@ -10,6 +10,7 @@ mod crash;
 mod disk_full;
 mod events;
 mod idempotency;
+mod io_error;
 mod large;
 mod lifecycle;
 mod litestream;
