@@ -231,8 +231,8 @@ fn side_by_side(rate: u32, options: &Options) -> anyhow::Result<(ToolRun, ToolRu
     let committed = std::thread::scope(|scope| -> anyhow::Result<_> {
         let ours_monitor = scope.spawn(|| monitor(&ours_replica, &wal_of(&ours_db), &stop));
         let theirs_monitor = scope.spawn(|| monitor(&theirs_replica, &wal_of(&theirs_db), &stop));
-        let mut gated =
-            GatedCheckpoints::new(gate.clone(), ours_files.clone(), WalGuard::open(&ours_db)?);
+        gate.install_guard(WalGuard::open(&ours_db)?);
+        let mut gated = GatedCheckpoints::new(gate.clone(), ours_files.clone());
         let ours_writer = scope.spawn(move || {
             write_at_rate(&ours_conn, rate, duration, |conn| {
                 gated.after_commit(conn);

@@ -125,7 +125,8 @@ struct EntryState {
     drop_changes: Map<String, Value>,
     urgent: bool,
     /// A commit changed the drop but its new view could not be read: `current` may be behind
-    /// the database, so it serves nobody until a newer view arrives.
+    /// the database, so it serves nobody until a view newer than it arrives (a load that
+    /// began before the commit brings back the same version, which is no cure).
     stale: bool,
 }
 
@@ -228,7 +229,9 @@ impl Hub {
         });
         if let Some(entry) = existing {
             let mut st = lock(&entry.state);
-            if view.version < st.current.view.version {
+            if view.version < st.current.view.version
+                || (st.stale && view.version == st.current.view.version)
+            {
                 return false;
             }
             let old = &st.current.view;
@@ -740,6 +743,11 @@ mod tests {
         assert!(
             hub.cached(&id).is_none(),
             "a view behind the database must not refuse buyers sold out from memory"
+        );
+        hub.committed(vec![view(2, 0)]);
+        assert!(
+            hub.cached(&id).is_none(),
+            "a load that began before the commit brings back the stale version"
         );
         hub.committed(vec![view(3, 40)]);
         let back = hub.cached(&id).expect("read again");

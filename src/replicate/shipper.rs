@@ -76,6 +76,8 @@ pub struct Shipper {
     image_reason: &'static str,
     /// The TXID a clean stop left the replica at with exactly this database (see `position`).
     resume: Option<u64>,
+    /// The last sync found the WAL restarted under it and shipped nothing.
+    interrupted: bool,
     /// Per compaction level, the wall-clock slot (time / interval) last compacted.
     compacted_slot: Vec<u64>,
 }
@@ -107,6 +109,7 @@ impl Shipper {
             image_pending: true,
             image_reason: "start",
             resume: None,
+            interrupted: false,
             compacted_slot,
         }
     }
@@ -281,6 +284,7 @@ impl Shipper {
     /// Ships what was committed since the last sync; returns whether a file was written.
     pub fn try_sync(&mut self) -> Result<bool, ShipError> {
         let started = Instant::now();
+        self.interrupted = false;
         let (epoch, writer_may_restart) = self.gate.generation();
         let wal = self.files.wal();
         let read = match &self.cursor {
@@ -364,6 +368,7 @@ impl Shipper {
             Err(ShipError::Wal(wal::WalError::Restarted)) => {
                 // Read again from the cursor next round, in whatever generation the WAL is.
                 upload.abort();
+                self.interrupted = true;
                 return Ok(false);
             }
             Err(err) => {
@@ -407,6 +412,7 @@ impl Shipper {
     fn everything_shipped(&self) -> bool {
         let wal_len = self.files.wal_len();
         !self.image_pending
+            && !self.interrupted
             && self.txid > 0
             && (wal_len == 0 || self.cursor.is_some_and(|c| c.end == wal_len))
     }
@@ -580,6 +586,8 @@ impl Shipper {
                         tracing::warn!(error = %err, "could not note the replica position; the next start ships the whole database");
                     }
                 }
+                // Held through the last sync (the writer has stopped): now nothing replicates.
+                self.gate.close_guard();
                 break;
             }
         }

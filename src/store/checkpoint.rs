@@ -31,6 +31,9 @@ pub struct CheckpointGate {
     track_commits: bool,
     pub checkpoint_wal_size: u64,
     pub max_wal_size: u64,
+    /// Held by the writer between its truncations and by the shipper through its last sync,
+    /// so it lives here, beside both (see `WalGuard`).
+    guard: Mutex<Option<WalGuard>>,
 }
 
 #[derive(Debug, Default)]
@@ -76,7 +79,37 @@ impl CheckpointGate {
             track_commits: false,
             checkpoint_wal_size,
             max_wal_size,
+            guard: Mutex::new(None),
         }
+    }
+
+    fn guard(&self) -> MutexGuard<'_, Option<WalGuard>> {
+        self.guard.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts holding the WAL against other processes' checkpoints (see `WalGuard`).
+    pub fn install_guard(&self, mut guard: WalGuard) {
+        guard.hold();
+        *self.guard() = Some(guard);
+    }
+
+    /// Holds the WAL again (after a truncation, or a hold that failed).
+    pub fn hold_guard(&self) {
+        if let Some(guard) = self.guard().as_mut() {
+            guard.hold();
+        }
+    }
+
+    /// Lets other processes checkpoint (before the writer's own truncation, or at the end).
+    pub fn release_guard(&self) {
+        if let Some(guard) = self.guard().as_mut() {
+            guard.release();
+        }
+    }
+
+    /// The shipper, after its last sync: nothing replicates any more.
+    pub fn close_guard(&self) {
+        self.guard().take();
     }
 
     /// Keeps track of which commits the replica holds (for `ack_after_replicated`).
@@ -355,15 +388,25 @@ pub fn run(conn: &Connection, mode: &str) -> bool {
     }
 }
 
-/// A read transaction held open on a connection of its own, between the writer's truncations,
-/// so that other processes cannot fold away WAL frames the replica lacks (as Litestream does).
+/// A read transaction held open on a connection of its own, so that other processes cannot
+/// fold away WAL frames the replica lacks (as Litestream does).
 ///
-/// While it holds a read mark, another process's checkpoint copies frames only up to that
-/// mark, and neither it nor any writer can restart or truncate the WAL; while it holds read
-/// lock 0 (taken when the WAL was empty), nobody can copy frames at all. Either way the frames
-/// stay where the shipper reads them, and the database file under them changes only in ways
-/// an image read in the meantime sees through the WAL. The writer lets go of it only for its
-/// own truncation, which happens when everything is shipped.
+/// While it holds a read mark (slots 1..), another process's checkpoint copies frames only up
+/// to that mark, and neither it nor any writer can restart or truncate the WAL. While it holds
+/// read lock 0, which SQLite gives a reader when every frame of the WAL is already in the
+/// database (an empty WAL after the writer's truncation, or a truncation that copied everything
+/// but was reported busy), nobody can copy frames at all; a writer may then restart the WAL,
+/// but only over frames that are in the database file, and that generation change is noticed
+/// by the shipper (`CheckpointGate::generation`). So frames the replica lacks stay where the
+/// shipper reads them, and the database file under them changes only in ways an image read in
+/// the meantime sees through the WAL.
+///
+/// It is let go for the writer's own truncations (when everything is shipped, or forced at the
+/// WAL limit, which ships the whole database next), when the tripwire stops the process, and
+/// after the shipper's last sync. A checkpoint by another process in `FULL`, `RESTART` or
+/// `TRUNCATE` mode holds SQLite's write lock while it waits for this reader, so it stalls
+/// dropd's writes for as long as its busy timeout (the `sqlite3` CLI's is 0); `PASSIVE` never
+/// waits.
 pub struct WalGuard {
     conn: Connection,
     held: bool,
@@ -422,18 +465,16 @@ impl WalGuard {
 pub struct GatedCheckpoints {
     gate: Arc<CheckpointGate>,
     files: Arc<DbFiles>,
-    guard: WalGuard,
     next_hold: Instant,
     warned: bool,
     urged: bool,
 }
 
 impl GatedCheckpoints {
-    pub fn new(gate: Arc<CheckpointGate>, files: Arc<DbFiles>, guard: WalGuard) -> Self {
+    pub fn new(gate: Arc<CheckpointGate>, files: Arc<DbFiles>) -> Self {
         Self {
             gate,
             files,
-            guard,
             next_hold: Instant::now(),
             warned: false,
             urged: false,
@@ -446,7 +487,7 @@ impl GatedCheckpoints {
 
     /// Lets other processes checkpoint again (the process is about to stop).
     pub fn release_guard(&mut self) {
-        self.guard.release();
+        self.gate.release_guard();
     }
 
     /// After a COMMIT, before its answers: see `CheckpointGate::committed`.
@@ -456,9 +497,9 @@ impl GatedCheckpoints {
 
     fn truncate(&mut self, conn: &Connection, lost: bool) -> bool {
         self.gate.truncating();
-        self.guard.release();
+        self.gate.release_guard();
         let done = run(conn, "TRUNCATE");
-        self.guard.hold();
+        self.gate.hold_guard();
         // Even a checkpoint reported as failed may have copied every frame, and SQLite then
         // restarts the WAL at the next write: the shipper's reports start over either way.
         self.gate.truncated(lost);
@@ -474,6 +515,7 @@ impl GatedCheckpoints {
 
     /// When nothing is queued: truncates if the replica has everything.
     pub fn when_idle(&mut self, conn: &Connection) -> bool {
+        self.gate.hold_guard();
         let wal_len = self.wal_len();
         wal_len > 0 && self.gate.allows(wal_len) && self.truncate(conn, false)
     }
@@ -483,6 +525,8 @@ impl GatedCheckpoints {
     /// replica is down. True if it truncated.
     pub fn after_commit(&mut self, conn: &Connection) -> bool {
         let gate = self.gate.clone();
+        // A hold that failed (say, a busy moment) is tried again here rather than never.
+        gate.hold_guard();
         let wal_len = self.wal_len();
         if wal_len < gate.checkpoint_wal_size {
             return false;

@@ -135,13 +135,15 @@ impl DbFiles {
         self.db.file.read_exact_at(buf, offset)
     }
 
-    /// After the tripwire fired and the open WAL was checkpointed into the database: a file
-    /// now at the WAL path is not ours, and SQLite would replay it over the database at the next
-    /// start (its frames were written against another state). It is renamed aside, never
-    /// deleted, so an operator can still look at it.
-    pub fn move_aside_foreign_wal(&self) -> Option<PathBuf> {
+    /// After the tripwire fired and the open WAL was checkpointed: renames the file at the WAL
+    /// path aside (never deletes it, so an operator can still look at it) if it is ours
+    /// (`ours`: the database was replaced, and our frames belong to the old one) or if it is not
+    /// (`!ours`: the database is ours, and a foreign WAL was written against another state).
+    /// Either would be replayed over the database at the next start.
+    pub fn move_aside_wal(&self, ours: bool) -> Option<PathBuf> {
         let now = std::fs::metadata(&self.wal.path).ok()?;
-        if now.dev() == self.wal.identity.dev && now.ino() == self.wal.identity.ino {
+        let is_ours = now.dev() == self.wal.identity.dev && now.ino() == self.wal.identity.ino;
+        if is_ours != ours {
             return None;
         }
         let stamp = std::time::SystemTime::now()

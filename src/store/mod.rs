@@ -85,12 +85,14 @@ impl Store {
                 // go with the whole database the shipper sends after a crash, so they can be
                 // folded in now: the WAL starts empty, and its length is where its last commit
                 // ends, which the checkpoint protocol relies on.
-                checkpoint::run(&conn, "TRUNCATE");
-                let guard = checkpoint::WalGuard::open(&config.path)?;
+                if !checkpoint::run(&conn, "TRUNCATE") {
+                    // Busy: SQLite may restart the WAL in place at the first write.
+                    gate.truncation_failed();
+                }
+                gate.install_guard(checkpoint::WalGuard::open(&config.path)?);
                 Some(checkpoint::GatedCheckpoints::new(
                     gate.clone(),
                     files.clone(),
-                    guard,
                 ))
             }
             None => None,

@@ -448,21 +448,37 @@ impl WriterLoop {
         if let Some(gated) = &mut self.gated {
             gated.release_guard();
         }
-        let done = super::checkpoint::run(&self.conn, "TRUNCATE");
-        if let Some(aside) = self.files.move_aside_foreign_wal() {
+        // HTTP reads may hold read transactions for a moment: try until everything is copied.
+        let mut done = false;
+        for _ in 0..20 {
+            done = super::checkpoint::run(&self.conn, "TRUNCATE");
+            if done {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let db_intact = self.files.db_intact();
+        if let Some(aside) = self.files.move_aside_wal(!db_intact) {
             tracing::error!(
                 code = "storage-replaced",
                 path = %aside.display(),
-                "moved the WAL another process put in place aside, so the next start does not \
-                 replay it over the database"
+                "moved aside a WAL that belongs to another state of the database, so the next \
+                 start does not replay it"
             );
         }
-        if self.files.db_intact() {
+        if db_intact {
             tracing::error!(
                 code = "storage-replaced",
                 checkpointed = done,
                 "exiting; a restart serves from the database file"
             );
+            if !done {
+                tracing::error!(
+                    code = "storage-replaced",
+                    "not every frame of the open WAL could be copied into the database: \
+                     compare with the replica before serving again"
+                );
+            }
         } else {
             tracing::error!(
                 code = "storage-replaced",
