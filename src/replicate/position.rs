@@ -126,5 +126,12 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(20));
         std::fs::write(&db, b"other").expect("written");
         assert_eq!(take(&db, "file:///r"), None, "the database changed");
+
+        // A restore puts a new file in place (same bytes, another inode).
+        record(&db, "file:///r", 9).expect("recorded");
+        let restored = dir.path().join("restored.db");
+        std::fs::copy(&db, &restored).expect("copied");
+        std::fs::rename(&restored, &db).expect("in place");
+        assert_eq!(take(&db, "file:///r"), None, "the database was replaced");
     }
 }

@@ -62,9 +62,17 @@ fn python_reader(db: &Path) {
     );
 }
 
-/// A backup script with a current SQLite: checkpoint what it may, then copy the database.
-fn checkpoint_and_vacuum_into(db: &Path, copy: &Path) {
+/// A backup script with a current SQLite: a note of its own, a checkpoint of what it may, then
+/// a copy of the database. Returns the note it committed.
+fn checkpoint_and_vacuum_into(db: &Path, copy: &Path, note: usize) -> String {
     let conn = Connection::open(db).expect("opens");
+    conn.busy_timeout(Duration::from_millis(2000))
+        .expect("busy timeout");
+    let note = format!("backup {note}");
+    conn.execute_batch("CREATE TABLE IF NOT EXISTS operator_notes (note TEXT NOT NULL)")
+        .expect("notes table");
+    conn.execute("INSERT INTO operator_notes (note) VALUES (?1)", [&note])
+        .expect("an outside write");
     conn.busy_timeout(Duration::from_millis(200))
         .expect("busy timeout");
     let _: (i64, i64, i64) = conn
@@ -80,6 +88,23 @@ fn checkpoint_and_vacuum_into(db: &Path, copy: &Path) {
         .query_row("PRAGMA quick_check", [], |r| r.get(0))
         .expect("check");
     assert_eq!(check, "ok", "the VACUUM INTO copy is sound");
+    note
+}
+
+/// The outside process's notes in a restored database.
+fn notes_in(db: &[u8], dir: &Path, name: &str) -> HashSet<String> {
+    let path = dir.join(name);
+    std::fs::write(&path, db).expect("copy");
+    let conn = Connection::open(&path).expect("opens");
+    let Ok(mut stmt) = conn.prepare("SELECT note FROM operator_notes") else {
+        return HashSet::new();
+    };
+    let notes = stmt
+        .query_map([], |r| r.get::<_, String>(0))
+        .expect("notes")
+        .collect::<Result<_, _>>()
+        .expect("notes read");
+    notes
 }
 
 /// Database files the process holds open although they were deleted.
@@ -150,13 +175,15 @@ async fn outside_processes_lose_nothing(s3: bool, look: Look) {
     let pid = server.child.id();
 
     let looks = Arc::new(AtomicUsize::new(0));
+    let notes: Arc<Mutex<Vec<String>>> = Arc::default();
     let deleted: Arc<Mutex<Vec<String>>> = Arc::default();
     let acked_after_first_look = Arc::new(AtomicUsize::new(0));
     let acked = {
-        let (looks, deleted, after) = (
+        let (looks, deleted, after, notes) = (
             looks.clone(),
             deleted.clone(),
             acked_after_first_look.clone(),
+            notes.clone(),
         );
         let db = db.clone();
         let copy = dir.path().join("backup.db");
@@ -165,15 +192,20 @@ async fn outside_processes_lose_nothing(s3: bool, look: Look) {
             let mut before_first = None;
             while Instant::now() < deadline {
                 let (db, copy) = (db.clone(), copy.clone());
-                tokio::task::spawn_blocking(move || {
+                let n = looks.load(Ordering::Relaxed);
+                let note = tokio::task::spawn_blocking(move || {
                     sqlite3_cli(&db);
                     python_reader(&db);
-                    if let Look::ReadCheckpointVacuum = look {
-                        checkpoint_and_vacuum_into(&db, &copy);
+                    match look {
+                        Look::ReadCheckpointVacuum => {
+                            Some(checkpoint_and_vacuum_into(&db, &copy, n))
+                        }
+                        Look::Read => None,
                     }
                 })
                 .await
                 .expect("outside process ran");
+                notes.lock().expect("lock").extend(note);
                 before_first.get_or_insert_with(|| acked.lock().expect("lock").holds.len());
                 looks.fetch_add(1, Ordering::Relaxed);
                 deleted
@@ -219,6 +251,16 @@ async fn outside_processes_lose_nothing(s3: bool, look: Look) {
         &ids_in(&theirs, dir.path(), "theirs-check.db"),
         "litestream restore",
     );
+    // What the outside process wrote (with a current SQLite) reached the replica too.
+    let notes: HashSet<String> = notes.lock().expect("lock").iter().cloned().collect();
+    for (restored, tool) in [(&ours, "dropd"), (&theirs, "litestream")] {
+        let found = notes_in(restored, dir.path(), &format!("{tool}-notes.db"));
+        assert!(
+            notes.is_subset(&found),
+            "{tool} restore lacks outside writes: {:?}",
+            notes.difference(&found).collect::<Vec<_>>()
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
