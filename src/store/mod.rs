@@ -10,6 +10,7 @@ mod commands;
 pub mod drops;
 mod error;
 pub mod files;
+mod guard;
 pub mod holds;
 pub mod idempotency;
 pub mod migrations;
