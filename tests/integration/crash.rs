@@ -71,6 +71,18 @@ impl ServerProcess {
         assert!(exit.success(), "dropd exits 0 on SIGTERM: {exit}");
     }
 
+    /// Waits up to `within` for the process to end on its own.
+    pub async fn exited_within(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return Some(status);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        None
+    }
+
     pub fn kill(mut self) {
         self.child.kill().expect("SIGKILL delivered");
         self.child.wait().expect("child reaped");

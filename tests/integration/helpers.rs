@@ -255,3 +255,28 @@ pub fn table_counts(conn: &Connection) -> Vec<(String, String)> {
     }
     state
 }
+
+/// A restored database's bytes written to `dir/name` and opened, after its integrity check.
+pub fn restored_db(db: &[u8], dir: &Path, name: &str) -> Connection {
+    let path = dir.join(name);
+    std::fs::write(&path, db).expect("copy");
+    let conn = Connection::open(&path).expect("opens");
+    let check: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .expect("check");
+    assert_eq!(check, "ok", "{name}");
+    conn
+}
+
+/// Every hold id and order id in a database.
+pub fn hold_and_order_ids(conn: &Connection) -> std::collections::HashSet<String> {
+    let mut stmt = conn
+        .prepare("SELECT id FROM holds UNION ALL SELECT id FROM orders")
+        .expect("query");
+    let ids = stmt
+        .query_map([], |r| r.get::<_, String>(0))
+        .expect("ids")
+        .collect::<Result<_, _>>()
+        .expect("ids read");
+    ids
+}

@@ -76,13 +76,7 @@ fn restore(replica: &Path, out: &Path, txid: Option<u64>) -> Vec<u8> {
 
 /// Rows of `table` in a restored database, after its integrity check.
 fn count_rows(db: &[u8], dir: &Path, name: &str, table: &str) -> i64 {
-    let path = dir.join(name);
-    std::fs::write(&path, db).expect("copy");
-    let conn = Connection::open(&path).expect("opens");
-    let check: String = conn
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .expect("check");
-    assert_eq!(check, "ok");
+    let conn = crate::helpers::restored_db(db, dir, name);
     conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
         .expect("count")
 }

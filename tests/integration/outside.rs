@@ -19,7 +19,9 @@ use serde_json::Value;
 use crate::crash::{
     create_admin_key, create_drop, stampede_until, verify_survived, Acked, ServerProcess,
 };
-use crate::helpers::{check_invariants, client, token_for, SECRET};
+use crate::helpers::{
+    check_invariants, client, hold_and_order_ids, restored_db, token_for, SECRET,
+};
 use crate::replication::{dropd_restore, litestream_restore};
 use crate::s3::S3Server;
 
@@ -93,9 +95,7 @@ fn checkpoint_and_vacuum_into(db: &Path, copy: &Path, note: usize) -> String {
 
 /// The outside process's notes in a restored database.
 fn notes_in(db: &[u8], dir: &Path, name: &str) -> HashSet<String> {
-    let path = dir.join(name);
-    std::fs::write(&path, db).expect("copy");
-    let conn = Connection::open(&path).expect("opens");
+    let conn = restored_db(db, dir, name);
     let Ok(mut stmt) = conn.prepare("SELECT note FROM operator_notes") else {
         return HashSet::new();
     };
@@ -121,23 +121,9 @@ fn deleted_database_files(pid: u32) -> Vec<String> {
 
 /// Hold and order ids in a restored database, after its integrity check and the invariants.
 fn ids_in(db: &[u8], dir: &Path, name: &str) -> HashSet<String> {
-    let path = dir.join(name);
-    std::fs::write(&path, db).expect("copy");
-    let conn = Connection::open(&path).expect("opens");
-    let check: String = conn
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .expect("check");
-    assert_eq!(check, "ok", "{name}");
+    let conn = restored_db(db, dir, name);
     check_invariants(&conn).expect("invariants hold in the restored database");
-    let mut stmt = conn
-        .prepare("SELECT id FROM holds UNION ALL SELECT id FROM orders")
-        .expect("query");
-    let ids = stmt
-        .query_map([], |r| r.get::<_, String>(0))
-        .expect("ids")
-        .collect::<Result<_, _>>()
-        .expect("ids read");
-    ids
+    hold_and_order_ids(&conn)
 }
 
 fn assert_all_restored(acked: &Acked, ids: &HashSet<String>, tool: &str) {
@@ -360,17 +346,10 @@ async fn a_replaced_wal_stops_the_server_and_loses_nothing(tamper: Tamper) {
             std::fs::rename(&copy, &wal).expect("copy in place");
         }
     }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = server.child.try_wait().expect("wait") {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the server kept serving after its WAL was {tamper:?}d"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let status = server
+        .exited_within(Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|| panic!("the server kept serving after its WAL was {tamper:?}d"));
     assert_eq!(
         status.code(),
         Some(dropd::store::EXIT_STORAGE_REPLACED),

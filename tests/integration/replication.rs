@@ -58,13 +58,7 @@ pub fn dropd_restore(url: &str, out: &Path, flags: &[&str]) -> Result<Vec<u8>, S
 
 /// Holds in a restored database, after its integrity check.
 fn holds_in(db: &[u8], dir: &Path, name: &str) -> i64 {
-    let path = dir.join(name);
-    std::fs::write(&path, db).expect("copy");
-    let conn = Connection::open(&path).expect("opens");
-    let check: String = conn
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .expect("check");
-    assert_eq!(check, "ok", "{name}");
+    let conn = crate::helpers::restored_db(db, dir, name);
     conn.query_row("SELECT COUNT(*) FROM holds", [], |r| r.get(0))
         .expect("count")
 }

@@ -17,7 +17,7 @@ use rand::Rng;
 use rusqlite::Connection;
 
 use crate::crash::{create_admin_key, create_drop, stampede_until, Acked, ServerProcess};
-use crate::helpers::{check_invariants, client, open_db};
+use crate::helpers::{check_invariants, client, hold_and_order_ids, open_db};
 use crate::litestream::litestream;
 use crate::s3::S3Server;
 
@@ -87,18 +87,6 @@ fn outside_checkpoint(db: &Path) {
         let _ = conn.busy_timeout(Duration::from_millis(100));
         let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
     }
-}
-
-fn ids(conn: &Connection) -> HashSet<String> {
-    let mut stmt = conn
-        .prepare("SELECT id FROM holds UNION ALL SELECT id FROM orders")
-        .expect("query");
-    let ids = stmt
-        .query_map([], |r| r.get::<_, String>(0))
-        .expect("ids")
-        .collect::<Result<_, _>>()
-        .expect("ids read");
-    ids
 }
 
 fn missing(acked: &Acked, ids: &HashSet<String>) -> usize {
@@ -219,7 +207,9 @@ async fn torture() {
         // Restart (after a kill it ships the whole database), check, stop cleanly.
         let server = ServerProcess::start_with(&data, &args, &envs);
         let local = open_db(&db);
-        figures.lost_local = figures.lost_local.max(missing(&all, &ids(&local)));
+        figures.lost_local = figures
+            .lost_local
+            .max(missing(&all, &hold_and_order_ids(&local)));
         if check_invariants(&local).is_err() {
             figures.invariant_breaks += 1;
         }
@@ -236,7 +226,9 @@ async fn torture() {
             .expect("litestream runs");
         if run.status.success() {
             let restored = Connection::open(&out).expect("opens");
-            figures.lost_replica = figures.lost_replica.max(missing(&all, &ids(&restored)));
+            figures.lost_replica = figures
+                .lost_replica
+                .max(missing(&all, &hold_and_order_ids(&restored)));
             if check_invariants(&restored).is_err() {
                 figures.invariant_breaks += 1;
             }
