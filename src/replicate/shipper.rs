@@ -368,6 +368,7 @@ impl Shipper {
             Err(ShipError::Wal(wal::WalError::Restarted)) => {
                 // Read again from the cursor next round, in whatever generation the WAL is.
                 upload.abort();
+                tracing::debug!("the WAL was restarted while a sync read it; reading it again");
                 self.interrupted = true;
                 return Ok(false);
             }

@@ -493,6 +493,10 @@ impl GatedCheckpoints {
         if gate.hold_until_shipped(wal_len, SHIP_WAIT) {
             self.truncate(conn, false)
         } else {
+            tracing::debug!(
+                wal_bytes = wal_len,
+                "the sync at the barrier did not ship everything; holding again later"
+            );
             self.next_hold = now + SHIP_WAIT_BACKOFF;
             false
         }
