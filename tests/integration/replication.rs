@@ -278,8 +278,10 @@ async fn the_wal_stays_bounded_under_sustained_writes() {
     let app = Arc::into_inner(app).expect("workers are done");
     app.stop().await;
     assert!(acked > 500, "the load ran: {acked} holds");
+    // Checkpoint size plus one sync interval of growth (200 ms of this stampede is a few MB
+    // since test builds optimize SQLite), far below the tens of MB an unbounded WAL reaches.
     assert!(
-        largest < 4 << 20,
+        largest < 8 << 20,
         "the WAL stayed near its 256 KiB checkpoint size (largest {largest} bytes)"
     );
     let theirs = litestream_restore(
