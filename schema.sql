@@ -49,7 +49,6 @@ CREATE TABLE holds (
     UNIQUE (drop_id, attempt_seq)
 ) STRICT;
 
-CREATE INDEX holds_by_buyer ON holds (drop_id, buyer);
 CREATE INDEX holds_active_by_expiry ON holds (expires_at) WHERE state = 'active';
 
 CREATE TABLE orders (
@@ -70,15 +69,24 @@ CREATE TABLE orders (
 CREATE INDEX orders_by_buyer ON orders (buyer, created_at);
 CREATE INDEX orders_by_drop ON orders (drop_id, id);
 
--- One outcome per (buyer, key): written in the same transaction as the effect it describes.
+-- One outcome per (buyer, key), written in the same transaction as the effect it describes.
+-- Append-only, with no index on the key: the writer keeps the live keys in memory (loaded at
+-- start) and deletes records older than the retention window (--idempotency-retention, 24 h by
+-- default) from the front. A record holds the facts that rebuild the first answer: the hold it
+-- made (for a confirmation, the hold of its order), or the refusal; `outcome` is the rendered
+-- answer of records written before schema version 2. `fingerprint` is the first 16 bytes of
+-- the request's SHA-256 fingerprint.
 CREATE TABLE idempotency_keys (
+    seq         INTEGER PRIMARY KEY,
     buyer       TEXT    NOT NULL,
     key         TEXT    NOT NULL,
     fingerprint BLOB    NOT NULL,
-    outcome     TEXT    NOT NULL,
     created_at  INTEGER NOT NULL,
-    PRIMARY KEY (buyer, key)
-) STRICT, WITHOUT ROWID;
+    hold_id     TEXT,
+    refusal     TEXT,
+    outcome     TEXT,
+    CHECK ((hold_id IS NOT NULL) + (refusal IS NOT NULL) + (outcome IS NOT NULL) = 1)
+) STRICT;
 
 -- Admin keys are stored only as SHA-256 hashes.
 CREATE TABLE admin_keys (

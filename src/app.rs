@@ -37,6 +37,10 @@ pub struct Settings {
     pub workers: Option<usize>,
     /// Benchmark baseline only (hidden flag): one transaction per write on a pool of writers.
     pub naive_writes: bool,
+    /// How long an idempotency key is remembered after its first use.
+    pub idempotency_retention: Duration,
+    /// Most due holds one writer batch expires (not a flag: tests lower it to see a partial sweep).
+    pub sweep_limit: i64,
     /// Open event streams before new ones get 503 too-many-subscribers.
     pub max_subscribers: usize,
     /// Share of one core that SSE fan-out may use (0.25 = a quarter).
@@ -61,6 +65,8 @@ impl Settings {
             token_secret: None,
             workers: None,
             naive_writes: false,
+            idempotency_retention: crate::store::keys::DEFAULT_RETENTION,
+            sweep_limit: 2_000,
             max_subscribers: 20_000,
             sse_cpu_budget: 0.25,
             demo: false,
@@ -162,6 +168,8 @@ impl Application {
                 read_pool_size: (workers as u32 * 2).max(4),
                 naive_writers: settings.naive_writes,
                 checkpoint_gate: gate.clone(),
+                idempotency_retention: settings.idempotency_retention,
+                sweep_limit: settings.sweep_limit,
             },
             clock.clone(),
             Some(hub.clone() as Arc<dyn crate::store::CommitListener>),
@@ -213,6 +221,7 @@ impl Application {
             lifecycle: lifecycle.clone(),
             metrics: metrics_handle(),
             hub: hub.clone(),
+            keys: store.keys.clone(),
             demo: settings.demo,
             replica: replica_status.clone(),
             ack_after_replicated,

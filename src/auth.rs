@@ -29,6 +29,26 @@ pub struct TokenKeys {
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
+    /// Tells this secret's cached verdicts from another's (tests run several servers in one
+    /// process).
+    id: u64,
+}
+
+/// Most verified tokens one thread remembers; past that it starts over.
+const CACHED_TOKENS: usize = 65_536;
+
+struct Verified {
+    keys: u64,
+    buyer: BuyerId,
+    exp: u64,
+}
+
+thread_local! {
+    /// Tokens this worker thread verified, by their exact bytes: a buyer's token is checked
+    /// once, not on every request (an HMAC and a JSON parse each time). Expiry is checked on
+    /// every hit.
+    static VERIFIED: std::cell::RefCell<std::collections::HashMap<Box<str>, Verified>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
 }
 
 impl TokenKeys {
@@ -43,6 +63,7 @@ impl TokenKeys {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
             validation,
+            id: rand::random(),
         })
     }
 
@@ -59,6 +80,37 @@ impl TokenKeys {
 
     /// The buyer a token speaks for, or why it is not accepted.
     pub fn verify(&self, token: &str) -> Result<BuyerId, String> {
+        let now = jsonwebtoken::get_current_timestamp();
+        let leeway = self.validation.leeway;
+        let hit = VERIFIED.with(|cache| {
+            cache
+                .borrow()
+                .get(token)
+                .filter(|v| v.keys == self.id && now <= v.exp.saturating_add(leeway))
+                .map(|v| v.buyer.clone())
+        });
+        if let Some(buyer) = hit {
+            return Ok(buyer);
+        }
+        let (buyer, exp) = self.verify_uncached(token)?;
+        VERIFIED.with(|cache| {
+            let mut cache = cache.borrow_mut();
+            if cache.len() >= CACHED_TOKENS {
+                cache.clear();
+            }
+            cache.insert(
+                token.into(),
+                Verified {
+                    keys: self.id,
+                    buyer: buyer.clone(),
+                    exp,
+                },
+            );
+        });
+        Ok(buyer)
+    }
+
+    fn verify_uncached(&self, token: &str) -> Result<(BuyerId, u64), String> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|e| match e.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
@@ -69,7 +121,7 @@ impl TokenKeys {
                 }
                 _ => format!("the token is not valid: {e}"),
             })?;
-        BuyerId::parse(&data.claims.sub)
+        Ok((BuyerId::parse(&data.claims.sub)?, data.claims.exp))
     }
 }
 

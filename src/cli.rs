@@ -66,6 +66,11 @@ pub struct ServeArgs {
     #[arg(long, env = "DROPD_QUEUE_SIZE", default_value_t = 8192,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub queue_size: u32,
+    /// How long an Idempotency-Key is remembered after its first use (its record is then
+    /// deleted, and the key may answer anew).
+    #[arg(long, env = "DROPD_IDEMPOTENCY_RETENTION", default_value = "24h",
+          value_parser = parse_retention)]
+    pub idempotency_retention: Duration,
     /// HTTP worker threads (default: one per core).
     #[arg(long, env = "DROPD_WORKERS", value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub workers: Option<u32>,
@@ -140,6 +145,14 @@ pub struct RestoreArgs {
     /// The replica (`file:///path` or `s3://bucket/path?endpoint=...`), or with --config the
     /// database path named in the config.
     pub replica: Option<String>,
+}
+
+fn parse_retention(text: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(text).map_err(|e| format!("{text:?}: {e}"))?;
+    if d < Duration::from_secs(1) {
+        return Err("the retention must be at least 1s: a client's retry must find its key".into());
+    }
+    Ok(d)
 }
 
 fn parse_txid(text: &str) -> Result<u64, String> {
@@ -220,6 +233,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         token_secret: args.token_secret,
         workers: args.workers.map(|w| w as usize),
         naive_writes: args.naive_writes,
+        idempotency_retention: args.idempotency_retention,
+        sweep_limit: 2_000,
         max_subscribers: args.max_subscribers,
         sse_cpu_budget: args.sse_cpu_budget,
         demo: args.demo,

@@ -2,16 +2,15 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse, ResponseError};
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{BuyerId, DropId, DropState, HoldId, IdempotencyKey, Refusal};
+use crate::domain::{DropId, DropState, HoldId, Refusal};
 use crate::events::hub_state_at;
 use crate::http::drops::parse_drop_id;
 use crate::http::extract::{Buyer, IdemKey};
 use crate::http::fingerprint;
 use crate::http::problem::ApiError;
 use crate::http::state::AppState;
-use crate::store::{
-    holds, idempotency, Answer, ConfirmHold, IdempotentRequest, PlaceHold, StoreError,
-};
+use crate::store::keys::{Remembered, Seen};
+use crate::store::{holds, Answer, ConfirmHold, IdempotentRequest, PlaceHold, StoreError};
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -37,11 +36,38 @@ pub async fn create_hold(
     if body.quantity < 1 {
         return Err(ApiError::validation("quantity must be at least 1"));
     }
-    if let Some(refusal) = sold_out_in_memory(&state, &drop_id, &body, &buyer, &key).await? {
-        return Err(refusal.into());
+    let fingerprint = fingerprint("create_hold", drop_id.as_str(), &*body);
+    // Counted in flight until this request is answered, so a retry under the same key never
+    // gets a different answer from memory meanwhile.
+    let (in_flight, seen) = state.keys.begin(state.keys.hash(&buyer, &key));
+    match seen {
+        Seen::Remembered(first) => {
+            let result: Result<crate::domain::views::HoldView, Refusal> =
+                if first.fingerprint == fingerprint {
+                    Err(first.refusal)
+                } else {
+                    Err(Refusal::IdempotencyKeyReused)
+                };
+            let replayed = first.fingerprint == fingerprint;
+            return Ok(respond(Answer { result, replayed }, StatusCode::CREATED));
+        }
+        Seen::Fresh => {
+            if let Some(refusal) = sold_out_in_memory(&state, &drop_id, &body) {
+                let first = Remembered {
+                    fingerprint,
+                    refusal: refusal.clone(),
+                };
+                let now_ms = state.clock.now().timestamp_millis();
+                if state.keys.remember(&in_flight, first, now_ms) {
+                    crate::stats::count_attempt("sold-out-from-memory");
+                    return Err(refusal.into());
+                }
+            }
+        }
+        Seen::Busy => {}
     }
     let req = IdempotentRequest {
-        fingerprint: fingerprint("create_hold", drop_id.as_str(), &*body),
+        fingerprint,
         buyer,
         key,
     };
@@ -87,43 +113,32 @@ pub async fn confirm_hold(
     Ok(respond(answer, StatusCode::CREATED))
 }
 
-/// A live drop whose SKU the latest commit left at zero is refused without a trip to the writer,
-/// unless this key was already used (then the writer replays what it answered).
-async fn sold_out_in_memory(
-    state: &AppState,
-    drop_id: &DropId,
-    body: &HoldRequest,
-    buyer: &BuyerId,
-    key: &IdempotencyKey,
-) -> Result<Option<Refusal>, ApiError> {
-    let Some(cached) = state.hub.cached(drop_id) else {
-        return Ok(None);
-    };
+/// A live drop whose SKU the latest commit left at zero is refused without a trip to the writer
+/// (the caller makes sure the key is new: a used key is the writer's to answer).
+fn sold_out_in_memory(state: &AppState, drop_id: &DropId, body: &HoldRequest) -> Option<Refusal> {
+    let now = state.clock.now();
+    // A due hold the sweep has not ended yet counts for nothing: only the writer can tell.
+    if state.writer.hold_may_be_due(now.timestamp_millis()) {
+        return None;
+    }
+    let cached = state.hub.cached(drop_id)?;
     // A malformed request gets its own answer from the writer, not sold-out.
     if body.quantity > cached.view.per_buyer_limit {
-        return Ok(None);
+        return None;
     }
     let sold_out = cached
         .view
         .skus
         .iter()
         .any(|s| s.sku == body.sku && s.available == 0);
-    if !sold_out || hub_state_at(&cached.view, state.clock.now()) != DropState::Live {
-        return Ok(None);
+    if !sold_out || hub_state_at(&cached.view, now) != DropState::Live {
+        return None;
     }
-    let (buyer, key) = (buyer.clone(), key.clone());
-    if state
-        .read(move |conn, _| idempotency::exists(conn, &buyer, &key))
-        .await?
-    {
-        return Ok(None);
-    }
-    crate::stats::count_attempt("sold-out-from-memory");
-    Ok(Some(Refusal::SoldOut {
+    Some(Refusal::SoldOut {
         sku: body.sku.clone(),
         available: 0,
         requested: body.quantity,
-    }))
+    })
 }
 
 /// The first answer for an Idempotency-Key, or its replay, marked as such.

@@ -21,6 +21,8 @@ pub struct AppState {
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     /// Committed drop state in memory: hot reads and event streams.
     pub hub: Arc<crate::events::Hub>,
+    /// Idempotency keys recorded, in flight, or answered from memory.
+    pub keys: Arc<crate::store::KeyBook>,
     /// Started with `--demo`: the page may ask for a buyer token.
     pub demo: bool,
     /// How replication is doing, when a replica is configured.

@@ -1,5 +1,6 @@
 //! What one writer batch carries besides its commands: the batch's clock reading, the drops whose
-//! state changed (their `version` grows once per batch), and the attempt counters.
+//! state changed (their `version` grows once per batch), the writer's memory, and the
+//! idempotency keys the batch recorded or deleted (memory learns them only after the commit).
 
 use std::collections::{HashMap, HashSet};
 
@@ -8,19 +9,36 @@ use rusqlite::{named_params, Connection};
 
 use crate::domain::DropId;
 
+use super::keys::KeyBook;
+use super::memory::Memory;
+
 pub(crate) struct Batch<'a> {
-    /// One reading of the clock for the whole batch: expiry and drop state agree within it.
+    /// One reading of the clock for the whole batch, in whole milliseconds (as stored, so a
+    /// replay rebuilt from the rows answers with the same bytes): expiry and drop state agree
+    /// within it.
     pub now: DateTime<Utc>,
     pub touched: HashSet<DropId>,
-    pub seqs: &'a mut AttemptSeqs,
+    pub memory: &'a mut Memory,
+    pub keys: &'a KeyBook,
+    /// Records written by this batch: key hash to row.
+    pub new_keys: HashMap<u64, i64>,
+    /// Records this batch deleted after their retention window.
+    pub gone_keys: Vec<(u64, i64)>,
+    /// False while holds due at `now` may remain active (the sweep stops at its limit, or did
+    /// not run): then attempts count such holds for nothing by asking the database.
+    pub all_due_swept: bool,
 }
 
 impl<'a> Batch<'a> {
-    pub fn new(now: DateTime<Utc>, seqs: &'a mut AttemptSeqs) -> Self {
+    pub fn new(now: DateTime<Utc>, memory: &'a mut Memory, keys: &'a KeyBook) -> Self {
         Self {
-            now,
+            now: crate::domain::clock::from_millis(now.timestamp_millis()),
             touched: HashSet::new(),
-            seqs,
+            memory,
+            keys,
+            new_keys: HashMap::new(),
+            gone_keys: Vec::new(),
+            all_due_swept: false,
         }
     }
 
@@ -37,45 +55,6 @@ impl<'a> Batch<'a> {
             conn.prepare_cached(BUMP)?
                 .execute(named_params! {":id": drop_id.as_str()})?;
         }
-        self.seqs.flush(conn)
-    }
-}
-
-/// The drop-wide attempt counters, kept in memory and written once per batch. An attempt that is
-/// refused still uses its number: the sequence records arrival order, not success.
-#[derive(Default)]
-pub(crate) struct AttemptSeqs {
-    last: HashMap<DropId, i64>,
-    dirty: HashSet<DropId>,
-}
-
-impl AttemptSeqs {
-    pub fn next(&mut self, conn: &Connection, drop_id: &DropId) -> rusqlite::Result<i64> {
-        const LOAD: &str = "SELECT attempt_seq FROM drops WHERE id = :id";
-        let last = match self.last.get(drop_id) {
-            Some(last) => *last,
-            None => conn
-                .prepare_cached(LOAD)?
-                .query_row(named_params! {":id": drop_id.as_str()}, |r| r.get(0))?,
-        };
-        self.last.insert(drop_id.clone(), last + 1);
-        self.dirty.insert(drop_id.clone());
-        Ok(last + 1)
-    }
-
-    fn flush(&mut self, conn: &Connection) -> rusqlite::Result<()> {
-        const SAVE: &str = "UPDATE drops SET attempt_seq = :seq WHERE id = :id";
-        for drop_id in self.dirty.drain() {
-            let seq = self.last.get(&drop_id).copied().unwrap_or_default();
-            conn.prepare_cached(SAVE)?
-                .execute(named_params! {":seq": seq, ":id": drop_id.as_str()})?;
-        }
-        Ok(())
-    }
-
-    /// After a failed commit the database holds older counters than memory: forget them.
-    pub fn forget(&mut self) {
-        self.last.clear();
-        self.dirty.clear();
+        self.memory.flush(conn)
     }
 }

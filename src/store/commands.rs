@@ -5,9 +5,10 @@ use rusqlite::Connection;
 use tokio::sync::oneshot;
 
 use crate::domain::views::{DropPatch, DropView, HoldView, NewDrop, OrderView};
-use crate::domain::{BuyerId, DropId, HoldId, IdempotencyKey, Refusal};
+use crate::domain::{BuyerId, DropId, HoldId, Refusal};
 
 use super::batch::Batch;
+use super::requests::{Answer, ConfirmHold, IdempotentRequest, PlaceHold};
 use super::tx::decided;
 use super::{admin_keys, drops, holds, idempotency, StoreError};
 
@@ -35,35 +36,6 @@ impl<T> Reply<T> {
         // The asker may have gone (client disconnected); the effect stands regardless.
         let _ = self.tx.send(result);
     }
-}
-
-/// Who asks, under which key, and a digest of exactly what they asked (route and canonical body):
-/// the same key with another fingerprint is refused.
-#[derive(Debug, Clone)]
-pub struct IdempotentRequest {
-    pub buyer: BuyerId,
-    pub key: IdempotencyKey,
-    pub fingerprint: [u8; 32],
-}
-
-#[derive(Debug, Clone)]
-pub struct PlaceHold {
-    pub drop_id: DropId,
-    pub sku: String,
-    pub quantity: i64,
-}
-
-#[derive(Debug, Clone)]
-pub struct ConfirmHold {
-    pub hold_id: HoldId,
-    pub payment_ref: String,
-}
-
-/// The outcome of an idempotent command, fresh or replayed from its record.
-#[derive(Debug, Clone)]
-pub struct Answer<T> {
-    pub result: Result<T, Refusal>,
-    pub replayed: bool,
 }
 
 pub(crate) enum Command {
@@ -111,16 +83,22 @@ impl Command {
         batch: &mut Batch<'_>,
     ) -> Result<(), StoreError> {
         let now = batch.now;
+        // Admin commands change drops through SQL: memory is written out first and forgets the
+        // drop after, so neither overwrites the other.
+        if let Some(drop_id) = self.changes_drop_through_sql() {
+            batch.memory.flush(conn)?;
+            batch.memory.forget_drop(&drop_id);
+        }
         match self {
             Command::PlaceHold(req, cmd, reply) => {
-                let answer = idempotency::run_once(conn, req, now, |c| {
+                let answer = idempotency::run_once(conn, batch, req, |c, batch| {
                     holds::place(c, batch, &req.buyer, cmd)
                 })?;
                 crate::stats::count_attempt(attempt_outcome(&answer));
                 reply.hold(Ok(answer));
             }
             Command::ConfirmHold(req, cmd, reply) => {
-                let answer = idempotency::run_once(conn, req, now, |c| {
+                let answer = idempotency::run_once(conn, batch, req, |c, batch| {
                     holds::confirm(c, batch, &req.buyer, cmd)
                 })?;
                 reply.hold(Ok(answer));
@@ -184,6 +162,16 @@ impl Command {
             Command::Shutdown => return true,
         }
         false
+    }
+
+    fn changes_drop_through_sql(&self) -> Option<DropId> {
+        match self {
+            Command::CreateDrop { spec, .. } => Some(DropId::from_trusted(spec.id.clone())),
+            Command::UpdateDrop { drop_id, .. } | Command::AdjustStock { drop_id, .. } => {
+                Some(drop_id.clone())
+            }
+            _ => None,
+        }
     }
 
     pub(crate) fn is_shutdown(&self) -> bool {

@@ -6,19 +6,52 @@ use rusqlite::{named_params, Connection, OptionalExtension, Row};
 use crate::domain::clock::{from_millis, rfc3339};
 use crate::domain::drop::rules;
 use crate::domain::views::{HoldState, HoldView, OrderView};
-use crate::domain::{Allowance, BuyerId, DropId, DropState, HoldId, OrderId, Refusal};
+use crate::domain::{Allowance, BuyerId, DropId, DropState, HoldId, OrderId, Refusal, SkuStock};
 
 use super::batch::Batch;
-use super::commands::{ConfirmHold, PlaceHold};
-use super::drops;
+use super::memory::{DropMemory, Memory};
+use super::requests::{ConfirmHold, PlaceHold};
 use super::tx::Outcome;
 use super::StoreError;
 
-const USED: &str = "SELECT COALESCE(SUM(quantity), 0) FROM holds
-                    WHERE drop_id = :drop AND buyer = :buyer AND state IN ('active', 'confirmed')";
 const INSERT: &str = "INSERT INTO holds (id, drop_id, sku, buyer, quantity, attempt_seq, state,
                           created_at, expires_at)
                       VALUES (:id, :drop, :sku, :buyer, :quantity, :seq, 'active', :now, :expires)";
+/// Holds due at the batch's time that the sweep has not ended yet (through the partial index on
+/// active holds' expiry, so only due holds are read).
+const DUE_OF_BUYER: &str = "SELECT id, sku, buyer, quantity FROM holds
+                            WHERE state = 'active' AND expires_at <= :now
+                              AND drop_id = :drop AND buyer = :buyer";
+const DUE_OF_SKU: &str = "SELECT id, sku, buyer, quantity FROM holds
+                          WHERE state = 'active' AND expires_at <= :now
+                            AND drop_id = :drop AND sku = :sku";
+
+/// A due hold: id, SKU, buyer, quantity.
+type DueHold = (String, String, String, i64);
+
+fn due(
+    conn: &Connection,
+    sql: &str,
+    now: DateTime<Utc>,
+    drop_id: &str,
+    name: &str,
+    value: &str,
+) -> rusqlite::Result<Vec<DueHold>> {
+    conn.prepare_cached(sql)?
+        .query_map(
+            &[
+                (":now", &now.timestamp_millis() as &dyn rusqlite::ToSql),
+                (":drop", &drop_id),
+                (name, &value),
+            ],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )?
+        .collect()
+}
+
+fn units(holds: &[DueHold]) -> i64 {
+    holds.iter().map(|h| h.3).sum()
+}
 
 pub(crate) fn place(
     conn: &Connection,
@@ -26,48 +59,104 @@ pub(crate) fn place(
     buyer: &BuyerId,
     cmd: &PlaceHold,
 ) -> Result<HoldView, Outcome> {
-    let rules = drops::load_rules(conn, &cmd.drop_id)?
+    let now = batch.now;
+    let all_due_swept = batch.all_due_swept;
+    let load = batch.memory.buyer_load();
+    let drop = batch
+        .memory
+        .drop_mut(conn, &cmd.drop_id)?
         .ok_or_else(|| Refusal::not_found(format!("drop {}", cmd.drop_id)))?;
-    let state = rules.schedule.state_at(batch.now);
+    let state = drop.rules.schedule.state_at(now);
     if state != DropState::Live {
         return Err(Refusal::DropNotLive {
             state: state.as_str().to_owned(),
         }
         .into());
     }
-    let sku = drops::load_sku(conn, cmd.drop_id.as_str(), &cmd.sku)?.ok_or_else(|| {
-        Refusal::UnknownSku {
+    let (limit, hold_seconds) = (drop.rules.per_buyer_limit, drop.rules.hold_seconds);
+    let stock = drop
+        .sku(conn, cmd.drop_id.as_str(), &cmd.sku)?
+        .ok_or_else(|| Refusal::UnknownSku {
             drop_id: cmd.drop_id.to_string(),
             sku: cmd.sku.clone(),
-        }
-    })?;
-    if !(1..=rules.per_buyer_limit).contains(&cmd.quantity) {
+        })?
+        .stock;
+    if !(1..=limit).contains(&cmd.quantity) {
         return Err(Refusal::invalid(format!(
-            "quantity must be between 1 and the drop's per-buyer limit of {}",
-            rules.per_buyer_limit
+            "quantity must be between 1 and the drop's per-buyer limit of {limit}"
         ))
         .into());
     }
     // Only attempts that compete for stock get a place in the arrival order.
-    let attempt_seq = batch.seqs.next(conn, &cmd.drop_id)?;
-    let used: i64 = conn.prepare_cached(USED)?.query_row(
-        named_params! {":drop": cmd.drop_id.as_str(), ":buyer": buyer.as_str()},
-        |r| r.get(0),
-    )?;
+    let attempt_seq = drop.next_seq();
+    let used = drop.used(conn, &cmd.drop_id, buyer, load)?;
+
+    // A hold past its expiry counts for nothing, swept or not. After a complete sweep memory
+    // has none; otherwise the database says which are due, and they end before this hold.
+    let mut due_holds = Vec::new();
+    if !all_due_swept && used + cmd.quantity > limit {
+        due_holds = due(
+            conn,
+            DUE_OF_BUYER,
+            now,
+            cmd.drop_id.as_str(),
+            ":buyer",
+            buyer.as_str(),
+        )?;
+    }
     Allowance {
-        limit: rules.per_buyer_limit,
-        used,
+        limit,
+        used: used - units(&due_holds),
     }
     .check(cmd.quantity)?;
-    let stock = sku.stock.hold(&cmd.sku, cmd.quantity)?;
-    drops::save_stock(conn, cmd.drop_id.as_str(), &cmd.sku, stock)?;
+    let due_of_sku: i64 = due_holds
+        .iter()
+        .filter(|h| h.1 == cmd.sku)
+        .map(|h| h.3)
+        .sum();
+    if !all_due_swept && stock.available() + due_of_sku < cmd.quantity {
+        for hold in due(
+            conn,
+            DUE_OF_SKU,
+            now,
+            cmd.drop_id.as_str(),
+            ":sku",
+            &cmd.sku,
+        )? {
+            if !due_holds.iter().any(|known| known.0 == hold.0) {
+                due_holds.push(hold);
+            }
+        }
+    }
+    let due_of_sku: i64 = due_holds
+        .iter()
+        .filter(|h| h.1 == cmd.sku)
+        .map(|h| h.3)
+        .sum();
+    let freed = SkuStock {
+        held: stock.held - due_of_sku,
+        ..stock
+    };
+    freed.hold(&cmd.sku, cmd.quantity)?;
+
+    // Decided: from here on it writes.
+    for (hold_id, sku, owner, quantity) in &due_holds {
+        end_hold(conn, hold_id, HoldState::Expired, now)?;
+        give_back(conn, drop, cmd.drop_id.as_str(), sku, owner, *quantity)?;
+    }
+    let sku = drop
+        .sku(conn, cmd.drop_id.as_str(), &cmd.sku)?
+        .ok_or(StoreError::Internal("a SKU memory had is gone"))?;
+    let held = sku.stock.hold(&cmd.sku, cmd.quantity)?;
+    sku.set(held);
+    drop.add_units(buyer.as_str(), cmd.quantity);
 
     let hold_id = HoldId::generate();
-    let expires_at = batch.now + Duration::seconds(rules.hold_seconds);
+    let expires_at = now + Duration::seconds(hold_seconds);
     conn.prepare_cached(INSERT)?.execute(named_params! {
         ":id": hold_id.as_str(), ":drop": cmd.drop_id.as_str(), ":sku": cmd.sku,
         ":buyer": buyer.as_str(), ":quantity": cmd.quantity, ":seq": attempt_seq,
-        ":now": batch.now.timestamp_millis(), ":expires": expires_at.timestamp_millis(),
+        ":now": now.timestamp_millis(), ":expires": expires_at.timestamp_millis(),
     })?;
     batch.touch(&cmd.drop_id);
     Ok(HoldView {
@@ -76,11 +165,41 @@ pub(crate) fn place(
         sku: cmd.sku.clone(),
         quantity: cmd.quantity,
         attempt_seq,
-        created_at: batch.now,
+        created_at: now,
         expires_at,
         state: HoldState::Active,
         order_id: None,
     })
+}
+
+/// An ended hold's units go back on sale and stop counting for its buyer.
+fn give_back(
+    conn: &Connection,
+    drop: &mut DropMemory,
+    drop_id: &str,
+    sku: &str,
+    buyer: &str,
+    quantity: i64,
+) -> Result<(), Outcome> {
+    // Foreign keys guarantee the SKU of a hold exists.
+    let mem = drop.sku(conn, drop_id, sku)?.ok_or(StoreError::Internal(
+        "a hold names a SKU that does not exist",
+    ))?;
+    mem.set(mem.stock.release(quantity));
+    drop.add_units(buyer, -quantity);
+    Ok(())
+}
+
+fn drop_memory<'m>(
+    conn: &Connection,
+    memory: &'m mut Memory,
+    drop_id: &str,
+) -> Result<&'m mut DropMemory, Outcome> {
+    Ok(memory
+        .drop_mut(conn, &DropId::from_trusted(drop_id.to_owned()))?
+        .ok_or(StoreError::Internal(
+            "a hold names a drop that does not exist",
+        ))?)
 }
 
 const SELECT: &str = "SELECT h.id, h.drop_id, h.sku, h.quantity, h.attempt_seq, h.created_at,
@@ -111,6 +230,11 @@ fn hold_from_row(r: &Row<'_>) -> rusqlite::Result<HoldView> {
         state: HoldState::parse(&state).unwrap_or(HoldState::Expired),
         order_id: r.get(8)?,
     })
+}
+
+/// A hold as stored (for rebuilding the answer that created it).
+pub(crate) fn get(conn: &Connection, hold_id: &str) -> rusqlite::Result<Option<HoldView>> {
+    Ok(load(conn, hold_id)?.map(|(hold, _)| hold))
 }
 
 /// A buyer's own hold; anyone else's is reported as not found, never as forbidden.
@@ -186,24 +310,22 @@ pub(crate) fn confirm(
         }
         .into());
     }
-    let sku = drops::load_sku(conn, &hold.drop_id, &hold.sku)?
+    let drop = drop_memory(conn, batch.memory, &hold.drop_id)?;
+    let sku = drop
+        .sku(conn, &hold.drop_id, &hold.sku)?
         .ok_or_else(|| Refusal::not_found(format!("sku {}", hold.sku)))?;
     let total = sku
         .price
         .times(hold.quantity)
         .ok_or_else(|| Refusal::invalid("order total is too large"))?;
-    drops::save_stock(
-        conn,
-        &hold.drop_id,
-        &hold.sku,
-        sku.stock.confirm(hold.quantity),
-    )?;
+    let price = sku.price.clone();
+    sku.set(sku.stock.confirm(hold.quantity));
     end_hold(conn, &hold.hold_id, HoldState::Confirmed, batch.now)?;
     let order_id = OrderId::generate();
     conn.prepare_cached(INSERT_ORDER)?.execute(named_params! {
         ":id": order_id.as_str(), ":hold": hold.hold_id, ":drop": hold.drop_id, ":sku": hold.sku,
-        ":buyer": buyer.as_str(), ":quantity": hold.quantity, ":unit": sku.price.amount,
-        ":currency": sku.price.currency.as_str(), ":total": total.amount,
+        ":buyer": buyer.as_str(), ":quantity": hold.quantity, ":unit": price.amount,
+        ":currency": price.currency.as_str(), ":total": total.amount,
         ":payment_ref": cmd.payment_ref, ":now": batch.now.timestamp_millis(),
     })?;
     batch.touch(&DropId::from_trusted(hold.drop_id.clone()));
@@ -214,7 +336,7 @@ pub(crate) fn confirm(
         sku: hold.sku,
         buyer: buyer.to_string(),
         quantity: hold.quantity,
-        unit_price: sku.price,
+        unit_price: price,
         total,
         payment_ref: cmd.payment_ref.clone(),
         created_at: batch.now,
@@ -235,23 +357,22 @@ pub(crate) fn release(
         HoldState::Confirmed => return Err(refuse_ended(&hold).into()),
         HoldState::Active => {}
     }
-    return_units(conn, &hold.drop_id, &hold.sku, hold.quantity)?;
+    let drop = drop_memory(conn, batch.memory, &hold.drop_id)?;
+    give_back(
+        conn,
+        drop,
+        &hold.drop_id,
+        &hold.sku,
+        buyer.as_str(),
+        hold.quantity,
+    )?;
     end_hold(conn, &hold.hold_id, HoldState::Released, batch.now)?;
     batch.touch(&DropId::from_trusted(hold.drop_id.clone()));
     hold.state = HoldState::Released;
     Ok(hold)
 }
 
-fn return_units(conn: &Connection, drop_id: &str, sku: &str, quantity: i64) -> Result<(), Outcome> {
-    // Foreign keys guarantee the SKU of a hold exists.
-    let row = drops::load_sku(conn, drop_id, sku)?.ok_or(StoreError::Internal(
-        "a hold names a SKU that does not exist",
-    ))?;
-    drops::save_stock(conn, drop_id, sku, row.stock.release(quantity))?;
-    Ok(())
-}
-
-const DUE: &str = "SELECT id, drop_id, sku, quantity FROM holds
+const DUE: &str = "SELECT id, drop_id, sku, quantity, buyer FROM holds
                    WHERE state = 'active' AND expires_at <= :now
                    ORDER BY expires_at LIMIT :limit";
 const NEXT_EXPIRY: &str = "SELECT MIN(expires_at) FROM holds WHERE state = 'active'";
@@ -262,15 +383,16 @@ pub(crate) fn expire_due(
     batch: &mut Batch<'_>,
     limit: i64,
 ) -> Result<usize, Outcome> {
-    let due: Vec<(String, String, String, i64)> = conn
+    let due: Vec<(String, String, String, i64, String)> = conn
         .prepare_cached(DUE)?
         .query_map(
             named_params! {":now": batch.now.timestamp_millis(), ":limit": limit},
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
         )?
         .collect::<Result<_, _>>()?;
-    for (hold_id, drop_id, sku, quantity) in &due {
-        return_units(conn, drop_id, sku, *quantity)?;
+    for (hold_id, drop_id, sku, quantity, buyer) in &due {
+        let drop = drop_memory(conn, batch.memory, drop_id)?;
+        give_back(conn, drop, drop_id, sku, buyer, *quantity)?;
         end_hold(conn, hold_id, HoldState::Expired, batch.now)?;
         batch.touch(&DropId::from_trusted(drop_id.clone()));
     }

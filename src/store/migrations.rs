@@ -6,7 +6,13 @@ use super::StoreError;
 
 /// Each step runs once, in order; step N leaves `user_version = N`. Never edit a released step:
 /// add a new one and update `schema.sql` to match.
-const MIGRATIONS: &[(&str, &str)] = &[("initial", include_str!("migrations/0001_initial.sql"))];
+const MIGRATIONS: &[(&str, &str)] = &[
+    ("initial", include_str!("migrations/0001_initial.sql")),
+    (
+        "compact hot path",
+        include_str!("migrations/0002_compact_hot_path.sql"),
+    ),
+];
 
 pub fn latest_version() -> i64 {
     MIGRATIONS.len() as i64

@@ -13,10 +13,13 @@ pub mod files;
 mod guard;
 pub mod holds;
 pub mod idempotency;
+pub mod keys;
+mod memory;
 pub mod migrations;
 pub mod open;
 pub mod orders;
 mod read_pool;
+mod requests;
 mod tx;
 mod writer;
 
@@ -24,11 +27,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use checkpoint::CheckpointGate;
-pub use commands::{Answer, ConfirmHold, IdempotentRequest, PlaceHold};
 pub use error::StoreError;
 pub use files::DbFiles;
+pub use keys::KeyBook;
 pub use open::Synchronous;
 pub use read_pool::ReadPool;
+pub use requests::{Answer, ConfirmHold, IdempotentRequest, PlaceHold};
 pub use writer::{Writer, WriterStats, WriterThread, EXIT_STORAGE_REPLACED};
 
 use crate::domain::views::DropView;
@@ -54,8 +58,12 @@ pub struct StoreConfig {
     pub read_pool_size: u32,
     /// Benchmark baseline only: one transaction per command on a pool of writers.
     pub naive_writers: bool,
+    /// Most due holds one batch expires (a mass expiry is spread over batches; tests lower it).
+    pub sweep_limit: i64,
     /// With a replica attached: checkpoint only what the shipper has shipped.
     pub checkpoint_gate: Option<Arc<CheckpointGate>>,
+    /// How long an idempotency key is remembered (its record kept) after its first use.
+    pub idempotency_retention: std::time::Duration,
 }
 
 /// The open store: the writer's handle, its thread, and the read pool.
@@ -65,6 +73,8 @@ pub struct Store {
     pub thread: WriterThread,
     /// The database's files as this process holds them (see `files`).
     pub files: Arc<DbFiles>,
+    /// The idempotency keys memory knows (see `keys`).
+    pub keys: Arc<KeyBook>,
 }
 
 impl Store {
@@ -99,12 +109,24 @@ impl Store {
             None => None,
         };
         let reads = ReadPool::open(&config.path, config.read_pool_size)?;
-        let (writer, thread) = writer::spawn(conn, files.clone(), gated, config, clock, listener)?;
+        let keys = Arc::new(KeyBook::new(config.idempotency_retention));
+        let known = idempotency::load(&conn, &keys)?;
+        tracing::debug!(keys = known, "idempotency records loaded");
+        let (writer, thread) = writer::spawn(
+            conn,
+            files.clone(),
+            gated,
+            config,
+            clock,
+            listener,
+            keys.clone(),
+        )?;
         Ok(Store {
             writer,
             reads,
             thread,
             files,
+            keys,
         })
     }
 }

@@ -48,6 +48,15 @@ pub fn get_for_buyer(
         .optional()?)
 }
 
+/// The order a hold became, if it did.
+pub(crate) fn for_hold(conn: &Connection, hold_id: &str) -> Result<Option<OrderView>, StoreError> {
+    let sql = format!("SELECT {COLUMNS} FROM orders WHERE hold_id = :hold");
+    Ok(conn
+        .prepare_cached(&sql)?
+        .query_row(named_params! {":hold": hold_id}, order_from_row)
+        .optional()?)
+}
+
 pub fn list_for_buyer(conn: &Connection, buyer: &BuyerId) -> Result<Vec<OrderView>, StoreError> {
     let sql = format!(
         "SELECT {COLUMNS} FROM orders WHERE buyer = :buyer ORDER BY created_at DESC, id DESC LIMIT 1000"

@@ -19,16 +19,17 @@ use tokio::sync::oneshot;
 use crate::domain::views::{DropPatch, DropView, HoldView, NewDrop, OrderView};
 use crate::domain::{BuyerId, Clock, DropId, HoldId, Refusal};
 
-use super::batch::{AttemptSeqs, Batch};
-use super::commands::{Answer, Command, ConfirmHold, IdempotentRequest, PlaceHold, Reply};
+use super::batch::Batch;
+use super::commands::{Command, Reply};
 use super::files::DbFiles;
+use super::keys::KeyBook;
+use super::memory::{BuyerLoad, Memory};
+use super::requests::{Answer, ConfirmHold, IdempotentRequest, PlaceHold};
 use super::tx::Outcome;
-use super::{drops, holds, CommitListener, StoreConfig, StoreError};
+use super::{drops, holds, idempotency, CommitListener, StoreConfig, StoreError};
 
 /// How often an idle writer wakes to expire holds and checkpoint.
 const IDLE_TICK: Duration = Duration::from_millis(200);
-/// Most holds expired in one batch, so a mass expiry never stalls buyers for long.
-const SWEEP_LIMIT: i64 = 2_000;
 /// Commits between passive checkpoints while busy.
 const CHECKPOINT_EVERY: u64 = 1_000;
 /// Exit status when the database files were replaced under the writer (see `storage_replaced`).
@@ -36,11 +37,18 @@ pub const EXIT_STORAGE_REPLACED: i32 = 75;
 /// Commands that may fail alone in one batch before the rest is failed too: each failure costs
 /// a re-run of the batch, so a bug that hits every command must not cost n² executions.
 const MAX_RETRIES: usize = 8;
+/// Most expired idempotency records deleted in one batch.
+const PRUNE_LIMIT: i64 = 2_000;
+/// How often the writer looks for idempotency records past the retention window.
+const PRUNE_EVERY: Duration = Duration::from_secs(1);
 
 /// The handle handlers use to send commands; cheap to clone.
 #[derive(Clone)]
 pub struct Writer {
     tx: SyncSender<Command>,
+    /// When the earliest active hold expires (Unix ms; `i64::MAX` for none), as of the last
+    /// commit: until then no hold is due, so memory may refuse `sold-out` without the writer.
+    next_expiry: Arc<AtomicI64>,
     depth: Arc<AtomicI64>,
     alive: Arc<AtomicBool>,
     naive: Option<NaiveWriters>,
@@ -54,6 +62,7 @@ struct NaiveWriters {
     pool: r2d2::Pool<r2d2_sqlite::SqliteConnectionManager>,
     clock: Arc<dyn Clock>,
     listener: Option<Arc<dyn CommitListener>>,
+    keys: Arc<KeyBook>,
 }
 
 pub struct WriterThread {
@@ -87,8 +96,13 @@ pub(crate) fn spawn(
     config: &StoreConfig,
     clock: Arc<dyn Clock>,
     listener: Option<Arc<dyn CommitListener>>,
+    keys: Arc<KeyBook>,
 ) -> Result<(Writer, WriterThread), StoreError> {
     let naive = if config.naive_writers {
+        // A typical web app would index holds by buyer to count a buyer's units per request.
+        conn.execute_batch(
+            "CREATE INDEX IF NOT EXISTS naive_holds_by_buyer ON holds (drop_id, buyer)",
+        )?;
         let sync = config.synchronous.as_str();
         let manager =
             r2d2_sqlite::SqliteConnectionManager::file(&config.path).with_init(move |c| {
@@ -102,6 +116,7 @@ pub(crate) fn spawn(
             pool,
             clock: clock.clone(),
             listener: listener.clone(),
+            keys: keys.clone(),
         })
     } else {
         None
@@ -109,12 +124,18 @@ pub(crate) fn spawn(
     let (tx, rx) = mpsc::sync_channel(config.queue_size.max(1));
     let depth = Arc::new(AtomicI64::new(0));
     let alive = Arc::new(AtomicBool::new(true));
+    let next_expiry = Arc::new(AtomicI64::new(i64::MIN));
     let mut worker = WriterLoop {
         conn,
         rx,
         clock,
         batch_limit: config.batch_limit.max(1),
-        seqs: AttemptSeqs::default(),
+        memory: Memory::new(BuyerLoad::WholeDrop),
+        sweep_limit: config.sweep_limit.max(1),
+        next_expiry: next_expiry.clone(),
+        keys,
+        next_prune: Instant::now(),
+        verifier: Verifier::default(),
         gated,
         files,
         listener,
@@ -139,6 +160,7 @@ pub(crate) fn spawn(
         .map_err(|e| StoreError::Setup(format!("could not start the store-writer thread: {e}")))?;
     let writer = Writer {
         tx,
+        next_expiry,
         depth,
         alive: alive.clone(),
         naive,
@@ -163,10 +185,16 @@ impl Writer {
                     run_batch(
                         &conn,
                         now,
-                        &mut AttemptSeqs::default(),
+                        &mut Memory::new(BuyerLoad::OneBuyer),
+                        &naive.keys,
                         &mut vec![cmd],
                         listener,
                         &|| Ok(()),
+                        BatchChores {
+                            sweep: true,
+                            sweep_limit: 2_000,
+                            ..BatchChores::default()
+                        },
                     );
                 }
                 Err(err) => {
@@ -290,6 +318,11 @@ impl Writer {
         self.alive.load(Ordering::Relaxed)
     }
 
+    /// True if a hold may be due at `now_ms` (or the writer has not said yet).
+    pub fn hold_may_be_due(&self, now_ms: i64) -> bool {
+        now_ms >= self.next_expiry.load(Ordering::Acquire)
+    }
+
     pub fn stats(&self) -> WriterStats {
         WriterStats {
             queue_depth: self.depth.load(Ordering::Relaxed).max(0),
@@ -324,7 +357,12 @@ struct WriterLoop {
     rx: Receiver<Command>,
     clock: Arc<dyn Clock>,
     batch_limit: usize,
-    seqs: AttemptSeqs,
+    memory: Memory,
+    sweep_limit: i64,
+    next_expiry: Arc<AtomicI64>,
+    keys: Arc<KeyBook>,
+    next_prune: Instant,
+    verifier: Verifier,
     /// With a replica: checkpoints only past shipped frames (see `CheckpointGate`).
     gated: Option<super::checkpoint::GatedCheckpoints>,
     files: Arc<DbFiles>,
@@ -335,6 +373,7 @@ struct WriterLoop {
 
 impl WriterLoop {
     fn run_until_stopped(&mut self) {
+        self.publish_next_expiry();
         let mut queue = Vec::with_capacity(self.batch_limit);
         loop {
             match self.rx.recv_timeout(IDLE_TICK) {
@@ -394,12 +433,41 @@ impl WriterLoop {
             Ok(Some(due)) if due <= now => {
                 self.try_run_batch(&mut Vec::new());
             }
-            Ok(_) => {}
+            Ok(_) => {
+                if Instant::now() >= self.next_prune && self.keys_to_prune(now) {
+                    self.try_run_batch(&mut Vec::new());
+                }
+            }
             Err(err) => tracing::warn!(error = %err, "could not look for expired holds"),
         }
         if self.commits_since_checkpoint > 0 {
             self.try_checkpoint("TRUNCATE");
         }
+    }
+
+    fn keys_to_prune(&self, now: chrono::DateTime<chrono::Utc>) -> bool {
+        let cutoff = now
+            .timestamp_millis()
+            .saturating_sub(self.keys.retention_ms());
+        match idempotency::oldest(&self.conn) {
+            Ok(oldest) => oldest.is_some_and(|at| at < cutoff),
+            Err(err) => {
+                tracing::warn!(error = %err, "could not look for expired idempotency records");
+                false
+            }
+        }
+    }
+
+    /// Tells the HTTP workers when the next hold falls due.
+    fn publish_next_expiry(&self) {
+        let next = match holds::next_expiry(&self.conn) {
+            Ok(next) => next.map_or(i64::MAX, |t| t.timestamp_millis()),
+            Err(err) => {
+                tracing::warn!(error = %err, "could not read the next hold expiry");
+                i64::MIN
+            }
+        };
+        self.next_expiry.store(next, Ordering::Release);
     }
 
     /// Runs and commits one batch, then answers it. Returns true if a shutdown was requested.
@@ -408,10 +476,23 @@ impl WriterLoop {
         let now = self.clock.now();
         let gated = self.gated.as_ref();
         let files = &self.files;
+        let prune = Instant::now() >= self.next_prune;
+        if prune {
+            self.next_prune = Instant::now() + PRUNE_EVERY;
+        }
+        let chores = BatchChores {
+            sweep: true,
+            sweep_limit: self.sweep_limit,
+            prune,
+            verify: self.verifier.due(),
+        };
+        let next_expiry = &*self.next_expiry;
+        let conn = &self.conn;
         let ran = run_batch(
             &self.conn,
             now,
-            &mut self.seqs,
+            &mut self.memory,
+            &self.keys,
             queue,
             self.listener.as_deref(),
             &|| {
@@ -421,9 +502,19 @@ impl WriterLoop {
                 if let Some(gated) = gated {
                     gated.record_commit();
                 }
+                // Before memory hears of the commit, so no view of it is paired with an
+                // expiry from before it.
+                let next = holds::next_expiry(conn)
+                    .map(|n| n.map_or(i64::MAX, |t| t.timestamp_millis()))
+                    .unwrap_or(i64::MIN);
+                next_expiry.store(next, Ordering::Release);
                 Ok(())
             },
+            chores,
         );
+        if let Some(cost) = ran.verified {
+            self.verifier.ran(cost);
+        }
         if let Some(err) = ran.fatal {
             self.storage_replaced(&err);
         }
@@ -500,7 +591,45 @@ impl WriterLoop {
     }
 }
 
+/// What a batch does besides its commands.
+#[derive(Clone, Copy, Default)]
+struct BatchChores {
+    /// Expire due holds first, at most `sweep_limit`.
+    sweep: bool,
+    sweep_limit: i64,
+    /// Delete idempotency records past the retention window.
+    prune: bool,
+    /// Compare the writer's memory with a SQL recount before committing (debug builds).
+    verify: bool,
+}
+
+/// Paces the differential check of debug builds: it recounts whole drops, so it runs at most
+/// once per 50 ms and never takes more than about a twentieth of the writer's time.
+struct Verifier {
+    next: Instant,
+}
+
+impl Default for Verifier {
+    fn default() -> Self {
+        Self {
+            next: Instant::now(),
+        }
+    }
+}
+
+impl Verifier {
+    fn due(&self) -> bool {
+        cfg!(debug_assertions) && Instant::now() >= self.next
+    }
+
+    fn ran(&mut self, cost: Duration) {
+        self.next = Instant::now() + (cost * 20).max(Duration::from_millis(50));
+    }
+}
+
 struct BatchRun {
+    /// How long the differential check took, if it ran.
+    verified: Option<Duration>,
     shutdown: bool,
     committed: bool,
     /// The batch committed into files that are no longer the database's: stop the process.
@@ -542,18 +671,23 @@ fn publish(
 /// that command alone is answered with its failure, and the rest run again in a new transaction:
 /// nothing was answered yet, so nobody saw the rolled-back work. A failure of the database as a
 /// whole (disk full, I/O) fails the batch.
+#[allow(clippy::too_many_arguments)]
 fn run_batch(
     conn: &Connection,
     now: chrono::DateTime<chrono::Utc>,
-    seqs: &mut AttemptSeqs,
+    memory: &mut Memory,
+    keys: &KeyBook,
     queue: &mut Vec<Command>,
     listener: Option<&dyn CommitListener>,
     after_commit: &dyn Fn() -> Result<(), StoreError>,
+    chores: BatchChores,
 ) -> BatchRun {
     let started = Instant::now();
     let size = queue.len();
     let shutdown = queue.iter().any(Command::is_shutdown);
-    let mut sweep = true;
+    let mut sweep = chores.sweep;
+    let mut prune = chores.prune;
+    let mut verified = None;
     let mut retries = 0;
     loop {
         let fail_all = |queue: &mut Vec<Command>, err: &StoreError| {
@@ -562,6 +696,7 @@ fn run_batch(
                 cmd.answer(Some(failure.to_error()));
             }
             BatchRun {
+                verified: None,
                 shutdown,
                 committed: false,
                 fatal: None,
@@ -572,15 +707,24 @@ fn run_batch(
             tracing::error!(error = %err, "could not begin the write transaction");
             return fail_all(queue, &err);
         }
-        let mut batch = Batch::new(now, seqs);
+        let mut batch = Batch::new(now, memory, keys);
         let mut failed: Option<(Option<usize>, StoreError)> = None;
         if sweep {
-            match holds::expire_due(conn, &mut batch, SWEEP_LIMIT) {
-                Ok(_) => {}
+            match holds::expire_due(conn, &mut batch, chores.sweep_limit) {
+                Ok(expired) => batch.all_due_swept = (expired as i64) < chores.sweep_limit,
                 Err(Outcome::Failed(err)) => failed = Some((None, err)),
                 Err(Outcome::Refused(refusal)) => {
                     failed = Some((None, StoreError::Internal(refusal.code())))
                 }
+            }
+        }
+        if prune && failed.is_none() {
+            let cutoff = batch
+                .now
+                .timestamp_millis()
+                .saturating_sub(keys.retention_ms());
+            if let Err(err) = idempotency::prune(conn, &mut batch, cutoff, PRUNE_LIMIT) {
+                failed = Some((None, err.into()));
             }
         }
         if failed.is_none() {
@@ -594,7 +738,7 @@ fn run_batch(
         if let Some((culprit, err)) = failed {
             drop(batch);
             let _ = conn.execute_batch("ROLLBACK");
-            seqs.forget();
+            memory.forget();
             retries += 1;
             if !err.is_command_specific() || retries > MAX_RETRIES {
                 tracing::error!(error = %err, commands = size, "the batch failed; nothing of it was written");
@@ -605,15 +749,27 @@ fn run_batch(
                 Some(i) => {
                     queue.remove(i).answer(Some(err));
                 }
-                None => sweep = false,
+                None => {
+                    sweep = false;
+                    prune = false;
+                }
             }
             continue;
         }
         let applied = started.elapsed();
-        let committed = batch
-            .flush(conn)
-            .and_then(|()| conn.execute_batch("COMMIT"));
+        let flushed = batch.flush(conn);
+        if flushed.is_ok() && chores.verify {
+            let checking = Instant::now();
+            if let Err(differs) = batch.memory.verify(conn) {
+                // Memory and the database disagree: answering from memory could oversell.
+                panic!("the writer's memory differs from the database: {differs}");
+            }
+            verified = Some(checking.elapsed());
+        }
+        let committed = flushed.and_then(|()| conn.execute_batch("COMMIT"));
         let touched: Vec<DropId> = batch.touched.drain().collect();
+        let new_keys = std::mem::take(&mut batch.new_keys);
+        let gone_keys = std::mem::take(&mut batch.gone_keys);
         drop(batch);
         if let Err(err) = committed {
             let err = StoreError::from(err);
@@ -626,7 +782,7 @@ fn run_batch(
             }
             tracing::error!(error = %err, commands = size, "batch commit failed; nothing of it was written");
             let _ = conn.execute_batch("ROLLBACK");
-            seqs.forget();
+            memory.forget();
             return fail_all(queue, &err);
         }
         metrics::histogram!("dropd_writer_batch_size").record(size as f64);
@@ -645,17 +801,26 @@ fn run_batch(
                 cmd.answer(Some(StoreError::StorageReplaced(why.clone())));
             }
             return BatchRun {
+                verified,
                 shutdown,
                 committed: true,
                 fatal: Some(err),
             };
         }
-        // Memory first, then the answers: a client that got its 2xx reads its own write.
+        // Memory first, then the answers: a client that got its 2xx reads its own write, and a
+        // retry under its key finds the record.
+        for (hash, seq) in new_keys {
+            keys.record(hash, seq);
+        }
+        for (hash, seq) in gone_keys {
+            keys.forget_recorded(hash, seq);
+        }
         publish(conn, listener, touched, now);
         for cmd in queue.drain(..) {
             cmd.answer(None);
         }
         return BatchRun {
+            verified,
             shutdown,
             committed: true,
             fatal: None,

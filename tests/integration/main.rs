@@ -9,6 +9,7 @@ mod browser;
 mod crash;
 mod disk_full;
 mod events;
+mod hot_path;
 mod idempotency;
 mod io_error;
 mod large;

@@ -40,6 +40,8 @@ fn open_store(path: &std::path::Path, synchronous: Synchronous, clock: ManualClo
             read_pool_size: 1,
             naive_writers: false,
             checkpoint_gate: None,
+            idempotency_retention: dropd::store::keys::DEFAULT_RETENTION,
+            sweep_limit: 2_000,
         },
         Arc::new(clock),
         None,

@@ -1,0 +1,258 @@
+//! The writer's memory of the drops it works on: each drop's rules and attempt counter, its SKUs'
+//! stock, and every buyer's units, loaded on first touch and changed by every command. SKU rows
+//! and counters are written once per batch (`flush`), so a hold costs one SKU-row write per
+//! batch, not one per hold, and refusals (`drop-not-live`, `limit-exceeded`, `sold-out`) need no
+//! statement. Only the writer changes these rows, so memory stays right as long as it is
+//! forgotten whenever a batch rolls back and whenever an admin command changes a drop through
+//! SQL (`forget_drop`, after `flush`). Debug builds compare memory with a SQL recount after
+//! batches (`verify`).
+
+use std::collections::HashMap;
+
+use rusqlite::{named_params, Connection, OptionalExtension};
+
+use crate::domain::{BuyerId, DropId, Money, SkuStock};
+
+use super::drops::{self, DropRules};
+
+/// How a buyer's units are first read. The writer reads a whole drop's at once (a scan, once);
+/// the benchmark's naive baseline, which forgets after every command, reads one buyer's through
+/// an index it creates for itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BuyerLoad {
+    WholeDrop,
+    OneBuyer,
+}
+
+pub(crate) struct Memory {
+    drops: HashMap<DropId, DropMemory>,
+    buyer_load: BuyerLoad,
+}
+
+pub(crate) struct DropMemory {
+    pub rules: DropRules,
+    attempt_seq: i64,
+    seq_dirty: bool,
+    skus: HashMap<String, SkuMemory>,
+    /// Units per buyer: active holds (a due one until the sweep ends it) and confirmed ones.
+    /// `None` until the first attempt on the drop needs them.
+    buyers: Option<HashMap<String, i64>>,
+}
+
+pub(crate) struct SkuMemory {
+    pub stock: SkuStock,
+    pub price: Money,
+    dirty: bool,
+}
+
+const SEQ: &str = "SELECT attempt_seq FROM drops WHERE id = :id";
+const UNITS_BY_BUYER: &str = "SELECT buyer, SUM(quantity) FROM holds
+                              WHERE drop_id = :drop AND state IN ('active', 'confirmed')
+                              GROUP BY buyer";
+const UNITS_OF_BUYER: &str = "SELECT COALESCE(SUM(quantity), 0) FROM holds
+                              WHERE drop_id = :drop AND buyer = :buyer
+                                AND state IN ('active', 'confirmed')";
+
+impl Memory {
+    pub fn new(buyer_load: BuyerLoad) -> Self {
+        Self {
+            drops: HashMap::new(),
+            buyer_load,
+        }
+    }
+
+    /// The drop's memory, read on first touch; `None` if there is no such drop.
+    pub fn drop_mut(
+        &mut self,
+        conn: &Connection,
+        drop_id: &DropId,
+    ) -> rusqlite::Result<Option<&mut DropMemory>> {
+        if !self.drops.contains_key(drop_id) {
+            let Some(rules) = drops::load_rules(conn, drop_id)? else {
+                return Ok(None);
+            };
+            let attempt_seq = conn
+                .prepare_cached(SEQ)?
+                .query_row(named_params! {":id": drop_id.as_str()}, |r| r.get(0))?;
+            self.drops.insert(
+                drop_id.clone(),
+                DropMemory {
+                    rules,
+                    attempt_seq,
+                    seq_dirty: false,
+                    skus: HashMap::new(),
+                    buyers: None,
+                },
+            );
+        }
+        Ok(self.drops.get_mut(drop_id))
+    }
+
+    pub fn buyer_load(&self) -> BuyerLoad {
+        self.buyer_load
+    }
+
+    /// Writes every changed SKU row and attempt counter into the open transaction.
+    pub fn flush(&mut self, conn: &Connection) -> rusqlite::Result<()> {
+        const SAVE_SEQ: &str = "UPDATE drops SET attempt_seq = :seq WHERE id = :id";
+        for (drop_id, drop) in &mut self.drops {
+            if drop.seq_dirty {
+                conn.prepare_cached(SAVE_SEQ)?
+                    .execute(named_params! {":seq": drop.attempt_seq, ":id": drop_id.as_str()})?;
+                drop.seq_dirty = false;
+            }
+            for (sku, mem) in &mut drop.skus {
+                if mem.dirty {
+                    drops::save_stock(conn, drop_id.as_str(), sku, mem.stock)?;
+                    mem.dirty = false;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// After a rollback memory is ahead of the database: start again from the database.
+    pub fn forget(&mut self) {
+        self.drops.clear();
+    }
+
+    /// After a change made through SQL (admin commands), once memory was flushed.
+    pub fn forget_drop(&mut self, drop_id: &DropId) {
+        self.drops.remove(drop_id);
+    }
+
+    /// Compares memory with a recount from the database (inside the batch's transaction, after
+    /// `flush`): the differential check of debug builds and of the kill loop.
+    pub fn verify(&self, conn: &Connection) -> Result<(), String> {
+        const RECOUNT: &str = "SELECT
+              (SELECT COALESCE(SUM(quantity), 0) FROM holds
+                WHERE drop_id = :drop AND sku = :sku AND state = 'active'),
+              (SELECT COALESCE(SUM(quantity), 0) FROM holds
+                WHERE drop_id = :drop AND sku = :sku AND state = 'confirmed'),
+              (SELECT stock_total FROM skus WHERE drop_id = :drop AND sku = :sku)";
+        let failed = |e: rusqlite::Error| format!("recount failed: {e}");
+        for (drop_id, drop) in &self.drops {
+            for (sku, mem) in &drop.skus {
+                let (held, sold, total): (i64, i64, i64) = conn
+                    .prepare_cached(RECOUNT)
+                    .and_then(|mut s| {
+                        s.query_row(
+                            named_params! {":drop": drop_id.as_str(), ":sku": sku},
+                            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                        )
+                    })
+                    .map_err(failed)?;
+                let counted = SkuStock { total, held, sold };
+                if counted != mem.stock {
+                    return Err(format!(
+                        "{drop_id}/{sku}: memory has {:?}, the database {counted:?}",
+                        mem.stock
+                    ));
+                }
+            }
+            if let Some(buyers) = &drop.buyers {
+                let counted = units_by_buyer(conn, drop_id).map_err(failed)?;
+                let remembered: HashMap<&String, &i64> =
+                    buyers.iter().filter(|(_, units)| **units != 0).collect();
+                let counted: HashMap<&String, &i64> = counted.iter().collect();
+                if remembered != counted {
+                    return Err(format!(
+                        "{drop_id}: memory's units per buyer differ from the database's"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn units_by_buyer(conn: &Connection, drop_id: &DropId) -> rusqlite::Result<HashMap<String, i64>> {
+    conn.prepare_cached(UNITS_BY_BUYER)?
+        .query_map(named_params! {":drop": drop_id.as_str()}, |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?
+        .collect()
+}
+
+impl DropMemory {
+    /// The next number in the drop's arrival order.
+    pub fn next_seq(&mut self) -> i64 {
+        self.attempt_seq += 1;
+        self.seq_dirty = true;
+        self.attempt_seq
+    }
+
+    /// The SKU's stock and price, read on first touch; `None` if the drop has no such SKU.
+    pub fn sku(
+        &mut self,
+        conn: &Connection,
+        drop_id: &str,
+        sku: &str,
+    ) -> rusqlite::Result<Option<&mut SkuMemory>> {
+        if !self.skus.contains_key(sku) {
+            let Some(row) = drops::load_sku(conn, drop_id, sku)? else {
+                return Ok(None);
+            };
+            self.skus.insert(
+                sku.to_owned(),
+                SkuMemory {
+                    stock: row.stock,
+                    price: row.price,
+                    dirty: false,
+                },
+            );
+        }
+        Ok(self.skus.get_mut(sku))
+    }
+
+    /// A buyer's units in this drop (see `buyers`).
+    pub fn used(
+        &mut self,
+        conn: &Connection,
+        drop_id: &DropId,
+        buyer: &BuyerId,
+        load: BuyerLoad,
+    ) -> rusqlite::Result<i64> {
+        if self.buyers.is_none() {
+            self.buyers = Some(match load {
+                BuyerLoad::WholeDrop => units_by_buyer(conn, drop_id)?,
+                BuyerLoad::OneBuyer => HashMap::new(),
+            });
+        }
+        let buyers = self.buyers.get_or_insert_with(HashMap::new);
+        if let Some(units) = buyers.get(buyer.as_str()) {
+            return Ok(*units);
+        }
+        let units = match load {
+            BuyerLoad::WholeDrop => 0,
+            BuyerLoad::OneBuyer => conn
+                .prepare_cached(UNITS_OF_BUYER)?
+                .query_row(
+                    named_params! {":drop": drop_id.as_str(), ":buyer": buyer.as_str()},
+                    |r| r.get(0),
+                )
+                .optional()?
+                .unwrap_or(0),
+        };
+        buyers.insert(buyer.as_str().to_owned(), units);
+        Ok(units)
+    }
+
+    /// Changes a buyer's units, if memory has them (otherwise the next read counts the rows).
+    pub fn add_units(&mut self, buyer: &str, delta: i64) {
+        if let Some(units) = self
+            .buyers
+            .as_mut()
+            .and_then(|buyers| buyers.get_mut(buyer))
+        {
+            *units += delta;
+        }
+    }
+}
+
+impl SkuMemory {
+    pub fn set(&mut self, stock: SkuStock) {
+        self.stock = stock;
+        self.dirty = true;
+    }
+}

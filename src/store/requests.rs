@@ -1,0 +1,34 @@
+//! What a request asks of the writer, as plain data. Handlers build these, commands carry them,
+//! and the rules in `holds` and `idempotency` read them; this module depends on nothing else of
+//! the store, so none of those depends on another through it.
+
+use crate::domain::{BuyerId, DropId, HoldId, IdempotencyKey, Refusal};
+
+/// Who asks, under which key, and a digest of exactly what they asked (route and canonical body):
+/// the same key with another fingerprint is refused.
+#[derive(Debug, Clone)]
+pub struct IdempotentRequest {
+    pub buyer: BuyerId,
+    pub key: IdempotencyKey,
+    pub fingerprint: [u8; 32],
+}
+
+#[derive(Debug, Clone)]
+pub struct PlaceHold {
+    pub drop_id: DropId,
+    pub sku: String,
+    pub quantity: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct ConfirmHold {
+    pub hold_id: HoldId,
+    pub payment_ref: String,
+}
+
+/// The outcome of an idempotent command, fresh or replayed from its record.
+#[derive(Debug, Clone)]
+pub struct Answer<T> {
+    pub result: Result<T, Refusal>,
+    pub replayed: bool,
+}

@@ -1,0 +1,176 @@
+//! What the hot path's memory must never change: one key gets one answer (also for refusals
+//! given from memory), a replay is the first answer byte for byte, due holds count for nothing
+//! before the sweep reaches them, and keys are forgotten only after the retention window.
+
+use std::time::Duration as StdDuration;
+
+use chrono::Duration;
+use serde_json::{json, Value};
+
+use crate::helpers::{check_invariants, expect_problem, live_drop, spawn_app, spawn_app_with};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sold_out_answer_from_memory_is_the_answer_for_its_key_even_after_a_release() {
+    let app = spawn_app().await;
+    app.create_drop(&live_drop("mem", 1, 1)).await;
+    let (alice, bob) = (app.token("alice"), app.token("bob"));
+    let hold: Value = app
+        .hold(&alice, "mem", "S1", 1, "a1")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(app.available("mem", "S1").await, 0);
+
+    // Refused from memory (the writer never sees it, nothing is written).
+    let first = app.hold(&bob, "mem", "S1", 1, "b1").await;
+    assert!(first.headers().get("idempotent-replayed").is_none());
+    let first_body = expect_problem(first, 409, "sold-out").await;
+
+    let released = app
+        .client
+        .delete(app.url(&format!(
+            "/v1/holds/{}",
+            hold["hold_id"].as_str().expect("id")
+        )))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(released.status(), 204);
+    assert_eq!(app.available("mem", "S1").await, 1);
+
+    // A unit is free again, but this key already had its answer.
+    let retry = app.hold(&bob, "mem", "S1", 1, "b1").await;
+    assert_eq!(retry.headers()["idempotent-replayed"], "true");
+    assert_eq!(expect_problem(retry, 409, "sold-out").await, first_body);
+    let other_body = app.hold(&bob, "mem", "S1", 2, "b1").await;
+    expect_problem(other_body, 422, "idempotency-key-reused").await;
+    assert_eq!(app.available("mem", "S1").await, 1, "nothing was held");
+
+    // A new key is a new attempt.
+    assert_eq!(app.hold(&bob, "mem", "S1", 1, "b2").await.status(), 201);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hold_replay_shows_the_hold_as_first_answered_after_it_was_confirmed() {
+    let app = spawn_app().await;
+    app.create_drop(&live_drop("replay", 5, 2)).await;
+    let alice = app.token("alice");
+    let first = app.hold(&alice, "replay", "S1", 1, "h1").await;
+    assert_eq!(first.status(), 201);
+    let first_body = first.text().await.expect("body");
+    let hold: Value = serde_json::from_str(&first_body).expect("json");
+    let hold_id = hold["hold_id"].as_str().expect("id");
+
+    let order = app.confirm(&alice, hold_id, "c1").await;
+    assert_eq!(order.status(), 201);
+    let order_body = order.text().await.expect("body");
+    // The record keeps facts, not the rendered answer; what it rebuilds is the first answer.
+    let again = app.hold(&alice, "replay", "S1", 1, "h1").await;
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(again.text().await.expect("body"), first_body);
+    let again = app.confirm(&alice, hold_id, "c1").await;
+    assert_eq!(again.text().await.expect("body"), order_body);
+
+    // A recorded refusal replays with its original figures, whatever the state is now.
+    let refused = app.hold(&alice, "replay", "S1", 2, "h2").await;
+    let refused_body = expect_problem(refused, 409, "limit-exceeded").await;
+    assert_eq!(refused_body["used"], 1);
+    let released = app.hold(&alice, "replay", "S1", 2, "h2").await;
+    assert_eq!(released.headers()["idempotent-replayed"], "true");
+    assert_eq!(
+        expect_problem(released, 409, "limit-exceeded").await,
+        refused_body
+    );
+    app.stop().await;
+}
+
+/// Holds for `buyers` buyers, one unit each, on a drop of exactly that stock and a limit of one.
+async fn fill(app: &crate::helpers::TestApp, drop: &str, buyers: usize) -> Vec<String> {
+    app.create_drop(&live_drop(drop, buyers as i64, 1)).await;
+    let mut tokens = Vec::new();
+    for b in 0..buyers {
+        let token = app.token(&format!("buyer-{b}"));
+        let res = app.hold(&token, drop, "S1", 1, &format!("first-{b}")).await;
+        assert_eq!(res.status(), 201);
+        tokens.push(token);
+    }
+    tokens
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn due_holds_count_for_nothing_before_the_sweep_reaches_them() {
+    // A sweep of 2 per batch: after a mass expiry most due holds wait several batches.
+    let app = spawn_app_with(|s| s.sweep_limit = 2).await;
+    let tokens = fill(&app, "due", 40).await;
+    assert_eq!(app.available("due", "S1").await, 0);
+    app.clock.advance(Duration::seconds(601));
+
+    // The last buyers' holds are the last the sweep reaches: their buyers are not over the
+    // limit, and their units are not held.
+    for (b, token) in tokens.iter().enumerate().skip(30).rev() {
+        let res = app.hold(token, "due", "S1", 1, &format!("again-{b}")).await;
+        assert_eq!(res.status(), 201, "buyer {b} whose hold is due");
+    }
+    let newcomer = app.token("newcomer");
+    let res = app.hold(&newcomer, "due", "S1", 1, "new").await;
+    assert_eq!(res.status(), 201, "units of due holds are on sale");
+    check_invariants(&app.db()).expect("invariants");
+
+    // Everything due ends; the new holds stand.
+    app.writer.sync().await.expect("batch");
+    for _ in 0..40 {
+        app.writer.sync().await.expect("batch");
+    }
+    let active: i64 = app
+        .db()
+        .query_row(
+            "SELECT COUNT(*) FROM holds WHERE drop_id = 'due' AND state = 'active'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("count");
+    assert_eq!(active, 11);
+    assert_eq!(app.available("due", "S1").await, 40 - 11);
+    check_invariants(&app.db()).expect("invariants");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_is_forgotten_only_after_the_retention_window() {
+    let app = spawn_app_with(|s| s.idempotency_retention = StdDuration::from_secs(60)).await;
+    app.create_drop(&live_drop("keep", 10, 5)).await;
+    let alice = app.token("alice");
+    assert_eq!(app.hold(&alice, "keep", "S1", 1, "k").await.status(), 201);
+    let records = || -> i64 {
+        app.db()
+            .query_row("SELECT COUNT(*) FROM idempotency_keys", [], |r| r.get(0))
+            .expect("count")
+    };
+    assert_eq!(records(), 1);
+
+    app.clock.advance(Duration::seconds(59));
+    tokio::time::sleep(StdDuration::from_millis(1_500)).await;
+    let reused = app.hold(&alice, "keep", "S1", 2, "k").await;
+    expect_problem(reused, 422, "idempotency-key-reused").await;
+    assert_eq!(records(), 1, "inside the window the record stays");
+
+    app.clock.advance(Duration::seconds(2));
+    let deadline = std::time::Instant::now() + StdDuration::from_secs(10);
+    while records() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the expired record was not deleted"
+        );
+        tokio::time::sleep(StdDuration::from_millis(100)).await;
+    }
+    // Past the window the key is new again.
+    let fresh = app.hold(&alice, "keep", "S1", 2, "k").await;
+    assert_eq!(fresh.status(), 201);
+    assert!(fresh.headers().get("idempotent-replayed").is_none());
+    let body: Value = fresh.json().await.expect("json");
+    assert_eq!(body["quantity"], json!(2));
+    app.stop().await;
+}
