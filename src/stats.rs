@@ -19,6 +19,17 @@ pub const OUTCOMES: [&str; 8] = [
 static ATTEMPTS: [AtomicU64; 8] = [const { AtomicU64::new(0) }; 8];
 static BATCHES: AtomicU64 = AtomicU64::new(0);
 static BATCHED_COMMANDS: AtomicU64 = AtomicU64::new(0);
+static WAL_BYTES: AtomicU64 = AtomicU64::new(0);
+
+/// Bytes the writer wrote into the WAL (frames: page plus frame header).
+pub fn count_wal_bytes(bytes: u64) {
+    WAL_BYTES.fetch_add(bytes, Ordering::Relaxed);
+    metrics::counter!("dropd_wal_bytes_written_total").increment(bytes);
+}
+
+pub fn wal_bytes() -> u64 {
+    WAL_BYTES.load(Ordering::Relaxed)
+}
 
 pub fn count_attempt(outcome: &str) {
     let index = OUTCOMES

@@ -13,7 +13,10 @@ pub struct Sample {
     at: Instant,
     busy_ticks: u64,
     own_ticks: u64,
+    /// Children this process waited for (wrk).
+    children_ticks: u64,
     server_ticks: Option<u64>,
+    writer_ticks: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
@@ -21,6 +24,8 @@ pub struct Usage {
     /// Cores used on average during the phase.
     pub server_cores: Option<f64>,
     pub loadgen_cores: f64,
+    /// The server's `store-writer` thread alone.
+    pub writer_cores: Option<f64>,
     pub other_cores: f64,
     pub seconds: f64,
 }
@@ -40,14 +45,17 @@ pub fn sample(server_pid: Option<u32>) -> Sample {
         at: Instant::now(),
         busy_ticks: system_busy_ticks().unwrap_or(0),
         own_ticks: process_ticks("self").unwrap_or(0),
+        children_ticks: children_ticks().unwrap_or(0),
         server_ticks: server_pid.and_then(|pid| process_ticks(&pid.to_string())),
+        writer_ticks: server_pid.and_then(writer_ticks),
     }
 }
 
 pub fn between(start: &Sample, end: &Sample) -> Usage {
     let seconds = end.at.duration_since(start.at).as_secs_f64().max(1e-9);
     let cores = |ticks: u64| ticks as f64 / TICKS_PER_SECOND / seconds;
-    let own = end.own_ticks.saturating_sub(start.own_ticks);
+    let own = end.own_ticks.saturating_sub(start.own_ticks)
+        + end.children_ticks.saturating_sub(start.children_ticks);
     let server = match (start.server_ticks, end.server_ticks) {
         (Some(a), Some(b)) => Some(b.saturating_sub(a)),
         _ => None,
@@ -56,6 +64,10 @@ pub fn between(start: &Sample, end: &Sample) -> Usage {
     let other = busy.saturating_sub(own + server.unwrap_or(0));
     Usage {
         server_cores: server.map(cores),
+        writer_cores: match (start.writer_ticks, end.writer_ticks) {
+            (Some(a), Some(b)) => Some(cores(b.saturating_sub(a))),
+            _ => None,
+        },
         loadgen_cores: cores(own),
         other_cores: cores(other),
         seconds,
@@ -72,6 +84,28 @@ pub fn process_ticks(pid: &str) -> Option<u64> {
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
     Some(utime + stime)
+}
+
+/// cutime + cstime of this process: children it has waited for.
+fn children_ticks() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    Some(fields.get(13)?.parse::<u64>().ok()? + fields.get(14)?.parse::<u64>().ok()?)
+}
+
+/// CPU ticks of the server's `store-writer` thread.
+fn writer_ticks(pid: u32) -> Option<u64> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    for task in tasks.flatten() {
+        let tid = task.file_name();
+        let tid = tid.to_string_lossy();
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm")).ok()?;
+        if comm.trim() == "store-writer" {
+            return process_ticks(&format!("{pid}/task/{tid}"));
+        }
+    }
+    None
 }
 
 /// All cores' non-idle time from the first line of /proc/stat.

@@ -8,6 +8,7 @@ mod replication;
 mod report;
 mod server;
 mod sse;
+mod wrk;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -60,6 +61,15 @@ pub struct BenchArgs {
     /// Skip the naive one-transaction-per-request baseline.
     #[arg(long)]
     pub skip_naive: bool,
+    /// The independent load client (default: `wrk` on PATH; `make bench` installs it).
+    #[arg(long)]
+    pub wrk: Option<PathBuf>,
+    /// Run without wrk even if it is installed.
+    #[arg(long)]
+    pub skip_wrk: bool,
+    /// Length of the "from idle" stampede: the first seconds of a drop, the WAL truncated.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub idle_duration: Duration,
     /// SSE subscribers attached during the watched stampede (capped by the open-file limit).
     #[arg(long, default_value_t = 2_000)]
     pub watchers: usize,
@@ -196,7 +206,17 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let mut report = Report::new(&args, own.is_some());
+    let wrk = if args.skip_wrk {
+        None
+    } else {
+        wrk::Wrk::find(args.wrk.as_deref(), &ctx.tokens)?
+    };
+    if wrk.is_none() && !args.skip_wrk {
+        eprintln!("wrk not found: only the benchmark's own load generator runs (apt install wrk)");
+    }
     let phases_run = std::cell::Cell::new(0usize);
+    // WAL bytes the last phase wrote (from the server's /metrics).
+    let last_wal = std::cell::Cell::new(None::<f64>);
     let phase = |name: &str,
                  groups: &[Group],
                  own: &Option<OwnServer>,
@@ -204,6 +224,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
      -> anyhow::Result<(Vec<GroupResult>, cpu::Usage)> {
         eprintln!("phase {name}...");
         let pid = own.as_ref().map(|s| s.pid);
+        let wal_before = wrk::wal_bytes(ctx.addr).ok();
         let before = cpu::sample(pid);
         let number = phases_run.get();
         phases_run.set(number + 1);
@@ -215,8 +236,14 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             args.max_requests_per_connection,
         )?;
         let usage = cpu::between(&before, &cpu::sample(pid));
+        last_wal.set(match (wal_before, wrk::wal_bytes(ctx.addr)) {
+            (Some(a), Ok(b)) => Some(b - a),
+            _ => None,
+        });
         Ok((results, usage))
     };
+    let wal_per_request =
+        |requests: u64| last_wal.get().map(|bytes| bytes / requests.max(1) as f64);
     let stampede = |drop: &str| Group {
         workload: Workload::Hold { drop: drop.into() },
         connections: args.connections,
@@ -238,6 +265,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         admin.create_drop(&big, 1_000_000_000)?;
         let (results, usage) = phase("stampede", &[stampede(&big)], &own, &ctx)?;
         let mut p = Phase::new("stampede", round, &results[0], usage);
+        p.wal_bytes_per_request = wal_per_request(results[0].requests);
         p.invariants = verify(&own, &big, &results[0], None)?;
         report.add(p);
 
@@ -247,6 +275,60 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         let mut p = Phase::new("sold-out", round, &results[0], usage);
         p.invariants = verify(&own, &small, &results[0], Some(100))?;
         report.add(p);
+
+        if let Some(wrk) = &wrk {
+            let pid = own.as_ref().map(|s| s.pid);
+            let wrk_phase = |name: &str, target: &wrk::Target<'_>, duration: Duration| {
+                eprintln!("phase {name}...");
+                let (before, wal_before) = (cpu::sample(pid), wrk::wal_bytes(addr).ok());
+                let result = wrk.run(addr, target, args.connections, duration)?;
+                let usage = cpu::between(&before, &cpu::sample(pid));
+                let mut p = Phase::from_wrk(name, round, &result, usage);
+                if let (Some(a), Ok(b)) = (wal_before, wrk::wal_bytes(addr)) {
+                    p.wal_bytes_per_request = Some((b - a) / result.requests.max(1) as f64);
+                }
+                anyhow::Ok((p, result))
+            };
+            let (p, _) = wrk_phase("wrk ceiling", &wrk::Target::Health, args.duration)?;
+            report.add(p);
+
+            // The way a drop starts: the writer idle long enough to truncate the WAL.
+            std::thread::sleep(Duration::from_secs(1));
+            let drop = format!("bench-{run_id}-wrk-{round}");
+            admin.create_drop(&drop, 1_000_000_000)?;
+            std::thread::sleep(Duration::from_secs(1));
+            let mut acked = 0;
+            for (name, duration, part) in [
+                ("wrk stampede from idle", args.idle_duration, "idle"),
+                ("wrk stampede steady", args.duration, "steady"),
+            ] {
+                let prefix = format!("{run_id}-{round}-{part}");
+                let target = wrk::Target::Hold {
+                    drop: &drop,
+                    key_prefix: &prefix,
+                };
+                let (mut p, result) = wrk_phase(name, &target, duration)?;
+                acked += result.requests - result.non_2xx;
+                p.invariants = verify_counts(&own, &drop, acked, true, None)?;
+                report.add(p);
+            }
+            let small = format!("bench-{run_id}-wrk-small-{round}");
+            admin.create_drop(&small, 100)?;
+            let prefix = format!("{run_id}-{round}-sold-out");
+            let target = wrk::Target::Hold {
+                drop: &small,
+                key_prefix: &prefix,
+            };
+            let (mut p, result) = wrk_phase("wrk sold-out", &target, args.duration)?;
+            p.invariants = verify_counts(
+                &own,
+                &small,
+                result.requests - result.non_2xx,
+                true,
+                Some((result.requests, 100)),
+            )?;
+            report.add(p);
+        }
     }
 
     let checkout_drop = format!("bench-{run_id}-checkout");
@@ -386,6 +468,26 @@ fn verify(
     seen: &GroupResult,
     stock: Option<i64>,
 ) -> anyhow::Result<Option<String>> {
+    let acked = seen.outcome("held") + seen.outcome("ordered");
+    verify_counts(
+        own,
+        drop,
+        acked,
+        seen.errors > 0,
+        stock.map(|s| (seen.requests, s as u64)),
+    )
+}
+
+/// The invariants, and `acked` holds in the database for the drop (at least that many if some
+/// requests may have committed unseen: lost in transport, or cut off when the client stopped).
+/// With `stock` (attempts, units): more attempts than units sell exactly the units.
+fn verify_counts(
+    own: &Option<OwnServer>,
+    drop: &str,
+    acked: u64,
+    unseen_commits: bool,
+    stock: Option<(u64, u64)>,
+) -> anyhow::Result<Option<String>> {
     let Some(srv) = own else {
         return Ok(None);
     };
@@ -402,23 +504,21 @@ fn verify(
         [drop],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
-    let acked = (seen.outcome("held") + seen.outcome("ordered")) as i64;
-    // A request lost in transport may still have committed, so only then may the database hold more.
-    let counts_match = if seen.errors == 0 {
-        holds == acked
-    } else {
+    let acked = acked as i64;
+    let counts_match = if unseen_commits {
         holds >= acked
+    } else {
+        holds == acked
     };
     if !counts_match {
         return Ok(Some(format!(
             "{drop}: {holds} holds in the database, {acked} acknowledged"
         )));
     }
-    if let Some(stock) = stock {
-        if seen.requests as i64 > stock && units != stock {
+    if let Some((attempts, stock)) = stock {
+        if attempts > stock && units != stock as i64 {
             return Ok(Some(format!(
-                "{drop}: {units} units held of {stock} after {} attempts",
-                seen.requests
+                "{drop}: {units} units held of {stock} after {attempts} attempts"
             )));
         }
     }

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use super::cpu::Usage;
 use super::load::GroupResult;
+use super::wrk::WrkResult;
 use super::BenchArgs;
 
 /// A phase is flagged when something besides dropd and the load generator used this much.
@@ -15,6 +16,8 @@ const NOISY_CORES: f64 = 0.2;
 #[derive(Debug, Serialize)]
 pub struct Phase {
     pub name: String,
+    /// Whose load: `dropd` (the benchmark's own generator) or `wrk`.
+    pub client: &'static str,
     pub round: usize,
     pub requests: u64,
     pub errors: u64,
@@ -26,6 +29,10 @@ pub struct Phase {
     pub cpu: Usage,
     pub server_us_per_request: Option<f64>,
     pub loadgen_us_per_request: f64,
+    /// The server's store-writer thread alone.
+    pub writer_us_per_request: Option<f64>,
+    /// Bytes the writer wrote into the WAL per request of the phase.
+    pub wal_bytes_per_request: Option<f64>,
     pub noisy: bool,
     /// `ok`, what was broken, or absent when the benchmark could not see the database.
     pub invariants: Option<String>,
@@ -38,6 +45,7 @@ impl Phase {
         let per_request = |seconds: f64| seconds * 1e6 / (r.requests.max(1) as f64);
         Self {
             name: name.to_owned(),
+            client: "dropd",
             round,
             requests: r.requests,
             errors: r.errors,
@@ -53,6 +61,37 @@ impl Phase {
             cpu,
             server_us_per_request: cpu.server_seconds().map(per_request),
             loadgen_us_per_request: per_request(cpu.loadgen_seconds()),
+            writer_us_per_request: cpu.writer_cores.map(|c| per_request(c * cpu.seconds)),
+            wal_bytes_per_request: None,
+            noisy: cpu.other_cores > NOISY_CORES,
+            invariants: None,
+            catch_up_p99_ms: None,
+        }
+    }
+
+    pub fn from_wrk(name: &str, round: usize, r: &WrkResult, cpu: Usage) -> Self {
+        let per_request = |seconds: f64| seconds * 1e6 / (r.requests.max(1) as f64);
+        let mut outcomes = BTreeMap::new();
+        outcomes.insert("2xx".to_owned(), r.requests - r.non_2xx.min(r.requests));
+        if r.non_2xx > 0 {
+            outcomes.insert("non-2xx".to_owned(), r.non_2xx);
+        }
+        Self {
+            name: name.to_owned(),
+            client: "wrk",
+            round,
+            requests: r.requests,
+            errors: r.socket_errors,
+            requests_per_second: r.rate(),
+            p50_ms: r.p50_ms,
+            p99_ms: r.p99_ms,
+            p999_ms: f64::NAN,
+            outcomes,
+            cpu,
+            server_us_per_request: cpu.server_seconds().map(per_request),
+            loadgen_us_per_request: per_request(cpu.loadgen_seconds()),
+            writer_us_per_request: cpu.writer_cores.map(|c| per_request(c * cpu.seconds)),
+            wal_bytes_per_request: None,
             noisy: cpu.other_cores > NOISY_CORES,
             invariants: None,
             catch_up_p99_ms: None,
@@ -81,6 +120,20 @@ pub struct Settings {
 
 #[derive(Debug, Default, Serialize)]
 pub struct Summary {
+    /// wrk -t1, the independent client: holds from an idle server (its first seconds, the WAL
+    /// truncated), in steady state, and the sold-out path, each over wrk's /healthz in the same
+    /// round (medians). Goals: >= 0.8, >= 0.8, >= 0.9.
+    pub wrk_ceiling_rps: Option<f64>,
+    pub wrk_idle_over_ceiling: Option<f64>,
+    pub wrk_idle_p99_ms: Option<f64>,
+    pub wrk_steady_over_ceiling: Option<f64>,
+    pub wrk_steady_p99_ms: Option<f64>,
+    pub wrk_sold_out_over_ceiling: Option<f64>,
+    /// The benchmark's own generator's CPU per request over wrk's (goal <= 1.5).
+    pub loadgen_cost_over_wrk_health: Option<f64>,
+    pub loadgen_cost_over_wrk_hold: Option<f64>,
+    /// WAL bytes per hold attempt in the steady wrk stampede (goal <= 1 KB).
+    pub wal_bytes_per_attempt: Option<f64>,
     pub ceiling_rps: Option<f64>,
     pub stampede_rps: Option<f64>,
     /// Median over rounds of stampede/ceiling measured in the same round. Goal: >= 0.8.
@@ -192,7 +245,38 @@ impl Report {
                     .collect(),
             )
         };
+        let wrk_ratio = |name: &str| {
+            median(
+                self.of(name)
+                    .filter_map(|p| {
+                        Some(p.requests_per_second / self.rate_in_round("wrk ceiling", p.round)?)
+                    })
+                    .collect(),
+            )
+        };
+        let cost = |name: &str| median(self.of(name).map(|p| p.loadgen_us_per_request).collect());
+        let over = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+            _ => None,
+        };
         let summary = Summary {
+            wrk_ceiling_rps: rates("wrk ceiling"),
+            wrk_idle_over_ceiling: wrk_ratio("wrk stampede from idle"),
+            wrk_idle_p99_ms: median(
+                self.of("wrk stampede from idle")
+                    .map(|p| p.p99_ms)
+                    .collect(),
+            ),
+            wrk_steady_over_ceiling: wrk_ratio("wrk stampede steady"),
+            wrk_steady_p99_ms: median(self.of("wrk stampede steady").map(|p| p.p99_ms).collect()),
+            wrk_sold_out_over_ceiling: wrk_ratio("wrk sold-out"),
+            loadgen_cost_over_wrk_health: over(cost("ceiling"), cost("wrk ceiling")),
+            loadgen_cost_over_wrk_hold: over(cost("stampede"), cost("wrk stampede steady")),
+            wal_bytes_per_attempt: median(
+                self.of("wrk stampede steady")
+                    .filter_map(|p| p.wal_bytes_per_request)
+                    .collect(),
+            ),
             ceiling_rps: rates("ceiling"),
             stampede_rps: rates("stampede"),
             stampede_over_ceiling: ratio_to_ceiling("stampede"),
@@ -251,15 +335,16 @@ impl Report {
             s.buyers
         );
         out.push_str(
-            "| phase | round | req/s | p50 ms | p99 ms | p99.9 ms | outcomes | server us/req | loadgen us/req | other cores | invariants |\n\
-             |---|---|---|---|---|---|---|---|---|---|---|\n",
+            "| phase | client | round | req/s | p50 ms | p99 ms | p99.9 ms | outcomes | server us/req | writer us/req | WAL B/req | loadgen us/req | other cores | invariants |\n\
+             |---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
         );
         for p in &self.phases {
             let outcomes: Vec<String> =
                 p.outcomes.iter().map(|(k, v)| format!("{k} {v}")).collect();
             out.push_str(&format!(
-                "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {}{} | {} | {:.1} | {:.2}{} | {} |\n",
+                "| {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {}{} | {} | {} | {} | {:.1} | {:.2}{} | {} |\n",
                 p.name,
+                p.client,
                 p.round,
                 p.requests_per_second,
                 p.p50_ms,
@@ -273,6 +358,10 @@ impl Report {
                 },
                 p.server_us_per_request
                     .map_or("n/a".into(), |v| format!("{v:.1}")),
+                p.writer_us_per_request
+                    .map_or("n/a".into(), |v| format!("{v:.1}")),
+                p.wal_bytes_per_request
+                    .map_or("n/a".into(), |v| format!("{v:.0}")),
                 p.loadgen_us_per_request,
                 p.cpu.other_cores,
                 if p.noisy { " (noisy)" } else { "" },
@@ -284,7 +373,12 @@ impl Report {
         let sum = &self.summary;
         out.push_str(&format!(
             "\n| headline | measured | goal |\n|---|---|---|\n\
-             | stampede / ceiling (median of per-round ratios) | {} | >= 0.8 |\n\
+             | wrk: holds from an idle server / healthz | {} (p99 {} ms) | >= 0.8, p99 < 10 ms |\n\
+             | wrk: holds in steady state / healthz | {} (p99 {} ms) | >= 0.8, p99 < 10 ms |\n\
+             | wrk: sold-out path / healthz | {} | >= 0.9 |\n\
+             | WAL bytes per hold attempt (wrk steady) | {} | <= 1024 |\n\
+             | own load generator CPU / wrk's, healthz and holds | {} and {} | <= 1.5 |\n\
+             | stampede / ceiling, own generator (median of per-round ratios) | {} | >= 0.8 |\n\
              | stampede p99 at {} connections | {} ms | < 10 ms |\n\
              | group commit / naive transaction-per-request | {} | >= 3 |\n\
              | reads under fire p99 | {} ms | < 5 ms |\n\
@@ -294,6 +388,14 @@ impl Report {
              | longest wait between messages, p99 over watchers | {} ms | < 1000 ms |\n\
              | final stock on every watcher after the stampede, p99 | {} ms | |\n\
              | phases flagged noisy (others used > {NOISY_CORES} core) | {} | 0 |\n",
+            fmt(sum.wrk_idle_over_ceiling, 2),
+            fmt(sum.wrk_idle_p99_ms, 1),
+            fmt(sum.wrk_steady_over_ceiling, 2),
+            fmt(sum.wrk_steady_p99_ms, 1),
+            fmt(sum.wrk_sold_out_over_ceiling, 2),
+            fmt(sum.wal_bytes_per_attempt, 0),
+            fmt(sum.loadgen_cost_over_wrk_health, 2),
+            fmt(sum.loadgen_cost_over_wrk_hold, 2),
             fmt(sum.stampede_over_ceiling, 2),
             s.connections,
             fmt(sum.stampede_p99_ms, 2),

@@ -155,6 +155,7 @@ async fn admin_stats(state: &AppState) -> Result<web::Bytes, ApiError> {
         "attempts": attempts,
         "batches": batches,
         "batched_commands": batched,
+        "wal_bytes_written": crate::stats::wal_bytes(),
         "queue_depth": state.writer.stats().queue_depth,
         "sse_subscribers": state.hub.subscribers(),
         "sse_tick_ms": state.hub.stats.interval_millis.load(std::sync::atomic::Ordering::Relaxed),

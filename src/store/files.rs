@@ -130,6 +130,17 @@ impl DbFiles {
         self.wal.file.metadata().map_or(0, |m| m.len())
     }
 
+    /// The WAL's frame count and salts as SQLite's WAL index (the `-shm`) has them after the
+    /// last commit: `mxFrame` at byte 16 of the index header and the salts at 32 (native byte
+    /// order, as SQLite maps it). `None` before SQLite made the index.
+    pub fn wal_index_frames(&self) -> Option<(u32, u64)> {
+        let mut hdr = [0u8; 40];
+        self.shm.file.read_exact_at(&mut hdr, 0).ok()?;
+        let frames = u32::from_ne_bytes(hdr[16..20].try_into().ok()?);
+        let salts = u64::from_ne_bytes(hdr[32..40].try_into().ok()?);
+        Some((frames, salts))
+    }
+
     /// Reads exactly `buf.len()` bytes of the database at `offset`.
     pub fn read_db_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         self.db.file.read_exact_at(buf, offset)

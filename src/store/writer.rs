@@ -37,6 +37,9 @@ pub const EXIT_STORAGE_REPLACED: i32 = 75;
 /// Commands that may fail alone in one batch before the rest is failed too: each failure costs
 /// a re-run of the batch, so a bug that hits every command must not cost n² executions.
 const MAX_RETRIES: usize = 8;
+/// SQLite's default page size, which dropd never changes, and the header of each WAL frame.
+const PAGE_SIZE: u64 = 4096;
+const WAL_FRAME_HEADER: u64 = 24;
 /// Most expired idempotency records deleted in one batch.
 const PRUNE_LIMIT: i64 = 2_000;
 /// How often the writer looks for idempotency records past the retention window.
@@ -132,6 +135,7 @@ pub(crate) fn spawn(
         batch_limit: config.batch_limit.max(1),
         memory: Memory::new(BuyerLoad::WholeDrop),
         sweep_limit: config.sweep_limit.max(1),
+        wal_frames: (0, 0),
         next_expiry: next_expiry.clone(),
         keys,
         next_prune: Instant::now(),
@@ -360,6 +364,8 @@ struct WriterLoop {
     memory: Memory,
     sweep_limit: i64,
     next_expiry: Arc<AtomicI64>,
+    /// The WAL index's frame count and salts after the last commit.
+    wal_frames: (u32, u64),
     keys: Arc<KeyBook>,
     next_prune: Instant,
     verifier: Verifier,
@@ -458,6 +464,22 @@ impl WriterLoop {
         }
     }
 
+    /// Counts the frames the last commit appended to the WAL (all of them, if it restarted the
+    /// WAL: new salts).
+    fn count_wal_frames(&mut self) {
+        let Some((frames, salts)) = self.files.wal_index_frames() else {
+            return;
+        };
+        let (last_frames, last_salts) = self.wal_frames;
+        let written = if salts == last_salts && frames >= last_frames {
+            frames - last_frames
+        } else {
+            frames
+        };
+        self.wal_frames = (frames, salts);
+        crate::stats::count_wal_bytes(u64::from(written) * (PAGE_SIZE + WAL_FRAME_HEADER));
+    }
+
     /// Tells the HTTP workers when the next hold falls due.
     fn publish_next_expiry(&self) {
         let next = match holds::next_expiry(&self.conn) {
@@ -520,6 +542,7 @@ impl WriterLoop {
         }
         if ran.committed {
             self.commits_since_checkpoint += 1;
+            self.count_wal_frames();
         }
         ran.shutdown
     }
@@ -791,6 +814,7 @@ fn run_batch(
             .record((started.elapsed() - applied).as_secs_f64());
         metrics::counter!("dropd_writer_commits_total").increment(1);
         crate::stats::count_batch(size);
+
         if let Err(err) = after_commit() {
             // Committed, but into files that are no longer the database's.
             let why = match &err {

@@ -220,7 +220,8 @@ async fn sold_out_is_pushed_and_then_refused_from_memory_without_the_writer() {
         .expect("drop row");
     assert_eq!(stamped, 1, "the refused attempt never reached the writer");
 
-    // Nothing was recorded under bob's key: once the unit is back, the same key can hold it.
+    // Nothing was written, but memory remembers bob's key: once the unit is back, the same
+    // key still answers sold-out (one key, one answer) and a new key can hold it.
     let hold_id = hold["hold_id"].as_str().expect("id");
     let del = app
         .client
@@ -231,7 +232,10 @@ async fn sold_out_is_pushed_and_then_refused_from_memory_without_the_writer() {
         .expect("sent");
     assert_eq!(del.status(), 204);
     events.until_available("S1", 1).await;
-    assert_eq!(app.hold(&bob, "last", "S1", 1, "b").await.status(), 201);
+    let retry = app.hold(&bob, "last", "S1", 1, "b").await;
+    assert_eq!(retry.headers()["idempotent-replayed"], "true");
+    expect_problem(retry, 409, "sold-out").await;
+    assert_eq!(app.hold(&bob, "last", "S1", 1, "b2").await.status(), 201);
     app.stop().await;
 }
 
