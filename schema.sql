@@ -34,8 +34,15 @@ CREATE TABLE skus (
     CHECK (held + sold <= stock_total)
 ) STRICT, WITHOUT ROWID;
 
+-- A hold's number is its row id; its public id is derived from the number and a random secret
+-- checked on every lookup (`id`, computed, never stored or indexed): `hld_<seq hex>-<secret
+-- hex>`, with `<box>_` after `hld_` when the server runs with --box-id. Holds made before schema
+-- version 3 keep their ids in `legacy_id`.
 CREATE TABLE holds (
-    id          TEXT    PRIMARY KEY,
+    seq         INTEGER PRIMARY KEY,
+    secret      INTEGER NOT NULL,
+    box         TEXT,
+    legacy_id   TEXT,
     drop_id     TEXT    NOT NULL,
     sku         TEXT    NOT NULL,
     buyer       TEXT    NOT NULL,
@@ -45,15 +52,19 @@ CREATE TABLE holds (
     created_at  INTEGER NOT NULL,
     expires_at  INTEGER NOT NULL,
     ended_at    INTEGER,
+    id          TEXT    GENERATED ALWAYS AS (coalesce(legacy_id,
+                    'hld_' || coalesce(box || '_', '') || printf('%x-%016x', seq, secret))) VIRTUAL,
     FOREIGN KEY (drop_id, sku) REFERENCES skus (drop_id, sku),
     UNIQUE (drop_id, attempt_seq)
 ) STRICT;
 
+CREATE UNIQUE INDEX holds_by_legacy_id ON holds (legacy_id) WHERE legacy_id IS NOT NULL;
 CREATE INDEX holds_active_by_expiry ON holds (expires_at) WHERE state = 'active';
 
 CREATE TABLE orders (
     id           TEXT    PRIMARY KEY,
-    hold_id      TEXT    NOT NULL UNIQUE REFERENCES holds (id),
+    hold_seq     INTEGER NOT NULL UNIQUE REFERENCES holds (seq),
+    hold_id      TEXT    NOT NULL,
     drop_id      TEXT    NOT NULL,
     sku          TEXT    NOT NULL,
     buyer        TEXT    NOT NULL,

@@ -41,6 +41,8 @@ pub struct Settings {
     pub idempotency_retention: Duration,
     /// Most due holds one writer batch expires (not a flag: tests lower it to see a partial sweep).
     pub sweep_limit: i64,
+    /// `--box-id`: this server's name inside the ids of the holds it makes.
+    pub box_id: Option<String>,
     /// Open event streams before new ones get 503 too-many-subscribers.
     pub max_subscribers: usize,
     /// Share of one core that SSE fan-out may use (0.25 = a quarter).
@@ -67,6 +69,7 @@ impl Settings {
             naive_writes: false,
             idempotency_retention: crate::store::keys::DEFAULT_RETENTION,
             sweep_limit: 2_000,
+            box_id: None,
             max_subscribers: 20_000,
             sse_cpu_budget: 0.25,
             demo: false,
@@ -170,6 +173,7 @@ impl Application {
                 checkpoint_gate: gate.clone(),
                 idempotency_retention: settings.idempotency_retention,
                 sweep_limit: settings.sweep_limit,
+                box_id: settings.box_id.clone(),
             },
             clock.clone(),
             Some(hub.clone() as Arc<dyn crate::store::CommitListener>),

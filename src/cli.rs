@@ -71,6 +71,10 @@ pub struct ServeArgs {
     #[arg(long, env = "DROPD_IDEMPOTENCY_RETENTION", default_value = "24h",
           value_parser = parse_retention)]
     pub idempotency_retention: Duration,
+    /// This server's name in the ids of the holds it makes (`hld_<box>_...`), so a proxy in
+    /// front of several servers can route a hold to the one that owns it. Default: none.
+    #[arg(long, env = "DROPD_BOX_ID", value_parser = crate::domain::parse_box_id)]
+    pub box_id: Option<String>,
     /// HTTP worker threads (default: one per core).
     #[arg(long, env = "DROPD_WORKERS", value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub workers: Option<u32>,
@@ -235,6 +239,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         naive_writes: args.naive_writes,
         idempotency_retention: args.idempotency_retention,
         sweep_limit: 2_000,
+        box_id: args.box_id.clone(),
         max_subscribers: args.max_subscribers,
         sse_cpu_budget: args.sse_cpu_budget,
         demo: args.demo,

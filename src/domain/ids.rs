@@ -104,10 +104,69 @@ impl IdempotencyKey {
     }
 }
 
+/// What a hold id names: a numbered hold (its row, the secret that must match, and the box that
+/// made it), or a hold made before holds were numbered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HoldRef<'a> {
+    Numbered {
+        box_id: Option<&'a str>,
+        seq: i64,
+        secret: i64,
+    },
+    Legacy(&'a str),
+}
+
 impl HoldId {
-    /// Time-ordered, so holds sort by creation in indexes and logs.
-    pub fn generate() -> Self {
-        Self(format!("hld_{}", uuid::Uuid::now_v7().simple()))
+    /// `hld_[<box>_]<seq hex>-<secret hex>`; the database derives the same text (`holds.id`).
+    pub fn numbered(box_id: Option<&str>, seq: i64, secret: i64) -> Self {
+        match box_id {
+            Some(b) => Self(format!("hld_{b}_{seq:x}-{secret:016x}")),
+            None => Self(format!("hld_{seq:x}-{secret:016x}")),
+        }
+    }
+
+    /// A random secret for a new hold: 63 bits, so it stays a positive SQLite integer.
+    pub fn new_secret() -> i64 {
+        (rand::random::<u64>() >> 1) as i64
+    }
+
+    pub fn parse_ref(&self) -> HoldRef<'_> {
+        Self::numbered_parts(&self.0).unwrap_or(HoldRef::Legacy(&self.0))
+    }
+
+    fn numbered_parts(text: &str) -> Option<HoldRef<'_>> {
+        let rest = text.strip_prefix("hld_")?;
+        let (box_id, rest) = match rest.split_once('_') {
+            Some((b, rest)) => (Some(b), rest),
+            None => (None, rest),
+        };
+        let (seq, secret) = rest.split_once('-')?;
+        let hex = |t: &str| {
+            (1..=16).contains(&t.len()) && t.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        };
+        if !hex(seq) || secret.len() != 16 || !hex(secret) {
+            return None;
+        }
+        Some(HoldRef::Numbered {
+            box_id,
+            seq: i64::from_str_radix(seq, 16).ok()?,
+            secret: i64::from_str_radix(secret, 16).ok()?,
+        })
+    }
+}
+
+/// A box id (`--box-id`): 1-16 lowercase letters or digits, so it reads cleanly inside ids.
+pub fn parse_box_id(text: &str) -> Result<String, String> {
+    if (1..=16).contains(&text.len())
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "box id {text:?} must be 1-16 lowercase letters or digits"
+        ))
     }
 }
 
@@ -129,6 +188,32 @@ mod tests {
         assert!(DropId::parse("").is_err());
         assert!(DropId::parse(&"a".repeat(65)).is_err());
         assert!(DropId::parse("a/b").is_err());
+    }
+
+    #[test]
+    fn numbered_hold_ids_round_trip_and_old_ids_stay_legacy() {
+        for box_id in [None, Some("eu1")] {
+            let id = HoldId::numbered(box_id, 0x2a, 0x7fff_ffff_ffff_ffff);
+            assert_eq!(
+                id.parse_ref(),
+                HoldRef::Numbered {
+                    box_id,
+                    seq: 42,
+                    secret: i64::MAX
+                }
+            );
+        }
+        assert_eq!(
+            HoldId::numbered(None, 255, 1).as_str(),
+            "hld_ff-0000000000000001"
+        );
+        let old = HoldId::from_trusted("hld_0190c1c2d3e4f5a6b7c8d9e0f1a2b3c4".into());
+        assert!(matches!(old.parse_ref(), HoldRef::Legacy(_)));
+        let bad = HoldId::from_trusted("hld_1-xyz".into());
+        assert!(matches!(bad.parse_ref(), HoldRef::Legacy(_)));
+        assert!(parse_box_id("eu1").is_ok());
+        assert!(parse_box_id("EU").is_err());
+        assert!(parse_box_id("a_b").is_err());
     }
 
     #[test]

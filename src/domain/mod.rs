@@ -12,7 +12,7 @@ pub mod views;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use drop::{DropSchedule, DropState, OverrideState};
-pub use ids::{BuyerId, DropId, HoldId, IdempotencyKey, OrderId, SkuCode};
+pub use ids::{parse_box_id, BuyerId, DropId, HoldId, HoldRef, IdempotencyKey, OrderId, SkuCode};
 pub use inventory::{Allowance, SkuStock};
 pub use money::{Currency, Money};
 pub use refusal::Refusal;

@@ -20,6 +20,8 @@ pub(crate) struct Batch<'a> {
     pub touched: HashSet<DropId>,
     pub memory: &'a mut Memory,
     pub keys: &'a KeyBook,
+    /// `--box-id`: carried in the ids of the holds this server makes.
+    pub box_id: Option<&'a str>,
     /// Records written by this batch: key hash to row.
     pub new_keys: HashMap<u64, i64>,
     /// Records this batch deleted after their retention window.
@@ -30,12 +32,18 @@ pub(crate) struct Batch<'a> {
 }
 
 impl<'a> Batch<'a> {
-    pub fn new(now: DateTime<Utc>, memory: &'a mut Memory, keys: &'a KeyBook) -> Self {
+    pub fn new(
+        now: DateTime<Utc>,
+        memory: &'a mut Memory,
+        keys: &'a KeyBook,
+        box_id: Option<&'a str>,
+    ) -> Self {
         Self {
             now: crate::domain::clock::from_millis(now.timestamp_millis()),
             touched: HashSet::new(),
             memory,
             keys,
+            box_id,
             new_keys: HashMap::new(),
             gone_keys: Vec::new(),
             all_due_swept: false,

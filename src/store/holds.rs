@@ -6,7 +6,9 @@ use rusqlite::{named_params, Connection, OptionalExtension, Row};
 use crate::domain::clock::{from_millis, rfc3339};
 use crate::domain::drop::rules;
 use crate::domain::views::{HoldState, HoldView, OrderView};
-use crate::domain::{Allowance, BuyerId, DropId, DropState, HoldId, OrderId, Refusal, SkuStock};
+use crate::domain::{
+    Allowance, BuyerId, DropId, DropState, HoldId, HoldRef, OrderId, Refusal, SkuStock,
+};
 
 use super::batch::Batch;
 use super::memory::{DropMemory, Memory};
@@ -14,20 +16,21 @@ use super::requests::{ConfirmHold, PlaceHold};
 use super::tx::Outcome;
 use super::StoreError;
 
-const INSERT: &str = "INSERT INTO holds (id, drop_id, sku, buyer, quantity, attempt_seq, state,
-                          created_at, expires_at)
-                      VALUES (:id, :drop, :sku, :buyer, :quantity, :seq, 'active', :now, :expires)";
+const INSERT: &str = "INSERT INTO holds (secret, box, drop_id, sku, buyer, quantity, attempt_seq,
+                          state, created_at, expires_at)
+                      VALUES (:secret, :box, :drop, :sku, :buyer, :quantity, :seq, 'active', :now,
+                          :expires)";
 /// Holds due at the batch's time that the sweep has not ended yet (through the partial index on
 /// active holds' expiry, so only due holds are read).
-const DUE_OF_BUYER: &str = "SELECT id, sku, buyer, quantity FROM holds
+const DUE_OF_BUYER: &str = "SELECT seq, sku, buyer, quantity FROM holds
                             WHERE state = 'active' AND expires_at <= :now
                               AND drop_id = :drop AND buyer = :buyer";
-const DUE_OF_SKU: &str = "SELECT id, sku, buyer, quantity FROM holds
+const DUE_OF_SKU: &str = "SELECT seq, sku, buyer, quantity FROM holds
                           WHERE state = 'active' AND expires_at <= :now
                             AND drop_id = :drop AND sku = :sku";
 
-/// A due hold: id, SKU, buyer, quantity.
-type DueHold = (String, String, String, i64);
+/// A due hold: number, SKU, buyer, quantity.
+type DueHold = (i64, String, String, i64);
 
 fn due(
     conn: &Connection,
@@ -140,8 +143,8 @@ pub(crate) fn place(
     freed.hold(&cmd.sku, cmd.quantity)?;
 
     // Decided: from here on it writes.
-    for (hold_id, sku, owner, quantity) in &due_holds {
-        end_hold(conn, hold_id, HoldState::Expired, now)?;
+    for (hold_seq, sku, owner, quantity) in &due_holds {
+        end_hold(conn, *hold_seq, HoldState::Expired, now)?;
         give_back(conn, drop, cmd.drop_id.as_str(), sku, owner, *quantity)?;
     }
     let sku = drop
@@ -151,13 +154,14 @@ pub(crate) fn place(
     sku.set(held);
     drop.add_units(buyer.as_str(), cmd.quantity);
 
-    let hold_id = HoldId::generate();
+    let secret = HoldId::new_secret();
     let expires_at = now + Duration::seconds(hold_seconds);
     conn.prepare_cached(INSERT)?.execute(named_params! {
-        ":id": hold_id.as_str(), ":drop": cmd.drop_id.as_str(), ":sku": cmd.sku,
+        ":secret": secret, ":box": batch.box_id, ":drop": cmd.drop_id.as_str(), ":sku": cmd.sku,
         ":buyer": buyer.as_str(), ":quantity": cmd.quantity, ":seq": attempt_seq,
         ":now": now.timestamp_millis(), ":expires": expires_at.timestamp_millis(),
     })?;
+    let hold_id = HoldId::numbered(batch.box_id, conn.last_insert_rowid(), secret);
     batch.touch(&cmd.drop_id);
     Ok(HoldView {
         hold_id: hold_id.to_string(),
@@ -202,19 +206,55 @@ fn drop_memory<'m>(
         ))?)
 }
 
-const SELECT: &str = "SELECT h.id, h.drop_id, h.sku, h.quantity, h.attempt_seq, h.created_at,
-                             h.expires_at, h.state, o.id, h.buyer
-                      FROM holds h LEFT JOIN orders o ON o.hold_id = h.id
-                      WHERE h.id = :id";
+const SELECT_NUMBERED: &str = "SELECT h.id, h.drop_id, h.sku, h.quantity, h.attempt_seq,
+                                      h.created_at, h.expires_at, h.state, o.id, h.buyer, h.seq,
+                                      h.box
+                               FROM holds h LEFT JOIN orders o ON o.hold_seq = h.seq
+                               WHERE h.seq = :seq AND h.secret = :secret";
+const SELECT_LEGACY: &str = "SELECT h.id, h.drop_id, h.sku, h.quantity, h.attempt_seq,
+                                    h.created_at, h.expires_at, h.state, o.id, h.buyer, h.seq,
+                                    h.box
+                             FROM holds h LEFT JOIN orders o ON o.hold_seq = h.seq
+                             WHERE h.legacy_id = :id";
 
-/// A hold and its owner. The state is as stored: an active hold past its expiry is still
-/// `active` until the writer sweeps it (see `visible_state`).
-fn load(conn: &Connection, hold_id: &str) -> rusqlite::Result<Option<(HoldView, String)>> {
-    conn.prepare_cached(SELECT)?
-        .query_row(named_params! {":id": hold_id}, |r| {
-            Ok((hold_from_row(r)?, r.get(9)?))
-        })
-        .optional()
+/// A stored hold, its owner and its number.
+struct Loaded {
+    hold: HoldView,
+    owner: String,
+    seq: i64,
+}
+
+/// A hold by its public id: the secret and the box in the id must match the row's. The state
+/// is as stored: an active hold past its expiry is still `active` until the writer sweeps it.
+fn load(conn: &Connection, hold_id: &str) -> rusqlite::Result<Option<Loaded>> {
+    let id = HoldId::from_trusted(hold_id.to_owned());
+    let read = |r: &Row<'_>| {
+        Ok((
+            Loaded {
+                hold: hold_from_row(r)?,
+                owner: r.get(9)?,
+                seq: r.get(10)?,
+            },
+            r.get::<_, Option<String>>(11)?,
+        ))
+    };
+    match id.parse_ref() {
+        HoldRef::Numbered {
+            box_id,
+            seq,
+            secret,
+        } => Ok(conn
+            .prepare_cached(SELECT_NUMBERED)?
+            .query_row(named_params! {":seq": seq, ":secret": secret}, read)
+            .optional()?
+            .filter(|(_, stored_box)| stored_box.as_deref() == box_id)
+            .map(|(loaded, _)| loaded)),
+        HoldRef::Legacy(legacy) => Ok(conn
+            .prepare_cached(SELECT_LEGACY)?
+            .query_row(named_params! {":id": legacy}, read)
+            .optional()?
+            .map(|(loaded, _)| loaded)),
+    }
 }
 
 fn hold_from_row(r: &Row<'_>) -> rusqlite::Result<HoldView> {
@@ -234,7 +274,12 @@ fn hold_from_row(r: &Row<'_>) -> rusqlite::Result<HoldView> {
 
 /// A hold as stored (for rebuilding the answer that created it).
 pub(crate) fn get(conn: &Connection, hold_id: &str) -> rusqlite::Result<Option<HoldView>> {
-    Ok(load(conn, hold_id)?.map(|(hold, _)| hold))
+    Ok(load(conn, hold_id)?.map(|l| l.hold))
+}
+
+/// A hold's number, if the id names a stored hold.
+pub(crate) fn number(conn: &Connection, hold_id: &str) -> rusqlite::Result<Option<i64>> {
+    Ok(load(conn, hold_id)?.map(|l| l.seq))
 }
 
 /// A buyer's own hold; anyone else's is reported as not found, never as forbidden.
@@ -245,8 +290,9 @@ pub fn get_for_buyer(
     now: DateTime<Utc>,
 ) -> Result<Option<HoldView>, StoreError> {
     Ok(load(conn, hold_id)?
-        .filter(|(_, owner)| owner == buyer.as_str())
-        .map(|(mut hold, _)| {
+        .filter(|l| l.owner == buyer.as_str())
+        .map(|l| {
+            let mut hold = l.hold;
             if hold.state == HoldState::Active && hold.expires_at <= now {
                 hold.state = HoldState::Expired;
             }
@@ -254,27 +300,33 @@ pub fn get_for_buyer(
         }))
 }
 
-fn load_owned(conn: &Connection, buyer: &BuyerId, hold_id: &HoldId) -> Result<HoldView, Outcome> {
+/// The buyer's own hold and its number.
+fn load_owned(
+    conn: &Connection,
+    buyer: &BuyerId,
+    hold_id: &HoldId,
+) -> Result<(HoldView, i64), Outcome> {
     load(conn, hold_id.as_str())?
-        .filter(|(_, owner)| owner == buyer.as_str())
-        .map(|(hold, _)| hold)
+        .filter(|l| l.owner == buyer.as_str())
+        .map(|l| (l.hold, l.seq))
         .ok_or_else(|| Refusal::not_found(format!("hold {hold_id}")).into())
 }
 
-const END: &str = "UPDATE holds SET state = :state, ended_at = :now WHERE id = :id";
-const INSERT_ORDER: &str = "INSERT INTO orders (id, hold_id, drop_id, sku, buyer, quantity,
-                                unit_amount, currency, total_amount, payment_ref, created_at)
-                            VALUES (:id, :hold, :drop, :sku, :buyer, :quantity, :unit, :currency,
-                                :total, :payment_ref, :now)";
+const END: &str = "UPDATE holds SET state = :state, ended_at = :now WHERE seq = :seq";
+const INSERT_ORDER: &str = "INSERT INTO orders (id, hold_seq, hold_id, drop_id, sku, buyer,
+                                quantity, unit_amount, currency, total_amount, payment_ref,
+                                created_at)
+                            VALUES (:id, :hold_seq, :hold, :drop, :sku, :buyer, :quantity, :unit,
+                                :currency, :total, :payment_ref, :now)";
 
 fn end_hold(
     conn: &Connection,
-    hold_id: &str,
+    hold_seq: i64,
     state: HoldState,
     now: DateTime<Utc>,
 ) -> rusqlite::Result<()> {
     conn.prepare_cached(END)?.execute(
-        named_params! {":state": state.as_str(), ":now": now.timestamp_millis(), ":id": hold_id},
+        named_params! {":state": state.as_str(), ":now": now.timestamp_millis(), ":seq": hold_seq},
     )?;
     Ok(())
 }
@@ -298,7 +350,7 @@ pub(crate) fn confirm(
     cmd: &ConfirmHold,
 ) -> Result<OrderView, Outcome> {
     rules::check_payment_ref(&cmd.payment_ref)?;
-    let hold = load_owned(conn, buyer, &cmd.hold_id)?;
+    let (hold, hold_seq) = load_owned(conn, buyer, &cmd.hold_id)?;
     if hold.state != HoldState::Active {
         return Err(refuse_ended(&hold).into());
     }
@@ -320,10 +372,10 @@ pub(crate) fn confirm(
         .ok_or_else(|| Refusal::invalid("order total is too large"))?;
     let price = sku.price.clone();
     sku.set(sku.stock.confirm(hold.quantity));
-    end_hold(conn, &hold.hold_id, HoldState::Confirmed, batch.now)?;
+    end_hold(conn, hold_seq, HoldState::Confirmed, batch.now)?;
     let order_id = OrderId::generate();
     conn.prepare_cached(INSERT_ORDER)?.execute(named_params! {
-        ":id": order_id.as_str(), ":hold": hold.hold_id, ":drop": hold.drop_id, ":sku": hold.sku,
+        ":id": order_id.as_str(), ":hold_seq": hold_seq, ":hold": hold.hold_id, ":drop": hold.drop_id, ":sku": hold.sku,
         ":buyer": buyer.as_str(), ":quantity": hold.quantity, ":unit": price.amount,
         ":currency": price.currency.as_str(), ":total": total.amount,
         ":payment_ref": cmd.payment_ref, ":now": batch.now.timestamp_millis(),
@@ -351,7 +403,7 @@ pub(crate) fn release(
     buyer: &BuyerId,
     hold_id: &HoldId,
 ) -> Result<HoldView, Outcome> {
-    let mut hold = load_owned(conn, buyer, hold_id)?;
+    let (mut hold, hold_seq) = load_owned(conn, buyer, hold_id)?;
     match hold.state {
         HoldState::Released | HoldState::Expired => return Ok(hold),
         HoldState::Confirmed => return Err(refuse_ended(&hold).into()),
@@ -366,13 +418,13 @@ pub(crate) fn release(
         buyer.as_str(),
         hold.quantity,
     )?;
-    end_hold(conn, &hold.hold_id, HoldState::Released, batch.now)?;
+    end_hold(conn, hold_seq, HoldState::Released, batch.now)?;
     batch.touch(&DropId::from_trusted(hold.drop_id.clone()));
     hold.state = HoldState::Released;
     Ok(hold)
 }
 
-const DUE: &str = "SELECT id, drop_id, sku, quantity, buyer FROM holds
+const DUE: &str = "SELECT seq, drop_id, sku, quantity, buyer FROM holds
                    WHERE state = 'active' AND expires_at <= :now
                    ORDER BY expires_at LIMIT :limit";
 const NEXT_EXPIRY: &str = "SELECT MIN(expires_at) FROM holds WHERE state = 'active'";
@@ -383,7 +435,7 @@ pub(crate) fn expire_due(
     batch: &mut Batch<'_>,
     limit: i64,
 ) -> Result<usize, Outcome> {
-    let due: Vec<(String, String, String, i64, String)> = conn
+    let due: Vec<(i64, String, String, i64, String)> = conn
         .prepare_cached(DUE)?
         .query_map(
             named_params! {":now": batch.now.timestamp_millis(), ":limit": limit},
@@ -393,7 +445,7 @@ pub(crate) fn expire_due(
     for (hold_id, drop_id, sku, quantity, buyer) in &due {
         let drop = drop_memory(conn, batch.memory, drop_id)?;
         give_back(conn, drop, drop_id, sku, buyer, *quantity)?;
-        end_hold(conn, hold_id, HoldState::Expired, batch.now)?;
+        end_hold(conn, *hold_id, HoldState::Expired, batch.now)?;
         batch.touch(&DropId::from_trusted(drop_id.clone()));
     }
     Ok(due.len())

@@ -12,6 +12,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "compact hot path",
         include_str!("migrations/0002_compact_hot_path.sql"),
     ),
+    (
+        "numbered holds",
+        include_str!("migrations/0003_numbered_holds.sql"),
+    ),
 ];
 
 pub fn latest_version() -> i64 {

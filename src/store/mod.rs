@@ -60,6 +60,8 @@ pub struct StoreConfig {
     pub naive_writers: bool,
     /// Most due holds one batch expires (a mass expiry is spread over batches; tests lower it).
     pub sweep_limit: i64,
+    /// `--box-id`: carried in new holds' ids so a proxy can route them to this server.
+    pub box_id: Option<String>,
     /// With a replica attached: checkpoint only what the shipper has shipped.
     pub checkpoint_gate: Option<Arc<CheckpointGate>>,
     /// How long an idempotency key is remembered (its record kept) after its first use.

@@ -50,10 +50,13 @@ pub fn get_for_buyer(
 
 /// The order a hold became, if it did.
 pub(crate) fn for_hold(conn: &Connection, hold_id: &str) -> Result<Option<OrderView>, StoreError> {
-    let sql = format!("SELECT {COLUMNS} FROM orders WHERE hold_id = :hold");
+    let Some(seq) = super::holds::number(conn, hold_id)? else {
+        return Ok(None);
+    };
+    let sql = format!("SELECT {COLUMNS} FROM orders WHERE hold_seq = :seq");
     Ok(conn
         .prepare_cached(&sql)?
-        .query_row(named_params! {":hold": hold_id}, order_from_row)
+        .query_row(named_params! {":seq": seq}, order_from_row)
         .optional()?)
 }
 

@@ -66,6 +66,7 @@ struct NaiveWriters {
     clock: Arc<dyn Clock>,
     listener: Option<Arc<dyn CommitListener>>,
     keys: Arc<KeyBook>,
+    box_id: Option<String>,
 }
 
 pub struct WriterThread {
@@ -120,6 +121,7 @@ pub(crate) fn spawn(
             clock: clock.clone(),
             listener: listener.clone(),
             keys: keys.clone(),
+            box_id: config.box_id.clone(),
         })
     } else {
         None
@@ -135,6 +137,7 @@ pub(crate) fn spawn(
         batch_limit: config.batch_limit.max(1),
         memory: Memory::new(BuyerLoad::WholeDrop),
         sweep_limit: config.sweep_limit.max(1),
+        box_id: config.box_id.clone(),
         wal_frames: (0, 0),
         next_expiry: next_expiry.clone(),
         keys,
@@ -195,6 +198,7 @@ impl Writer {
                         listener,
                         &|| Ok(()),
                         BatchChores {
+                            box_id: naive.box_id.as_deref(),
                             sweep: true,
                             sweep_limit: 2_000,
                             ..BatchChores::default()
@@ -363,6 +367,7 @@ struct WriterLoop {
     batch_limit: usize,
     memory: Memory,
     sweep_limit: i64,
+    box_id: Option<String>,
     next_expiry: Arc<AtomicI64>,
     /// The WAL index's frame count and salts after the last commit.
     wal_frames: (u32, u64),
@@ -503,6 +508,7 @@ impl WriterLoop {
             self.next_prune = Instant::now() + PRUNE_EVERY;
         }
         let chores = BatchChores {
+            box_id: self.box_id.as_deref(),
             sweep: true,
             sweep_limit: self.sweep_limit,
             prune,
@@ -616,7 +622,9 @@ impl WriterLoop {
 
 /// What a batch does besides its commands.
 #[derive(Clone, Copy, Default)]
-struct BatchChores {
+struct BatchChores<'a> {
+    /// `--box-id`, for the ids of new holds.
+    box_id: Option<&'a str>,
     /// Expire due holds first, at most `sweep_limit`.
     sweep: bool,
     sweep_limit: i64,
@@ -703,7 +711,7 @@ fn run_batch(
     queue: &mut Vec<Command>,
     listener: Option<&dyn CommitListener>,
     after_commit: &dyn Fn() -> Result<(), StoreError>,
-    chores: BatchChores,
+    chores: BatchChores<'_>,
 ) -> BatchRun {
     let started = Instant::now();
     let size = queue.len();
@@ -730,7 +738,7 @@ fn run_batch(
             tracing::error!(error = %err, "could not begin the write transaction");
             return fail_all(queue, &err);
         }
-        let mut batch = Batch::new(now, memory, keys);
+        let mut batch = Batch::new(now, memory, keys, chores.box_id);
         let mut failed: Option<(Option<usize>, StoreError)> = None;
         if sweep {
             match holds::expire_due(conn, &mut batch, chores.sweep_limit) {

@@ -174,3 +174,116 @@ async fn a_key_is_forgotten_only_after_the_retention_window() {
     assert_eq!(body["quantity"], json!(2));
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hold_ids_carry_the_box_and_a_secret_that_is_checked() {
+    let app = spawn_app_with(|s| s.box_id = Some("eu1".into())).await;
+    app.create_drop(&live_drop("boxed", 10, 5)).await;
+    let alice = app.token("alice");
+    let hold: Value = app
+        .hold(&alice, "boxed", "S1", 1, "k1")
+        .await
+        .json()
+        .await
+        .expect("json");
+    let id = hold["hold_id"].as_str().expect("id").to_owned();
+    assert!(id.starts_with("hld_eu1_"), "{id}");
+    let get = |id: String| {
+        let (app, alice) = (&app, &alice);
+        async move {
+            app.client
+                .get(app.url(&format!("/v1/holds/{id}")))
+                .bearer_auth(alice)
+                .send()
+                .await
+                .expect("sent")
+        }
+    };
+    assert_eq!(get(id.clone()).await.status(), 200);
+    // The same number with another secret, or under another box, names no hold.
+    let (numbered, secret) = id.rsplit_once('-').expect("secret part");
+    let guessed = format!(
+        "{numbered}-{:016x}",
+        u64::from_str_radix(secret, 16).expect("hex") ^ 1
+    );
+    expect_problem(get(guessed).await, 404, "not-found").await;
+    let other_box = id.replacen("hld_eu1_", "hld_us1_", 1);
+    expect_problem(get(other_box).await, 404, "not-found").await;
+    let stored: String = app
+        .db()
+        .query_row("SELECT id FROM holds", [], |r| r.get(0))
+        .expect("the database derives the same id");
+    assert_eq!(stored, id);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_from_before_numbered_holds_keeps_its_ids_and_answers() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join(dropd::app::DB_FILE);
+    let start = crate::helpers::start_time().timestamp_millis();
+    {
+        let conn = rusqlite::Connection::open(&db).expect("db");
+        conn.execute_batch(include_str!("../../src/store/migrations/0001_initial.sql"))
+            .expect("schema version 1");
+        conn.execute_batch(&format!(
+            "PRAGMA user_version = 1;
+             INSERT INTO drops (id, name, starts_at, ends_at, per_buyer_limit, hold_seconds,
+                                attempt_seq, created_at)
+                 VALUES ('old', 'Old', {a}, {b}, 5, 600, 2, {a});
+             INSERT INTO skus (drop_id, sku, name, price_amount, currency, position, stock_total,
+                               held, sold)
+                 VALUES ('old', 'S1', 'S1', 1000, 'EUR', 0, 10, 1, 1);
+             INSERT INTO holds (id, drop_id, sku, buyer, quantity, attempt_seq, state, created_at,
+                                expires_at)
+                 VALUES ('hld_0190c1c2d3e4f5a6b7c8d9e0f1a2b3c4', 'old', 'S1', 'alice', 1, 1,
+                         'active', {s}, {e}),
+                        ('hld_0190c1c2d3e4f5a6b7c8d9e0f1a2b3c5', 'old', 'S1', 'alice', 1, 2,
+                         'confirmed', {s}, {e});
+             INSERT INTO orders (id, hold_id, drop_id, sku, buyer, quantity, unit_amount, currency,
+                                 total_amount, payment_ref, created_at)
+                 VALUES ('ord_old', 'hld_0190c1c2d3e4f5a6b7c8d9e0f1a2b3c5', 'old', 'S1', 'alice',
+                         1, 1000, 'EUR', 1000, 'pi_old', {s});",
+            a = start - 60_000,
+            b = start + 7_200_000,
+            s = start - 1_000,
+            e = start + 599_000,
+        ))
+        .expect("old rows");
+    }
+    let data_dir = dir.path().to_owned();
+    let app = spawn_app_with(move |s| s.data_dir = data_dir).await;
+    let alice = app.token("alice");
+    for (id, state) in [
+        ("hld_0190c1c2d3e4f5a6b7c8d9e0f1a2b3c4", "active"),
+        ("hld_0190c1c2d3e4f5a6b7c8d9e0f1a2b3c5", "confirmed"),
+    ] {
+        let res = app
+            .client
+            .get(app.url(&format!("/v1/holds/{id}")))
+            .bearer_auth(&alice)
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(res.status(), 200, "{id}");
+        let body: Value = res.json().await.expect("json");
+        assert_eq!(body["state"], state);
+    }
+    let order: Value = app
+        .client
+        .get(app.url("/v1/orders/ord_old"))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(order["hold_id"], "hld_0190c1c2d3e4f5a6b7c8d9e0f1a2b3c5");
+    let order = app
+        .confirm(&alice, "hld_0190c1c2d3e4f5a6b7c8d9e0f1a2b3c4", "c-new")
+        .await;
+    assert_eq!(order.status(), 201);
+    check_invariants(&app.db()).expect("invariants");
+    app.stop().await;
+}

@@ -42,6 +42,7 @@ fn open_store(path: &std::path::Path, synchronous: Synchronous, clock: ManualClo
             checkpoint_gate: None,
             idempotency_retention: dropd::store::keys::DEFAULT_RETENTION,
             sweep_limit: 2_000,
+            box_id: None,
         },
         Arc::new(clock),
         None,
