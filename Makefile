@@ -1,7 +1,7 @@
 # The commands people run. `make test` is what CI runs (through .ci/run).
 CARGO ?= cargo
 
-.PHONY: all build run demo test test-deps fmt lint check bench bench-sse bench-replication torture clean
+.PHONY: all build run demo test test-deps fmt lint check bench bench-deps bench-sse bench-replication torture clean
 
 all: build
 
@@ -41,10 +41,15 @@ $(LITESTREAM):
 test: test-deps lint
 	$(CARGO) test --all-targets
 
-# Prints a markdown table and writes target/bench/latest.json (see docs/benchmarks.md).
-# BENCH_ARGS="--duration 3s --rounds 1" for a quick look.
-bench:
+# Prints a markdown table and writes target/bench/latest.json (see docs/benchmarks.md): the
+# benchmark's own load generator and wrk -t1 (Debian's wrk, the independent client) against the
+# same server in the same rounds. BENCH_ARGS="--duration 3s --rounds 1" for a quick look.
+bench: bench-deps
 	$(CARGO) run --release -- bench $(BENCH_ARGS)
+
+bench-deps:
+	@command -v wrk >/dev/null || { \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
 
 # Live stock at scale: 10,000 subscribers (as the open-file limit allows), one change, and a
 # stampede while they watch. Writes target/bench/sse.json.
