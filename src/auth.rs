@@ -38,6 +38,7 @@ pub struct TokenKeys {
 const CACHED_TOKENS: usize = 65_536;
 
 struct Verified {
+    token: Box<str>,
     keys: u64,
     buyer: BuyerId,
     exp: u64,
@@ -47,8 +48,18 @@ thread_local! {
     /// Tokens this worker thread verified, by their exact bytes: a buyer's token is checked
     /// once, not on every request (an HMAC and a JSON parse each time). Expiry is checked on
     /// every hit.
-    static VERIFIED: std::cell::RefCell<std::collections::HashMap<Box<str>, Verified>> =
+    static VERIFIED: std::cell::RefCell<std::collections::HashMap<u64, Verified>> =
         std::cell::RefCell::new(std::collections::HashMap::new());
+    static HASHER: std::hash::RandomState = std::hash::RandomState::new();
+}
+
+/// The cache slot of a token: a hash of its last 32 bytes (the signature's end, so distinct
+/// tokens differ there), a fraction of the cost of hashing the whole token. A slot holds the
+/// whole token and is trusted only if it is this one.
+fn slot(token: &str) -> u64 {
+    use std::hash::BuildHasher;
+    let bytes = token.as_bytes();
+    HASHER.with(|h| h.hash_one(&bytes[bytes.len().saturating_sub(32)..]))
 }
 
 impl TokenKeys {
@@ -82,11 +93,14 @@ impl TokenKeys {
     pub fn verify(&self, token: &str) -> Result<BuyerId, String> {
         let now = jsonwebtoken::get_current_timestamp();
         let leeway = self.validation.leeway;
+        let slot = slot(token);
         let hit = VERIFIED.with(|cache| {
             cache
                 .borrow()
-                .get(token)
-                .filter(|v| v.keys == self.id && now <= v.exp.saturating_add(leeway))
+                .get(&slot)
+                .filter(|v| {
+                    v.keys == self.id && &*v.token == token && now <= v.exp.saturating_add(leeway)
+                })
                 .map(|v| v.buyer.clone())
         });
         if let Some(buyer) = hit {
@@ -99,8 +113,9 @@ impl TokenKeys {
                 cache.clear();
             }
             cache.insert(
-                token.into(),
+                slot,
                 Verified {
+                    token: token.into(),
                     keys: self.id,
                     buyer: buyer.clone(),
                     exp,

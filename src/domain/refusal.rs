@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Serialized into the idempotency record, so a replay renders exactly the first answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, thiserror::Error)]
 #[serde(tag = "code", rename_all = "kebab-case")]
 pub enum Refusal {
     #[error("{what} not found")]

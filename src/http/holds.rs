@@ -2,6 +2,11 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse, ResponseError};
 use serde::{Deserialize, Serialize};
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use actix_web::http::header::{HeaderName, HeaderValue};
+
 use crate::domain::{DropId, DropState, HoldId, Refusal};
 use crate::events::hub_state_at;
 use crate::http::drops::parse_drop_id;
@@ -11,6 +16,8 @@ use crate::http::problem::ApiError;
 use crate::http::state::AppState;
 use crate::store::keys::{Remembered, Seen};
 use crate::store::{holds, Answer, ConfirmHold, IdempotentRequest, PlaceHold, StoreError};
+
+const REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -42,25 +49,26 @@ pub async fn create_hold(
     let (in_flight, seen) = state.keys.begin(state.keys.hash(&buyer, &key));
     match seen {
         Seen::Remembered(first) => {
-            let result: Result<crate::domain::views::HoldView, Refusal> =
-                if first.fingerprint == fingerprint {
-                    Err(first.refusal)
-                } else {
-                    Err(Refusal::IdempotencyKeyReused)
-                };
-            let replayed = first.fingerprint == fingerprint;
-            return Ok(respond(Answer { result, replayed }, StatusCode::CREATED));
+            if first.fingerprint[..] != fingerprint[..16] {
+                return Err(Refusal::IdempotencyKeyReused.into());
+            }
+            let mut res = ApiError::cached_refusal(&first.refusal);
+            res.headers_mut()
+                .insert(REPLAYED, HeaderValue::from_static("true"));
+            return Ok(res);
         }
         Seen::Fresh => {
             if let Some(refusal) = sold_out_in_memory(&state, &drop_id, &body) {
+                let mut prefix = [0u8; 16];
+                prefix.copy_from_slice(&fingerprint[..16]);
                 let first = Remembered {
-                    fingerprint,
+                    fingerprint: prefix,
                     refusal: refusal.clone(),
                 };
                 let now_ms = state.clock.now().timestamp_millis();
                 if state.keys.remember(&in_flight, first, now_ms) {
                     crate::stats::count_attempt("sold-out-from-memory");
-                    return Err(refusal.into());
+                    return Ok(ApiError::cached_refusal(&refusal));
                 }
             }
         }
@@ -114,8 +122,13 @@ pub async fn confirm_hold(
 }
 
 /// A live drop whose SKU the latest commit left at zero is refused without a trip to the writer
-/// (the caller makes sure the key is new: a used key is the writer's to answer).
-fn sold_out_in_memory(state: &AppState, drop_id: &DropId, body: &HoldRequest) -> Option<Refusal> {
+/// (the caller makes sure the key is new: a used key is the writer's to answer). The refusal is
+/// shared by every request refused the same way on this worker.
+fn sold_out_in_memory(
+    state: &AppState,
+    drop_id: &DropId,
+    body: &HoldRequest,
+) -> Option<Arc<Refusal>> {
     let now = state.clock.now();
     // A due hold the sweep has not ended yet counts for nothing: only the writer can tell.
     if state.writer.hold_may_be_due(now.timestamp_millis()) {
@@ -134,11 +147,26 @@ fn sold_out_in_memory(state: &AppState, drop_id: &DropId, body: &HoldRequest) ->
     if !sold_out || hub_state_at(&cached.view, now) != DropState::Live {
         return None;
     }
-    Some(Refusal::SoldOut {
-        sku: body.sku.clone(),
-        available: 0,
-        requested: body.quantity,
-    })
+    thread_local! {
+        static SHARED: std::cell::RefCell<HashMap<(String, i64), Arc<Refusal>>> =
+            std::cell::RefCell::new(HashMap::new());
+    }
+    Some(SHARED.with(|shared| {
+        let mut shared = shared.borrow_mut();
+        if let Some(refusal) = shared.get(&(body.sku.clone(), body.quantity)) {
+            return refusal.clone();
+        }
+        if shared.len() >= 512 {
+            shared.clear();
+        }
+        let refusal = Arc::new(Refusal::SoldOut {
+            sku: body.sku.clone(),
+            available: 0,
+            requested: body.quantity,
+        });
+        shared.insert((body.sku.clone(), body.quantity), refusal.clone());
+        refusal
+    }))
 }
 
 /// The first answer for an Idempotency-Key, or its replay, marked as such.
@@ -148,10 +176,8 @@ fn respond<T: Serialize>(answer: Answer<T>, success: StatusCode) -> HttpResponse
         Err(refusal) => ApiError::from(refusal).error_response(),
     };
     if answer.replayed {
-        res.headers_mut().insert(
-            actix_web::http::header::HeaderName::from_static("idempotent-replayed"),
-            actix_web::http::header::HeaderValue::from_static("true"),
-        );
+        res.headers_mut()
+            .insert(REPLAYED, HeaderValue::from_static("true"));
     }
     res
 }

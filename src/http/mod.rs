@@ -48,11 +48,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route("/metrics", web::get().to(health::metrics))
     .route("/openapi.json", web::get().to(pages::openapi))
     .service(
+        // Routes are tried in order, each dynamic one a regex match: the stampede's first.
         web::scope("/v1")
+            .route("/drops/{drop}/holds", web::post().to(holds::create_hold))
             .route("/demo/token", web::get().to(pages::demo_token))
             .route("/drops", web::get().to(drops::list_drops))
             .route("/drops/{drop}", web::get().to(drops::get_drop))
-            .route("/drops/{drop}/holds", web::post().to(holds::create_hold))
             .route(
                 "/drops/{drop}/events",
                 web::get().to(events::stream_drop_events),

@@ -141,6 +141,38 @@ impl ResponseError for ApiError {
     }
 }
 
+impl ApiError {
+    /// The answer for a refusal given from memory. Every buyer refused `sold-out` on a SKU for
+    /// the same quantity gets the same bytes, so each worker renders them once (a few hundred
+    /// distinct refusals at most are kept).
+    pub fn cached_refusal(refusal: &Refusal) -> HttpResponse<BoxBody> {
+        type Rendered = (StatusCode, actix_web::web::Bytes);
+        thread_local! {
+            static RENDERED: std::cell::RefCell<std::collections::HashMap<Refusal, Rendered>> =
+                std::cell::RefCell::new(std::collections::HashMap::new());
+        }
+        let (status, body) = RENDERED.with(|cache| {
+            let mut cache = cache.borrow_mut();
+            if let Some(rendered) = cache.get(refusal) {
+                return rendered.clone();
+            }
+            if cache.len() >= 512 {
+                cache.clear();
+            }
+            let err = ApiError::from(refusal.clone());
+            let rendered = (
+                err.status,
+                actix_web::web::Bytes::from(err.body().to_string()),
+            );
+            cache.insert(refusal.clone(), rendered.clone());
+            rendered
+        });
+        HttpResponse::build(status)
+            .insert_header((header::CONTENT_TYPE, PROBLEM_JSON))
+            .body(body)
+    }
+}
+
 impl From<Refusal> for ApiError {
     fn from(refusal: Refusal) -> Self {
         let status = match &refusal {

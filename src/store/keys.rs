@@ -20,6 +20,9 @@ use std::time::Duration;
 use crate::domain::{BuyerId, IdempotencyKey, Refusal};
 
 const SHARDS: usize = 64;
+/// Most refusals remembered at once (about 60 bytes each): past it the oldest are forgotten
+/// first, so a sold-out stampede cannot grow memory without bound.
+const MAX_REMEMBERED: usize = 1_000_000;
 
 /// How long a key is kept by default (`--idempotency-retention`).
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(24 * 3600);
@@ -39,11 +42,12 @@ struct Shard {
     remembered_at: VecDeque<(i64, u64)>,
 }
 
-/// A refusal answered from memory, with the fingerprint of the request it answered.
+/// A refusal answered from memory, with (a prefix of) the fingerprint of the request it
+/// answered. Refusals are shared: every buyer refused the same way holds the same one.
 #[derive(Debug, Clone)]
 pub struct Remembered {
-    pub fingerprint: [u8; 32],
-    pub refusal: Refusal,
+    pub fingerprint: [u8; 16],
+    pub refusal: Arc<Refusal>,
 }
 
 /// What memory knows about a key when a request under it arrives.
@@ -138,7 +142,7 @@ impl KeyBook {
         }
         let cutoff = now_ms - self.retention_ms;
         while let Some(&(at, old)) = shard.remembered_at.front() {
-            if at > cutoff {
+            if at > cutoff && shard.remembered.len() < MAX_REMEMBERED / SHARDS {
                 break;
             }
             shard.remembered_at.pop_front();
@@ -186,8 +190,8 @@ mod tests {
 
     fn refusal() -> Remembered {
         Remembered {
-            fingerprint: [7; 32],
-            refusal: Refusal::HoldReleased,
+            fingerprint: [7; 16],
+            refusal: Arc::new(Refusal::HoldReleased),
         }
     }
 
