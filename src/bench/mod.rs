@@ -64,6 +64,9 @@ pub struct BenchArgs {
     /// The independent load client (default: `wrk` on PATH; `make bench` installs it).
     #[arg(long)]
     pub wrk: Option<PathBuf>,
+    /// Start the server with a file replica (in the temporary directory) beside it.
+    #[arg(long)]
+    pub with_replica: bool,
     /// Run without wrk even if it is installed.
     #[arg(long)]
     pub skip_wrk: bool,
@@ -153,7 +156,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
         None => {
             let admin = server::create_admin_key(dir.path())?;
-            let srv = OwnServer::start(dir.path(), &own_secret, &args.synchronous, &[])?;
+            let replica = format!("file://{}", dir.path().join("replica").display());
+            let extra: Vec<&str> = if args.with_replica {
+                vec!["--replica", &replica]
+            } else {
+                Vec::new()
+            };
+            let srv = OwnServer::start(dir.path(), &own_secret, &args.synchronous, &extra)?;
             let base = srv.base.clone();
             (Some(srv), base, admin, own_secret.clone())
         }
@@ -217,6 +226,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let phases_run = std::cell::Cell::new(0usize);
     // WAL bytes the last phase wrote (from the server's /metrics).
     let last_wal = std::cell::Cell::new(None::<f64>);
+    let last_wal_max = std::cell::Cell::new(None::<f64>);
     let phase = |name: &str,
                  groups: &[Group],
                  own: &Option<OwnServer>,
@@ -225,6 +235,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         eprintln!("phase {name}...");
         let pid = own.as_ref().map(|s| s.pid);
         let wal_before = wrk::wal_bytes(ctx.addr).ok();
+        let watch = own.as_ref().map(|s| server::WalWatch::start(&s.db_path));
         let before = cpu::sample(pid);
         let number = phases_run.get();
         phases_run.set(number + 1);
@@ -236,6 +247,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             args.max_requests_per_connection,
         )?;
         let usage = cpu::between(&before, &cpu::sample(pid));
+        last_wal_max.set(watch.map(server::WalWatch::stop));
         last_wal.set(match (wal_before, wrk::wal_bytes(ctx.addr)) {
             (Some(a), Ok(b)) => Some(b - a),
             _ => None,
@@ -266,6 +278,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         let (results, usage) = phase("stampede", &[stampede(&big)], &own, &ctx)?;
         let mut p = Phase::new("stampede", round, &results[0], usage);
         p.wal_bytes_per_request = wal_per_request(results[0].requests);
+        p.wal_max_mb = last_wal_max.get();
         p.invariants = verify(&own, &big, &results[0], None)?;
         report.add(p);
 
@@ -280,10 +293,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             let pid = own.as_ref().map(|s| s.pid);
             let wrk_phase = |name: &str, target: &wrk::Target<'_>, duration: Duration| {
                 eprintln!("phase {name}...");
+                let watch = own.as_ref().map(|s| server::WalWatch::start(&s.db_path));
                 let (before, wal_before) = (cpu::sample(pid), wrk::wal_bytes(addr).ok());
                 let result = wrk.run(addr, target, args.connections, duration)?;
                 let usage = cpu::between(&before, &cpu::sample(pid));
                 let mut p = Phase::from_wrk(name, round, &result, usage);
+                p.wal_max_mb = watch.map(server::WalWatch::stop);
                 if let (Some(a), Ok(b)) = (wal_before, wrk::wal_bytes(addr)) {
                     p.wal_bytes_per_request = Some((b - a) / result.requests.max(1) as f64);
                 }

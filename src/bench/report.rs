@@ -33,6 +33,8 @@ pub struct Phase {
     pub writer_us_per_request: Option<f64>,
     /// Bytes the writer wrote into the WAL per request of the phase.
     pub wal_bytes_per_request: Option<f64>,
+    /// The largest the WAL file was during the phase (sampled every 50 ms).
+    pub wal_max_mb: Option<f64>,
     pub noisy: bool,
     /// `ok`, what was broken, or absent when the benchmark could not see the database.
     pub invariants: Option<String>,
@@ -63,6 +65,7 @@ impl Phase {
             loadgen_us_per_request: per_request(cpu.loadgen_seconds()),
             writer_us_per_request: cpu.writer_cores.map(|c| per_request(c * cpu.seconds)),
             wal_bytes_per_request: None,
+            wal_max_mb: None,
             noisy: cpu.other_cores > NOISY_CORES,
             invariants: None,
             catch_up_p99_ms: None,
@@ -92,6 +95,7 @@ impl Phase {
             loadgen_us_per_request: per_request(cpu.loadgen_seconds()),
             writer_us_per_request: cpu.writer_cores.map(|c| per_request(c * cpu.seconds)),
             wal_bytes_per_request: None,
+            wal_max_mb: None,
             noisy: cpu.other_cores > NOISY_CORES,
             invariants: None,
             catch_up_p99_ms: None,
@@ -116,6 +120,8 @@ pub struct Settings {
     pub synchronous: String,
     pub buyers: usize,
     pub own_server: bool,
+    /// The server ran with a file replica (`--with-replica`).
+    pub replica: bool,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -134,6 +140,8 @@ pub struct Summary {
     pub loadgen_cost_over_wrk_hold: Option<f64>,
     /// WAL bytes per hold attempt in the steady wrk stampede (goal <= 1 KB).
     pub wal_bytes_per_attempt: Option<f64>,
+    /// The largest the WAL grew in any stampede phase (goal < 64 MB without a replica).
+    pub wal_max_mb: Option<f64>,
     pub ceiling_rps: Option<f64>,
     pub stampede_rps: Option<f64>,
     /// Median over rounds of stampede/ceiling measured in the same round. Goal: >= 0.8.
@@ -205,6 +213,7 @@ impl Report {
                 synchronous: args.synchronous.clone(),
                 buyers: args.buyers,
                 own_server,
+                replica: args.with_replica,
             },
             phases: Vec::new(),
             summary: Summary::default(),
@@ -277,6 +286,12 @@ impl Report {
                     .filter_map(|p| p.wal_bytes_per_request)
                     .collect(),
             ),
+            wal_max_mb: self
+                .phases
+                .iter()
+                .filter(|p| p.name.contains("stampede"))
+                .filter_map(|p| p.wal_max_mb)
+                .reduce(f64::max),
             ceiling_rps: rates("ceiling"),
             stampede_rps: rates("stampede"),
             stampede_over_ceiling: ratio_to_ceiling("stampede"),
@@ -322,7 +337,7 @@ impl Report {
         let s = &self.settings;
         let mut out = format!(
             "## dropd bench\n\n{} cores ({}), Linux {}, SQLite {}, dropd {}; synchronous={}, \
-             {} connections, {} s phases, {} rounds, {} buyers.\n\n",
+             {} connections, {} s phases, {} rounds, {} buyers{}.\n\n",
             m.cores,
             m.cpu_model,
             m.kernel,
@@ -332,17 +347,18 @@ impl Report {
             s.connections,
             s.phase_seconds,
             s.rounds,
-            s.buyers
+            s.buyers,
+            if s.replica { ", file replica" } else { "" }
         );
         out.push_str(
-            "| phase | client | round | req/s | p50 ms | p99 ms | p99.9 ms | outcomes | server us/req | writer us/req | WAL B/req | loadgen us/req | other cores | invariants |\n\
-             |---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+            "| phase | client | round | req/s | p50 ms | p99 ms | p99.9 ms | outcomes | server us/req | writer us/req | WAL B/req | WAL max MB | loadgen us/req | other cores | invariants |\n\
+             |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
         );
         for p in &self.phases {
             let outcomes: Vec<String> =
                 p.outcomes.iter().map(|(k, v)| format!("{k} {v}")).collect();
             out.push_str(&format!(
-                "| {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {}{} | {} | {} | {} | {:.1} | {:.2}{} | {} |\n",
+                "| {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {}{} | {} | {} | {} | {} | {:.1} | {:.2}{} | {} |\n",
                 p.name,
                 p.client,
                 p.round,
@@ -362,6 +378,7 @@ impl Report {
                     .map_or("n/a".into(), |v| format!("{v:.1}")),
                 p.wal_bytes_per_request
                     .map_or("n/a".into(), |v| format!("{v:.0}")),
+                p.wal_max_mb.map_or("n/a".into(), |v| format!("{v:.1}")),
                 p.loadgen_us_per_request,
                 p.cpu.other_cores,
                 if p.noisy { " (noisy)" } else { "" },
@@ -377,6 +394,7 @@ impl Report {
              | wrk: holds in steady state / healthz | {} (p99 {} ms) | >= 0.8, p99 < 10 ms |\n\
              | wrk: sold-out path / healthz | {} | >= 0.9 |\n\
              | WAL bytes per hold attempt (wrk steady) | {} | <= 1024 |\n\
+             | largest WAL during any stampede | {} MB | < 64 MB without a replica |\n\
              | own load generator CPU / wrk's, healthz and holds | {} and {} | <= 1.5 |\n\
              | stampede / ceiling, own generator (median of per-round ratios) | {} | >= 0.8 |\n\
              | stampede p99 at {} connections | {} ms | < 10 ms |\n\
@@ -394,6 +412,7 @@ impl Report {
             fmt(sum.wrk_steady_p99_ms, 1),
             fmt(sum.wrk_sold_out_over_ceiling, 2),
             fmt(sum.wal_bytes_per_attempt, 0),
+            fmt(sum.wal_max_mb, 1),
             fmt(sum.loadgen_cost_over_wrk_health, 2),
             fmt(sum.loadgen_cost_over_wrk_hold, 2),
             fmt(sum.stampede_over_ceiling, 2),

@@ -85,3 +85,33 @@ impl OwnServer {
         bail!("dropd did not stop within 30 s of SIGTERM")
     }
 }
+
+/// Samples the size of the server's WAL every 50 ms (a `stat`, no descriptor on the file) until
+/// stopped: how large the WAL grew during a phase.
+pub struct WalWatch {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    handle: std::thread::JoinHandle<u64>,
+}
+
+impl WalWatch {
+    pub fn start(db_path: &Path) -> Self {
+        let wal = PathBuf::from(format!("{}-wal", db_path.display()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = std::thread::spawn(move || {
+            let mut largest = 0;
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                largest = largest.max(std::fs::metadata(&wal).map_or(0, |m| m.len()));
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            largest
+        });
+        Self { stop, handle }
+    }
+
+    /// The largest size seen, in MB.
+    pub fn stop(self) -> f64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.handle.join().unwrap_or(0) as f64 / 1e6
+    }
+}
