@@ -307,11 +307,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             let (p, _) = wrk_phase("wrk ceiling", &wrk::Target::Health, args.duration)?;
             report.add(p);
 
-            // The way a drop starts: the writer idle long enough to truncate the WAL.
-            std::thread::sleep(Duration::from_secs(1));
+            // The way a drop starts: the writer idle long enough to truncate the WAL (it waits
+            // for a second without commands).
             let drop = format!("bench-{run_id}-wrk-{round}");
             admin.create_drop(&drop, 1_000_000_000)?;
-            std::thread::sleep(Duration::from_secs(1));
+            std::thread::sleep(Duration::from_millis(2_500));
             let mut acked = 0;
             for (name, duration, part) in [
                 ("wrk stampede from idle", args.idle_duration, "idle"),

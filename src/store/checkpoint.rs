@@ -368,6 +368,7 @@ impl CheckpointGate {
 
 /// Runs `PRAGMA wal_checkpoint(mode)`; true if every frame was checkpointed.
 pub fn run(conn: &Connection, mode: &str) -> bool {
+    let started = std::time::Instant::now();
     let sql = format!("PRAGMA wal_checkpoint({mode})");
     match conn.query_row(&sql, [], |r| {
         Ok((
@@ -377,7 +378,12 @@ pub fn run(conn: &Connection, mode: &str) -> bool {
         ))
     }) {
         Ok((busy, log, done)) => {
-            tracing::debug!(mode, busy, log, done, "checkpoint");
+            let ms = started.elapsed().as_millis() as u64;
+            if ms > 50 {
+                tracing::warn!(mode, busy, log, done, ms, "slow checkpoint");
+            } else {
+                tracing::debug!(mode, busy, log, done, ms, "checkpoint");
+            }
             busy == 0 && log == done
         }
         Err(err) => {

@@ -30,8 +30,17 @@ use super::{drops, holds, idempotency, CommitListener, StoreConfig, StoreError};
 
 /// How often an idle writer wakes to expire holds and checkpoint.
 const IDLE_TICK: Duration = Duration::from_millis(200);
-/// Commits between passive checkpoints while busy.
-const CHECKPOINT_EVERY: u64 = 1_000;
+/// Without a replica, a passive checkpoint while busy once the WAL holds this much (its frame
+/// count in the WAL index: the file keeps its size when SQLite starts it over), and
+/// at least `CHECKPOINT_SPACING` commits after the last attempt): frequent short copies instead
+/// of rare long ones, which stalled the writer for a fifth of a second, and a WAL that stays
+/// far under 64 MB through a stampede.
+const CHECKPOINT_WAL_BYTES: u64 = 16 << 20;
+const CHECKPOINT_SPACING: u64 = 32;
+/// Without a replica, the idle truncation of the WAL waits for this long without commands.
+const IDLE_TRUNCATE_AFTER: Duration = Duration::from_secs(1);
+/// A batch that takes longer is logged: every buyer in it waited that long.
+const SLOW_BATCH: Duration = Duration::from_millis(50);
 /// Exit status when the database files were replaced under the writer (see `storage_replaced`).
 pub const EXIT_STORAGE_REPLACED: i32 = 75;
 /// Commands that may fail alone in one batch before the rest is failed too: each failure costs
@@ -148,6 +157,8 @@ pub(crate) fn spawn(
         listener,
         depth: depth.clone(),
         commits_since_checkpoint: 0,
+        commits_since_attempt: 0,
+        last_command: Instant::now(),
     };
     let thread_alive = alive.clone();
     let handle = std::thread::Builder::new()
@@ -380,6 +391,9 @@ struct WriterLoop {
     listener: Option<Arc<dyn CommitListener>>,
     depth: Arc<AtomicI64>,
     commits_since_checkpoint: u64,
+    commits_since_attempt: u64,
+    /// When the last command arrived.
+    last_command: Instant,
 }
 
 impl WriterLoop {
@@ -388,7 +402,10 @@ impl WriterLoop {
         let mut queue = Vec::with_capacity(self.batch_limit);
         loop {
             match self.rx.recv_timeout(IDLE_TICK) {
-                Ok(cmd) => queue.push(cmd),
+                Ok(cmd) => {
+                    self.last_command = Instant::now();
+                    queue.push(cmd);
+                }
                 Err(RecvTimeoutError::Timeout) => {
                     self.try_idle_work();
                     continue;
@@ -414,7 +431,11 @@ impl WriterLoop {
                 if gated.after_commit(&self.conn) {
                     self.commits_since_checkpoint = 0;
                 }
-            } else if self.commits_since_checkpoint >= CHECKPOINT_EVERY {
+            } else if self.commits_since_attempt >= CHECKPOINT_SPACING
+                && u64::from(self.wal_frames.0) * (PAGE_SIZE + WAL_FRAME_HEADER)
+                    >= CHECKPOINT_WAL_BYTES
+            {
+                self.commits_since_attempt = 0;
                 self.try_checkpoint("PASSIVE");
             }
         }
@@ -451,7 +472,10 @@ impl WriterLoop {
             }
             Err(err) => tracing::warn!(error = %err, "could not look for expired holds"),
         }
-        if self.commits_since_checkpoint > 0 {
+        // Truncating a large WAL takes up to half a second (the file's truncation and fsync); a
+        // lull of one idle tick inside a burst must not make the burst's next buyers wait for it.
+        let quiet = self.gated.is_some() || self.last_command.elapsed() >= IDLE_TRUNCATE_AFTER;
+        if self.commits_since_checkpoint > 0 && quiet {
             self.try_checkpoint("TRUNCATE");
         }
     }
@@ -548,6 +572,7 @@ impl WriterLoop {
         }
         if ran.committed {
             self.commits_since_checkpoint += 1;
+            self.commits_since_attempt += 1;
             self.count_wal_frames();
         }
         ran.shutdown
@@ -818,6 +843,14 @@ fn run_batch(
         }
         metrics::histogram!("dropd_writer_batch_size").record(size as f64);
         metrics::histogram!("dropd_writer_apply_seconds").record(applied.as_secs_f64());
+        if started.elapsed() > SLOW_BATCH {
+            tracing::warn!(
+                commands = size,
+                apply_ms = applied.as_millis() as u64,
+                commit_ms = (started.elapsed() - applied).as_millis() as u64,
+                "slow batch"
+            );
+        }
         metrics::histogram!("dropd_writer_commit_seconds")
             .record((started.elapsed() - applied).as_secs_f64());
         metrics::counter!("dropd_writer_commits_total").increment(1);

@@ -15,7 +15,10 @@ CREATE TABLE holds (
     buyer       TEXT    NOT NULL,
     quantity    INTEGER NOT NULL CHECK (quantity > 0),
     attempt_seq INTEGER NOT NULL,
-    state       TEXT    NOT NULL CHECK (state IN ('active', 'confirmed', 'released', 'expired')),
+    -- a chain of comparisons, not IN (...): SQLite builds a temporary b-tree for an IN list in a
+    -- CHECK on every insert and update
+    state       TEXT    NOT NULL CHECK (state = 'active' OR state = 'confirmed'
+                                        OR state = 'released' OR state = 'expired'),
     created_at  INTEGER NOT NULL,
     expires_at  INTEGER NOT NULL,
     ended_at    INTEGER,
