@@ -1,0 +1,347 @@
+//! The `store-writer` thread: the only read-write connection, and group commit.
+//!
+//! Contract: commands are taken in arrival order; up to `batch_limit` queued commands run inside
+//! one `BEGIN IMMEDIATE` transaction, each deciding before it writes (see `tx`); the transaction
+//! commits once (one fsync for the batch under `synchronous=FULL`), the hub learns the new state,
+//! and only then is any command answered. If
+//! the commit fails, every command of the batch is answered with the failure and nothing of the
+//! batch is visible. Only this thread checkpoints the WAL.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::mpsc::{self, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rusqlite::Connection;
+use tokio::sync::oneshot;
+
+use crate::domain::views::{DropPatch, DropView, HoldView, NewDrop, OrderView};
+use crate::domain::{BuyerId, Clock, DropId, HoldId, Refusal};
+
+mod event_loop;
+mod group_commit;
+
+use event_loop::WriterLoop;
+use group_commit::{run_batch, BatchChores, Verifier};
+
+use super::commands::{Command, Reply};
+use super::files::DbFiles;
+use super::keys::KeyBook;
+use super::memory::{BuyerLoad, Memory};
+use super::requests::{Answer, ConfirmHold, IdempotentRequest, PlaceHold};
+use super::{CommitListener, StoreConfig, StoreError};
+
+/// How often an idle writer wakes to expire holds and checkpoint.
+const IDLE_TICK: Duration = Duration::from_millis(200);
+/// Without a replica, a passive checkpoint while busy once the WAL holds this much (its frame
+/// count in the WAL index: the file keeps its size when SQLite starts it over), and
+/// at least `CHECKPOINT_SPACING` commits after the last attempt): frequent short copies instead
+/// of rare long ones, which stalled the writer for a fifth of a second, and a WAL that stays
+/// far under 64 MB through a stampede.
+const CHECKPOINT_WAL_BYTES: u64 = 16 << 20;
+const CHECKPOINT_SPACING: u64 = 32;
+/// Without a replica, the idle truncation of the WAL waits for this long without commands.
+const IDLE_TRUNCATE_AFTER: Duration = Duration::from_secs(1);
+/// Exit status when the database files were replaced under the writer (see `storage_replaced`).
+pub const EXIT_STORAGE_REPLACED: i32 = 75;
+/// SQLite's default page size, which dropd never changes, and the header of each WAL frame.
+const PAGE_SIZE: u64 = 4096;
+const WAL_FRAME_HEADER: u64 = 24;
+/// How often the writer looks for idempotency records past the retention window.
+const PRUNE_EVERY: Duration = Duration::from_secs(1);
+
+/// The handle handlers use to send commands; cheap to clone.
+#[derive(Clone)]
+pub struct Writer {
+    tx: SyncSender<Command>,
+    /// When the earliest active hold expires (Unix ms; `i64::MAX` for none), as of the last
+    /// commit: until then no hold is due, so memory may refuse `sold-out` without the writer.
+    next_expiry: Arc<AtomicI64>,
+    depth: Arc<AtomicI64>,
+    alive: Arc<AtomicBool>,
+    naive: Option<NaiveWriters>,
+}
+
+/// The benchmark's baseline only (`serve --naive-writes`, hidden): every command runs in its own
+/// transaction on one of a pool of read-write connections, the way a typical web app writes. It
+/// exists so the gain of group commit is measured, not claimed; never use it in production.
+#[derive(Clone)]
+struct NaiveWriters {
+    pool: r2d2::Pool<r2d2_sqlite::SqliteConnectionManager>,
+    clock: Arc<dyn Clock>,
+    listener: Option<Arc<dyn CommitListener>>,
+    keys: Arc<KeyBook>,
+    box_id: Option<String>,
+}
+
+pub struct WriterThread {
+    handle: JoinHandle<()>,
+    alive: Arc<AtomicBool>,
+}
+
+impl WriterThread {
+    pub fn is_alive(&self) -> bool {
+        self.alive.load(Ordering::Relaxed)
+    }
+
+    /// Waits for the writer to finish its queue, checkpoint and stop.
+    pub fn join(self) {
+        if self.handle.join().is_err() {
+            tracing::error!("store-writer thread ended with a panic");
+        }
+    }
+}
+
+/// Counters for metrics and the operator page.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WriterStats {
+    pub queue_depth: i64,
+}
+
+pub(crate) fn spawn(
+    conn: Connection,
+    files: Arc<DbFiles>,
+    gated: Option<super::checkpoint::GatedCheckpoints>,
+    config: &StoreConfig,
+    clock: Arc<dyn Clock>,
+    listener: Option<Arc<dyn CommitListener>>,
+    keys: Arc<KeyBook>,
+) -> Result<(Writer, WriterThread), StoreError> {
+    let naive = if config.naive_writers {
+        // A typical web app would index holds by buyer to count a buyer's units per request.
+        conn.execute_batch(
+            "CREATE INDEX IF NOT EXISTS naive_holds_by_buyer ON holds (drop_id, buyer)",
+        )?;
+        let sync = config.synchronous.as_str();
+        let manager =
+            r2d2_sqlite::SqliteConnectionManager::file(&config.path).with_init(move |c| {
+                c.busy_timeout(Duration::from_secs(30))?;
+                c.execute_batch(&format!(
+                    "PRAGMA synchronous = {sync}; PRAGMA foreign_keys = ON;"
+                ))
+            });
+        let pool = r2d2::Pool::builder().max_size(16).build(manager)?;
+        Some(NaiveWriters {
+            pool,
+            clock: clock.clone(),
+            listener: listener.clone(),
+            keys: keys.clone(),
+            box_id: config.box_id.clone(),
+        })
+    } else {
+        None
+    };
+    let (tx, rx) = mpsc::sync_channel(config.queue_size.max(1));
+    let depth = Arc::new(AtomicI64::new(0));
+    let alive = Arc::new(AtomicBool::new(true));
+    let next_expiry = Arc::new(AtomicI64::new(i64::MIN));
+    let mut worker = WriterLoop {
+        conn,
+        rx,
+        clock,
+        batch_limit: config.batch_limit.max(1),
+        memory: Memory::new(BuyerLoad::WholeDrop),
+        sweep_limit: config.sweep_limit.max(1),
+        box_id: config.box_id.clone(),
+        wal_frames: (0, 0),
+        next_expiry: next_expiry.clone(),
+        keys,
+        next_prune: Instant::now(),
+        verifier: Verifier::default(),
+        gated,
+        files,
+        listener,
+        depth: depth.clone(),
+        commits_since_checkpoint: 0,
+        commits_since_attempt: 0,
+        last_command: Instant::now(),
+    };
+    let thread_alive = alive.clone();
+    let handle = std::thread::Builder::new()
+        .name("store-writer".into())
+        .spawn(move || {
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                worker.run_until_stopped()
+            }));
+            thread_alive.store(false, Ordering::Relaxed);
+            if outcome.is_err() {
+                // The transaction's fate and the replies' are unknown: stop everything and let
+                // the supervisor restart from what is on disk.
+                tracing::error!("store-writer panicked; aborting the process");
+                std::process::abort();
+            }
+        })
+        .map_err(|e| StoreError::Setup(format!("could not start the store-writer thread: {e}")))?;
+    let writer = Writer {
+        tx,
+        next_expiry,
+        depth,
+        alive: alive.clone(),
+        naive,
+    };
+    Ok((writer, WriterThread { handle, alive }))
+}
+
+impl Writer {
+    fn submit<T>(
+        &self,
+        make: impl FnOnce(Reply<T>) -> Command,
+    ) -> Result<oneshot::Receiver<Result<T, StoreError>>, StoreError> {
+        let (tx, answer) = oneshot::channel();
+        let reply = Reply::new(tx);
+        if let Some(naive) = &self.naive {
+            let naive = naive.clone();
+            let cmd = make(reply);
+            tokio::task::spawn_blocking(move || match naive.pool.get() {
+                Ok(conn) => {
+                    let now = naive.clock.now();
+                    let listener = naive.listener.as_deref();
+                    run_batch(
+                        &conn,
+                        now,
+                        &mut Memory::new(BuyerLoad::OneBuyer),
+                        &naive.keys,
+                        &mut vec![cmd],
+                        listener,
+                        &|| Ok(()),
+                        BatchChores {
+                            box_id: naive.box_id.as_deref(),
+                            sweep: true,
+                            sweep_limit: 2_000,
+                            ..BatchChores::default()
+                        },
+                    );
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, "no naive writer connection");
+                    cmd.answer(Some(StoreError::CommitFailed));
+                }
+            });
+            return Ok(answer);
+        }
+        self.depth.fetch_add(1, Ordering::Relaxed);
+        match self.tx.try_send(make(reply)) {
+            Ok(()) => Ok(answer),
+            Err(err) => {
+                self.depth.fetch_sub(1, Ordering::Relaxed);
+                Err(match err {
+                    TrySendError::Full(_) => StoreError::Overloaded,
+                    TrySendError::Disconnected(_) => StoreError::WriterStopped,
+                })
+            }
+        }
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, StoreError> {
+        let answer = self.submit(make)?;
+        answer.await.map_err(|_| StoreError::WriterStopped)?
+    }
+
+    pub async fn place_hold(
+        &self,
+        req: IdempotentRequest,
+        cmd: PlaceHold,
+    ) -> Result<Answer<HoldView>, StoreError> {
+        self.ask(|reply| Command::PlaceHold(req, cmd, reply)).await
+    }
+
+    pub async fn confirm_hold(
+        &self,
+        req: IdempotentRequest,
+        cmd: ConfirmHold,
+    ) -> Result<Answer<OrderView>, StoreError> {
+        self.ask(|reply| Command::ConfirmHold(req, cmd, reply))
+            .await
+    }
+
+    pub async fn release_hold(
+        &self,
+        buyer: BuyerId,
+        hold_id: HoldId,
+    ) -> Result<Result<HoldView, Refusal>, StoreError> {
+        self.ask(|reply| Command::ReleaseHold {
+            buyer,
+            hold_id,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn create_drop(
+        &self,
+        spec: NewDrop,
+    ) -> Result<Result<DropView, Refusal>, StoreError> {
+        self.ask(|reply| Command::CreateDrop { spec, reply }).await
+    }
+
+    pub async fn update_drop(
+        &self,
+        drop_id: DropId,
+        patch: DropPatch,
+    ) -> Result<Result<DropView, Refusal>, StoreError> {
+        self.ask(|reply| Command::UpdateDrop {
+            drop_id,
+            patch,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn adjust_stock(
+        &self,
+        drop_id: DropId,
+        sku: String,
+        delta: i64,
+    ) -> Result<Result<DropView, Refusal>, StoreError> {
+        self.ask(|reply| Command::AdjustStock {
+            drop_id,
+            sku,
+            delta,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn create_admin_key(
+        &self,
+        name: String,
+        key_hash: [u8; 32],
+    ) -> Result<String, StoreError> {
+        self.ask(|reply| Command::CreateAdminKey {
+            name,
+            key_hash,
+            reply,
+        })
+        .await
+    }
+
+    /// Runs a batch now (expiring every hold due by the clock) and waits for its commit.
+    pub async fn sync(&self) -> Result<(), StoreError> {
+        self.ask(|reply| Command::Sync { reply }).await
+    }
+
+    /// Asks the writer to finish what is queued and stop; waits for room in the queue.
+    pub fn shutdown(&self) {
+        self.depth.fetch_add(1, Ordering::Relaxed);
+        if self.tx.send(Command::Shutdown).is_err() {
+            self.depth.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// False once the writer thread has stopped (after shutdown, or if it died).
+    pub fn is_running(&self) -> bool {
+        self.alive.load(Ordering::Relaxed)
+    }
+
+    /// True if a hold may be due at `now_ms` (or the writer has not said yet).
+    pub fn hold_may_be_due(&self, now_ms: i64) -> bool {
+        now_ms >= self.next_expiry.load(Ordering::Acquire)
+    }
+
+    pub fn stats(&self) -> WriterStats {
+        WriterStats {
+            queue_depth: self.depth.load(Ordering::Relaxed).max(0),
+        }
+    }
+}
