@@ -287,3 +287,43 @@ async fn a_database_from_before_numbered_holds_keeps_its_ids_and_answers() {
     check_invariants(&app.db()).expect("invariants");
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_restart_a_replay_is_still_the_first_answer_byte_for_byte() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data_dir = dir.path().to_owned();
+    let first_app = spawn_app_with({
+        let data_dir = data_dir.clone();
+        move |s| s.data_dir = data_dir
+    })
+    .await;
+    first_app.create_drop(&live_drop("again", 3, 2)).await;
+    let alice = first_app.token("alice");
+    let held = first_app.hold(&alice, "again", "S1", 1, "h1").await;
+    assert_eq!(held.status(), 201);
+    let held_body = held.text().await.expect("body");
+    let refused = first_app.hold(&alice, "again", "S1", 2, "h2").await;
+    let refused_body = expect_problem(refused, 409, "limit-exceeded").await;
+    first_app.stop().await;
+
+    // Memory starts empty: the keys come back from the records, the answers from the rows.
+    let app = spawn_app_with(move |s| s.data_dir = data_dir).await;
+    let alice = app.token("alice");
+    let replay = app.hold(&alice, "again", "S1", 1, "h1").await;
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    assert_eq!(replay.text().await.expect("body"), held_body);
+    let replay = app.hold(&alice, "again", "S1", 2, "h2").await;
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    assert_eq!(
+        expect_problem(replay, 409, "limit-exceeded").await,
+        refused_body
+    );
+    let reused = app.hold(&alice, "again", "S1", 2, "h1").await;
+    expect_problem(reused, 422, "idempotency-key-reused").await;
+    assert_eq!(
+        app.available("again", "S1").await,
+        2,
+        "nothing was held twice"
+    );
+    app.stop().await;
+}
