@@ -1,108 +1,21 @@
-//! The closed loop for plain requests on raw keep-alive connections: the load generator's hot
-//! path, kept as cheap as wrk's so the ratios it reports agree with wrk's.
+//! A raw keep-alive HTTP/1.1 connection for the load generator's closed loop: requests written
+//! from bytes, answers read by Content-Length, so a request costs the client about what it
+//! costs wrk.
 
 use std::net::SocketAddr;
-use std::time::Instant;
 
 use tokio::net::TcpStream;
 
-use super::load::{classify, Ctx, GroupResult, Workload, HOLD_BODY};
-
-/// The closed loop for plain requests, on a raw keep-alive connection: each request is written
-/// from bytes rendered once per connection with the buyer's token and the key patched in, and
-/// each answer is read by its Content-Length; no per-request allocation, timer or URI parse, so
-/// the generator costs about what wrk does and the ratios it reports agree with wrk's.
-pub(super) async fn drive_raw(
-    ctx: &Ctx,
-    workload: &Workload,
-    phase: usize,
-    index: usize,
-    total: usize,
-    deadline: Instant,
-    max: u64,
-) -> GroupResult {
-    use std::io::Write as _;
-    let mut result = GroupResult::new();
-    let host = ctx.host.to_str().unwrap_or("127.0.0.1");
-    let (head, is_post) = match workload {
-        Workload::Health => (
-            format!("GET /healthz HTTP/1.1\r\nHost: {host}\r\n\r\n"),
-            false,
-        ),
-        Workload::ReadDrop { drop } => (
-            format!("GET /v1/drops/{drop} HTTP/1.1\r\nHost: {host}\r\n\r\n"),
-            false,
-        ),
-        _ => {
-            let drop = match workload {
-                Workload::Hold { drop } => drop.as_str(),
-                _ => "",
-            };
-            (
-                format!(
-                    "POST /v1/drops/{drop}/holds HTTP/1.1\r\nHost: {host}\r\n\
-                     Content-Type: application/json\r\nContent-Length: {}\r\nAuthorization: ",
-                    HOLD_BODY.len()
-                ),
-                true,
-            )
-        }
-    };
-    let Ok(mut conn) = RawConn::open(ctx.addr).await else {
-        result.errors += 1;
-        return result;
-    };
-    let mut req = Vec::with_capacity(1024);
-    let mut i: u64 = 0;
-    while i < max && Instant::now() < deadline {
-        let buyer = (i as usize * total + index) % ctx.tokens.len().max(1);
-        req.clear();
-        req.extend_from_slice(head.as_bytes());
-        if is_post {
-            req.extend_from_slice(ctx.tokens[buyer].as_bytes());
-            let _ = write!(
-                req,
-                "\r\nIdempotency-Key: {}-{phase}-{index}-{i}\r\n\r\n",
-                ctx.run_id
-            );
-            req.extend_from_slice(HOLD_BODY);
-        }
-        let started = Instant::now();
-        match conn.exchange(&req).await {
-            Ok(status) => {
-                result.requests += 1;
-                let _ = result
-                    .latency
-                    .record((started.elapsed().as_micros() as u64).max(1));
-                *result
-                    .outcomes
-                    .entry(classify(status, conn.body()))
-                    .or_default() += 1;
-            }
-            Err(_) => {
-                result.errors += 1;
-                match RawConn::open(ctx.addr).await {
-                    Ok(fresh) => conn = fresh,
-                    Err(_) => break,
-                }
-            }
-        }
-        i += 1;
-    }
-    result.finished = Some(Instant::now());
-    result
-}
-
 /// Just enough HTTP/1.1 for the closed loop: one request at a time, answers with a
 /// Content-Length (dropd sends one on every non-streaming answer).
-struct RawConn {
+pub(super) struct RawConn {
     stream: TcpStream,
     buf: Vec<u8>,
     body: std::ops::Range<usize>,
 }
 
 impl RawConn {
-    async fn open(addr: SocketAddr) -> std::io::Result<Self> {
+    pub(super) async fn open(addr: SocketAddr) -> std::io::Result<Self> {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
         Ok(Self {
@@ -112,12 +25,12 @@ impl RawConn {
         })
     }
 
-    fn body(&self) -> &[u8] {
+    pub(super) fn body(&self) -> &[u8] {
         &self.buf[self.body.clone()]
     }
 
     /// Sends `req` and reads the whole answer; returns its status.
-    async fn exchange(&mut self, req: &[u8]) -> std::io::Result<u16> {
+    pub(super) async fn exchange(&mut self, req: &[u8]) -> std::io::Result<u16> {
         use tokio::io::AsyncWriteExt;
         let bad =
             |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned());

@@ -13,7 +13,7 @@ use rusqlite::{named_params, Connection, OptionalExtension};
 
 use crate::domain::{BuyerId, DropId, Money, SkuStock};
 
-use super::drops::{self, DropRules};
+use super::drop_rows::{self as drops, DropRules};
 
 /// How a buyer's units are first read. The writer reads a whole drop's at once (a scan, once);
 /// the benchmark's naive baseline, which forgets after every command, reads one buyer's through
@@ -254,5 +254,90 @@ impl SkuMemory {
     pub fn set(&mut self, stock: SkuStock) {
         self.stock = stock;
         self.dirty = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn db() -> Connection {
+        let mut conn = Connection::open_in_memory().expect("in-memory db");
+        super::super::migrations::migrate(&mut conn).expect("schema");
+        conn.execute_batch(
+            "INSERT INTO drops (id, name, starts_at, ends_at, per_buyer_limit, hold_seconds,
+                                created_at)
+                 VALUES ('d', 'D', 0, 10, 5, 60, 0);
+             INSERT INTO skus (drop_id, sku, name, price_amount, currency, position, stock_total,
+                               held, sold)
+                 VALUES ('d', 'S1', 'S1', 100, 'EUR', 0, 10, 2, 1);
+             INSERT INTO holds (secret, drop_id, sku, buyer, quantity, attempt_seq, state,
+                                created_at, expires_at)
+                 VALUES (1, 'd', 'S1', 'alice', 2, 1, 'active', 0, 60),
+                        (2, 'd', 'S1', 'bob', 1, 2, 'confirmed', 0, 60);",
+        )
+        .expect("rows");
+        conn
+    }
+
+    #[test]
+    fn memory_loaded_from_the_rows_agrees_with_the_recount() {
+        let conn = db();
+        let mut memory = Memory::new(BuyerLoad::WholeDrop);
+        let drop_id = DropId::from_trusted("d".into());
+        let drop = memory
+            .drop_mut(&conn, &drop_id)
+            .expect("read")
+            .expect("drop");
+        assert_eq!(
+            drop.sku(&conn, "d", "S1")
+                .expect("read")
+                .expect("sku")
+                .stock
+                .available(),
+            7
+        );
+        let alice = BuyerId::parse("alice").expect("buyer");
+        assert_eq!(
+            drop.used(&conn, &drop_id, &alice, BuyerLoad::WholeDrop)
+                .expect("read"),
+            2
+        );
+        assert_eq!(memory.verify(&conn), Ok(()));
+    }
+
+    #[test]
+    fn the_differential_check_catches_memory_that_drifted() {
+        let conn = db();
+        let drop_id = DropId::from_trusted("d".into());
+        let alice = BuyerId::parse("alice").expect("buyer");
+
+        // Stock changed in memory but not in the rows.
+        let mut memory = Memory::new(BuyerLoad::WholeDrop);
+        let drop = memory
+            .drop_mut(&conn, &drop_id)
+            .expect("read")
+            .expect("drop");
+        let sku = drop.sku(&conn, "d", "S1").expect("read").expect("sku");
+        sku.set(SkuStock {
+            held: 3,
+            ..sku.stock
+        });
+        memory.flush(&conn).expect("flush");
+        assert!(
+            memory.verify(&conn).is_err(),
+            "held 3 against one active hold of 2"
+        );
+
+        // A buyer's units wrong in memory.
+        let mut memory = Memory::new(BuyerLoad::WholeDrop);
+        let drop = memory
+            .drop_mut(&conn, &drop_id)
+            .expect("read")
+            .expect("drop");
+        drop.used(&conn, &drop_id, &alice, BuyerLoad::WholeDrop)
+            .expect("read");
+        drop.add_units("alice", 1);
+        assert!(memory.verify(&conn).is_err(), "alice has 2 units, not 3");
     }
 }

@@ -7,6 +7,7 @@ pub mod audit;
 mod batch;
 pub mod checkpoint;
 mod commands;
+mod drop_rows;
 pub mod drops;
 mod error;
 pub mod files;
