@@ -89,13 +89,17 @@ CREATE INDEX orders_by_drop ON orders (drop_id, id);
 -- default) from the front. A record holds the facts that rebuild the first answer: the hold it
 -- made (for a confirmation, the hold of its order), or the refusal; `outcome` is the rendered
 -- answer of records written before schema version 2. `fingerprint` is the first 16 bytes of
--- the request's SHA-256 fingerprint.
+-- the request's SHA-256 fingerprint. A hold attempt that took a number in its drop's arrival
+-- order carries it (`drop_id`, `attempt_seq`): the log is also the record of every numbered
+-- attempt, its outcome and its time, which an attempts export can read without a row of its own.
 CREATE TABLE idempotency_keys (
     seq         INTEGER PRIMARY KEY,
     buyer       TEXT    NOT NULL,
     key         TEXT    NOT NULL,
     fingerprint BLOB    NOT NULL,
     created_at  INTEGER NOT NULL,
+    drop_id     TEXT,
+    attempt_seq INTEGER,
     hold_id     TEXT,
     refusal     TEXT,
     outcome     TEXT,

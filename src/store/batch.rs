@@ -29,6 +29,8 @@ pub(crate) struct Batch<'a> {
     /// False while holds due at `now` may remain active (the sweep stops at its limit, or did
     /// not run): then attempts count such holds for nothing by asking the database.
     pub all_due_swept: bool,
+    /// The arrival number the command running now took, if it took one (its record keeps it).
+    pub attempt: Option<i64>,
 }
 
 impl<'a> Batch<'a> {
@@ -47,6 +49,7 @@ impl<'a> Batch<'a> {
             new_keys: HashMap::new(),
             gone_keys: Vec::new(),
             all_due_swept: false,
+            attempt: None,
         }
     }
 

@@ -91,14 +91,15 @@ impl Command {
         }
         match self {
             Command::PlaceHold(req, cmd, reply) => {
-                let answer = idempotency::run_once(conn, batch, req, |c, batch| {
+                let drop = Some(cmd.drop_id.as_str());
+                let answer = idempotency::run_once(conn, batch, req, drop, |c, batch| {
                     holds::place(c, batch, &req.buyer, cmd)
                 })?;
                 crate::stats::count_attempt(attempt_outcome(&answer));
                 reply.hold(Ok(answer));
             }
             Command::ConfirmHold(req, cmd, reply) => {
-                let answer = idempotency::run_once(conn, batch, req, |c, batch| {
+                let answer = idempotency::run_once(conn, batch, req, None, |c, batch| {
                     holds::confirm(c, batch, &req.buyer, cmd)
                 })?;
                 reply.hold(Ok(answer));

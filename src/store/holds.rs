@@ -92,6 +92,7 @@ pub(crate) fn place(
     }
     // Only attempts that compete for stock get a place in the arrival order.
     let attempt_seq = drop.next_seq();
+    batch.attempt = Some(attempt_seq);
     let used = drop.used(conn, &cmd.drop_id, buyer, load)?;
 
     // A hold past its expiry counts for nothing, swept or not. After a complete sweep memory

@@ -27,9 +27,9 @@ const BY_SEQ: &str = "SELECT buyer, key, fingerprint, hold_id, refusal, outcome
                       FROM idempotency_keys WHERE seq = :seq";
 const SCAN: &str = "SELECT buyer, key, fingerprint, hold_id, refusal, outcome
                     FROM idempotency_keys WHERE buyer = :buyer AND key = :key";
-const INSERT: &str = "INSERT INTO idempotency_keys (buyer, key, fingerprint, created_at, hold_id,
-                          refusal)
-                      VALUES (:buyer, :key, :fingerprint, :now, :hold, :refusal)";
+const INSERT: &str = "INSERT INTO idempotency_keys (buyer, key, fingerprint, created_at, drop_id,
+                          attempt_seq, hold_id, refusal)
+                      VALUES (:buyer, :key, :fingerprint, :now, :drop, :seq, :hold, :refusal)";
 
 /// An answer a record can rebuild from the hold it names.
 pub(crate) trait Rebuilt: Serialize + DeserializeOwned + Sized {
@@ -133,10 +133,12 @@ fn replay<T: Rebuilt>(conn: &Connection, record: Record) -> Result<Result<T, Ref
 }
 
 /// Replays the recorded outcome for this key, or runs `effect` and records what it decided.
+/// `drop` names the drop of a hold attempt, whose record keeps the arrival number it took.
 pub(crate) fn run_once<T, F>(
     conn: &Connection,
     batch: &mut Batch<'_>,
     req: &IdempotentRequest,
+    drop: Option<&str>,
     effect: F,
 ) -> Result<Answer<T>, StoreError>
 where
@@ -160,7 +162,9 @@ where
     }
 
     // The effect and its record are in the same transaction: they commit together or not at all.
+    batch.attempt = None;
     let result = decided(conn, |c| effect(c, batch))?;
+    let attempt = batch.attempt.take();
     if result.as_ref().err().is_none_or(Refusal::is_recorded) {
         let (hold, refusal) = match &result {
             Ok(value) => (Some(value.hold_id()), None),
@@ -171,6 +175,8 @@ where
             ":key": req.key.as_str(),
             ":fingerprint": &req.fingerprint[..FINGERPRINT_LEN],
             ":now": batch.now.timestamp_millis(),
+            ":drop": attempt.and(drop),
+            ":seq": attempt,
             ":hold": hold,
             ":refusal": refusal,
         })?;

@@ -73,6 +73,23 @@ async fn a_stampede_holds_exactly_the_stock_and_no_more() {
         max_seq >= seqs.len() as i64 && max_seq <= 1000,
         "max attempt_seq {max_seq}"
     );
+    // The idempotency log is also the record of every numbered attempt: each number 1..=max has
+    // exactly one record, with its outcome (a hold, or the refusal).
+    let numbered: Vec<(i64, bool)> = db
+        .prepare(
+            "SELECT attempt_seq, hold_id IS NOT NULL FROM idempotency_keys
+             WHERE drop_id = 'stampede' ORDER BY attempt_seq",
+        )
+        .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+        .expect("records read");
+    assert_eq!(
+        numbered.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+        (1..=max_seq).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        numbered.iter().filter(|(_, held)| *held).count(),
+        seqs.len()
+    );
     drop(db);
     app.stop().await;
 }

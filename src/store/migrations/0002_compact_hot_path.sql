@@ -10,6 +10,8 @@ CREATE TABLE idempotency_keys (
     key         TEXT    NOT NULL,
     fingerprint BLOB    NOT NULL,
     created_at  INTEGER NOT NULL,
+    drop_id     TEXT,
+    attempt_seq INTEGER,
     hold_id     TEXT,
     refusal     TEXT,
     outcome     TEXT,
