@@ -43,23 +43,20 @@ pub struct Phase {
 }
 
 impl Phase {
-    pub fn new(name: &str, round: usize, r: &GroupResult, cpu: Usage) -> Self {
-        let per_request = |seconds: f64| seconds * 1e6 / (r.requests.max(1) as f64);
+    /// The figures every phase derives from its CPU use; the caller fills in what it measured.
+    fn with_cpu(name: &str, client: &'static str, round: usize, requests: u64, cpu: Usage) -> Self {
+        let per_request = |seconds: f64| seconds * 1e6 / (requests.max(1) as f64);
         Self {
             name: name.to_owned(),
-            client: "dropd",
+            client,
             round,
-            requests: r.requests,
-            errors: r.errors,
-            requests_per_second: r.rate(),
-            p50_ms: r.percentile_ms(0.50),
-            p99_ms: r.percentile_ms(0.99),
-            p999_ms: r.percentile_ms(0.999),
-            outcomes: r
-                .outcomes
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), *v))
-                .collect(),
+            requests,
+            errors: 0,
+            requests_per_second: 0.0,
+            p50_ms: 0.0,
+            p99_ms: 0.0,
+            p999_ms: f64::NAN,
+            outcomes: BTreeMap::new(),
             cpu,
             server_us_per_request: cpu.server_seconds().map(per_request),
             loadgen_us_per_request: per_request(cpu.loadgen_seconds()),
@@ -72,33 +69,35 @@ impl Phase {
         }
     }
 
+    pub fn new(name: &str, round: usize, r: &GroupResult, cpu: Usage) -> Self {
+        Self {
+            errors: r.errors,
+            requests_per_second: r.rate(),
+            p50_ms: r.percentile_ms(0.50),
+            p99_ms: r.percentile_ms(0.99),
+            p999_ms: r.percentile_ms(0.999),
+            outcomes: r
+                .outcomes
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), *v))
+                .collect(),
+            ..Self::with_cpu(name, "dropd", round, r.requests, cpu)
+        }
+    }
+
     pub fn from_wrk(name: &str, round: usize, r: &WrkResult, cpu: Usage) -> Self {
-        let per_request = |seconds: f64| seconds * 1e6 / (r.requests.max(1) as f64);
         let mut outcomes = BTreeMap::new();
         outcomes.insert("2xx".to_owned(), r.requests - r.non_2xx.min(r.requests));
         if r.non_2xx > 0 {
             outcomes.insert("non-2xx".to_owned(), r.non_2xx);
         }
         Self {
-            name: name.to_owned(),
-            client: "wrk",
-            round,
-            requests: r.requests,
             errors: r.socket_errors,
             requests_per_second: r.rate(),
             p50_ms: r.p50_ms,
             p99_ms: r.p99_ms,
-            p999_ms: f64::NAN,
             outcomes,
-            cpu,
-            server_us_per_request: cpu.server_seconds().map(per_request),
-            loadgen_us_per_request: per_request(cpu.loadgen_seconds()),
-            writer_us_per_request: cpu.writer_cores.map(|c| per_request(c * cpu.seconds)),
-            wal_bytes_per_request: None,
-            wal_max_mb: None,
-            noisy: cpu.other_cores > NOISY_CORES,
-            invariants: None,
-            catch_up_p99_ms: None,
+            ..Self::with_cpu(name, "wrk", round, r.requests, cpu)
         }
     }
 }
