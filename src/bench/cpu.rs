@@ -77,21 +77,23 @@ pub fn between(start: &Sample, end: &Sample) -> Usage {
 /// utime + stime of a process (fields 14 and 15 of /proc/<pid>/stat); `pid` may also be
 /// `self/task/<tid>` for one thread.
 pub fn process_ticks(pid: &str) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may contain spaces; fields are counted after its closing parenthesis.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(utime + stime)
+    stat_ticks(pid, 11)
 }
 
-/// cutime + cstime of this process: children it has waited for.
+/// cutime + cstime of this process (fields 16 and 17): children it has waited for.
 fn children_ticks() -> Option<u64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    stat_ticks("self", 13)
+}
+
+/// The sum of two adjacent tick fields of /proc/<pid>/stat, counted from the field after the
+/// command name (which may contain spaces, so fields start after its closing parenthesis).
+fn stat_ticks(pid: &str, first: usize) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    Some(fields.get(13)?.parse::<u64>().ok()? + fields.get(14)?.parse::<u64>().ok()?)
+    let mut fields = rest.split_whitespace().skip(first);
+    let a: u64 = fields.next()?.parse().ok()?;
+    let b: u64 = fields.next()?.parse().ok()?;
+    Some(a + b)
 }
 
 /// CPU ticks of the server's `store-writer` thread.

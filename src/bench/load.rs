@@ -214,26 +214,8 @@ async fn drive(
         let buyer = (i as usize * total + index) % ctx.tokens.len().max(1);
         let started = Instant::now();
         let key = || format!("{}-{phase}-{index}-{i}", ctx.run_id);
+        // Plain requests and watchers were handed off above: only checkout pairs get here.
         let answer = match &workload {
-            Workload::Health => send(&mut sender, get(&ctx, "/healthz")).await,
-            // Handled before the loop: a watcher holds one request open.
-            Workload::Watch { .. } => break,
-            Workload::ReadDrop { drop } => {
-                send(&mut sender, get(&ctx, &format!("/v1/drops/{drop}"))).await
-            }
-            Workload::Hold { drop } => {
-                send(
-                    &mut sender,
-                    post(
-                        &ctx,
-                        &format!("/v1/drops/{drop}/holds"),
-                        buyer,
-                        &key(),
-                        HOLD_BODY,
-                    ),
-                )
-                .await
-            }
             Workload::Checkout { drop } => {
                 let key = key();
                 match send(
@@ -266,6 +248,10 @@ async fn drive(
                     other => other,
                 }
             }
+            Workload::Health
+            | Workload::Hold { .. }
+            | Workload::ReadDrop { .. }
+            | Workload::Watch { .. } => break,
         };
         let micros = started.elapsed().as_micros() as u64;
         match answer {

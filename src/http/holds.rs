@@ -147,13 +147,17 @@ fn sold_out_in_memory(
     if !sold_out || hub_state_at(&cached.view, now) != DropState::Live {
         return None;
     }
+    // By SKU, then quantity: a lookup borrows the request's SKU instead of copying it.
+    type Shared = HashMap<String, HashMap<i64, Arc<Refusal>>>;
     thread_local! {
-        static SHARED: std::cell::RefCell<HashMap<(String, i64), Arc<Refusal>>> =
-            std::cell::RefCell::new(HashMap::new());
+        static SHARED: std::cell::RefCell<Shared> = std::cell::RefCell::new(HashMap::new());
     }
     Some(SHARED.with(|shared| {
         let mut shared = shared.borrow_mut();
-        if let Some(refusal) = shared.get(&(body.sku.clone(), body.quantity)) {
+        if let Some(refusal) = shared
+            .get(body.sku.as_str())
+            .and_then(|q| q.get(&body.quantity))
+        {
             return refusal.clone();
         }
         if shared.len() >= 512 {
@@ -164,7 +168,10 @@ fn sold_out_in_memory(
             available: 0,
             requested: body.quantity,
         });
-        shared.insert((body.sku.clone(), body.quantity), refusal.clone());
+        shared
+            .entry(body.sku.clone())
+            .or_default()
+            .insert(body.quantity, refusal.clone());
         refusal
     }))
 }

@@ -170,14 +170,6 @@ impl KeyBook {
             shard.recorded.remove(&hash);
         }
     }
-
-    /// Keys recorded and refusals remembered, for metrics.
-    pub fn len(&self) -> (usize, usize) {
-        self.shards.iter().fold((0, 0), |(r, m), s| {
-            let s = s.lock().unwrap_or_else(|p| p.into_inner());
-            (r + s.recorded.len(), m + s.remembered.len())
-        })
-    }
 }
 
 #[cfg(test)]
