@@ -13,16 +13,16 @@ use anyhow::Context;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use crate::auth::{self, TokenKeys};
+use crate::defaults;
 use crate::domain::Clock;
 use crate::events::{Hub, HubConfig};
+use crate::handshake::{Handshake, ShipperGate};
 use crate::http::state::{AppState, Lifecycle};
 use crate::http::{self, problem};
 use crate::replicate::config::ReplicationConfig;
 use crate::replicate::shipper::Shipper;
 use crate::replicate::status::ReplicaStatus;
-use crate::store::{
-    CheckpointGate, ReadPool, Store, StoreConfig, Synchronous, Writer, WriterThread,
-};
+use crate::store::{ReadPool, Store, StoreConfig, Synchronous, Writer, WriterThread};
 
 pub const DB_FILE: &str = "dropd.db";
 
@@ -59,19 +59,19 @@ impl Settings {
     /// Defaults for a data directory, as `dropd serve` has them.
     pub fn for_data_dir(data_dir: impl Into<PathBuf>) -> Self {
         Self {
-            listen: "127.0.0.1:8080".into(),
+            listen: defaults::LISTEN.into(),
             data_dir: data_dir.into(),
             synchronous: Synchronous::Full,
-            batch_limit: 512,
-            queue_size: 8_192,
+            batch_limit: defaults::BATCH_LIMIT as usize,
+            queue_size: defaults::QUEUE_SIZE as usize,
             token_secret: None,
             workers: None,
             naive_writes: false,
-            idempotency_retention: crate::store::keys::DEFAULT_RETENTION,
-            sweep_limit: 2_000,
+            idempotency_retention: defaults::IDEMPOTENCY_RETENTION,
+            sweep_limit: defaults::SWEEP_LIMIT,
             box_id: None,
-            max_subscribers: 20_000,
-            sse_cpu_budget: 0.25,
+            max_subscribers: defaults::MAX_SUBSCRIBERS,
+            sse_cpu_budget: defaults::SSE_CPU_BUDGET,
             demo: false,
             replica: None,
             ack_after_replicated: false,
@@ -93,7 +93,7 @@ pub struct Application {
     tokens: TokenKeys,
     lifecycle: Lifecycle,
     hub: Arc<Hub>,
-    shipper: Option<(Arc<CheckpointGate>, std::thread::JoinHandle<()>)>,
+    shipper: Option<(ShipperGate, std::thread::JoinHandle<()>)>,
     replica_status: Option<Arc<ReplicaStatus>>,
 }
 
@@ -140,18 +140,17 @@ impl Application {
         if settings.replica.is_some() && settings.naive_writes {
             anyhow::bail!("--naive-writes (a benchmark baseline) cannot replicate");
         }
-        let gate = settings.replica.as_ref().map(|config| {
-            let gate = CheckpointGate::new(config.checkpoint_wal_size, config.max_wal_size);
-            Arc::new(if settings.ack_after_replicated {
-                gate.tracking_commits()
-            } else {
-                gate
-            })
+        let handshake = settings.replica.as_ref().map(|config| {
+            Handshake::new(
+                config.checkpoint_wal_size,
+                config.max_wal_size,
+                settings.ack_after_replicated,
+            )
         });
-        let ack_after_replicated = match (&gate, &settings.replica) {
-            (Some(gate), Some(config)) if settings.ack_after_replicated => {
+        let ack_after_replicated = match (&handshake, &settings.replica) {
+            (Some(handshake), Some(config)) if settings.ack_after_replicated => {
                 Some(crate::http::state::AckAfterReplicated {
-                    gate: gate.clone(),
+                    acks: handshake.acks.clone(),
                     // A few syncs' worth, so a slow upload is waited for and an outage is not.
                     timeout: (config.sync_interval * 5).max(Duration::from_secs(1)),
                 })
@@ -170,7 +169,7 @@ impl Application {
                 queue_size: settings.queue_size,
                 read_pool_size: (workers as u32 * 2).max(4),
                 naive_writers: settings.naive_writes,
-                checkpoint_gate: gate.clone(),
+                checkpoint_gate: handshake.as_ref().map(|h| h.writer.clone()),
                 idempotency_retention: settings.idempotency_retention,
                 sweep_limit: settings.sweep_limit,
                 box_id: settings.box_id.clone(),
@@ -181,8 +180,9 @@ impl Application {
         .with_context(|| format!("opening the database {}", settings.db_path().display()))?;
         hub.attach_reads(store.reads.clone());
         let mut replica_status = None;
-        let shipper = match (&settings.replica, gate, replica) {
-            (Some(config), Some(gate), Some(replica)) => {
+        let shipper = match (&settings.replica, handshake, replica) {
+            (Some(config), Some(handshake), Some(replica)) => {
+                let gate = handshake.shipper;
                 let status = Arc::new(ReplicaStatus::new(config.target.to_string()));
                 replica_status = Some(status.clone());
                 let shipper = Shipper::new(

@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::app::{Application, Settings, DEFAULT_TOKEN_TTL};
 use crate::auth::{self, TokenKeys};
+use crate::defaults;
 use crate::domain::{BuyerId, SystemClock};
 use crate::replicate::config::ReplicationConfig;
 use crate::replicate::replica::ReplicaTarget;
@@ -43,10 +44,10 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Address to listen on (port 0 picks a free port).
-    #[arg(long, env = "DROPD_LISTEN", default_value = "127.0.0.1:8080")]
+    #[arg(long, env = "DROPD_LISTEN", default_value = defaults::LISTEN)]
     pub listen: String,
     /// Directory holding dropd.db and the token secret.
-    #[arg(long, env = "DROPD_DATA_DIR", default_value = "./data")]
+    #[arg(long, env = "DROPD_DATA_DIR", default_value = defaults::DATA_DIR)]
     pub data_dir: PathBuf,
     /// Create a live demo drop and print a buyer token, an admin key and example requests.
     #[arg(long, env = "DROPD_DEMO")]
@@ -59,16 +60,16 @@ pub struct ServeArgs {
     #[arg(long, env = "DROPD_TOKEN_SECRET", hide_env_values = true)]
     pub token_secret: Option<String>,
     /// Most write commands committed in one transaction.
-    #[arg(long, env = "DROPD_BATCH_LIMIT", default_value_t = 512,
+    #[arg(long, env = "DROPD_BATCH_LIMIT", default_value_t = defaults::BATCH_LIMIT,
           value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub batch_limit: u32,
     /// Write commands that may wait for the writer before requests get 503 overloaded.
-    #[arg(long, env = "DROPD_QUEUE_SIZE", default_value_t = 8192,
+    #[arg(long, env = "DROPD_QUEUE_SIZE", default_value_t = defaults::QUEUE_SIZE,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub queue_size: u32,
     /// How long an Idempotency-Key is remembered after its first use (its record is then
     /// deleted, and the key may answer anew).
-    #[arg(long, env = "DROPD_IDEMPOTENCY_RETENTION", default_value = "24h",
+    #[arg(long, env = "DROPD_IDEMPOTENCY_RETENTION", default_value = defaults::IDEMPOTENCY_RETENTION_TEXT,
           value_parser = parse_retention)]
     pub idempotency_retention: Duration,
     /// This server's name in the ids of the holds it makes (`hld_<box>_...`), so a proxy in
@@ -79,11 +80,11 @@ pub struct ServeArgs {
     #[arg(long, env = "DROPD_WORKERS", value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub workers: Option<u32>,
     /// Open event streams (SSE) before new ones get 503 too-many-subscribers.
-    #[arg(long, env = "DROPD_MAX_SUBSCRIBERS", default_value_t = 20_000)]
+    #[arg(long, env = "DROPD_MAX_SUBSCRIBERS", default_value_t = defaults::MAX_SUBSCRIBERS)]
     pub max_subscribers: usize,
     /// Share of one core that live-stock fan-out may use; the push rate adapts to stay within it
     /// (between 10 and 1 messages per second per drop).
-    #[arg(long, env = "DROPD_SSE_CPU_BUDGET", default_value_t = 0.25)]
+    #[arg(long, env = "DROPD_SSE_CPU_BUDGET", default_value_t = defaults::SSE_CPU_BUDGET)]
     pub sse_cpu_budget: f64,
     /// Replicate as this Litestream-format litestream.yml says (its replica, sync-interval,
     /// levels, snapshot and retention keys; see the commented example litestream.yml).
@@ -114,7 +115,7 @@ pub struct TokenArgs {
     /// How long the token is valid, e.g. 15m, 1h, 7d.
     #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
     pub ttl: Duration,
-    #[arg(long, env = "DROPD_DATA_DIR", default_value = "./data")]
+    #[arg(long, env = "DROPD_DATA_DIR", default_value = defaults::DATA_DIR)]
     pub data_dir: PathBuf,
     #[arg(long, env = "DROPD_TOKEN_SECRET", hide_env_values = true)]
     pub token_secret: Option<String>,
@@ -205,7 +206,7 @@ pub enum AdminKeyCommand {
     Create {
         #[arg(long, default_value = "ops")]
         name: String,
-        #[arg(long, env = "DROPD_DATA_DIR", default_value = "./data")]
+        #[arg(long, env = "DROPD_DATA_DIR", default_value = defaults::DATA_DIR)]
         data_dir: PathBuf,
     },
 }

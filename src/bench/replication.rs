@@ -20,12 +20,13 @@ use hdrhistogram::Histogram;
 use rusqlite::Connection;
 use serde::Serialize;
 
+use crate::handshake::Handshake;
 use crate::replicate::config::ReplicationConfig;
 use crate::replicate::replica::{FileReplica, ReplicaTarget};
 use crate::replicate::shipper::Shipper;
 use crate::replicate::status::ReplicaStatus;
 use crate::store::checkpoint::{GatedCheckpoints, WalGuard};
-use crate::store::{CheckpointGate, DbFiles};
+use crate::store::DbFiles;
 
 pub struct Options {
     pub rates: Vec<u32>,
@@ -193,10 +194,8 @@ fn side_by_side(rate: u32, options: &Options) -> anyhow::Result<(ToolRun, ToolRu
     // dropd: its shipper thread and its checkpoint protocol around a plain writer.
     let ours_conn = create_db(&ours_db, false)?;
     let config = ReplicationConfig::for_target(ReplicaTarget::File(ours_replica.clone()));
-    let gate = Arc::new(CheckpointGate::new(
-        config.checkpoint_wal_size,
-        config.max_wal_size,
-    ));
+    let handshake = Handshake::new(config.checkpoint_wal_size, config.max_wal_size, false);
+    let gate = handshake.shipper.clone();
     let ours_files = DbFiles::keep(&ours_db)?;
     let shipper = Shipper::new(
         ours_files.clone(),
@@ -231,8 +230,10 @@ fn side_by_side(rate: u32, options: &Options) -> anyhow::Result<(ToolRun, ToolRu
     let committed = std::thread::scope(|scope| -> anyhow::Result<_> {
         let ours_monitor = scope.spawn(|| monitor(&ours_replica, &wal_of(&ours_db), &stop));
         let theirs_monitor = scope.spawn(|| monitor(&theirs_replica, &wal_of(&theirs_db), &stop));
-        gate.install_guard(WalGuard::open(&ours_db)?);
-        let mut gated = GatedCheckpoints::new(gate.clone(), ours_files.clone());
+        handshake
+            .writer
+            .install_hold(Box::new(WalGuard::open(&ours_db)?));
+        let mut gated = GatedCheckpoints::new(handshake.writer.clone(), ours_files.clone());
         let ours_writer = scope.spawn(move || {
             write_at_rate(&ours_conn, rate, duration, |conn| {
                 gated.after_commit(conn);
@@ -389,12 +390,11 @@ fn restore_speed(options: &Options) -> anyhow::Result<RestoreRun> {
         }
         conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
     }
-    let gate = Arc::new(CheckpointGate::default());
     let mut shipper = Shipper::new(
         DbFiles::keep(&db)?,
         Arc::new(FileReplica::new(replica.clone())),
         ReplicationConfig::for_target(ReplicaTarget::File(replica.clone())),
-        gate,
+        Handshake::with_default_sizes().shipper,
         Arc::new(ReplicaStatus::new("bench".into())),
     );
     eprintln!("shipping it as one image...");

@@ -2,8 +2,16 @@
 //! from, and the hub that fans stock changes out to SSE subscribers within a CPU budget.
 //!
 //! The writer tells the hub about every commit (`store::CommitListener`); nothing here writes.
+//! `hub` is the front; behind it `cache` keeps the views, `diff` says what changed, `fanout`
+//! queues messages to subscribers, and `ticker` paces it.
 
+mod cache;
+mod diff;
+mod fanout;
 mod hub;
 mod sse;
+mod ticker;
 
-pub use hub::{state_at as hub_state_at, Cached, Hub, HubConfig, HubStats, SubscribeError};
+pub use cache::{Cached, LoadError};
+pub use fanout::SubscribeError;
+pub use hub::{Hub, HubConfig, HubStats};

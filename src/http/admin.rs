@@ -138,7 +138,7 @@ async fn admin_stats(state: &AppState) -> Result<web::Bytes, ApiError> {
             let view = &cached.view;
             serde_json::json!({
                 "id": view.id, "name": view.name, "version": view.version,
-                "state": crate::events::hub_state_at(view, now),
+                "state": view.state_at(now),
                 "skus": view.skus.iter().map(|s| serde_json::json!({
                     "sku": s.sku, "stock": s.stock, "available": s.available, "held": s.held, "sold": s.sold,
                 })).collect::<Vec<_>>(),

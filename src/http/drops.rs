@@ -4,7 +4,6 @@ use actix_web::http::header;
 use actix_web::{web, HttpResponse};
 
 use crate::domain::DropId;
-use crate::events::hub_state_at;
 use crate::http::problem::ApiError;
 use crate::http::state::AppState;
 
@@ -15,7 +14,7 @@ pub async fn list_drops(state: web::Data<AppState>) -> Result<HttpResponse, ApiE
         .iter()
         .map(|cached| {
             let mut view = cached.view.clone();
-            view.state = hub_state_at(&view, now);
+            view.state = view.state_at(now);
             view
         })
         .collect();
@@ -34,7 +33,7 @@ pub async fn get_drop(
         .map_err(load_failed)?
         .ok_or_else(|| ApiError::not_found(format!("drop {path} not found")))?;
     let now = state.clock.now();
-    let current = hub_state_at(&cached.view, now);
+    let current = cached.view.state_at(now);
     let mut res = HttpResponse::Ok();
     res.insert_header((header::ETAG, format!("\"{}\"", cached.view.version)))
         .content_type("application/json");
@@ -48,7 +47,7 @@ pub async fn get_drop(
     }
 }
 
-fn load_failed(err: String) -> ApiError {
+fn load_failed(err: crate::events::LoadError) -> ApiError {
     tracing::error!(error = %err, "loading drops into memory failed");
     ApiError::internal()
 }

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use actix_web::http::header::{HeaderName, HeaderValue};
 
 use crate::domain::{DropId, DropState, HoldId, Refusal};
-use crate::events::hub_state_at;
 use crate::http::drops::parse_drop_id;
 use crate::http::extract::{Buyer, IdemKey};
 use crate::http::fingerprint;
@@ -144,7 +143,7 @@ fn sold_out_in_memory(
         .skus
         .iter()
         .any(|s| s.sku == body.sku && s.available == 0);
-    if !sold_out || hub_state_at(&cached.view, now) != DropState::Live {
+    if !sold_out || cached.view.state_at(now) != DropState::Live {
         return None;
     }
     // By SKU, then quantity: a lookup borrows the request's SKU instead of copying it.

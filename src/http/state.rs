@@ -33,15 +33,15 @@ pub struct AppState {
 
 #[derive(Clone)]
 pub struct AckAfterReplicated {
-    pub gate: Arc<crate::store::CheckpointGate>,
+    pub acks: crate::handshake::AckView,
     pub timeout: std::time::Duration,
 }
 
 impl AckAfterReplicated {
     /// Waits until the replica holds every commit answered so far (this request's included).
     pub async fn wait(&self) -> Result<(), crate::http::problem::ApiError> {
-        let seq = self.gate.commit_seq();
-        let mut replicated = self.gate.replicated();
+        let seq = self.acks.commit_seq();
+        let mut replicated = self.acks.replicated();
         let waited = tokio::time::timeout(self.timeout, replicated.wait_for(|r| *r >= seq))
             .await
             .is_ok_and(|r| r.is_ok());

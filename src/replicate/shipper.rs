@@ -9,7 +9,7 @@
 //! file holding every page, because after a crash or a restore it cannot know which local
 //! frames the replica has. After a clean stop that left the replica ending with exactly this
 //! database (`position`), it resumes instead. The image is shipped again whenever frames the
-//! replica lacks were folded away: by the writer at the WAL limit (see `CheckpointGate`), or by
+//! replica lacks were folded away: by the writer at the WAL limit (see `handshake`), or by
 //! another process that checkpointed and restarted the WAL despite the writer's guard.
 //!
 //! Every byte of the database and its WAL is read through the descriptors the process keeps
@@ -30,7 +30,8 @@ use super::restore::{self, RestoreError, Target};
 use super::status::{ImageReport, ReplicaStatus};
 use super::wal::{self, WAL_HEADER_SIZE};
 use super::{compact, position, retention};
-use crate::store::{CheckpointGate, DbFiles};
+use crate::handshake::ShipperGate;
+use crate::store::DbFiles;
 
 /// Level-9 files are snapshots: the whole database, `[1, X]`.
 pub const SNAPSHOT_LEVEL: u32 = 9;
@@ -60,7 +61,7 @@ pub struct Shipper {
     files: Arc<DbFiles>,
     replica: Arc<dyn Replica>,
     config: ReplicationConfig,
-    gate: Arc<CheckpointGate>,
+    gate: ShipperGate,
     status: Arc<ReplicaStatus>,
     /// What the replica holds, as listed at start and kept up to date by our own writes.
     listed: Option<Vec<LtxFile>>,
@@ -87,7 +88,7 @@ impl Shipper {
         files: Arc<DbFiles>,
         replica: Arc<dyn Replica>,
         config: ReplicationConfig,
-        gate: Arc<CheckpointGate>,
+        gate: ShipperGate,
         status: Arc<ReplicaStatus>,
     ) -> Self {
         let now = unix_secs(SystemTime::now());
@@ -163,17 +164,12 @@ impl Shipper {
             self.image_pending = !shipped;
             return Ok(shipped);
         }
-        let synced = self.try_sync();
-        // Whatever happened, the writer must not stay held.
-        self.gate.end_barrier();
-        synced
+        self.try_sync()
     }
 
     fn ship_image(&mut self) -> Result<bool, ShipError> {
-        self.gate.set_image_in_progress(true);
-        let shipped = self.read_and_ship_image();
-        self.gate.set_image_in_progress(false);
-        shipped
+        let _reading = self.gate.reading_image();
+        self.read_and_ship_image()
     }
 
     fn read_and_ship_image(&mut self) -> Result<bool, ShipError> {
@@ -320,7 +316,14 @@ impl Shipper {
         // When the writer wants to truncate: with most of the WAL read, the writer holds at its
         // next commit while the tail is read, so this one file holds everything and the writer
         // can truncate (the WAL stays within one interval of growth, the hold stays short).
-        if self.gate.truncate_wanted() && self.gate.begin_barrier(BARRIER_WAIT) {
+        // Raised until this function returns, whichever way: the report below must reach a
+        // writer that is still holding.
+        let barrier = if self.gate.truncate_wanted() {
+            self.gate.raise_barrier(BARRIER_WAIT)
+        } else {
+            None
+        };
+        if barrier.is_some() {
             if let Some(tail) = wal::read_after(wal, &segment.cursor)? {
                 if tail.cursor.salts == segment.cursor.salts {
                     segment.pages.extend(tail.pages);
@@ -588,7 +591,7 @@ impl Shipper {
                     }
                 }
                 // Held through the last sync (the writer has stopped): now nothing replicates.
-                self.gate.close_guard();
+                self.gate.close_hold();
                 break;
             }
         }
@@ -664,12 +667,16 @@ mod tests {
             inner: FileReplica::new(dir.path().join("replica")),
             fail_writes: AtomicUsize::new(1),
         });
-        let gate = Arc::new(CheckpointGate::default());
+        let crate::handshake::Handshake {
+            writer: gate,
+            shipper: shipper_gate,
+            ..
+        } = crate::handshake::Handshake::with_default_sizes();
         let mut shipper = Shipper::new(
             DbFiles::keep(&db).expect("kept"),
             replica.clone(),
             ReplicationConfig::for_target(ReplicaTarget::File(dir.path().join("replica"))),
-            gate.clone(),
+            shipper_gate,
             Arc::new(ReplicaStatus::new("test".into())),
         );
         assert!(shipper.step().is_err(), "the first upload fails");

@@ -6,6 +6,7 @@ use std::path::Path;
 use rusqlite::{Connection, OpenFlags};
 
 use super::StoreError;
+use crate::handshake::WalHold;
 
 /// A read transaction held open on a connection of its own, so that other processes cannot
 /// fold away WAL frames the replica lacks (as Litestream does).
@@ -16,7 +17,7 @@ use super::StoreError;
 /// database (an empty WAL after the writer's truncation, or a truncation that copied everything
 /// but was reported busy), nobody can copy frames at all; a writer may then restart the WAL,
 /// but only over frames that are in the database file, and that generation change is noticed
-/// by the shipper (`CheckpointGate::generation`). So frames the replica lacks stay where the
+/// by the shipper (`ShipperGate::generation`). So frames the replica lacks stay where the
 /// shipper reads them, and the database file under them changes only in ways an image read in
 /// the meantime sees through the WAL.
 ///
@@ -51,9 +52,11 @@ impl WalGuard {
         guard.hold();
         Ok(guard)
     }
+}
 
+impl crate::handshake::WalHold for WalGuard {
     /// Starts the read transaction (a read is what takes SQLite's read lock).
-    pub fn hold(&mut self) {
+    fn hold(&mut self) {
         if self.held {
             return;
         }
@@ -72,7 +75,7 @@ impl WalGuard {
         }
     }
 
-    pub fn release(&mut self) {
+    fn release(&mut self) {
         if std::mem::take(&mut self.held) {
             let _ = self.conn.execute_batch("COMMIT");
         }

@@ -24,9 +24,6 @@ const SHARDS: usize = 64;
 /// first, so a sold-out stampede cannot grow memory without bound.
 const MAX_REMEMBERED: usize = 1_000_000;
 
-/// How long a key is kept by default (`--idempotency-retention`).
-pub const DEFAULT_RETENTION: Duration = Duration::from_secs(24 * 3600);
-
 pub struct KeyBook {
     hasher: RandomState,
     shards: Vec<Mutex<Shard>>,

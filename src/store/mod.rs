@@ -27,7 +27,6 @@ mod writer;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-pub use checkpoint::CheckpointGate;
 pub use error::StoreError;
 pub use files::DbFiles;
 pub use keys::KeyBook;
@@ -64,7 +63,7 @@ pub struct StoreConfig {
     /// `--box-id`: carried in new holds' ids so a proxy can route them to this server.
     pub box_id: Option<String>,
     /// With a replica attached: checkpoint only what the shipper has shipped.
-    pub checkpoint_gate: Option<Arc<CheckpointGate>>,
+    pub checkpoint_gate: Option<crate::handshake::WriterGate>,
     /// How long an idempotency key is remembered (its record kept) after its first use.
     pub idempotency_retention: std::time::Duration,
 }
@@ -103,7 +102,7 @@ impl Store {
                     // Busy: SQLite may restart the WAL in place at the first write.
                     gate.truncation_failed();
                 }
-                gate.install_guard(checkpoint::WalGuard::open(&config.path)?);
+                gate.install_hold(Box::new(checkpoint::WalGuard::open(&config.path)?));
                 Some(checkpoint::GatedCheckpoints::new(
                     gate.clone(),
                     files.clone(),

@@ -7,11 +7,11 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use dropd::handshake::Handshake;
 use dropd::replicate::config::ReplicationConfig;
 use dropd::replicate::replica::{FileReplica, ReplicaTarget};
 use dropd::replicate::shipper::Shipper;
 use dropd::replicate::status::ReplicaStatus;
-use dropd::store::CheckpointGate;
 use rusqlite::Connection;
 use serde_json::Value;
 
@@ -389,13 +389,17 @@ fn page_sizes_shrink_and_growth_restore_byte_for_byte() {
              CREATE TABLE t (id INTEGER PRIMARY KEY, body TEXT NOT NULL);"
         ))
         .expect("schema");
-        let gate = Arc::new(CheckpointGate::default());
+        let Handshake {
+            writer: gate,
+            shipper: shipper_gate,
+            ..
+        } = Handshake::with_default_sizes();
         let config = ReplicationConfig::for_target(ReplicaTarget::File(replica.clone()));
         let mut shipper = Shipper::new(
             dropd::store::DbFiles::keep(&db).expect("kept"),
             Arc::new(FileReplica::new(replica.clone())),
             config,
-            gate.clone(),
+            shipper_gate,
             Arc::new(ReplicaStatus::new("test".into())),
         );
         let url = format!("file://{}", replica.display());

@@ -40,7 +40,7 @@ fn open_store(path: &std::path::Path, synchronous: Synchronous, clock: ManualClo
             read_pool_size: 1,
             naive_writers: false,
             checkpoint_gate: None,
-            idempotency_retention: dropd::store::keys::DEFAULT_RETENTION,
+            idempotency_retention: dropd::defaults::IDEMPOTENCY_RETENTION,
             sweep_limit: 2_000,
             box_id: None,
         },

@@ -35,7 +35,7 @@ pub(super) struct WriterLoop {
     pub(super) keys: Arc<KeyBook>,
     pub(super) next_prune: Instant,
     pub(super) verifier: Verifier,
-    /// With a replica: checkpoints only past shipped frames (see `CheckpointGate`).
+    /// With a replica: checkpoints only past shipped frames (see `handshake`).
     pub(super) gated: Option<super::super::checkpoint::GatedCheckpoints>,
     pub(super) files: Arc<DbFiles>,
     pub(super) listener: Option<Arc<dyn CommitListener>>,

@@ -208,7 +208,7 @@ impl Writer {
                         BatchChores {
                             box_id: naive.box_id.as_deref(),
                             sweep: true,
-                            sweep_limit: 2_000,
+                            sweep_limit: crate::defaults::SWEEP_LIMIT,
                             ..BatchChores::default()
                         },
                     );

@@ -1,0 +1,39 @@
+//! `dropd serve`'s defaults, written once: clap's `--help`, `Settings::for_data_dir` (what tests
+//! and embedders start from) and the hub read them from here, and docs/design.md's CLI table
+//! quotes them. A leaf: it imports nothing from the crate.
+
+use std::time::Duration;
+
+pub const LISTEN: &str = "127.0.0.1:8080";
+pub const DATA_DIR: &str = "./data";
+/// Most write commands committed in one transaction.
+pub const BATCH_LIMIT: u32 = 512;
+/// Write commands that may wait for the writer before requests get 503 overloaded.
+pub const QUEUE_SIZE: u32 = 8_192;
+/// How long an Idempotency-Key is remembered, as `--idempotency-retention` spells it...
+pub const IDEMPOTENCY_RETENTION_TEXT: &str = "24h";
+/// ...and as a duration (a test keeps the two equal).
+pub const IDEMPOTENCY_RETENTION: Duration = Duration::from_secs(24 * 3600);
+/// Most due holds one writer batch expires.
+pub const SWEEP_LIMIT: i64 = 2_000;
+/// Open event streams before new ones get 503 too-many-subscribers.
+pub const MAX_SUBSCRIBERS: usize = 20_000;
+/// Share of one core that live-stock fan-out may use.
+pub const SSE_CPU_BUDGET: f64 = 0.25;
+/// Messages buffered per subscriber before it counts as lagging.
+pub const SSE_SUBSCRIBER_BUFFER: usize = 16;
+/// A comment line this often keeps proxies from closing an idle stream.
+pub const SSE_KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_retention_text_and_duration_agree() {
+        assert_eq!(
+            humantime::parse_duration(IDEMPOTENCY_RETENTION_TEXT).ok(),
+            Some(IDEMPOTENCY_RETENTION)
+        );
+    }
+}
