@@ -18,9 +18,11 @@ run:
 fmt:
 	$(CARGO) fmt
 
+# The server also builds without the benchmark (`--no-default-features`), and stays clean so.
 lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy --no-default-features -- -D warnings
 
 LITESTREAM := target/litestream-venv/bin/litestream
 

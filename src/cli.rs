@@ -38,6 +38,7 @@ pub enum Command {
     Restore(RestoreArgs),
     /// Measure hold attempts/s against the /healthz ceiling, group commit against a naive
     /// baseline, and reads under fire; prints a markdown table and writes JSON.
+    #[cfg(feature = "bench")]
     Bench(crate::bench::BenchArgs),
 }
 
@@ -103,6 +104,7 @@ pub struct ServeArgs {
     #[arg(long, env = "DROPD_SYNC_INTERVAL", value_parser = humantime::parse_duration)]
     pub sync_interval: Option<Duration>,
     /// Benchmark baseline: one transaction per write on a pool of writer connections.
+    #[cfg(feature = "bench")]
     #[arg(long, hide = true)]
     pub naive_writes: bool,
 }
@@ -219,6 +221,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             create_admin_key(&name, &data_dir)
         }
         Command::Restore(args) => restore(args),
+        #[cfg(feature = "bench")]
         Command::Bench(args) => {
             telemetry::init("warn");
             crate::bench::run(args)
@@ -237,7 +240,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         queue_size: args.queue_size as usize,
         token_secret: args.token_secret,
         workers: args.workers.map(|w| w as usize),
+        #[cfg(feature = "bench")]
         naive_writes: args.naive_writes,
+        #[cfg(not(feature = "bench"))]
+        naive_writes: false,
         idempotency_retention: args.idempotency_retention,
         sweep_limit: 2_000,
         box_id: args.box_id.clone(),

@@ -13,6 +13,7 @@
 
 pub mod app;
 pub mod auth;
+#[cfg(feature = "bench")]
 pub mod bench;
 pub mod cli;
 pub mod defaults;

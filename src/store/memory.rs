@@ -21,6 +21,7 @@ use super::drop_rows::{self as drops, DropRules};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum BuyerLoad {
     WholeDrop,
+    #[cfg_attr(not(feature = "bench"), allow(dead_code))]
     OneBuyer,
 }
 

@@ -21,9 +21,11 @@ use crate::domain::{BuyerId, Clock, DropId, HoldId, Refusal};
 
 mod event_loop;
 mod group_commit;
+#[cfg(feature = "bench")]
+mod naive;
 
 use event_loop::WriterLoop;
-use group_commit::{run_batch, BatchChores, Verifier};
+use group_commit::Verifier;
 
 use super::commands::{Command, Reply};
 use super::files::DbFiles;
@@ -60,19 +62,8 @@ pub struct Writer {
     next_expiry: Arc<AtomicI64>,
     depth: Arc<AtomicI64>,
     alive: Arc<AtomicBool>,
-    naive: Option<NaiveWriters>,
-}
-
-/// The benchmark's baseline only (`serve --naive-writes`, hidden): every command runs in its own
-/// transaction on one of a pool of read-write connections, the way a typical web app writes. It
-/// exists so the gain of group commit is measured, not claimed; never use it in production.
-#[derive(Clone)]
-struct NaiveWriters {
-    pool: r2d2::Pool<r2d2_sqlite::SqliteConnectionManager>,
-    clock: Arc<dyn Clock>,
-    listener: Option<Arc<dyn CommitListener>>,
-    keys: Arc<KeyBook>,
-    box_id: Option<String>,
+    #[cfg(feature = "bench")]
+    naive: Option<naive::NaiveWriters>,
 }
 
 pub struct WriterThread {
@@ -108,30 +99,18 @@ pub(crate) fn spawn(
     listener: Option<Arc<dyn CommitListener>>,
     keys: Arc<KeyBook>,
 ) -> Result<(Writer, WriterThread), StoreError> {
-    let naive = if config.naive_writers {
-        // A typical web app would index holds by buyer to count a buyer's units per request.
-        conn.execute_batch(
-            "CREATE INDEX IF NOT EXISTS naive_holds_by_buyer ON holds (drop_id, buyer)",
-        )?;
-        let sync = config.synchronous.as_str();
-        let manager =
-            r2d2_sqlite::SqliteConnectionManager::file(&config.path).with_init(move |c| {
-                c.busy_timeout(Duration::from_secs(30))?;
-                c.execute_batch(&format!(
-                    "PRAGMA synchronous = {sync}; PRAGMA foreign_keys = ON;"
-                ))
-            });
-        let pool = r2d2::Pool::builder().max_size(16).build(manager)?;
-        Some(NaiveWriters {
-            pool,
-            clock: clock.clone(),
-            listener: listener.clone(),
-            keys: keys.clone(),
-            box_id: config.box_id.clone(),
-        })
-    } else {
-        None
-    };
+    #[cfg(feature = "bench")]
+    let naive = config
+        .naive_writers
+        .then(|| naive::NaiveWriters::open(&conn, config, &clock, &listener, &keys))
+        .transpose()?;
+    #[cfg(not(feature = "bench"))]
+    if config.naive_writers {
+        return Err(StoreError::Setup(
+            "this build has no naive-writes baseline (it was built without the `bench` feature)"
+                .into(),
+        ));
+    }
     let (tx, rx) = mpsc::sync_channel(config.queue_size.max(1));
     let depth = Arc::new(AtomicI64::new(0));
     let alive = Arc::new(AtomicBool::new(true));
@@ -178,6 +157,7 @@ pub(crate) fn spawn(
         next_expiry,
         depth,
         alive: alive.clone(),
+        #[cfg(feature = "bench")]
         naive,
     };
     Ok((writer, WriterThread { handle, alive }))
@@ -190,34 +170,9 @@ impl Writer {
     ) -> Result<oneshot::Receiver<Result<T, StoreError>>, StoreError> {
         let (tx, answer) = oneshot::channel();
         let reply = Reply::new(tx);
+        #[cfg(feature = "bench")]
         if let Some(naive) = &self.naive {
-            let naive = naive.clone();
-            let cmd = make(reply);
-            tokio::task::spawn_blocking(move || match naive.pool.get() {
-                Ok(conn) => {
-                    let now = naive.clock.now();
-                    let listener = naive.listener.as_deref();
-                    run_batch(
-                        &conn,
-                        now,
-                        &mut Memory::new(BuyerLoad::OneBuyer),
-                        &naive.keys,
-                        &mut vec![cmd],
-                        listener,
-                        &|| Ok(()),
-                        BatchChores {
-                            box_id: naive.box_id.as_deref(),
-                            sweep: true,
-                            sweep_limit: crate::defaults::SWEEP_LIMIT,
-                            ..BatchChores::default()
-                        },
-                    );
-                }
-                Err(err) => {
-                    tracing::error!(error = %err, "no naive writer connection");
-                    cmd.answer(Some(StoreError::CommitFailed));
-                }
-            });
+            naive.run(make(reply));
             return Ok(answer);
         }
         self.depth.fetch_add(1, Ordering::Relaxed);
