@@ -5,10 +5,11 @@
 
 use std::io::{BufReader, BufWriter, Seek, SeekFrom, Write};
 
+use super::error::ShipError;
 use super::ltx::{self, Encoder, Header, LtxError, PageReader};
+use super::replica::SNAPSHOT_LEVEL;
 use super::replica::{LtxFile, Replica};
 use super::restore::RestoreError;
-use super::shipper::{ShipError, SNAPSHOT_LEVEL};
 
 /// Merges `chain` (in apply order, as `restore::plan` gives it) into one file at `level`
 /// covering `[min_txid, last max]`: newest page wins, and a page above a later file's commit

@@ -5,9 +5,9 @@
 
 use std::io::Write;
 
+use super::error::ShipError;
 use super::ltx::{self, Encoder, LtxError};
 use super::replica::{LtxFile, ReplicaError, Upload};
-use super::shipper::ShipError;
 use super::wal::{self, Segment, WalError, WAL_HEADER_SIZE};
 use crate::store::DbFiles;
 

@@ -4,6 +4,7 @@
 
 mod compact;
 pub mod config;
+mod error;
 mod image;
 pub mod ltx;
 pub mod position;

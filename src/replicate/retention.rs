@@ -4,8 +4,8 @@ use std::time::{Duration, SystemTime};
 
 use super::config::ReplicationConfig;
 use super::replica::LtxFile;
+use super::replica::SNAPSHOT_LEVEL;
 use super::restore::{self, Target};
-use super::shipper::SNAPSHOT_LEVEL;
 
 /// The files retention may delete: snapshots older than `snapshot.retention` (never the
 /// newest), anything every kept snapshot already covers, and level-0 files that level 1 holds

@@ -204,6 +204,9 @@ pub trait Replica: Send + Sync {
     }
 }
 
+/// Level-9 files are snapshots: the whole database, `[1, X]`.
+pub const SNAPSHOT_LEVEL: u32 = 9;
+
 /// `%016x-%016x.ltx`, lowercase hex.
 pub fn parse_name(name: &str) -> Option<(u64, u64)> {
     let stem = name.strip_suffix(".ltx")?;
