@@ -3,6 +3,8 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::domain::views::DropView;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DropState {
@@ -63,6 +65,25 @@ impl DropSchedule {
             None if now < self.starts_at => DropState::Scheduled,
             None => DropState::Live,
         }
+    }
+}
+
+impl DropView {
+    /// The state the schedule gives this view at `now`: the view's state was computed when it
+    /// was read, and the clock moves a drop from scheduled to live to closed without a commit.
+    /// An admin's pause or close is kept (the one rule is `DropSchedule::state_at`).
+    pub fn state_at(&self, now: DateTime<Utc>) -> DropState {
+        let override_state = match self.state {
+            DropState::Closed => Some(OverrideState::Closed),
+            DropState::Paused => Some(OverrideState::Paused),
+            DropState::Scheduled | DropState::Live => None,
+        };
+        DropSchedule {
+            starts_at: self.starts_at,
+            ends_at: self.ends_at,
+            override_state,
+        }
+        .state_at(now)
     }
 }
 

@@ -5,7 +5,6 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::clock::serde_rfc3339;
-use crate::domain::drop::{DropSchedule, OverrideState};
 use crate::domain::{DropState, Money};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,25 +82,6 @@ pub struct DropView {
     pub state: DropState,
     pub version: i64,
     pub skus: Vec<SkuView>,
-}
-
-impl DropView {
-    /// The state the schedule gives this view at `now`: the view's state was computed when it
-    /// was read, and the clock moves a drop from scheduled to live to closed without a commit.
-    /// An admin's pause or close is kept (the one rule is `DropSchedule::state_at`).
-    pub fn state_at(&self, now: DateTime<Utc>) -> DropState {
-        let override_state = match self.state {
-            DropState::Closed => Some(OverrideState::Closed),
-            DropState::Paused => Some(OverrideState::Paused),
-            DropState::Scheduled | DropState::Live => None,
-        };
-        DropSchedule {
-            starts_at: self.starts_at,
-            ends_at: self.ends_at,
-            override_state,
-        }
-        .state_at(now)
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

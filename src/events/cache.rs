@@ -10,9 +10,9 @@ use bytes::Bytes;
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 
 use super::diff::diff;
-use super::fanout::{Pending, Subscribers};
+use super::fanout::{lock, Pending, Subscribers};
 use super::sse;
-use super::HubStats;
+use super::stats::HubStats;
 use crate::domain::views::DropView;
 use crate::domain::{Clock, DropId, DropState};
 use crate::store::{drops, ReadPool, StoreError};
@@ -83,11 +83,6 @@ impl Entry {
             subscribers: Subscribers::default(),
         })
     }
-}
-
-pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic while holding a hub lock leaves plain data behind; carry on with it.
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 type Load = Shared<BoxFuture<'static, Result<(), LoadError>>>;

@@ -10,10 +10,15 @@ use bytes::Bytes;
 use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
 
-use super::cache::{lock, Cached};
 use super::diff::Changes;
 use super::sse;
 use crate::domain::DropState;
+
+/// The hub's locks guard plain data: a panic while one was held leaves nothing half-done that
+/// matters, so carry on with it.
+pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SubscribeError {
@@ -123,14 +128,15 @@ impl Fanout {
         self.closed.load(Ordering::Acquire)
     }
 
-    /// Opens a stream on `subscribers`: a `snapshot` of `current` first unless `last_event_id`
-    /// shows the client is current, in which case `state` (what the clock says now) is
-    /// restated. The caller holds the drop's state lock, so no message can fall between the
-    /// snapshot and registration.
+    /// Opens a stream on `subscribers`: the drop's `snapshot` event (at `version`) first unless
+    /// `last_event_id` shows the client is current, in which case `state` (what the clock says
+    /// now) is restated. The caller holds the drop's state lock, so no message can fall between
+    /// the snapshot and registration.
     pub fn subscribe(
         &self,
         subscribers: &Subscribers,
-        current: &Cached,
+        snapshot: &Bytes,
+        version: i64,
         state: DropState,
         last_event_id: Option<i64>,
     ) -> Result<mpsc::Receiver<Bytes>, SubscribeError> {
@@ -143,10 +149,9 @@ impl Fanout {
             return Err(SubscribeError::Full);
         }
         let (tx, rx) = mpsc::channel(self.buffer);
-        let version = current.view.version;
         let _ = tx.try_send(Bytes::from_static(sse::RETRY));
         if last_event_id.is_none_or(|id| id < version) {
-            let _ = tx.try_send(current.snapshot.clone());
+            let _ = tx.try_send(snapshot.clone());
         } else {
             // Current by version, but the clock may have moved the drop since without a new
             // version.

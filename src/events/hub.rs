@@ -9,15 +9,16 @@
 //! is pushed at once. A subscriber that cannot keep up is never waited for: its messages are
 //! dropped and it gets a fresh snapshot when it has room again.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use super::cache::{lock, Cached, LoadError, ViewCache};
-use super::fanout::{Fanout, SubscribeError};
+use super::cache::{Cached, LoadError, ViewCache};
+use super::fanout::{lock, Fanout, SubscribeError};
+use super::stats::HubStats;
 use super::ticker;
 use crate::defaults;
 use crate::domain::views::DropView;
@@ -44,21 +45,6 @@ impl Default for HubConfig {
             keep_alive: defaults::SSE_KEEP_ALIVE,
         }
     }
-}
-
-#[derive(Debug, Default)]
-pub struct HubStats {
-    /// Views read from SQLite because memory had none (one per coalesced miss).
-    pub loads: AtomicU64,
-    pub ticks: AtomicU64,
-    /// Messages queued to subscribers.
-    pub messages: AtomicU64,
-    /// Time spent fanning out, in microseconds.
-    pub fanout_micros: AtomicU64,
-    /// The current tick interval, in milliseconds.
-    pub interval_millis: AtomicU64,
-    /// Messages dropped for subscribers that could not keep up.
-    pub lagged: AtomicU64,
 }
 
 pub struct Hub {
@@ -117,8 +103,14 @@ impl Hub {
         let entry = self.cache.entry(drop_id).ok_or(SubscribeError::Unknown)?;
         let st = lock(&entry.state);
         let state = st.current.view.state_at(self.clock.now());
-        self.fanout
-            .subscribe(&entry.subscribers, &st.current, state, last_event_id)
+        let current = &st.current;
+        self.fanout.subscribe(
+            &entry.subscribers,
+            &current.snapshot,
+            current.view.version,
+            state,
+            last_event_id,
+        )
     }
 
     pub fn is_closed(&self) -> bool {

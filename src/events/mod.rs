@@ -10,8 +10,10 @@ mod diff;
 mod fanout;
 mod hub;
 mod sse;
+mod stats;
 mod ticker;
 
 pub use cache::{Cached, LoadError};
 pub use fanout::SubscribeError;
-pub use hub::{Hub, HubConfig, HubStats};
+pub use hub::{Hub, HubConfig};
+pub use stats::HubStats;
