@@ -29,6 +29,29 @@ pub const SSE_KEEP_ALIVE: Duration = Duration::from_secs(15);
 mod tests {
     use super::*;
 
+    /// The CLI table of docs/design.md quotes these; a default changed here must change there.
+    #[test]
+    fn the_design_documents_the_defaults_written_here() {
+        let design = include_str!("../docs/design.md");
+        let row = |flag: &str| {
+            design
+                .lines()
+                .find(|l| l.starts_with(&format!("| `{flag}` |")))
+                .unwrap_or_else(|| panic!("docs/design.md has no row for {flag}"))
+                .split('|')
+                .nth(3)
+                .map(|cell| cell.trim().trim_matches('`').to_string())
+                .unwrap_or_default()
+        };
+        assert_eq!(row("--listen"), LISTEN);
+        assert_eq!(row("--data-dir"), DATA_DIR);
+        assert_eq!(row("--batch-limit"), BATCH_LIMIT.to_string());
+        assert_eq!(row("--queue-size"), QUEUE_SIZE.to_string());
+        assert_eq!(row("--idempotency-retention"), IDEMPOTENCY_RETENTION_TEXT);
+        assert_eq!(row("--max-subscribers"), MAX_SUBSCRIBERS.to_string());
+        assert_eq!(row("--sse-cpu-budget"), SSE_CPU_BUDGET.to_string());
+    }
+
     #[test]
     fn the_retention_text_and_duration_agree() {
         assert_eq!(

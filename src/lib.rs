@@ -1,15 +1,31 @@
 //! dropd: a single-binary server for limited-stock drops.
 //!
+//! How a hold travels, and where each step lives:
+//!
 //! ```text
-//! buyers --HTTP--> actix workers --Command (bounded channel)--> store-writer thread
-//!    ^                 |                                           | BEGIN IMMEDIATE
-//!    |                 | reads: r2d2 pool (query_only)             | ...a batch of commands...
-//!    |                 v                                           | COMMIT (synchronous=FULL)
-//!    |            SQLite file (WAL mode) <--------------------------+ then answer each command
+//!  buyer ──HTTP──> http/ (actix workers: auth, extract, problem+json)
+//!                   │  sold out? answered from events/ + store::keys, no SQL, no writer
+//!                   │  else: a Command on a bounded channel (full: 503 overloaded)
+//!                   v
+//!            store/writer/ (the one read-write connection, one thread)
+//!                   │  a batch of commands in one BEGIN IMMEDIATE ... COMMIT
+//!                   │  rules from domain/ (no I/O), counters in store::memory
+//!                   │  answers sent only after the COMMIT
+//!                   ├──> events/ (new drop views: hot reads, SSE fan-out by events-ticker)
+//!                   v
+//!            SQLite dropd.db + -wal  <── reads: store::read_pool (query_only, r2d2)
+//!                   │
+//!                   │  handshake/: which WAL frames may be checkpointed, which commits
+//!                   │  the replica holds (writer side: store::checkpoint)
+//!                   v
+//!            replicate/shipper/ (wal-shipper thread) ──LTX files──> replicate/replica/
+//!                                                               (a directory, or S3)
+//!            replicate/restore: a replica back into a database (`dropd restore`)
 //! ```
 //!
-//! `domain` holds the rules (no I/O), `store` is the only door to SQLite, `http` is the actix
-//! edge, `app` wires them together. See `docs/design.md`.
+//! `app` wires these together (and holds the shutdown order), `cli` is the command line,
+//! `defaults` holds serve's defaults, `bench` (cargo feature `bench`, on by default) measures it
+//! all. See `docs/design.md`.
 
 pub mod app;
 pub mod auth;
