@@ -12,7 +12,7 @@ use actix_web::{web, App, HttpServer};
 use anyhow::Context;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
-use crate::auth::{self, TokenKeys};
+use crate::auth::{self, TokenKeys, TokenPolicy};
 use crate::defaults;
 use crate::domain::Clock;
 use crate::events::{Hub, HubConfig};
@@ -33,7 +33,9 @@ pub struct Settings {
     pub synchronous: Synchronous,
     pub batch_limit: usize,
     pub queue_size: usize,
-    pub token_secret: Option<String>,
+    /// Given buyer-token secrets (the first signs); none: `<data-dir>/token-secret`.
+    pub token_secrets: Vec<String>,
+    pub token_policy: TokenPolicy,
     pub workers: Option<usize>,
     /// Benchmark baseline only (hidden flag): one transaction per write on a pool of writers.
     pub naive_writes: bool,
@@ -64,7 +66,8 @@ impl Settings {
             synchronous: Synchronous::Full,
             batch_limit: defaults::BATCH_LIMIT as usize,
             queue_size: defaults::QUEUE_SIZE as usize,
-            token_secret: None,
+            token_secrets: Vec::new(),
+            token_policy: TokenPolicy::default(),
             workers: None,
             naive_writes: false,
             idempotency_retention: defaults::IDEMPOTENCY_RETENTION,
@@ -105,8 +108,9 @@ impl Application {
                 settings.data_dir.display()
             )
         })?;
-        let secret = auth::load_secret(settings.token_secret.as_deref(), &settings.data_dir, true)?;
-        let tokens = TokenKeys::new(&secret).context("loading the buyer-token secret")?;
+        let secrets = auth::load_secrets(&settings.token_secrets, &settings.data_dir, true)?;
+        let tokens = TokenKeys::with_secrets(&secrets, settings.token_policy.clone())
+            .context("loading the buyer-token secrets")?;
         let workers = settings
             .workers
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));

@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
 use crate::app::{Application, Settings, DEFAULT_TOKEN_TTL};
-use crate::auth::{self, TokenKeys};
+use crate::auth::{self, TokenKeys, TokenPolicy};
 use crate::defaults;
 use crate::domain::{BuyerId, SystemClock};
 use crate::replicate::config::ReplicationConfig;
@@ -57,9 +57,8 @@ pub struct ServeArgs {
     /// crash but may lose the last commits on power loss.
     #[arg(long, env = "DROPD_SYNCHRONOUS", value_enum, default_value_t = Synchronous::Full)]
     pub synchronous: Synchronous,
-    /// Secret for buyer tokens (at least 32 bytes); default: <data-dir>/token-secret.
-    #[arg(long, env = "DROPD_TOKEN_SECRET", hide_env_values = true)]
-    pub token_secret: Option<String>,
+    #[command(flatten)]
+    pub tokens: TokenFlags,
     /// Most write commands committed in one transaction.
     #[arg(long, env = "DROPD_BATCH_LIMIT", default_value_t = defaults::BATCH_LIMIT,
           value_parser = clap::value_parser!(u32).range(1..=100_000))]
@@ -119,8 +118,43 @@ pub struct TokenArgs {
     pub ttl: Duration,
     #[arg(long, env = "DROPD_DATA_DIR", default_value = defaults::DATA_DIR)]
     pub data_dir: PathBuf,
-    #[arg(long, env = "DROPD_TOKEN_SECRET", hide_env_values = true)]
-    pub token_secret: Option<String>,
+    #[command(flatten)]
+    pub tokens: TokenFlags,
+}
+
+/// How buyer tokens are signed and what a server accepts; `serve` and `token` share them so a
+/// minted token is one the server takes.
+#[derive(Debug, Args)]
+pub struct TokenFlags {
+    /// Secret for buyer tokens (at least 32 bytes). Repeat it to accept several while rotating:
+    /// the first signs, all verify. Default: <data-dir>/token-secret, one secret per line.
+    #[arg(
+        long = "token-secret",
+        env = "DROPD_TOKEN_SECRET",
+        hide_env_values = true
+    )]
+    pub token_secrets: Vec<String>,
+    /// Longest a token may live (exp minus iat); longer-lived tokens are refused.
+    #[arg(long, env = "DROPD_TOKEN_MAX_LIFETIME", default_value = defaults::TOKEN_MAX_LIFETIME_TEXT,
+          value_parser = humantime::parse_duration)]
+    pub token_max_lifetime: Duration,
+    /// Require this `iss` in every token (and put it in minted ones).
+    #[arg(long, env = "DROPD_TOKEN_ISSUER")]
+    pub token_issuer: Option<String>,
+    /// Require this `aud` in every token (and put it in minted ones).
+    #[arg(long, env = "DROPD_TOKEN_AUDIENCE")]
+    pub token_audience: Option<String>,
+}
+
+impl TokenFlags {
+    pub fn policy(&self) -> TokenPolicy {
+        TokenPolicy {
+            max_lifetime: self.token_max_lifetime,
+            issuer: self.token_issuer.clone(),
+            audience: self.token_audience.clone(),
+            ..TokenPolicy::default()
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -238,14 +272,15 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         synchronous: args.synchronous,
         batch_limit: args.batch_limit as usize,
         queue_size: args.queue_size as usize,
-        token_secret: args.token_secret,
+        token_secrets: args.tokens.token_secrets.clone(),
+        token_policy: args.tokens.policy(),
         workers: args.workers.map(|w| w as usize),
         #[cfg(feature = "bench")]
         naive_writes: args.naive_writes,
         #[cfg(not(feature = "bench"))]
         naive_writes: false,
         idempotency_retention: args.idempotency_retention,
-        sweep_limit: 2_000,
+        sweep_limit: defaults::SWEEP_LIMIT,
         box_id: args.box_id.clone(),
         max_subscribers: args.max_subscribers,
         sse_cpu_budget: args.sse_cpu_budget,
@@ -406,13 +441,21 @@ fn restore(args: RestoreArgs) -> anyhow::Result<()> {
 
 fn token(args: TokenArgs) -> anyhow::Result<()> {
     let sub = BuyerId::parse(&args.sub).map_err(anyhow::Error::msg)?;
-    let secret = auth::load_secret(args.token_secret.as_deref(), &args.data_dir, false)?;
-    let keys = TokenKeys::new(&secret)?;
+    let secrets = auth::load_secrets(&args.tokens.token_secrets, &args.data_dir, false)?;
+    let policy = args.tokens.policy();
     let ttl = if args.ttl.is_zero() {
         DEFAULT_TOKEN_TTL
     } else {
         args.ttl
     };
+    if ttl > policy.max_lifetime {
+        anyhow::bail!(
+            "--ttl {} is longer than the {} the server accepts (--token-max-lifetime)",
+            humantime::format_duration(ttl),
+            humantime::format_duration(policy.max_lifetime)
+        );
+    }
+    let keys = TokenKeys::with_secrets(&secrets, policy)?;
     println!("{}", keys.mint(&sub, ttl)?);
     Ok(())
 }

@@ -22,6 +22,11 @@ pub const MAX_SUBSCRIBERS: usize = 20_000;
 pub const SSE_CPU_BUDGET: f64 = 0.25;
 /// Messages buffered per subscriber before it counts as lagging.
 pub const SSE_SUBSCRIBER_BUFFER: usize = 16;
+/// Longest a buyer token may live, as `--token-max-lifetime` spells it and as a duration.
+pub const TOKEN_MAX_LIFETIME_TEXT: &str = "24h";
+pub const TOKEN_MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+/// Longest buyer token accepted, in bytes (an HS256 token with a short `sub` is about 200).
+pub const TOKEN_MAX_LEN: usize = 4096;
 /// A comment line this often keeps proxies from closing an idle stream.
 pub const SSE_KEEP_ALIVE: Duration = Duration::from_secs(15);
 
@@ -57,6 +62,10 @@ mod tests {
         assert_eq!(
             humantime::parse_duration(IDEMPOTENCY_RETENTION_TEXT).ok(),
             Some(IDEMPOTENCY_RETENTION)
+        );
+        assert_eq!(
+            humantime::parse_duration(TOKEN_MAX_LIFETIME_TEXT).ok(),
+            Some(TOKEN_MAX_LIFETIME)
         );
     }
 }

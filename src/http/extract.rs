@@ -47,10 +47,9 @@ impl FromRequest for Buyer {
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         ready((|| {
             let token = bearer(req)?;
-            let buyer = state(req)?
-                .tokens
-                .verify(token)
-                .map_err(ApiError::unauthorized)?;
+            let buyer = state(req)?.tokens.verify(token).map_err(|err| {
+                ApiError::new(StatusCode::UNAUTHORIZED, err.code(), err.to_string())
+            })?;
             Ok(Buyer(buyer))
         })())
     }

@@ -48,7 +48,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut settings = Settings::for_data_dir(dir.path());
     settings.listen = "127.0.0.1:0".into();
-    settings.token_secret = Some(SECRET.into());
+    settings.token_secrets = vec![SECRET.into()];
     settings.workers = Some(2);
     adjust(&mut settings);
     let clock = ManualClock::new(start_time());

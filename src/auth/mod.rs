@@ -1,38 +1,21 @@
-//! Buyer tokens (HS256 JWTs with `sub` and `exp`) and admin keys (random, stored as SHA-256).
+//! Who may call: buyer tokens (HS256 JWTs, `tokens`), verified once per token per worker
+//! thread, and admin keys (random, stored as SHA-256).
+
+mod tokens;
+
+pub use tokens::{TokenError, TokenKeys, TokenPolicy};
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::{bail, Context};
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::domain::BuyerId;
 
 pub const SECRET_FILE: &str = "token-secret";
-const MIN_SECRET_LEN: usize = 32;
 const ADMIN_KEY_PREFIX: &str = "dak_";
-
-#[derive(Debug, Serialize, Deserialize)]
-struct Claims {
-    sub: String,
-    exp: u64,
-    iat: u64,
-}
-
-/// The server's buyer-token secret, ready to sign and verify.
-#[derive(Clone)]
-pub struct TokenKeys {
-    encoding: EncodingKey,
-    decoding: DecodingKey,
-    validation: Validation,
-    /// Tells this secret's cached verdicts from another's (tests run several servers in one
-    /// process).
-    id: u64,
-}
 
 /// Most verified tokens one thread remembers; past that it starts over.
 const CACHED_TOKENS: usize = 65_536;
@@ -63,36 +46,13 @@ fn slot(token: &str) -> u64 {
 }
 
 impl TokenKeys {
-    pub fn new(secret: &[u8]) -> anyhow::Result<Self> {
-        if secret.len() < MIN_SECRET_LEN {
-            bail!("the token secret must be at least {MIN_SECRET_LEN} bytes long");
-        }
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.set_required_spec_claims(&["exp", "sub"]);
-        validation.leeway = 5;
-        Ok(Self {
-            encoding: EncodingKey::from_secret(secret),
-            decoding: DecodingKey::from_secret(secret),
-            validation,
-            id: rand::random(),
-        })
-    }
-
-    pub fn mint(&self, sub: &BuyerId, ttl: Duration) -> anyhow::Result<String> {
-        let iat = jsonwebtoken::get_current_timestamp();
-        let claims = Claims {
-            sub: sub.to_string(),
-            exp: iat + ttl.as_secs(),
-            iat,
-        };
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
-            .context("signing the token")
-    }
-
     /// The buyer a token speaks for, or why it is not accepted.
-    pub fn verify(&self, token: &str) -> Result<BuyerId, String> {
+    pub fn verify(&self, token: &str) -> Result<BuyerId, TokenError> {
+        if token.len() > self.policy.max_len {
+            return Err(TokenError::TooLong(self.policy.max_len));
+        }
         let now = jsonwebtoken::get_current_timestamp();
-        let leeway = self.validation.leeway;
+        let leeway = self.leeway();
         let slot = slot(token);
         let hit = VERIFIED.with(|cache| {
             cache
@@ -124,31 +84,34 @@ impl TokenKeys {
         });
         Ok(buyer)
     }
-
-    fn verify_uncached(&self, token: &str) -> Result<(BuyerId, u64), String> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .map_err(|e| match e.kind() {
-                jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
-                    "the token has expired".to_owned()
-                }
-                jsonwebtoken::errors::ErrorKind::InvalidSignature => {
-                    "the token was not signed with this server's secret".to_owned()
-                }
-                _ => format!("the token is not valid: {e}"),
-            })?;
-        Ok((BuyerId::parse(&data.claims.sub)?, data.claims.exp))
-    }
 }
 
-/// Where the secret comes from: given (flag or env), or `<data-dir>/token-secret`, created with
-/// mode 0600 on first use when `create` is set.
-pub fn load_secret(given: Option<&str>, data_dir: &Path, create: bool) -> anyhow::Result<Vec<u8>> {
-    if let Some(secret) = given {
-        return Ok(secret.as_bytes().to_vec());
+/// Where the secrets come from: given (flags or env), or `<data-dir>/token-secret`, created
+/// with mode 0600 on first use when `create` is set. The file holds one secret per line: the
+/// first signs, every one verifies (rotation: add the new secret as the first line, restart,
+/// remove the old line once its tokens have expired).
+pub fn load_secrets(
+    given: &[String],
+    data_dir: &Path,
+    create: bool,
+) -> anyhow::Result<Vec<Vec<u8>>> {
+    if !given.is_empty() {
+        return Ok(given.iter().map(|s| s.as_bytes().to_vec()).collect());
     }
     let path = data_dir.join(SECRET_FILE);
     match std::fs::read_to_string(&path) {
-        Ok(text) => return Ok(text.trim().as_bytes().to_vec()),
+        Ok(text) => {
+            let secrets: Vec<Vec<u8>> = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(|l| l.as_bytes().to_vec())
+                .collect();
+            if secrets.is_empty() {
+                bail!("{} holds no secret", path.display());
+            }
+            return Ok(secrets);
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
             "no token secret at {}: start `dropd serve --data-dir {}` once to create it, \
@@ -161,7 +124,7 @@ pub fn load_secret(given: Option<&str>, data_dir: &Path, create: bool) -> anyhow
     let secret = hex::encode(rand::random::<[u8; 32]>());
     write_private(&path, secret.as_bytes())?;
     tracing::info!(path = %path.display(), "created a new buyer-token secret");
-    Ok(secret.into_bytes())
+    Ok(vec![secret.into_bytes()])
 }
 
 fn write_private(path: &PathBuf, contents: &[u8]) -> anyhow::Result<()> {
@@ -210,6 +173,8 @@ pub fn looks_like_buyer_token(credential: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]
