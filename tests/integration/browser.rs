@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use serde_json::{json, Value};
 
-use crate::helpers::{live_drop, spawn_app_with};
+use crate::support::app::spawn_app_with;
+use crate::support::spec::live_drop;
 
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 

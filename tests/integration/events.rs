@@ -5,7 +5,9 @@ use std::time::Duration;
 use futures::future::join_all;
 use serde_json::Value;
 
-use crate::helpers::{expect_problem, live_drop, spawn_app, spawn_app_with, TestApp};
+use crate::support::api::expect_problem;
+use crate::support::app::{spawn_app, spawn_app_with, TestApp};
+use crate::support::spec::live_drop;
 
 /// Reads `text/event-stream` events from a response, one at a time.
 struct Events {
@@ -201,16 +203,16 @@ async fn sold_out_is_pushed_and_then_refused_from_memory_without_the_writer() {
     app.create_drop(&live_drop("last", 1, 1)).await;
     let mut events = Events::open(&app, "last", None).await;
     events.next().await.expect("snapshot");
-    let (alice, bob) = (app.token("alice"), app.token("bob"));
-    let hold: Value = app
-        .hold(&alice, "last", "S1", 1, "a")
+    let (alice, bob) = (app.buyer("alice"), app.buyer("bob"));
+    let hold: Value = alice
+        .hold("last", "S1", 1, "a")
         .await
         .json()
         .await
         .expect("json");
     events.until_available("S1", 0).await;
 
-    let refused = app.hold(&bob, "last", "S1", 1, "b").await;
+    let refused = bob.hold("last", "S1", 1, "b").await;
     expect_problem(refused, 409, "sold-out").await;
     let stamped: i64 = app
         .db()
@@ -223,19 +225,13 @@ async fn sold_out_is_pushed_and_then_refused_from_memory_without_the_writer() {
     // Nothing was written, but memory remembers bob's key: once the unit is back, the same
     // key still answers sold-out (one key, one answer) and a new key can hold it.
     let hold_id = hold["hold_id"].as_str().expect("id");
-    let del = app
-        .client
-        .delete(app.url(&format!("/v1/holds/{hold_id}")))
-        .bearer_auth(&alice)
-        .send()
-        .await
-        .expect("sent");
+    let del = alice.release(hold_id).await;
     assert_eq!(del.status(), 204);
     events.until_available("S1", 1).await;
-    let retry = app.hold(&bob, "last", "S1", 1, "b").await;
+    let retry = bob.hold("last", "S1", 1, "b").await;
     assert_eq!(retry.headers()["idempotent-replayed"], "true");
     expect_problem(retry, 409, "sold-out").await;
-    assert_eq!(app.hold(&bob, "last", "S1", 1, "b2").await.status(), 201);
+    assert_eq!(bob.hold("last", "S1", 1, "b2").await.status(), 201);
     app.stop().await;
 }
 

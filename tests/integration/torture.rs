@@ -16,10 +16,13 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 use rusqlite::Connection;
 
-use crate::crash::{create_admin_key, create_drop, stampede_until, Acked, ServerProcess};
-use crate::helpers::{check_invariants, client, hold_and_order_ids, open_db};
-use crate::litestream::litestream;
-use crate::s3::S3Server;
+use crate::support::api::client;
+use crate::support::buyers::{stampede_until, Acked};
+use crate::support::db::{check_invariants, hold_and_order_ids, open_db};
+use crate::support::litestream::run_litestream_restore;
+use crate::support::process::{create_admin_key, ServerProcess};
+use crate::support::s3::S3Server;
+use crate::support::spec::live_spec;
 
 #[derive(Debug, Default)]
 struct Figures {
@@ -122,13 +125,15 @@ async fn torture() {
     for cycle in 0..cycles {
         let plan = plan(&mut rng);
         let server = ServerProcess::start_with(&data, &args, &envs);
-        let base = server.base.clone();
+        let api = server.api(&http);
         let drop_id = format!("torture-{cycle}");
         let server = Arc::new(Mutex::new(Some(server)));
         let events = Arc::new(Mutex::new((0usize, 0usize, false)));
         {
-            create_drop(&http, &base, &admin_key, &drop_id).await;
-            let acked = stampede_until(&http, &base, &drop_id, cycle, {
+            api.with_admin_key(&admin_key)
+                .create_drop(&live_spec(&drop_id))
+                .await;
+            let acked = stampede_until(&api, &drop_id, cycle, {
                 let (server, s3, events, db) =
                     (server.clone(), s3.clone(), events.clone(), db.clone());
                 move |_| async move {
@@ -216,30 +221,22 @@ async fn torture() {
         drop(local);
         server.terminate();
         let out = dir.path().join(format!("restored-{cycle}.db"));
-        let run = Command::new(litestream())
-            .env_remove("AWS_CA_BUNDLE")
-            .envs(envs)
-            .args(["restore", "-o"])
-            .arg(&out)
-            .arg(&url)
-            .output()
-            .expect("litestream runs");
-        if run.status.success() {
-            let restored = Connection::open(&out).expect("opens");
-            figures.lost_replica = figures
-                .lost_replica
-                .max(missing(&all, &hold_and_order_ids(&restored)));
-            if check_invariants(&restored).is_err() {
-                figures.invariant_breaks += 1;
+        match run_litestream_restore(&url, &out, &[]) {
+            Ok(()) => {
+                let restored = Connection::open(&out).expect("opens");
+                figures.lost_replica = figures
+                    .lost_replica
+                    .max(missing(&all, &hold_and_order_ids(&restored)));
+                if check_invariants(&restored).is_err() {
+                    figures.invariant_breaks += 1;
+                }
+                drop(restored);
+                let _ = std::fs::remove_file(&out);
             }
-            drop(restored);
-            let _ = std::fs::remove_file(&out);
-        } else {
-            eprintln!(
-                "cycle {cycle}: litestream restore failed: {}",
-                String::from_utf8_lossy(&run.stderr)
-            );
-            figures.lost_replica = figures.lost_replica.max(all.holds.len() + all.orders.len());
+            Err(output) => {
+                eprintln!("cycle {cycle}: litestream restore failed: {output}");
+                figures.lost_replica = figures.lost_replica.max(all.holds.len() + all.orders.len());
+            }
         }
         figures.cycles += 1;
         eprintln!(
