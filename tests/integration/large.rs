@@ -2,44 +2,19 @@
 //! resident memory stays within 256 MB of what the server had before it), and a clean restart
 //! resumes the replica without shipping the image again.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 use serde_json::Value;
 
 use crate::support::api::{client, Api};
+use crate::support::db::add_ballast;
 use crate::support::litestream::{file_url, list_replica, run_dropd_restore};
 use crate::support::process::{create_admin_key, ServerProcess};
 use crate::support::spec::live_spec;
 
 const BALLAST_BYTES: u64 = 2_000_000_000;
 const MEMORY_BOUND: u64 = 256 << 20;
-
-/// Rows of half random, half zero bytes (compressible like real data, not like zeros).
-fn add_ballast(db: &Path) {
-    let conn = Connection::open(db).expect("opens");
-    conn.execute_batch(
-        "PRAGMA synchronous = OFF;
-         CREATE TABLE ballast (id INTEGER PRIMARY KEY, body BLOB NOT NULL);",
-    )
-    .expect("ballast table");
-    let rows = BALLAST_BYTES / 4_000;
-    let per_txn = 25_000;
-    let mut made = 0;
-    while made < rows {
-        let n = per_txn.min(rows - made);
-        conn.execute(
-            "WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < ?1) \
-             INSERT INTO ballast (body) SELECT randomblob(2000) || zeroblob(2000) FROM s",
-            [n as i64],
-        )
-        .expect("ballast rows");
-        made += n;
-    }
-    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
-        .expect("checkpoint");
-}
 
 fn status_kb(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
@@ -73,7 +48,9 @@ async fn a_two_gigabyte_database_ships_in_bounded_memory_and_a_clean_restart_shi
     let data = dir.path().join("data");
     let admin_key = create_admin_key(&data);
     let db = data.join("dropd.db");
-    add_ballast(&db);
+    add_ballast(&db, BALLAST_BYTES / 4_000)
+        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        .expect("checkpoint");
     let db_bytes = std::fs::metadata(&db).expect("db").len();
     assert!(db_bytes >= BALLAST_BYTES, "{db_bytes} bytes");
     let replica = dir.path().join("replica");
@@ -120,11 +97,8 @@ async fn a_two_gigabyte_database_ships_in_bounded_memory_and_a_clean_restart_shi
     let server = ServerProcess::start_with(&data, &args, &[]);
     let api = server.api(&http);
     let txid_before = files_before.iter().map(|f| f.max_txid).max().unwrap_or(0);
-    holds.extend(
-        api.buyer("large-buyer")
-            .hold_many("large", "second-", 20)
-            .await,
-    );
+    let buyer = api.buyer("large-buyer");
+    holds.extend(buyer.hold_many("large", "second-", 20).await);
     let resumed = wait_txid(&api, txid_before, Duration::from_secs(60)).await;
     assert!(
         resumed["last_image"].is_null(),

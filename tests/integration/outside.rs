@@ -131,13 +131,7 @@ fn ids_in(db: &[u8], dir: &Path, name: &str) -> HashSet<String> {
 }
 
 fn assert_all_restored(acked: &Acked, ids: &HashSet<String>, tool: &str) {
-    let missing: Vec<&String> = acked
-        .holds
-        .iter()
-        .chain(&acked.orders)
-        .map(|(_, id)| id)
-        .filter(|id| !ids.contains(*id))
-        .collect();
+    let missing = acked.missing_from(ids);
     assert!(
         missing.is_empty(),
         "{tool}: {} of {} acknowledged holds and orders are missing, e.g. {:?}",

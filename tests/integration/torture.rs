@@ -7,7 +7,6 @@
 //!
 //! `TORTURE_CYCLES=N` (default 24, about 10 minutes).
 
-use std::collections::HashSet;
 use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
@@ -18,7 +17,7 @@ use rusqlite::Connection;
 
 use crate::support::api::client;
 use crate::support::buyers::{stampede_until, Acked};
-use crate::support::db::{check_invariants, hold_and_order_ids, open_db};
+use crate::support::db::{add_ballast, check_invariants, hold_and_order_ids, open_db};
 use crate::support::litestream::run_litestream_restore;
 use crate::support::process::{create_admin_key, ServerProcess};
 use crate::support::s3::S3Server;
@@ -68,16 +67,6 @@ fn plan(rng: &mut impl Rng) -> Plan {
     }
 }
 
-fn ballast(db: &Path) {
-    let conn = Connection::open(db).expect("opens");
-    conn.execute_batch(
-        "CREATE TABLE ballast (id INTEGER PRIMARY KEY, body BLOB NOT NULL);
-         WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 75000)
-         INSERT INTO ballast (body) SELECT randomblob(2000) || zeroblob(2000) FROM s;",
-    )
-    .expect("ballast");
-}
-
 fn outside_read(db: &Path) {
     let _ = Command::new("sqlite3")
         .arg(db)
@@ -92,15 +81,6 @@ fn outside_checkpoint(db: &Path) {
     }
 }
 
-fn missing(acked: &Acked, ids: &HashSet<String>) -> usize {
-    acked
-        .holds
-        .iter()
-        .chain(&acked.orders)
-        .filter(|(_, id)| !ids.contains(id))
-        .count()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "a long fault-injection run: make torture"]
 async fn torture() {
@@ -112,7 +92,7 @@ async fn torture() {
     let data = dir.path().join("data");
     let admin_key = create_admin_key(&data);
     let db = data.join("dropd.db");
-    ballast(&db);
+    add_ballast(&db, 75_000);
     let s3 = Arc::new(Mutex::new(S3Server::start(&dir.path().join("s3"))));
     let url = s3.lock().expect("lock").url("torture");
     let args = ["--replica", url.as_str(), "--sync-interval", "200ms"];
@@ -214,7 +194,7 @@ async fn torture() {
         let local = open_db(&db);
         figures.lost_local = figures
             .lost_local
-            .max(missing(&all, &hold_and_order_ids(&local)));
+            .max(all.missing_from(&hold_and_order_ids(&local)).len());
         if check_invariants(&local).is_err() {
             figures.invariant_breaks += 1;
         }
@@ -226,7 +206,7 @@ async fn torture() {
                 let restored = Connection::open(&out).expect("opens");
                 figures.lost_replica = figures
                     .lost_replica
-                    .max(missing(&all, &hold_and_order_ids(&restored)));
+                    .max(all.missing_from(&hold_and_order_ids(&restored)).len());
                 if check_invariants(&restored).is_err() {
                     figures.invariant_breaks += 1;
                 }

@@ -1,6 +1,7 @@
 //! Many buyers against a spawned binary that a test kills or breaks under them: what the server
 //! acknowledged before it went away, and the check that all of it survived the restart.
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,6 +16,18 @@ use super::db::{check_invariants, open_db};
 pub struct Acked {
     pub holds: Vec<(String, String)>,
     pub orders: Vec<(String, String)>,
+}
+
+impl Acked {
+    /// The acknowledged hold and order ids that `ids` (a database's) lacks.
+    pub fn missing_from<'a>(&'a self, ids: &HashSet<String>) -> Vec<&'a str> {
+        self.holds
+            .iter()
+            .chain(&self.orders)
+            .map(|(_, id)| id.as_str())
+            .filter(|id| !ids.contains(*id))
+            .collect()
+    }
 }
 
 /// 64 buyers place holds (and confirm every other one) until `kill` says the server is gone.

@@ -77,3 +77,27 @@ pub fn restored_rows(db: &[u8], dir: &Path, name: &str, table: &str) -> i64 {
 pub fn restored_holds(db: &[u8], dir: &Path, name: &str) -> i64 {
     restored_rows(db, dir, name, "holds")
 }
+
+/// Adds a `ballast` table of `rows` rows of 4,000 bytes, half random and half zero
+/// (compressible like real data, not like zeros); returns the connection that wrote them.
+pub fn add_ballast(db: &Path, rows: u64) -> Connection {
+    let conn = Connection::open(db).expect("opens");
+    conn.execute_batch(
+        "PRAGMA synchronous = OFF;
+         CREATE TABLE ballast (id INTEGER PRIMARY KEY, body BLOB NOT NULL);",
+    )
+    .expect("ballast table");
+    let per_txn = 25_000;
+    let mut made = 0;
+    while made < rows {
+        let n = per_txn.min(rows - made);
+        conn.execute(
+            "WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < ?1) \
+             INSERT INTO ballast (body) SELECT randomblob(2000) || zeroblob(2000) FROM s",
+            [n as i64],
+        )
+        .expect("ballast rows");
+        made += n;
+    }
+    conn
+}

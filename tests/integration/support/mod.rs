@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod app;
+pub mod browser;
 pub mod buyers;
 pub mod db;
 pub mod litestream;
@@ -10,3 +11,4 @@ pub mod process;
 pub mod replica;
 pub mod s3;
 pub mod spec;
+pub mod sse;
