@@ -1,6 +1,8 @@
 use serde_json::{json, Value};
 
-use crate::helpers::{expect_problem, live_drop, spawn_app};
+use crate::support::api::{expect_problem, token_for};
+use crate::support::app::spawn_app;
+use crate::support::spec::live_drop;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn buyers_need_a_valid_token() {
@@ -21,7 +23,7 @@ async fn buyers_need_a_valid_token() {
     expect_problem(none, 401, "unauthorized").await;
 
     let foreign = dropd::auth::TokenKeys::new(&[9u8; 32]).expect("keys");
-    let forged = crate::helpers::token_for(&foreign, "mallory");
+    let forged = token_for(&foreign, "mallory");
     let res = app
         .client
         .post(&url)

@@ -1,6 +1,9 @@
 use serde_json::json;
 
-use crate::helpers::{expect_problem, live_drop, spawn_app, table_counts};
+use crate::support::api::expect_problem;
+use crate::support::app::{spawn_app, TestApp};
+use crate::support::db::table_counts;
+use crate::support::spec::live_drop;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_hold_requests_get_documented_problems_and_change_nothing() {
@@ -8,7 +11,7 @@ async fn bad_hold_requests_get_documented_problems_and_change_nothing() {
     app.create_drop(&live_drop("bad", 5, 2)).await;
     let token = app.token("alice");
     let before = table_counts(&app.db());
-    let sku_state = |app: &crate::helpers::TestApp| -> (i64, i64) {
+    let sku_state = |app: &TestApp| -> (i64, i64) {
         app.db()
             .query_row(
                 "SELECT held, sold FROM skus WHERE drop_id = 'bad'",

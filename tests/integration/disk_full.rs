@@ -8,7 +8,10 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::helpers::{check_invariants, live_drop, spawn_app_with};
+use crate::support::api::expect_problem;
+use crate::support::app::spawn_app_with;
+use crate::support::db::check_invariants;
+use crate::support::spec::live_drop;
 
 struct Tmpfs {
     path: PathBuf,
@@ -90,7 +93,7 @@ async fn a_full_disk_refuses_writes_clearly_keeps_reads_and_recovers() {
             ),
             507 => {
                 assert!(res.headers().contains_key("retry-after"));
-                crate::helpers::expect_problem(res, 507, "insufficient-storage").await;
+                expect_problem(res, 507, "insufficient-storage").await;
                 refused += 1;
             }
             other => panic!(

@@ -5,93 +5,10 @@ use std::time::Duration;
 use futures::future::join_all;
 use serde_json::Value;
 
-use crate::helpers::{expect_problem, live_drop, spawn_app, spawn_app_with, TestApp};
-
-/// Reads `text/event-stream` events from a response, one at a time.
-struct Events {
-    res: reqwest::Response,
-    buffer: String,
-}
-
-#[derive(Debug)]
-struct Event {
-    id: Option<i64>,
-    name: String,
-    data: Value,
-}
-
-impl Events {
-    async fn open(app: &TestApp, drop: &str, last_event_id: Option<i64>) -> Events {
-        let mut req = app.client.get(app.url(&format!("/v1/drops/{drop}/events")));
-        if let Some(id) = last_event_id {
-            req = req.header("Last-Event-ID", id.to_string());
-        }
-        let res = req.send().await.expect("sent");
-        assert_eq!(res.status(), 200);
-        assert_eq!(res.headers()["content-type"], "text/event-stream");
-        Events {
-            res,
-            buffer: String::new(),
-        }
-    }
-
-    /// The next event with data (comments and `retry:` are skipped); `None` when the stream ends.
-    async fn next(&mut self) -> Option<Event> {
-        loop {
-            while let Some(end) = self.buffer.find("\n\n") {
-                let block: String = self.buffer.drain(..end + 2).collect();
-                let mut event = Event {
-                    id: None,
-                    name: "message".into(),
-                    data: Value::Null,
-                };
-                let mut has_data = false;
-                for line in block.lines() {
-                    if let Some(v) = line.strip_prefix("id: ") {
-                        event.id = v.parse().ok();
-                    } else if let Some(v) = line.strip_prefix("event: ") {
-                        event.name = v.to_owned();
-                    } else if let Some(v) = line.strip_prefix("data: ") {
-                        event.data = serde_json::from_str(v).expect("data is json");
-                        has_data = true;
-                    }
-                }
-                if has_data {
-                    return Some(event);
-                }
-            }
-            let chunk = tokio::time::timeout(Duration::from_secs(10), self.res.chunk())
-                .await
-                .expect("an event within 10 s")
-                .expect("stream readable")?;
-            self.buffer.push_str(&String::from_utf8_lossy(&chunk));
-        }
-    }
-
-    /// Reads stock events until `sku` shows `available`; returns how many stock events it took.
-    async fn until_available(&mut self, sku: &str, available: i64) -> (usize, i64) {
-        let mut count = 0;
-        let mut last_id = 0;
-        loop {
-            let event = self.next().await.expect("stream open");
-            let id = event.id.expect("every event has an id");
-            assert!(id >= last_id, "ids never go back: {id} after {last_id}");
-            last_id = id;
-            if event.name == "stock" {
-                count += 1;
-                let shown = event.data["skus"]
-                    .as_array()
-                    .expect("skus")
-                    .iter()
-                    .find(|s| s["sku"] == sku)
-                    .and_then(|s| s["available"].as_i64());
-                if shown == Some(available) {
-                    return (count, id);
-                }
-            }
-        }
-    }
-}
+use crate::support::api::expect_problem;
+use crate::support::app::{spawn_app, spawn_app_with};
+use crate::support::spec::live_drop;
+use crate::support::sse::Events;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_stream_starts_with_a_snapshot_then_pushes_committed_stock_in_version_order() {
@@ -201,16 +118,16 @@ async fn sold_out_is_pushed_and_then_refused_from_memory_without_the_writer() {
     app.create_drop(&live_drop("last", 1, 1)).await;
     let mut events = Events::open(&app, "last", None).await;
     events.next().await.expect("snapshot");
-    let (alice, bob) = (app.token("alice"), app.token("bob"));
-    let hold: Value = app
-        .hold(&alice, "last", "S1", 1, "a")
+    let (alice, bob) = (app.buyer("alice"), app.buyer("bob"));
+    let hold: Value = alice
+        .hold("last", "S1", 1, "a")
         .await
         .json()
         .await
         .expect("json");
     events.until_available("S1", 0).await;
 
-    let refused = app.hold(&bob, "last", "S1", 1, "b").await;
+    let refused = bob.hold("last", "S1", 1, "b").await;
     expect_problem(refused, 409, "sold-out").await;
     let stamped: i64 = app
         .db()
@@ -223,19 +140,13 @@ async fn sold_out_is_pushed_and_then_refused_from_memory_without_the_writer() {
     // Nothing was written, but memory remembers bob's key: once the unit is back, the same
     // key still answers sold-out (one key, one answer) and a new key can hold it.
     let hold_id = hold["hold_id"].as_str().expect("id");
-    let del = app
-        .client
-        .delete(app.url(&format!("/v1/holds/{hold_id}")))
-        .bearer_auth(&alice)
-        .send()
-        .await
-        .expect("sent");
+    let del = alice.release(hold_id).await;
     assert_eq!(del.status(), 204);
     events.until_available("S1", 1).await;
-    let retry = app.hold(&bob, "last", "S1", 1, "b").await;
+    let retry = bob.hold("last", "S1", 1, "b").await;
     assert_eq!(retry.headers()["idempotent-replayed"], "true");
     expect_problem(retry, 409, "sold-out").await;
-    assert_eq!(app.hold(&bob, "last", "S1", 1, "b2").await.status(), 201);
+    assert_eq!(bob.hold("last", "S1", 1, "b2").await.status(), 201);
     app.stop().await;
 }
 

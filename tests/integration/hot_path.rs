@@ -7,15 +7,18 @@ use std::time::Duration as StdDuration;
 use chrono::Duration;
 use serde_json::{json, Value};
 
-use crate::helpers::{check_invariants, expect_problem, live_drop, spawn_app, spawn_app_with};
+use crate::support::api::expect_problem;
+use crate::support::app::{spawn_app, spawn_app_with, start_time, TestApp};
+use crate::support::db::check_invariants;
+use crate::support::spec::live_drop;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sold_out_answer_from_memory_is_the_answer_for_its_key_even_after_a_release() {
     let app = spawn_app().await;
     app.create_drop(&live_drop("mem", 1, 1)).await;
-    let (alice, bob) = (app.token("alice"), app.token("bob"));
-    let hold: Value = app
-        .hold(&alice, "mem", "S1", 1, "a1")
+    let (alice, bob) = (app.buyer("alice"), app.buyer("bob"));
+    let hold: Value = alice
+        .hold("mem", "S1", 1, "a1")
         .await
         .json()
         .await
@@ -23,33 +26,24 @@ async fn a_sold_out_answer_from_memory_is_the_answer_for_its_key_even_after_a_re
     assert_eq!(app.available("mem", "S1").await, 0);
 
     // Refused from memory (the writer never sees it, nothing is written).
-    let first = app.hold(&bob, "mem", "S1", 1, "b1").await;
+    let first = bob.hold("mem", "S1", 1, "b1").await;
     assert!(first.headers().get("idempotent-replayed").is_none());
     let first_body = expect_problem(first, 409, "sold-out").await;
 
-    let released = app
-        .client
-        .delete(app.url(&format!(
-            "/v1/holds/{}",
-            hold["hold_id"].as_str().expect("id")
-        )))
-        .bearer_auth(&alice)
-        .send()
-        .await
-        .expect("sent");
+    let released = alice.release(hold["hold_id"].as_str().expect("id")).await;
     assert_eq!(released.status(), 204);
     assert_eq!(app.available("mem", "S1").await, 1);
 
     // A unit is free again, but this key already had its answer.
-    let retry = app.hold(&bob, "mem", "S1", 1, "b1").await;
+    let retry = bob.hold("mem", "S1", 1, "b1").await;
     assert_eq!(retry.headers()["idempotent-replayed"], "true");
     assert_eq!(expect_problem(retry, 409, "sold-out").await, first_body);
-    let other_body = app.hold(&bob, "mem", "S1", 2, "b1").await;
+    let other_body = bob.hold("mem", "S1", 2, "b1").await;
     expect_problem(other_body, 422, "idempotency-key-reused").await;
     assert_eq!(app.available("mem", "S1").await, 1, "nothing was held");
 
     // A new key is a new attempt.
-    assert_eq!(app.hold(&bob, "mem", "S1", 1, "b2").await.status(), 201);
+    assert_eq!(bob.hold("mem", "S1", 1, "b2").await.status(), 201);
     app.stop().await;
 }
 
@@ -88,7 +82,7 @@ async fn a_hold_replay_shows_the_hold_as_first_answered_after_it_was_confirmed()
 }
 
 /// Holds for `buyers` buyers, one unit each, on a drop of exactly that stock and a limit of one.
-async fn fill(app: &crate::helpers::TestApp, drop: &str, buyers: usize) -> Vec<String> {
+async fn fill(app: &TestApp, drop: &str, buyers: usize) -> Vec<String> {
     app.create_drop(&live_drop(drop, buyers as i64, 1)).await;
     let mut tokens = Vec::new();
     for b in 0..buyers {
@@ -179,36 +173,25 @@ async fn a_key_is_forgotten_only_after_the_retention_window() {
 async fn hold_ids_carry_the_box_and_a_secret_that_is_checked() {
     let app = spawn_app_with(|s| s.box_id = Some("eu1".into())).await;
     app.create_drop(&live_drop("boxed", 10, 5)).await;
-    let alice = app.token("alice");
-    let hold: Value = app
-        .hold(&alice, "boxed", "S1", 1, "k1")
+    let alice = app.buyer("alice");
+    let hold: Value = alice
+        .hold("boxed", "S1", 1, "k1")
         .await
         .json()
         .await
         .expect("json");
     let id = hold["hold_id"].as_str().expect("id").to_owned();
     assert!(id.starts_with("hld_eu1_"), "{id}");
-    let get = |id: String| {
-        let (app, alice) = (&app, &alice);
-        async move {
-            app.client
-                .get(app.url(&format!("/v1/holds/{id}")))
-                .bearer_auth(alice)
-                .send()
-                .await
-                .expect("sent")
-        }
-    };
-    assert_eq!(get(id.clone()).await.status(), 200);
+    assert_eq!(alice.get_hold(&id).await.status(), 200);
     // The same number with another secret, or under another box, names no hold.
     let (numbered, secret) = id.rsplit_once('-').expect("secret part");
     let guessed = format!(
         "{numbered}-{:016x}",
         u64::from_str_radix(secret, 16).expect("hex") ^ 1
     );
-    expect_problem(get(guessed).await, 404, "not-found").await;
+    expect_problem(alice.get_hold(&guessed).await, 404, "not-found").await;
     let other_box = id.replacen("hld_eu1_", "hld_us1_", 1);
-    expect_problem(get(other_box).await, 404, "not-found").await;
+    expect_problem(alice.get_hold(&other_box).await, 404, "not-found").await;
     let stored: String = app
         .db()
         .query_row("SELECT id FROM holds", [], |r| r.get(0))
@@ -221,7 +204,7 @@ async fn hold_ids_carry_the_box_and_a_secret_that_is_checked() {
 async fn a_database_from_before_numbered_holds_keeps_its_ids_and_answers() {
     let dir = tempfile::tempdir().expect("temp dir");
     let db = dir.path().join(dropd::app::DB_FILE);
-    let start = crate::helpers::start_time().timestamp_millis();
+    let start = start_time().timestamp_millis();
     {
         let conn = rusqlite::Connection::open(&db).expect("db");
         conn.execute_batch(include_str!("../../src/store/migrations/0001_initial.sql"))
@@ -253,35 +236,20 @@ async fn a_database_from_before_numbered_holds_keeps_its_ids_and_answers() {
     }
     let data_dir = dir.path().to_owned();
     let app = spawn_app_with(move |s| s.data_dir = data_dir).await;
-    let alice = app.token("alice");
+    let alice = app.buyer("alice");
     for (id, state) in [
         ("hld_0190c1c2d3e4f5a6b7c8d9e0f1a2b3c4", "active"),
         ("hld_0190c1c2d3e4f5a6b7c8d9e0f1a2b3c5", "confirmed"),
     ] {
-        let res = app
-            .client
-            .get(app.url(&format!("/v1/holds/{id}")))
-            .bearer_auth(&alice)
-            .send()
-            .await
-            .expect("sent");
+        let res = alice.get_hold(id).await;
         assert_eq!(res.status(), 200, "{id}");
         let body: Value = res.json().await.expect("json");
         assert_eq!(body["state"], state);
     }
-    let order: Value = app
-        .client
-        .get(app.url("/v1/orders/ord_old"))
-        .bearer_auth(&alice)
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("json");
+    let order: Value = alice.get_order("ord_old").await.json().await.expect("json");
     assert_eq!(order["hold_id"], "hld_0190c1c2d3e4f5a6b7c8d9e0f1a2b3c5");
-    let order = app
-        .confirm(&alice, "hld_0190c1c2d3e4f5a6b7c8d9e0f1a2b3c4", "c-new")
+    let order = alice
+        .confirm("hld_0190c1c2d3e4f5a6b7c8d9e0f1a2b3c4", "c-new")
         .await;
     assert_eq!(order.status(), 201);
     check_invariants(&app.db()).expect("invariants");

@@ -1,6 +1,9 @@
 use serde_json::json;
 
-use crate::helpers::{expect_problem, live_drop, spawn_app, table_counts};
+use crate::support::api::expect_problem;
+use crate::support::app::spawn_app;
+use crate::support::db::table_counts;
+use crate::support::spec::live_drop;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_key_and_body_replays_the_first_answer_and_writes_nothing() {
@@ -55,42 +58,36 @@ async fn a_reused_key_with_another_body_is_refused_and_a_missing_key_is_400() {
 async fn a_refusal_is_replayed_too_and_confirmation_is_idempotent() {
     let app = spawn_app().await;
     app.create_drop(&live_drop("idem3", 2, 2)).await;
-    let (alice, bob) = (app.token("alice"), app.token("bob"));
-    let hold: serde_json::Value = app
-        .hold(&alice, "idem3", "S1", 1, "a1")
+    let (alice, bob) = (app.buyer("alice"), app.buyer("bob"));
+    let hold: serde_json::Value = alice
+        .hold("idem3", "S1", 1, "a1")
         .await
         .json()
         .await
         .expect("json");
     // One unit left, two asked: the writer decides, and records the decision.
-    let refused = app.hold(&bob, "idem3", "S1", 2, "b1").await;
+    let refused = bob.hold("idem3", "S1", 2, "b1").await;
     let refused_body = expect_problem(refused, 409, "sold-out").await;
 
     // Stock comes back, but the key already has its outcome.
     let hold_id = hold["hold_id"].as_str().expect("hold id");
-    let released = app
-        .client
-        .delete(app.url(&format!("/v1/holds/{hold_id}")))
-        .bearer_auth(&alice)
-        .send()
-        .await
-        .expect("sent");
+    let released = alice.release(hold_id).await;
     assert_eq!(released.status(), 204);
-    let replay = app.hold(&bob, "idem3", "S1", 2, "b1").await;
+    let replay = bob.hold("idem3", "S1", 2, "b1").await;
     assert_eq!(replay.headers()["idempotent-replayed"], "true");
     assert_eq!(expect_problem(replay, 409, "sold-out").await, refused_body);
 
-    let fresh: serde_json::Value = app
-        .hold(&bob, "idem3", "S1", 1, "b2")
+    let fresh: serde_json::Value = bob
+        .hold("idem3", "S1", 1, "b2")
         .await
         .json()
         .await
         .expect("json");
     let hold_id = fresh["hold_id"].as_str().expect("hold id");
-    let order = app.confirm(&bob, hold_id, "c1").await;
+    let order = bob.confirm(hold_id, "c1").await;
     assert_eq!(order.status(), 201);
     let order_body = order.text().await.expect("body");
-    let again = app.confirm(&bob, hold_id, "c1").await;
+    let again = bob.confirm(hold_id, "c1").await;
     assert_eq!(again.status(), 201);
     assert_eq!(again.text().await.expect("body"), order_body);
     let orders: i64 = app

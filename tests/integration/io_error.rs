@@ -6,9 +6,10 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::crash::{create_admin_key, create_drop, verify_survived, Acked, ServerProcess};
-use crate::helpers::client;
-use crate::outside::hold_until_gone;
+use crate::support::api::client;
+use crate::support::buyers::{hold_until_gone, verify_survived, Acked};
+use crate::support::process::{create_admin_key, ServerProcess};
+use crate::support::spec::live_spec;
 
 const SHIM: &str = r#"
 #define _GNU_SOURCE
@@ -60,7 +61,11 @@ async fn a_failed_fsync_at_commit_aborts_and_loses_no_acknowledged_hold() {
     ];
     let mut server = ServerProcess::start_with(&data, &[], &envs);
     let http = client();
-    create_drop(&http, &server.base, &admin_key, "fsync").await;
+    server
+        .api(&http)
+        .with_admin_key(&admin_key)
+        .create_drop(&live_spec("fsync"))
+        .await;
     let buyers = tokio::spawn({
         let base = server.base.clone();
         async move { hold_until_gone(&base, "fsync").await }
@@ -89,6 +94,6 @@ async fn a_failed_fsync_at_commit_aborts_and_loses_no_acknowledged_hold() {
         holds,
         orders: Vec::new(),
     };
-    verify_survived(&http, &server.base, &data, &acked).await;
+    verify_survived(&server.api(&http), &data, &acked).await;
     server.terminate();
 }

@@ -2,43 +2,19 @@
 //! resident memory stays within 256 MB of what the server had before it), and a clean restart
 //! resumes the replica without shipping the image again.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 use serde_json::Value;
 
-use crate::crash::{create_admin_key, create_drop, ServerProcess};
-use crate::helpers::{client, token_for, SECRET};
-use crate::litestream::list_replica;
+use crate::support::api::{client, Api};
+use crate::support::db::add_ballast;
+use crate::support::litestream::{file_url, list_replica, run_dropd_restore};
+use crate::support::process::{create_admin_key, ServerProcess};
+use crate::support::spec::live_spec;
 
 const BALLAST_BYTES: u64 = 2_000_000_000;
 const MEMORY_BOUND: u64 = 256 << 20;
-
-/// Rows of half random, half zero bytes (compressible like real data, not like zeros).
-fn add_ballast(db: &Path) {
-    let conn = Connection::open(db).expect("opens");
-    conn.execute_batch(
-        "PRAGMA synchronous = OFF;
-         CREATE TABLE ballast (id INTEGER PRIMARY KEY, body BLOB NOT NULL);",
-    )
-    .expect("ballast table");
-    let rows = BALLAST_BYTES / 4_000;
-    let per_txn = 25_000;
-    let mut made = 0;
-    while made < rows {
-        let n = per_txn.min(rows - made);
-        conn.execute(
-            "WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < ?1) \
-             INSERT INTO ballast (body) SELECT randomblob(2000) || zeroblob(2000) FROM s",
-            [n as i64],
-        )
-        .expect("ballast rows");
-        made += n;
-    }
-    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
-        .expect("checkpoint");
-}
 
 fn status_kb(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
@@ -49,23 +25,11 @@ fn status_kb(pid: u32, field: &str) -> u64 {
         .expect("field")
 }
 
-async fn readyz_replica(http: &reqwest::Client, base: &str) -> Value {
-    let body: Value = http
-        .get(format!("{base}/readyz"))
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("json");
-    body["replica"].clone()
-}
-
 /// Waits until the replica reached a TXID beyond `after`.
-async fn wait_txid(http: &reqwest::Client, base: &str, after: u64, within: Duration) -> Value {
+async fn wait_txid(api: &Api, after: u64, within: Duration) -> Value {
     let deadline = Instant::now() + within;
     loop {
-        let replica = readyz_replica(http, base).await;
+        let replica = api.readyz_replica().await;
         let txid = replica["txid"]
             .as_str()
             .and_then(|t| u64::from_str_radix(t, 16).ok())
@@ -78,42 +42,25 @@ async fn wait_txid(http: &reqwest::Client, base: &str, after: u64, within: Durat
     }
 }
 
-async fn place_holds(http: &reqwest::Client, base: &str, prefix: &str, n: usize) -> Vec<String> {
-    let tokens = dropd::auth::TokenKeys::new(SECRET.as_bytes()).expect("keys");
-    let token = token_for(&tokens, "large-buyer");
-    let mut ids = Vec::new();
-    for i in 0..n {
-        let res = http
-            .post(format!("{base}/v1/drops/large/holds"))
-            .bearer_auth(&token)
-            .header("Idempotency-Key", format!("{prefix}-{i}"))
-            .json(&serde_json::json!({"sku": "S1", "quantity": 1}))
-            .send()
-            .await
-            .expect("sent");
-        assert_eq!(res.status(), 201);
-        let body: Value = res.json().await.expect("json");
-        ids.push(body["hold_id"].as_str().expect("id").to_owned());
-    }
-    ids
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_two_gigabyte_database_ships_in_bounded_memory_and_a_clean_restart_ships_no_image() {
     let dir = tempfile::tempdir().expect("temp dir");
     let data = dir.path().join("data");
     let admin_key = create_admin_key(&data);
     let db = data.join("dropd.db");
-    add_ballast(&db);
+    add_ballast(&db, BALLAST_BYTES / 4_000)
+        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        .expect("checkpoint");
     let db_bytes = std::fs::metadata(&db).expect("db").len();
     assert!(db_bytes >= BALLAST_BYTES, "{db_bytes} bytes");
     let replica = dir.path().join("replica");
-    let url = format!("file://{}", replica.display());
+    let url = file_url(&replica);
     let args = ["--replica", url.as_str(), "--sync-interval", "200ms"];
 
     let server = ServerProcess::start_with(&data, &args, &[]);
     let http = client();
-    let shipped = wait_txid(&http, &server.base, 0, Duration::from_secs(600)).await;
+    let api = server.api(&http);
+    let shipped = wait_txid(&api, 0, Duration::from_secs(600)).await;
     let image = &shipped["last_image"];
     let rss_before = image["rss_before_bytes"].as_u64().expect("rss before");
     let peak = status_kb(server.child.id(), "VmHWM") * 1024;
@@ -129,8 +76,11 @@ async fn a_two_gigabyte_database_ships_in_bounded_memory_and_a_clean_restart_shi
     assert_eq!(image["reason"], "start", "{image}");
     assert!(image["pages"].as_u64().expect("pages") * 4096 >= BALLAST_BYTES);
 
-    create_drop(&http, &server.base, &admin_key, "large").await;
-    let mut holds = place_holds(&http, &server.base, "first", 20).await;
+    api.with_admin_key(&admin_key)
+        .create_drop(&live_spec("large"))
+        .await;
+    let buyer = api.buyer("large-buyer");
+    let mut holds = buyer.hold_many("large", "first-", 20).await;
     let files_before = list_replica(&replica);
     let peak = status_kb(server.child.id(), "VmHWM") * 1024;
     assert!(
@@ -145,9 +95,11 @@ async fn a_two_gigabyte_database_ships_in_bounded_memory_and_a_clean_restart_shi
 
     // The clean restart resumes: no image, the TXIDs go on, later writes arrive as deltas.
     let server = ServerProcess::start_with(&data, &args, &[]);
+    let api = server.api(&http);
     let txid_before = files_before.iter().map(|f| f.max_txid).max().unwrap_or(0);
-    holds.extend(place_holds(&http, &server.base, "second", 20).await);
-    let resumed = wait_txid(&http, &server.base, txid_before, Duration::from_secs(60)).await;
+    let buyer = api.buyer("large-buyer");
+    holds.extend(buyer.hold_many("large", "second-", 20).await);
+    let resumed = wait_txid(&api, txid_before, Duration::from_secs(60)).await;
     assert!(
         resumed["last_image"].is_null(),
         "a clean restart shipped the whole database again: {resumed}"
@@ -169,17 +121,8 @@ async fn a_two_gigabyte_database_ships_in_bounded_memory_and_a_clean_restart_shi
     }
 
     let out = dir.path().join("restored.db");
-    let run = std::process::Command::new(env!("CARGO_BIN_EXE_dropd"))
-        .args(["restore", "-o"])
-        .arg(&out)
-        .arg(&url)
-        .output()
-        .expect("dropd restore runs");
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    // Not `dropd_restore`: reading 2 GB back into memory is not needed to find the holds.
+    run_dropd_restore(&url, &out, &[]).expect("dropd restore");
     let conn = Connection::open(dir.path().join("restored.db")).expect("opens");
     for id in &holds {
         let found: i64 = conn

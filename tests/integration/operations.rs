@@ -1,12 +1,14 @@
 use serde_json::{json, Value};
 
-use crate::helpers::{check_invariants, expect_problem, live_drop, spawn_app};
+use crate::support::api::expect_problem;
+use crate::support::app::spawn_app;
+use crate::support::db::check_invariants;
+use crate::support::spec::live_drop;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admins_restock_and_export_orders_as_ndjson() {
     let app = spawn_app().await;
     app.create_drop(&live_drop("ops", 2, 2)).await;
-    let stock_url = app.url("/v1/admin/drops/ops/skus/S1/stock");
     let alice = app.token("alice");
     let hold: Value = app
         .hold(&alice, "ops", "S1", 2, "h")
@@ -21,37 +23,17 @@ async fn admins_restock_and_export_orders_as_ndjson() {
         201
     );
 
-    let shrink = app
-        .client
-        .post(&stock_url)
-        .bearer_auth(&app.admin_key)
-        .json(&json!({"delta": -1}))
-        .send()
-        .await
-        .expect("sent");
+    let admin = app.api();
+    let shrink = admin.adjust_stock("ops", "S1", -1).await;
     let problem = expect_problem(shrink, 409, "stock-below-committed").await;
     assert_eq!(problem["committed"], 2);
-    let grow = app
-        .client
-        .post(&stock_url)
-        .bearer_auth(&app.admin_key)
-        .json(&json!({"delta": 5}))
-        .send()
-        .await
-        .expect("sent");
+    let grow = admin.adjust_stock("ops", "S1", 5).await;
     assert_eq!(grow.status(), 200);
     let view: Value = grow.json().await.expect("json");
     assert_eq!(view["skus"][0]["stock"], 7);
     assert_eq!(view["skus"][0]["available"], 5);
     assert_eq!(app.available("ops", "S1").await, 5);
-    let missing = app
-        .client
-        .post(app.url("/v1/admin/drops/ops/skus/NOPE/stock"))
-        .bearer_auth(&app.admin_key)
-        .json(&json!({"delta": 1}))
-        .send()
-        .await
-        .expect("sent");
+    let missing = admin.adjust_stock("ops", "NOPE", 1).await;
     expect_problem(missing, 422, "unknown-sku").await;
 
     let bob = app.token("bob");
@@ -126,14 +108,10 @@ async fn versions_grow_with_every_change_and_lists_show_every_drop() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_readiness_and_metrics_answer() {
     let app = spawn_app().await;
-    assert_eq!(app.get_json("/healthz").await["status"], "ok");
-    assert_eq!(app.get_json("/readyz").await["status"], "ready");
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .expect("sent");
+    let api = app.api();
+    assert_eq!(api.healthz().await["status"], "ok");
+    assert_eq!(api.readyz().await["status"], "ready");
+    let metrics = api.metrics().await;
     assert_eq!(metrics.status(), 200);
     app.stop().await;
 }

@@ -14,16 +14,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
-use serde_json::Value;
 
-use crate::crash::{
-    create_admin_key, create_drop, stampede_until, verify_survived, Acked, ServerProcess,
-};
-use crate::helpers::{
-    check_invariants, client, hold_and_order_ids, restored_db, token_for, SECRET,
-};
-use crate::replication::{dropd_restore, litestream_restore};
-use crate::s3::S3Server;
+use crate::support::api::client;
+use crate::support::buyers::{hold_until_gone, stampede_until, verify_survived, Acked};
+use crate::support::db::{check_invariants, hold_and_order_ids, restored_db};
+use crate::support::litestream::{dropd_restore, file_url, litestream_restore};
+use crate::support::process::{create_admin_key, ServerProcess};
+use crate::support::s3::S3Server;
+use crate::support::spec::live_spec;
 
 #[derive(Clone, Copy, Debug)]
 enum Look {
@@ -133,13 +131,7 @@ fn ids_in(db: &[u8], dir: &Path, name: &str) -> HashSet<String> {
 }
 
 fn assert_all_restored(acked: &Acked, ids: &HashSet<String>, tool: &str) {
-    let missing: Vec<&String> = acked
-        .holds
-        .iter()
-        .chain(&acked.orders)
-        .map(|(_, id)| id)
-        .filter(|id| !ids.contains(*id))
-        .collect();
+    let missing = acked.missing_from(ids);
     assert!(
         missing.is_empty(),
         "{tool}: {} of {} acknowledged holds and orders are missing, e.g. {:?}",
@@ -156,13 +148,16 @@ async fn outside_processes_lose_nothing(s3: bool, look: Look) {
     let s3_server = s3.then(|| S3Server::start(&dir.path().join("s3")));
     let url = match &s3_server {
         Some(server) => server.url("outside"),
-        None => format!("file://{}", dir.path().join("replica").display()),
+        None => file_url(&dir.path().join("replica")),
     };
     let args = ["--replica", url.as_str(), "--sync-interval", "200ms"];
     let envs = S3Server::credentials();
     let server = ServerProcess::start_with(&data, &args, &envs);
     let http = client();
-    create_drop(&http, &server.base, &admin_key, "outside").await;
+    let api = server.api(&http);
+    api.with_admin_key(&admin_key)
+        .create_drop(&live_spec("outside"))
+        .await;
     let db = data.join("dropd.db");
     let pid = server.child.id();
 
@@ -179,7 +174,7 @@ async fn outside_processes_lose_nothing(s3: bool, look: Look) {
         );
         let db = db.clone();
         let copy = dir.path().join("backup.db");
-        stampede_until(&http, &server.base, "outside", 0, move |acked| async move {
+        stampede_until(&api, "outside", 0, move |acked| async move {
             let deadline = Instant::now() + Duration::from_secs(8);
             let mut before_first = None;
             while Instant::now() < deadline {
@@ -226,7 +221,7 @@ async fn outside_processes_lose_nothing(s3: bool, look: Look) {
     // A clean stop, a restart on the same replica: everything acknowledged is there.
     server.terminate();
     let server = ServerProcess::start_with(&data, &args, &envs);
-    verify_survived(&http, &server.base, &data, &acked).await;
+    verify_survived(&server.api(&http), &data, &acked).await;
     server.terminate();
 
     let ours = dropd_restore(&url, &dir.path().join("ours.db"), &[]).expect("dropd restores");
@@ -280,61 +275,16 @@ enum Tamper {
     ReplaceWithCopy,
 }
 
-/// Buyers hold until the server goes away; returns the acknowledged holds and the status and
-/// problem code of every other answer.
-pub async fn hold_until_gone(base: &str, drop: &str) -> (Vec<(String, String)>, Vec<String>) {
-    let http = client();
-    let tokens = dropd::auth::TokenKeys::new(SECRET.as_bytes()).expect("keys");
-    let mut buyers = Vec::new();
-    for b in 0..16 {
-        let (http, base, drop) = (http.clone(), base.to_owned(), drop.to_owned());
-        let sub = format!("tamper-{b}");
-        let token = token_for(&tokens, &sub);
-        buyers.push(tokio::spawn(async move {
-            let mut acked = Vec::new();
-            let mut refused = Vec::new();
-            for i in 0..20_000 {
-                let sent = http
-                    .post(format!("{base}/v1/drops/{drop}/holds"))
-                    .bearer_auth(&token)
-                    .header("Idempotency-Key", format!("{sub}-{i}"))
-                    .json(&serde_json::json!({"sku": "S1", "quantity": 1}))
-                    .send()
-                    .await;
-                let Ok(res) = sent else { break };
-                let status = res.status();
-                let Ok(body) = res.json::<Value>().await else {
-                    break;
-                };
-                if status == 201 {
-                    acked.push((
-                        sub.clone(),
-                        body["hold_id"].as_str().expect("id").to_owned(),
-                    ));
-                } else {
-                    let code = body["code"].as_str().unwrap_or_default();
-                    refused.push(format!("{} {code}", status.as_u16()));
-                }
-            }
-            (acked, refused)
-        }));
-    }
-    let mut acked = Vec::new();
-    let mut refused = Vec::new();
-    for buyer in buyers {
-        let (a, r) = buyer.await.expect("buyer");
-        acked.extend(a);
-        refused.extend(r);
-    }
-    (acked, refused)
-}
-
 async fn a_replaced_wal_stops_the_server_and_loses_nothing(tamper: Tamper) {
     let dir = tempfile::tempdir().expect("temp dir");
     let admin_key = create_admin_key(dir.path());
     let mut server = ServerProcess::start(dir.path());
     let http = client();
-    create_drop(&http, &server.base, &admin_key, "tamper").await;
+    server
+        .api(&http)
+        .with_admin_key(&admin_key)
+        .create_drop(&live_spec("tamper"))
+        .await;
     let wal = dir.path().join("dropd.db-wal");
     let buyers = tokio::spawn({
         let base = server.base.clone();
@@ -372,7 +322,7 @@ async fn a_replaced_wal_stops_the_server_and_loses_nothing(tamper: Tamper) {
         holds,
         orders: Vec::new(),
     };
-    verify_survived(&http, &server.base, dir.path(), &acked).await;
+    verify_survived(&server.api(&http), dir.path(), &acked).await;
     server.terminate();
 }
 

@@ -2,7 +2,9 @@ use std::collections::HashSet;
 
 use futures::future::join_all;
 
-use crate::helpers::{check_invariants, live_drop, spawn_app};
+use crate::support::app::{spawn_app, spawn_app_with};
+use crate::support::db::check_invariants;
+use crate::support::spec::live_drop;
 
 /// 1,000 concurrent attempts from 500 buyers on 100 units with a limit of 2: exactly the stock
 /// is held, everyone else is told sold-out or limit-exceeded, and arrival order is recorded.
@@ -98,7 +100,7 @@ async fn a_stampede_holds_exactly_the_stock_and_no_more() {
 /// overloaded request leaves no trace.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_full_queue_answers_overloaded_at_once_and_writes_nothing() {
-    let app = crate::helpers::spawn_app_with(|s| {
+    let app = spawn_app_with(|s| {
         s.queue_size = 1;
         s.batch_limit = 1;
     })

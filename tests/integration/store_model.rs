@@ -9,7 +9,8 @@ use dropd::domain::{BuyerId, Currency, HoldId, IdempotencyKey, ManualClock, Mone
 use dropd::store::{ConfirmHold, IdempotentRequest, PlaceHold, Store, StoreConfig, Synchronous};
 use proptest::prelude::*;
 
-use crate::helpers::{check_invariants, open_db, start_time};
+use crate::support::app::start_time;
+use crate::support::db::{check_invariants, open_db};
 
 #[derive(Debug, Clone)]
 enum Op {

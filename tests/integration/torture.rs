@@ -7,7 +7,6 @@
 //!
 //! `TORTURE_CYCLES=N` (default 24, about 10 minutes).
 
-use std::collections::HashSet;
 use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
@@ -16,10 +15,13 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 use rusqlite::Connection;
 
-use crate::crash::{create_admin_key, create_drop, stampede_until, Acked, ServerProcess};
-use crate::helpers::{check_invariants, client, hold_and_order_ids, open_db};
-use crate::litestream::litestream;
-use crate::s3::S3Server;
+use crate::support::api::client;
+use crate::support::buyers::{stampede_until, Acked};
+use crate::support::db::{add_ballast, check_invariants, hold_and_order_ids, open_db};
+use crate::support::litestream::run_litestream_restore;
+use crate::support::process::{create_admin_key, ServerProcess};
+use crate::support::s3::S3Server;
+use crate::support::spec::live_spec;
 
 #[derive(Debug, Default)]
 struct Figures {
@@ -65,16 +67,6 @@ fn plan(rng: &mut impl Rng) -> Plan {
     }
 }
 
-fn ballast(db: &Path) {
-    let conn = Connection::open(db).expect("opens");
-    conn.execute_batch(
-        "CREATE TABLE ballast (id INTEGER PRIMARY KEY, body BLOB NOT NULL);
-         WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 75000)
-         INSERT INTO ballast (body) SELECT randomblob(2000) || zeroblob(2000) FROM s;",
-    )
-    .expect("ballast");
-}
-
 fn outside_read(db: &Path) {
     let _ = Command::new("sqlite3")
         .arg(db)
@@ -89,15 +81,6 @@ fn outside_checkpoint(db: &Path) {
     }
 }
 
-fn missing(acked: &Acked, ids: &HashSet<String>) -> usize {
-    acked
-        .holds
-        .iter()
-        .chain(&acked.orders)
-        .filter(|(_, id)| !ids.contains(id))
-        .count()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "a long fault-injection run: make torture"]
 async fn torture() {
@@ -109,7 +92,7 @@ async fn torture() {
     let data = dir.path().join("data");
     let admin_key = create_admin_key(&data);
     let db = data.join("dropd.db");
-    ballast(&db);
+    add_ballast(&db, 75_000);
     let s3 = Arc::new(Mutex::new(S3Server::start(&dir.path().join("s3"))));
     let url = s3.lock().expect("lock").url("torture");
     let args = ["--replica", url.as_str(), "--sync-interval", "200ms"];
@@ -122,13 +105,15 @@ async fn torture() {
     for cycle in 0..cycles {
         let plan = plan(&mut rng);
         let server = ServerProcess::start_with(&data, &args, &envs);
-        let base = server.base.clone();
+        let api = server.api(&http);
         let drop_id = format!("torture-{cycle}");
         let server = Arc::new(Mutex::new(Some(server)));
         let events = Arc::new(Mutex::new((0usize, 0usize, false)));
         {
-            create_drop(&http, &base, &admin_key, &drop_id).await;
-            let acked = stampede_until(&http, &base, &drop_id, cycle, {
+            api.with_admin_key(&admin_key)
+                .create_drop(&live_spec(&drop_id))
+                .await;
+            let acked = stampede_until(&api, &drop_id, cycle, {
                 let (server, s3, events, db) =
                     (server.clone(), s3.clone(), events.clone(), db.clone());
                 move |_| async move {
@@ -209,37 +194,29 @@ async fn torture() {
         let local = open_db(&db);
         figures.lost_local = figures
             .lost_local
-            .max(missing(&all, &hold_and_order_ids(&local)));
+            .max(all.missing_from(&hold_and_order_ids(&local)).len());
         if check_invariants(&local).is_err() {
             figures.invariant_breaks += 1;
         }
         drop(local);
         server.terminate();
         let out = dir.path().join(format!("restored-{cycle}.db"));
-        let run = Command::new(litestream())
-            .env_remove("AWS_CA_BUNDLE")
-            .envs(envs)
-            .args(["restore", "-o"])
-            .arg(&out)
-            .arg(&url)
-            .output()
-            .expect("litestream runs");
-        if run.status.success() {
-            let restored = Connection::open(&out).expect("opens");
-            figures.lost_replica = figures
-                .lost_replica
-                .max(missing(&all, &hold_and_order_ids(&restored)));
-            if check_invariants(&restored).is_err() {
-                figures.invariant_breaks += 1;
+        match run_litestream_restore(&url, &out, &[]) {
+            Ok(()) => {
+                let restored = Connection::open(&out).expect("opens");
+                figures.lost_replica = figures
+                    .lost_replica
+                    .max(all.missing_from(&hold_and_order_ids(&restored)).len());
+                if check_invariants(&restored).is_err() {
+                    figures.invariant_breaks += 1;
+                }
+                drop(restored);
+                let _ = std::fs::remove_file(&out);
             }
-            drop(restored);
-            let _ = std::fs::remove_file(&out);
-        } else {
-            eprintln!(
-                "cycle {cycle}: litestream restore failed: {}",
-                String::from_utf8_lossy(&run.stderr)
-            );
-            figures.lost_replica = figures.lost_replica.max(all.holds.len() + all.orders.len());
+            Err(output) => {
+                eprintln!("cycle {cycle}: litestream restore failed: {output}");
+                figures.lost_replica = figures.lost_replica.max(all.holds.len() + all.orders.len());
+            }
         }
         figures.cycles += 1;
         eprintln!(

@@ -1,0 +1,109 @@
+//! The real binary, spawned: `dropd serve` on port 0 with a data directory of the test's, and
+//! `dropd admin-key create` for the key its admin routes take.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::api::{Api, SECRET};
+
+pub struct ServerProcess {
+    pub child: Child,
+    pub base: String,
+}
+
+impl ServerProcess {
+    /// Starts `dropd serve` on port 0 and waits for the line that names its address.
+    pub fn start(data_dir: &Path) -> ServerProcess {
+        Self::start_with(data_dir, &[], &[])
+    }
+
+    /// With extra `serve` arguments and environment.
+    pub fn start_with(data_dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> ServerProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_dropd"))
+            .envs(envs.iter().copied())
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--token-secret",
+                SECRET,
+                "--data-dir",
+            ])
+            .arg(data_dir)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(if std::env::var("TEST_LOG").is_ok() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
+            .spawn()
+            .expect("dropd starts");
+        let stdout = child.stdout.take().expect("stdout piped");
+        let mut lines = BufReader::new(stdout).lines();
+        let base = loop {
+            let line = lines
+                .next()
+                .expect("dropd printed its address before exiting")
+                .expect("stdout readable");
+            if let Some(base) = line.strip_prefix("dropd listening on ") {
+                break base.to_owned();
+            }
+        };
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        ServerProcess { child, base }
+    }
+
+    /// SIGTERM, then waits for the graceful exit (which includes the shipper's last sync).
+    pub fn terminate(mut self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+        let exit = self.child.wait().expect("child reaped");
+        assert!(exit.success(), "dropd exits 0 on SIGTERM: {exit}");
+    }
+
+    /// Waits up to `within` for the process to end on its own.
+    pub async fn exited_within(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return Some(status);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        None
+    }
+
+    /// The API of this server, through `http`.
+    pub fn api(&self, http: &reqwest::Client) -> Api {
+        Api::new(http, &self.base)
+    }
+
+    pub fn kill(mut self) {
+        self.child.kill().expect("SIGKILL delivered");
+        self.child.wait().expect("child reaped");
+    }
+}
+
+pub fn create_admin_key(data_dir: &Path) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_dropd"))
+        .args(["admin-key", "create", "--name", "test", "--data-dir"])
+        .arg(data_dir)
+        .output()
+        .expect("dropd admin-key runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_owned()
+}
