@@ -21,4 +21,5 @@ mod replication;
 mod replication_outage;
 mod stampede;
 mod store_model;
+mod tokens;
 mod torture;
