@@ -52,8 +52,15 @@ async function api(method, path, body) {
 }
 
 async function findToken() {
-  const fromQuery = new URLSearchParams(location.search).get("token");
-  if (fromQuery) localStorage.setItem("dropd-token", fromQuery);
+  const query = new URLSearchParams(location.search);
+  const fromQuery = query.get("token");
+  if (fromQuery) {
+    localStorage.setItem("dropd-token", fromQuery);
+    // Out of the address bar, the history and any bookmark at once: keep the rest of the URL.
+    query.delete("token");
+    const rest = query.toString();
+    history.replaceState(null, "", location.pathname + (rest ? `?${rest}` : "") + location.hash);
+  }
   token = localStorage.getItem("dropd-token");
   if (!token) {
     // Only a server started with --demo hands out tokens.

@@ -18,14 +18,20 @@ const ADMIN_JS: &str = include_str!("../../web/admin.js");
 /// Kept beside the routes it describes; a test checks every route is in it.
 const OPENAPI: &str = include_str!("openapi.json");
 
-/// Everything the pages load comes from this server.
-const CSP: &str = "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'";
+/// Everything the pages load comes from this server, and no other site may frame them (a
+/// framed buy button is a clickjacking target).
+const CSP: &str = "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; \
+                   frame-ancestors 'none'";
 
 fn page(content_type: &str, body: &'static str) -> HttpResponse {
     HttpResponse::Ok()
         .content_type(content_type)
         .insert_header((header::CONTENT_SECURITY_POLICY, CSP))
         .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        // For browsers that predate `frame-ancestors`.
+        .insert_header((header::X_FRAME_OPTIONS, "DENY"))
+        // A page address may have held a token a moment ago: never send it elsewhere.
+        .insert_header((header::REFERRER_POLICY, "no-referrer"))
         .insert_header((header::CACHE_CONTROL, "no-cache"))
         .body(body)
 }

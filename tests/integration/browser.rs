@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use crate::support::app::spawn_app_with;
+use crate::support::app::{spawn_app, spawn_app_with};
 use crate::support::browser::Driver;
 use crate::support::spec::live_drop;
 
@@ -76,6 +76,32 @@ async fn the_operator_page_shows_live_figures_and_pauses_a_drop() {
     assert_eq!(view["state"], "paused");
 
     page.save_screenshot("operator-page.png").await;
+    page.close().await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_in_the_page_address_is_moved_out_of_it_at_once() {
+    let app = spawn_app().await;
+    app.create_drop(&live_drop("web", 5, 2)).await;
+    let driver = Driver::start().await;
+    let profiles = tempfile::tempdir().expect("temp dir");
+    let page = driver.session(&profiles.path().join("a")).await;
+    let token = app.token("alice");
+    page.goto(&format!("{}/?token={token}&ref=mail#/drops/web", app.base))
+        .await;
+    page.wait_text("#who", |t| t == "buyer: alice").await;
+    let url = page.current_url().await;
+    assert!(!url.contains("token"), "the token left the address: {url}");
+    assert!(
+        url.ends_with("/?ref=mail#/drops/web"),
+        "the rest is kept: {url}"
+    );
+    // The page still works with the token it kept.
+    page.wait_text(r#".sku[data-sku="S1"] .available"#, |t| t == "5")
+        .await;
+    page.click(r#".sku[data-sku="S1"] button.hold"#).await;
+    page.wait_text("#message", |t| t.starts_with("Held")).await;
     page.close().await;
     app.stop().await;
 }

@@ -17,6 +17,7 @@ mod lifecycle;
 mod litestream;
 mod operations;
 mod outside;
+mod pages;
 mod replication;
 mod replication_outage;
 mod stampede;

@@ -116,6 +116,15 @@ impl Session {
             .await;
     }
 
+    /// The page's address as the browser shows it now.
+    pub async fn current_url(&self) -> String {
+        self.call(reqwest::Method::GET, "/url", None)
+            .await
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
     async fn find(&self, css: &str) -> Option<String> {
         let found = self
             .call(
