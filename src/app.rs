@@ -17,6 +17,7 @@ use crate::defaults;
 use crate::domain::Clock;
 use crate::events::{Hub, HubConfig};
 use crate::handshake::{Handshake, ShipperGate};
+use crate::http::admission::AdmissionConfig;
 use crate::http::state::{AppState, Lifecycle};
 use crate::http::{self, problem};
 use crate::replicate::config::ReplicationConfig;
@@ -49,6 +50,8 @@ pub struct Settings {
     pub max_subscribers: usize,
     /// Share of one core that SSE fan-out may use (0.25 = a quarter).
     pub sse_cpu_budget: f64,
+    /// `--rate-limit`, `--ip-rate`, `--buyer-rate`, `--trusted-proxies`: fair admission.
+    pub admission: AdmissionConfig,
     /// `--demo`: the drop page may ask for a buyer token (`GET /v1/demo/token`).
     pub demo: bool,
     /// Where and how to ship the WAL, in Litestream's format.
@@ -75,6 +78,7 @@ impl Settings {
             box_id: None,
             max_subscribers: defaults::MAX_SUBSCRIBERS,
             sse_cpu_budget: defaults::SSE_CPU_BUDGET,
+            admission: AdmissionConfig::default(),
             demo: false,
             replica: None,
             ack_after_replicated: false,
@@ -230,6 +234,7 @@ impl Application {
             metrics: metrics_handle(),
             hub: hub.clone(),
             keys: store.keys.clone(),
+            admission: crate::http::admission::Admission::new(settings.admission.clone()),
             demo: settings.demo,
             replica: replica_status.clone(),
             ack_after_replicated,

@@ -12,6 +12,7 @@ use crate::app::{Application, Settings, DEFAULT_TOKEN_TTL};
 use crate::auth::{self, TokenKeys, TokenPolicy};
 use crate::defaults;
 use crate::domain::{BuyerId, SystemClock};
+use crate::http::admission::{AdmissionConfig, Bucket};
 use crate::replicate::config::ReplicationConfig;
 use crate::replicate::replica::ReplicaTarget;
 use crate::store::{admin_keys, open, Synchronous};
@@ -95,6 +96,24 @@ pub struct ServeArgs {
     /// LITESTREAM_ACCESS_KEY_ID/LITESTREAM_SECRET_ACCESS_KEY or AWS_*).
     #[arg(long, env = "DROPD_REPLICA")]
     pub replica: Option<String>,
+    /// `off` lifts the write limits below (benchmarks, or a proxy in front that limits).
+    #[arg(long, env = "DROPD_RATE_LIMIT", value_enum, default_value_t = Switch::On)]
+    pub rate_limit: Switch,
+    /// Writes (holds, confirms, releases) per second one client address may send...
+    #[arg(long, env = "DROPD_IP_RATE", default_value_t = defaults::IP_RATE)]
+    pub ip_rate: u32,
+    /// ...and at once.
+    #[arg(long, env = "DROPD_IP_BURST", default_value_t = defaults::IP_BURST)]
+    pub ip_burst: u32,
+    /// Writes per second one buyer may send...
+    #[arg(long, env = "DROPD_BUYER_RATE", default_value_t = defaults::BUYER_RATE)]
+    pub buyer_rate: u32,
+    /// ...and at once.
+    #[arg(long, env = "DROPD_BUYER_BURST", default_value_t = defaults::BUYER_BURST)]
+    pub buyer_burst: u32,
+    /// Proxies (CIDRs, comma-separated) whose X-Forwarded-For / Forwarded name the client.
+    #[arg(long, env = "DROPD_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Answer holds and orders only once the replica holds them (no acknowledged sale is lost
     /// with the machine; each answer waits about one sync interval). Needs a replica.
     #[arg(long, env = "DROPD_ACK_AFTER_REPLICATED")]
@@ -120,6 +139,12 @@ pub struct TokenArgs {
     pub data_dir: PathBuf,
     #[command(flatten)]
     pub tokens: TokenFlags,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Switch {
+    On,
+    Off,
 }
 
 /// How buyer tokens are signed and what a server accepts; `serve` and `token` share them so a
@@ -281,6 +306,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         naive_writes: false,
         idempotency_retention: args.idempotency_retention,
         sweep_limit: defaults::SWEEP_LIMIT,
+        admission: AdmissionConfig {
+            enabled: args.rate_limit == Switch::On,
+            per_ip: Bucket::new(args.ip_rate, args.ip_burst),
+            per_buyer: Bucket::new(args.buyer_rate, args.buyer_burst),
+            trusted_proxies: args.trusted_proxies.clone(),
+        },
         box_id: args.box_id.clone(),
         max_subscribers: args.max_subscribers,
         sse_cpu_budget: args.sse_cpu_budget,

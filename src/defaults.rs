@@ -27,6 +27,12 @@ pub const TOKEN_MAX_LIFETIME_TEXT: &str = "24h";
 pub const TOKEN_MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 /// Longest buyer token accepted, in bytes (an HS256 token with a short `sub` is about 200).
 pub const TOKEN_MAX_LEN: usize = 4096;
+/// Writes (holds, confirms, releases) one client address may send: per second, and at once.
+pub const IP_RATE: u32 = 50;
+pub const IP_BURST: u32 = 100;
+/// Writes one buyer may send: per second, and at once (a hold and its confirm fit easily).
+pub const BUYER_RATE: u32 = 2;
+pub const BUYER_BURST: u32 = 5;
 /// A comment line this often keeps proxies from closing an idle stream.
 pub const SSE_KEEP_ALIVE: Duration = Duration::from_secs(15);
 
@@ -55,6 +61,10 @@ mod tests {
         assert_eq!(row("--idempotency-retention"), IDEMPOTENCY_RETENTION_TEXT);
         assert_eq!(row("--max-subscribers"), MAX_SUBSCRIBERS.to_string());
         assert_eq!(row("--sse-cpu-budget"), SSE_CPU_BUDGET.to_string());
+        assert_eq!(row("--ip-rate"), IP_RATE.to_string());
+        assert_eq!(row("--ip-burst"), IP_BURST.to_string());
+        assert_eq!(row("--buyer-rate"), BUYER_RATE.to_string());
+        assert_eq!(row("--buyer-burst"), BUYER_BURST.to_string());
     }
 
     #[test]

@@ -38,7 +38,9 @@ impl OwnServer {
         extra: &[&str],
     ) -> anyhow::Result<Self> {
         let mut child = Command::new(std::env::current_exe()?)
+            // One address, thousands of buyers, several writes each at once: limits off.
             .args(["serve", "--listen", "127.0.0.1:0", "--token-secret", secret])
+            .args(["--rate-limit", "off"])
             .args(["--synchronous", synchronous, "--data-dir"])
             .arg(data_dir)
             .args(extra)

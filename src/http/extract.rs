@@ -37,6 +37,23 @@ fn bearer(req: &HttpRequest) -> Result<&str, ApiError> {
     }
 }
 
+/// The client's address is within its write bucket. A handler's first extractor, so a flood is
+/// refused before its token is verified or its body read.
+pub struct IpAdmitted;
+
+impl FromRequest for IpAdmitted {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(
+            state(req)
+                .and_then(|state| state.admission.check_ip(req))
+                .map(|()| IpAdmitted),
+        )
+    }
+}
+
 /// The buyer a valid token speaks for.
 pub struct Buyer(pub BuyerId);
 

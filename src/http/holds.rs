@@ -9,7 +9,7 @@ use actix_web::http::header::{HeaderName, HeaderValue};
 
 use crate::domain::{DropId, DropState, HoldId, Refusal};
 use crate::http::drops::parse_drop_id;
-use crate::http::extract::{Buyer, IdemKey};
+use crate::http::extract::{Buyer, IdemKey, IpAdmitted};
 use crate::http::fingerprint;
 use crate::http::problem::ApiError;
 use crate::http::state::AppState;
@@ -33,11 +33,13 @@ pub struct ConfirmRequest {
 
 pub async fn create_hold(
     state: web::Data<AppState>,
+    _: IpAdmitted,
     Buyer(buyer): Buyer,
     IdemKey(key): IdemKey,
     path: web::Path<String>,
     body: web::Json<HoldRequest>,
 ) -> Result<HttpResponse, ApiError> {
+    let _turn = state.admission.enter(&buyer)?;
     let drop_id = parse_drop_id(&path)?;
     if body.quantity < 1 {
         return Err(ApiError::validation("quantity must be at least 1"));
@@ -99,11 +101,13 @@ pub async fn create_hold(
 
 pub async fn confirm_hold(
     state: web::Data<AppState>,
+    _: IpAdmitted,
     Buyer(buyer): Buyer,
     IdemKey(key): IdemKey,
     path: web::Path<String>,
     body: web::Json<ConfirmRequest>,
 ) -> Result<HttpResponse, ApiError> {
+    let _turn = state.admission.enter(&buyer)?;
     let req = IdempotentRequest {
         fingerprint: fingerprint("confirm_hold", &path, &*body),
         buyer,
@@ -204,9 +208,11 @@ pub async fn get_hold(
 
 pub async fn release_hold(
     state: web::Data<AppState>,
+    _: IpAdmitted,
     Buyer(buyer): Buyer,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
+    let _turn = state.admission.enter(&buyer)?;
     let hold_id = HoldId::from_trusted(path.into_inner());
     match state.writer.release_hold(buyer, hold_id).await? {
         Ok(_) => Ok(HttpResponse::NoContent().finish()),

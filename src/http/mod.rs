@@ -1,6 +1,7 @@
 //! The actix edge: routes, extractors, and the mapping of every error to problem+json.
 
 mod admin;
+pub mod admission;
 mod drops;
 mod events;
 pub mod extract;

@@ -208,7 +208,8 @@ impl From<StoreError> for ApiError {
                     "overloaded",
                     "too many requests are waiting for the writer; retry after the given delay",
                 );
-                e.retry_after = Some(1);
+                // 1-3 s at random: a crowd refused together must not return together.
+                e.retry_after = Some(rand::Rng::random_range(&mut rand::rng(), 1..=3));
                 e
             }
             StoreError::WriterStopped => {

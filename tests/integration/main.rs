@@ -3,6 +3,7 @@
 
 mod support;
 
+mod admission;
 mod authorization;
 mod bad_input;
 mod browser;

@@ -52,6 +52,9 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
     settings.listen = "127.0.0.1:0".into();
     settings.token_secrets = vec![SECRET.into()];
     settings.workers = Some(2);
+    // Tests act as many buyers from one address, often several writes at once by one buyer;
+    // admission's tests turn it on.
+    settings.admission.enabled = false;
     adjust(&mut settings);
     let clock = ManualClock::new(start_time());
     let app = Application::build(&settings, Arc::new(clock.clone())).expect("app builds");

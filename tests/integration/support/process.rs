@@ -22,6 +22,9 @@ impl ServerProcess {
     /// With extra `serve` arguments and environment.
     pub fn start_with(data_dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> ServerProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_dropd"))
+            // These tests act as many buyers from one address; admission has tests of its own
+            // (a test's `--rate-limit on` wins over this).
+            .env("DROPD_RATE_LIMIT", "off")
             .envs(envs.iter().copied())
             .args([
                 "serve",
