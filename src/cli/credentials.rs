@@ -1,0 +1,98 @@
+//! `dropd token` and `dropd admin-key`: the credentials a server accepts.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+
+use crate::app::DEFAULT_TOKEN_TTL;
+use crate::auth::{self, TokenKeys, TokenPolicy};
+use crate::defaults;
+use crate::domain::BuyerId;
+use crate::store::{admin_keys, open};
+
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// The buyer id the token speaks for.
+    #[arg(long)]
+    pub sub: String,
+    /// How long the token is valid, e.g. 15m, 1h, 7d.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub ttl: Duration,
+    #[arg(long, env = "DROPD_DATA_DIR", default_value = defaults::DATA_DIR)]
+    pub data_dir: PathBuf,
+    #[command(flatten)]
+    pub tokens: TokenFlags,
+}
+
+/// How buyer tokens are signed and what a server accepts; `serve` and `token` share them so a
+/// minted token is one the server takes.
+#[derive(Debug, Args)]
+pub struct TokenFlags {
+    /// Secret for buyer tokens (at least 32 bytes). Repeat it to accept several while rotating:
+    /// the first signs, all verify. Default: <data-dir>/token-secret, one secret per line.
+    #[arg(
+        long = "token-secret",
+        env = "DROPD_TOKEN_SECRET",
+        hide_env_values = true
+    )]
+    pub token_secrets: Vec<String>,
+    /// Longest a token may live (exp minus iat); longer-lived tokens are refused.
+    #[arg(long, env = "DROPD_TOKEN_MAX_LIFETIME", default_value = defaults::TOKEN_MAX_LIFETIME_TEXT,
+          value_parser = humantime::parse_duration)]
+    pub token_max_lifetime: Duration,
+    /// Require this `iss` in every token (and put it in minted ones).
+    #[arg(long, env = "DROPD_TOKEN_ISSUER")]
+    pub token_issuer: Option<String>,
+    /// Require this `aud` in every token (and put it in minted ones).
+    #[arg(long, env = "DROPD_TOKEN_AUDIENCE")]
+    pub token_audience: Option<String>,
+}
+
+impl TokenFlags {
+    pub fn policy(&self) -> TokenPolicy {
+        TokenPolicy {
+            max_lifetime: self.token_max_lifetime,
+            issuer: self.token_issuer.clone(),
+            audience: self.token_audience.clone(),
+            ..TokenPolicy::default()
+        }
+    }
+}
+
+pub(super) fn token(args: TokenArgs) -> anyhow::Result<()> {
+    let sub = BuyerId::parse(&args.sub).map_err(anyhow::Error::msg)?;
+    let secrets = auth::load_secrets(&args.tokens.token_secrets, &args.data_dir, false)?;
+    let policy = args.tokens.policy();
+    let ttl = if args.ttl.is_zero() {
+        DEFAULT_TOKEN_TTL
+    } else {
+        args.ttl
+    };
+    if ttl > policy.max_lifetime {
+        anyhow::bail!(
+            "--ttl {} is longer than the {} the server accepts (--token-max-lifetime)",
+            humantime::format_duration(ttl),
+            humantime::format_duration(policy.max_lifetime)
+        );
+    }
+    let keys = TokenKeys::with_secrets(&secrets, policy)?;
+    println!("{}", keys.mint(&sub, ttl)?);
+    Ok(())
+}
+
+pub(super) fn create_admin_key(name: &str, data_dir: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
+    let path = data_dir.join(crate::app::DB_FILE);
+    // A one-row insert from an operator's shell, serialized with a running server by SQLite's
+    // write lock; the connection never checkpoints (see `open::open_writer`).
+    let conn = open::open_for_cli(&path).with_context(|| format!("opening {}", path.display()))?;
+    let (key, hash) = auth::generate_admin_key();
+    let id = admin_keys::insert(&conn, name, &hash, chrono::Utc::now())
+        .context("storing the admin key")?;
+    eprintln!("created admin key {id} ({name}); it is shown only once:");
+    println!("{key}");
+    Ok(())
+}

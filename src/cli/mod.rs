@@ -1,0 +1,97 @@
+//! The command line: `serve`, `token`, `admin-key create`. Every `serve` flag can also come from
+//! `DROPD_<FLAG>`; flags win over the environment, which wins over defaults.
+
+mod credentials;
+mod restore;
+mod serve;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+pub use credentials::{TokenArgs, TokenFlags};
+pub use restore::RestoreArgs;
+pub use serve::{ServeArgs, Switch};
+
+use crate::defaults;
+
+#[derive(Debug, Parser)]
+#[command(name = "dropd", version, about = "A server for limited-stock drops")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server.
+    Serve(ServeArgs),
+    /// Mint a buyer token (for development, or for a login service to copy).
+    Token(TokenArgs),
+    /// Manage admin keys.
+    #[command(subcommand)]
+    AdminKey(AdminKeyCommand),
+    /// Rebuild a database from a replica (latest, --txid or --timestamp). Litestream's
+    /// single-dash spellings (-txid, -timestamp, -if-db-not-exists...) work too.
+    Restore(RestoreArgs),
+    /// Measure hold attempts/s against the /healthz ceiling, group commit against a naive
+    /// baseline, and reads under fire; prints a markdown table and writes JSON.
+    #[cfg(feature = "bench")]
+    Bench(crate::bench::BenchArgs),
+}
+
+/// Litestream's flags are single-dash (`-txid`); clap wants `--txid`. Known names are rewritten
+/// before parsing so scripts written for `litestream restore` work unchanged.
+pub fn litestream_compatible_args(
+    args: impl IntoIterator<Item = std::ffi::OsString>,
+) -> Vec<std::ffi::OsString> {
+    const LONG: &[&str] = &[
+        "txid",
+        "timestamp",
+        "if-db-not-exists",
+        "if-replica-exists",
+        "parallelism",
+        "config",
+        "dry-run",
+    ];
+    args.into_iter()
+        .map(|arg| match arg.to_str() {
+            Some(text) if text.starts_with('-') && !text.starts_with("--") => {
+                let name = text[1..].split('=').next().unwrap_or_default();
+                if LONG.contains(&name) {
+                    format!("-{text}").into()
+                } else {
+                    arg
+                }
+            }
+            _ => arg,
+        })
+        .collect()
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminKeyCommand {
+    /// Create an admin key; it is printed once and stored only as a hash.
+    Create {
+        #[arg(long, default_value = "ops")]
+        name: String,
+        #[arg(long, env = "DROPD_DATA_DIR", default_value = defaults::DATA_DIR)]
+        data_dir: PathBuf,
+    },
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => serve::serve(args),
+        Command::Token(args) => credentials::token(args),
+        Command::AdminKey(AdminKeyCommand::Create { name, data_dir }) => {
+            credentials::create_admin_key(&name, &data_dir)
+        }
+        Command::Restore(args) => restore::restore(args),
+        #[cfg(feature = "bench")]
+        Command::Bench(args) => {
+            crate::telemetry::init("warn");
+            crate::bench::run(args)
+        }
+    }
+}

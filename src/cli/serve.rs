@@ -1,0 +1,210 @@
+//! `dropd serve`: its flags, and turning them into `Settings`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+
+use super::credentials::TokenFlags;
+use crate::app::{Application, Settings};
+use crate::defaults;
+use crate::domain::SystemClock;
+use crate::http::admission::{AdmissionConfig, Bucket};
+use crate::replicate::config::ReplicationConfig;
+use crate::replicate::replica::ReplicaTarget;
+use crate::store::Synchronous;
+use crate::{demo, telemetry};
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, env = "DROPD_LISTEN", default_value = defaults::LISTEN)]
+    pub listen: String,
+    /// Directory holding dropd.db and the token secret.
+    #[arg(long, env = "DROPD_DATA_DIR", default_value = defaults::DATA_DIR)]
+    pub data_dir: PathBuf,
+    /// Create a live demo drop and print a buyer token, an admin key and example requests.
+    #[arg(long, env = "DROPD_DEMO")]
+    pub demo: bool,
+    /// `full`: an acknowledged write survives power loss. `normal`: faster, survives a process
+    /// crash but may lose the last commits on power loss.
+    #[arg(long, env = "DROPD_SYNCHRONOUS", value_enum, default_value_t = Synchronous::Full)]
+    pub synchronous: Synchronous,
+    #[command(flatten)]
+    pub tokens: TokenFlags,
+    /// Most write commands committed in one transaction.
+    #[arg(long, env = "DROPD_BATCH_LIMIT", default_value_t = defaults::BATCH_LIMIT,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub batch_limit: u32,
+    /// Write commands that may wait for the writer before requests get 503 overloaded.
+    #[arg(long, env = "DROPD_QUEUE_SIZE", default_value_t = defaults::QUEUE_SIZE,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub queue_size: u32,
+    /// How long an Idempotency-Key is remembered after its first use (its record is then
+    /// deleted, and the key may answer anew).
+    #[arg(long, env = "DROPD_IDEMPOTENCY_RETENTION", default_value = defaults::IDEMPOTENCY_RETENTION_TEXT,
+          value_parser = parse_retention)]
+    pub idempotency_retention: Duration,
+    /// This server's name in the ids of the holds it makes (`hld_<box>_...`), so a proxy in
+    /// front of several servers can route a hold to the one that owns it. Default: none.
+    #[arg(long, env = "DROPD_BOX_ID", value_parser = crate::domain::parse_box_id)]
+    pub box_id: Option<String>,
+    /// HTTP worker threads (default: one per core).
+    #[arg(long, env = "DROPD_WORKERS", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub workers: Option<u32>,
+    /// Open event streams (SSE) before new ones get 503 too-many-subscribers.
+    #[arg(long, env = "DROPD_MAX_SUBSCRIBERS", default_value_t = defaults::MAX_SUBSCRIBERS)]
+    pub max_subscribers: usize,
+    /// Share of one core that live-stock fan-out may use; the push rate adapts to stay within it
+    /// (between 10 and 1 messages per second per drop).
+    #[arg(long, env = "DROPD_SSE_CPU_BUDGET", default_value_t = defaults::SSE_CPU_BUDGET)]
+    pub sse_cpu_budget: f64,
+    /// Replicate as this Litestream-format litestream.yml says (its replica, sync-interval,
+    /// levels, snapshot and retention keys; see the commented example litestream.yml).
+    #[arg(long, env = "DROPD_CONFIG", conflicts_with = "replica")]
+    pub config: Option<PathBuf>,
+    /// Ship the WAL to this replica in Litestream's format, with Litestream's default levels and
+    /// retention: `file:///dir` or `s3://bucket/path?endpoint=...&region=...` (credentials from
+    /// LITESTREAM_ACCESS_KEY_ID/LITESTREAM_SECRET_ACCESS_KEY or AWS_*).
+    #[arg(long, env = "DROPD_REPLICA")]
+    pub replica: Option<String>,
+    /// `off` lifts the write limits below (benchmarks, or a proxy in front that limits).
+    #[arg(long, env = "DROPD_RATE_LIMIT", value_enum, default_value_t = Switch::On)]
+    pub rate_limit: Switch,
+    /// Writes (holds, confirms, releases) per second one client address may send...
+    #[arg(long, env = "DROPD_IP_RATE", default_value_t = defaults::IP_RATE)]
+    pub ip_rate: u32,
+    /// ...and at once.
+    #[arg(long, env = "DROPD_IP_BURST", default_value_t = defaults::IP_BURST)]
+    pub ip_burst: u32,
+    /// Writes per second one buyer may send...
+    #[arg(long, env = "DROPD_BUYER_RATE", default_value_t = defaults::BUYER_RATE)]
+    pub buyer_rate: u32,
+    /// ...and at once.
+    #[arg(long, env = "DROPD_BUYER_BURST", default_value_t = defaults::BUYER_BURST)]
+    pub buyer_burst: u32,
+    /// Proxies (CIDRs, comma-separated) whose X-Forwarded-For / Forwarded name the client.
+    #[arg(long, env = "DROPD_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Answer holds and orders only once the replica holds them (no acknowledged sale is lost
+    /// with the machine; each answer waits about one sync interval). Needs a replica.
+    #[arg(long, env = "DROPD_ACK_AFTER_REPLICATED")]
+    pub ack_after_replicated: bool,
+    /// How often committed WAL frames are shipped (default 1s, or the config's sync-interval).
+    #[arg(long, env = "DROPD_SYNC_INTERVAL", value_parser = humantime::parse_duration)]
+    pub sync_interval: Option<Duration>,
+    /// Benchmark baseline: one transaction per write on a pool of writer connections.
+    #[cfg(feature = "bench")]
+    #[arg(long, hide = true)]
+    pub naive_writes: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Switch {
+    On,
+    Off,
+}
+
+fn parse_retention(text: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(text).map_err(|e| format!("{text:?}: {e}"))?;
+    if d < Duration::from_secs(1) {
+        return Err("the retention must be at least 1s: a client's retry must find its key".into());
+    }
+    Ok(d)
+}
+
+pub(super) fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    telemetry::init("info");
+    let replica = replication_from_args(&args, &args.data_dir.join(crate::app::DB_FILE))?;
+    let settings = Settings {
+        listen: args.listen,
+        data_dir: args.data_dir,
+        synchronous: args.synchronous,
+        batch_limit: args.batch_limit as usize,
+        queue_size: args.queue_size as usize,
+        token_secrets: args.tokens.token_secrets.clone(),
+        token_policy: args.tokens.policy(),
+        workers: args.workers.map(|w| w as usize),
+        #[cfg(feature = "bench")]
+        naive_writes: args.naive_writes,
+        #[cfg(not(feature = "bench"))]
+        naive_writes: false,
+        idempotency_retention: args.idempotency_retention,
+        sweep_limit: defaults::SWEEP_LIMIT,
+        admission: AdmissionConfig {
+            enabled: args.rate_limit == Switch::On,
+            per_ip: Bucket::new(args.ip_rate, args.ip_burst),
+            per_buyer: Bucket::new(args.buyer_rate, args.buyer_burst),
+            trusted_proxies: args.trusted_proxies.clone(),
+        },
+        box_id: args.box_id.clone(),
+        max_subscribers: args.max_subscribers,
+        sse_cpu_budget: args.sse_cpu_budget,
+        demo: args.demo,
+        replica,
+        ack_after_replicated: args.ack_after_replicated,
+    };
+    actix_web::rt::System::new().block_on(async move {
+        let clock = Arc::new(SystemClock);
+        let app = Application::build(&settings, clock.clone())?;
+        let host = settings
+            .listen
+            .rsplit_once(':')
+            .map_or("127.0.0.1", |(h, _)| h);
+        let base = format!("http://{host}:{}", app.port());
+        if args.demo {
+            demo::ensure(&app, clock.as_ref(), &base).await?;
+        }
+        println!("dropd listening on {base}");
+        tracing::info!(
+            %base,
+            data_dir = %settings.data_dir.display(),
+            synchronous = settings.synchronous.as_str(),
+            sqlite = rusqlite::version(),
+            "serving"
+        );
+        app.handle().stop_on_signals()?;
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+        app.run_until_stopped().await
+    })
+}
+
+fn replication_from_args(
+    args: &ServeArgs,
+    db_path: &Path,
+) -> anyhow::Result<Option<ReplicationConfig>> {
+    let mut config = match (&args.config, &args.replica) {
+        (Some(path), _) => {
+            let (config, warnings) = ReplicationConfig::load(path, Some(db_path))?;
+            for warning in warnings {
+                tracing::warn!("{warning}");
+            }
+            if let Some(named) = &config.db_path {
+                let canonical =
+                    |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_owned());
+                if canonical(named) != canonical(db_path) {
+                    tracing::warn!(
+                        config_db = %named.display(),
+                        served_db = %db_path.display(),
+                        "the config names another database than the one dropd serves; replicating the served one"
+                    );
+                }
+            }
+            config
+        }
+        (None, Some(url)) => ReplicationConfig::for_target(
+            ReplicaTarget::parse_url(url).with_context(|| format!("--replica {url}"))?,
+        ),
+        (None, None) => return Ok(None),
+    };
+    if let Some(interval) = args.sync_interval {
+        anyhow::ensure!(
+            !interval.is_zero(),
+            "--sync-interval must be longer than zero"
+        );
+        config.sync_interval = interval;
+    }
+    Ok(Some(config))
+}
