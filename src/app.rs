@@ -102,6 +102,8 @@ pub struct Application {
     hub: Arc<Hub>,
     shipper: Option<(ShipperGate, std::thread::JoinHandle<()>)>,
     replica_status: Option<Arc<ReplicaStatus>>,
+    control: crate::control::Control,
+    admin_keys: Arc<crate::auth::AdminKeyBook>,
 }
 
 impl Application {
@@ -187,6 +189,12 @@ impl Application {
         )
         .with_context(|| format!("opening the database {}", settings.db_path().display()))?;
         hub.attach_reads(store.reads.clone());
+        {
+            let conn = store.reads.get().context("reading the drops")?;
+            let views =
+                crate::store::drops::list_views(&conn, clock.now()).context("reading the drops")?;
+            hub.preload(views);
+        }
         let mut replica_status = None;
         let shipper = match (&settings.replica, handshake, replica) {
             (Some(config), Some(handshake), Some(replica)) => {
@@ -221,6 +229,13 @@ impl Application {
         hub.start_ticker()
             .context("starting the events-ticker thread")?;
 
+        let admin_keys = Arc::new(crate::auth::AdminKeyBook::default());
+        let control = crate::control::start(
+            &settings.data_dir,
+            &settings.db_path(),
+            store.writer.clone(),
+            admin_keys.clone(),
+        )?;
         let listener = TcpListener::bind(&settings.listen)
             .with_context(|| format!("binding {}", settings.listen))?;
         let port = listener.local_addr()?.port();
@@ -234,6 +249,7 @@ impl Application {
             metrics: metrics_handle(),
             hub: hub.clone(),
             keys: store.keys.clone(),
+            admin_keys: admin_keys.clone(),
             admission: crate::http::admission::Admission::new(settings.admission.clone()),
             demo: settings.demo,
             replica: replica_status.clone(),
@@ -263,7 +279,27 @@ impl Application {
             hub,
             shipper,
             replica_status,
+            control,
+            admin_keys,
         })
+    }
+
+    /// The id of `key` if it is an active admin key.
+    pub fn admin_key_id(&self, key: &str) -> Option<String> {
+        self.admin_keys.check(key)
+    }
+
+    /// A new admin key, through the writer, valid on this server the moment it is returned:
+    /// (the key, shown once; its id).
+    pub async fn create_admin_key(&self, name: &str) -> anyhow::Result<(String, String)> {
+        let (key, hash) = auth::generate_admin_key();
+        let id = self
+            .writer
+            .create_admin_key(name.into(), hash)
+            .await
+            .context("creating an admin key")?;
+        self.control.refresh();
+        Ok((key, id))
     }
 
     pub fn replica_status(&self) -> Option<Arc<ReplicaStatus>> {
@@ -303,6 +339,11 @@ impl Application {
         let served = self.server.await;
         self.lifecycle.set_draining();
         self.hub.close();
+        // Before the writer stops: the control thread may be waiting on it.
+        let control = self.control;
+        tokio::task::spawn_blocking(move || control.stop())
+            .await
+            .context("stopping the control socket")?;
         let writer = self.writer;
         let thread = self.writer_thread;
         let shipper = self.shipper;

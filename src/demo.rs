@@ -1,5 +1,6 @@
 //! `serve --demo`: a live drop to play with, and everything needed to call the API at once.
 
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -12,7 +13,16 @@ use crate::domain::{BuyerId, Clock, Currency, Money, Refusal};
 
 pub const DROP_ID: &str = "demo";
 
-pub async fn ensure(app: &Application, clock: &dyn Clock, base: &str) -> anyhow::Result<()> {
+/// Where the demo's admin key is kept between starts (mode 0600), so a restart shows the same
+/// key instead of minting another that is never revoked.
+pub const ADMIN_KEY_FILE: &str = "demo-admin-key";
+
+pub async fn ensure(
+    app: &Application,
+    clock: &dyn Clock,
+    base: &str,
+    data_dir: &Path,
+) -> anyhow::Result<()> {
     let now = clock.now();
     let eur = Currency::parse("EUR").map_err(anyhow::Error::msg)?;
     let sku = |code: &str, name: &str, amount: i64, stock: i64| NewSku {
@@ -42,18 +52,15 @@ pub async fn ensure(app: &Application, clock: &dyn Clock, base: &str) -> anyhow:
         Ok(_) | Err(Refusal::DropExists { .. }) => {}
         Err(other) => return Err(anyhow::anyhow!("creating the demo drop: {other}")),
     }
-    let (admin_key, hash) = auth::generate_admin_key();
-    app.writer()
-        .create_admin_key("demo".into(), hash)
-        .await
-        .context("creating the demo admin key")?;
+    let admin_key = demo_admin_key(app, data_dir).await?;
+    let key_file = data_dir.join(ADMIN_KEY_FILE).display().to_string();
     let buyer = BuyerId::parse("demo-buyer").map_err(anyhow::Error::msg)?;
     let token = app.tokens().mint(&buyer, Duration::from_secs(24 * 3600))?;
     println!(
         "\
 demo drop '{DROP_ID}' is live.
 buyer token (demo-buyer, 24h): {token}
-admin key (shown once):        {admin_key}
+admin key (in {key_file}): {admin_key}
 
 open {base}/#/drops/{DROP_ID} in a browser (it gets a buyer token by itself), or try:
   curl -s {base}/v1/drops/{DROP_ID}
@@ -62,4 +69,20 @@ open {base}/#/drops/{DROP_ID} in a browser (it gets a buyer token by itself), or
 "
     );
     Ok(())
+}
+
+/// The kept demo key while it is active; else a new one, kept.
+async fn demo_admin_key(app: &Application, data_dir: &Path) -> anyhow::Result<String> {
+    let path = data_dir.join(ADMIN_KEY_FILE);
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let key = text.trim();
+        if app.admin_key_id(key).is_some() {
+            return Ok(key.to_owned());
+        }
+        // Revoked (or edited): a new one replaces it.
+        std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+    }
+    let (key, _id) = app.create_admin_key("demo").await?;
+    auth::write_private(&path, key.as_bytes())?;
+    Ok(key)
 }

@@ -32,6 +32,7 @@ pub mod auth;
 #[cfg(feature = "bench")]
 pub mod bench;
 pub mod cli;
+pub mod control;
 pub mod defaults;
 pub mod demo;
 pub mod domain;

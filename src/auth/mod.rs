@@ -6,7 +6,7 @@ mod tokens;
 pub use tokens::{TokenError, TokenKeys, TokenPolicy};
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{bail, Context};
 use sha2::{Digest, Sha256};
@@ -127,7 +127,8 @@ pub fn load_secrets(
     Ok(vec![secret.into_bytes()])
 }
 
-fn write_private(path: &PathBuf, contents: &[u8]) -> anyhow::Result<()> {
+/// Creates `path` with mode 0600 and `contents`, durably; fails if it exists.
+pub fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut file = std::fs::OpenOptions::new()
         .write(true)
@@ -154,16 +155,50 @@ pub fn hash_admin_key(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
 }
 
-/// Compares against every stored hash in constant time, so timing tells nothing about which
-/// bytes matched.
-pub fn admin_key_matches(key: &str, stored: &[Vec<u8>]) -> bool {
-    let hash = hash_admin_key(key);
-    stored
-        .iter()
-        .fold(subtle::Choice::from(0), |found, h| {
-            found | h.as_slice().ct_eq(&hash)
-        })
-        .into()
+/// `dak_` and 64 lowercase hex digits: anything else is no admin key, and costs no lookup.
+pub fn looks_like_admin_key(credential: &str) -> bool {
+    credential.len() == ADMIN_KEY_PREFIX.len() + 64
+        && credential.starts_with(ADMIN_KEY_PREFIX)
+        && credential[ADMIN_KEY_PREFIX.len()..]
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// The active admin keys, in memory: an admin request costs a hash and compares, no database
+/// read. Replaced whole when the table changes (see `store::admin_keys::KeyWatch`).
+#[derive(Default)]
+pub struct AdminKeyBook {
+    keys: std::sync::RwLock<Vec<(String, Vec<u8>)>>,
+}
+
+impl AdminKeyBook {
+    pub fn replace(&self, keys: Vec<(String, Vec<u8>)>) {
+        *self.keys.write().unwrap_or_else(|p| p.into_inner()) = keys;
+    }
+
+    /// The id of the active key `key` is, compared in constant time against every one.
+    pub fn check(&self, key: &str) -> Option<String> {
+        if !looks_like_admin_key(key) {
+            return None;
+        }
+        let hash = hash_admin_key(key);
+        let keys = self.keys.read().unwrap_or_else(|p| p.into_inner());
+        let mut found = None;
+        for (id, stored) in keys.iter() {
+            if bool::from(stored.as_slice().ct_eq(&hash)) {
+                found = Some(id.clone());
+            }
+        }
+        found
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.read().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// Admin keys have a recognizable prefix; a JWT is three dot-separated parts.
@@ -188,11 +223,18 @@ mod tests {
     }
 
     #[test]
-    fn only_the_generated_admin_key_matches_its_hash() {
+    fn only_an_active_generated_admin_key_is_found_by_its_id() {
         let (key, hash) = generate_admin_key();
-        assert!(admin_key_matches(&key, &[hash.to_vec()]));
-        assert!(!admin_key_matches("dak_wrong", &[hash.to_vec()]));
-        assert!(!admin_key_matches(&key, &[]));
+        let book = AdminKeyBook::default();
+        assert_eq!(book.check(&key), None);
+        book.replace(vec![("ak_1".into(), hash.to_vec())]);
+        assert_eq!(book.check(&key), Some("ak_1".into()));
+        assert_eq!(book.check("dak_wrong"), None);
+        let (other, _) = generate_admin_key();
+        assert_eq!(book.check(&other), None);
+        assert!(looks_like_admin_key(&key) && !looks_like_admin_key(&key.to_uppercase()));
+        book.replace(Vec::new());
+        assert_eq!(book.check(&key), None, "revoked");
     }
 
     #[test]

@@ -8,6 +8,7 @@ use clap::Args;
 
 use crate::app::DEFAULT_TOKEN_TTL;
 use crate::auth::{self, TokenKeys, TokenPolicy};
+use crate::control::{self, Request, Response};
 use crate::defaults;
 use crate::domain::BuyerId;
 use crate::store::{admin_keys, open};
@@ -83,16 +84,69 @@ pub(super) fn token(args: TokenArgs) -> anyhow::Result<()> {
 }
 
 pub(super) fn create_admin_key(name: &str, data_dir: &std::path::Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(data_dir)
-        .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
-    let path = data_dir.join(crate::app::DB_FILE);
-    // A one-row insert from an operator's shell, serialized with a running server by SQLite's
-    // write lock; the connection never checkpoints (see `open::open_writer`).
-    let conn = open::open_for_cli(&path).with_context(|| format!("opening {}", path.display()))?;
     let (key, hash) = auth::generate_admin_key();
-    let id = admin_keys::insert(&conn, name, &hash, chrono::Utc::now())
-        .context("storing the admin key")?;
+    let request = Request::CreateAdminKey {
+        name: name.into(),
+        key_hash: hex::encode(hash),
+    };
+    let id = match control::client::ask(data_dir, &request)? {
+        Some(Response::Created { id }) => id,
+        Some(other) => anyhow::bail!("the running server did not create the key: {other:?}"),
+        None => {
+            let conn = open_database(data_dir, true)?;
+            admin_keys::insert(&conn, name, &hash, chrono::Utc::now())
+                .context("storing the admin key")?
+        }
+    };
     eprintln!("created admin key {id} ({name}); it is shown only once:");
     println!("{key}");
     Ok(())
+}
+
+pub(super) fn revoke_admin_key(id: &str, data_dir: &std::path::Path) -> anyhow::Result<()> {
+    let request = Request::RevokeAdminKey { id: id.into() };
+    let was_active = match control::client::ask(data_dir, &request)? {
+        Some(Response::Revoked { was_active, .. }) => was_active,
+        Some(other) => anyhow::bail!("the running server did not revoke the key: {other:?}"),
+        None => {
+            let conn = open_database(data_dir, false)?;
+            admin_keys::revoke(&conn, id, chrono::Utc::now()).context("revoking the admin key")?
+        }
+    };
+    if !was_active {
+        anyhow::bail!("no active admin key {id} (see `dropd admin-key list`)");
+    }
+    eprintln!("revoked admin key {id}");
+    Ok(())
+}
+
+pub(super) fn list_admin_keys(data_dir: &std::path::Path) -> anyhow::Result<()> {
+    let conn = open_database(data_dir, false)?;
+    let keys = admin_keys::list(&conn).context("reading the admin keys")?;
+    println!("{:<30}  {:<16}  {:<20}  revoked", "id", "name", "created");
+    for key in keys {
+        let at = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%d %H:%M:%S").to_string();
+        println!(
+            "{:<30}  {:<16}  {:<20}  {}",
+            key.id,
+            key.name,
+            at(key.created_at),
+            key.revoked_at.map_or("-".into(), at)
+        );
+    }
+    Ok(())
+}
+
+/// The data directory's database for a one-off command run beside (or without) a server: a
+/// one-row write serialized with a running server by SQLite's write lock, on a connection that
+/// never checkpoints (see `open::open_writer`).
+fn open_database(data_dir: &std::path::Path, create: bool) -> anyhow::Result<rusqlite::Connection> {
+    let path = data_dir.join(crate::app::DB_FILE);
+    if create {
+        std::fs::create_dir_all(data_dir)
+            .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
+    } else if !path.exists() {
+        anyhow::bail!("no database at {}", path.display());
+    }
+    open::open_for_cli(&path).with_context(|| format!("opening {}", path.display()))
 }

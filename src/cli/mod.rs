@@ -71,10 +71,23 @@ pub fn litestream_compatible_args(
 
 #[derive(Debug, Subcommand)]
 pub enum AdminKeyCommand {
-    /// Create an admin key; it is printed once and stored only as a hash.
+    /// Create an admin key; it is printed once and stored only as a hash. With a server
+    /// running on the data directory, through its writer (valid at once).
     Create {
         #[arg(long, default_value = "ops")]
         name: String,
+        #[arg(long, env = "DROPD_DATA_DIR", default_value = defaults::DATA_DIR)]
+        data_dir: PathBuf,
+    },
+    /// List admin keys: id, name, created, revoked (never the keys).
+    List {
+        #[arg(long, env = "DROPD_DATA_DIR", default_value = defaults::DATA_DIR)]
+        data_dir: PathBuf,
+    },
+    /// Revoke an admin key by its id; a running server refuses it within a second.
+    Revoke {
+        /// The key's id (`ak_...`, from `list`).
+        id: String,
         #[arg(long, env = "DROPD_DATA_DIR", default_value = defaults::DATA_DIR)]
         data_dir: PathBuf,
     },
@@ -86,6 +99,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Token(args) => credentials::token(args),
         Command::AdminKey(AdminKeyCommand::Create { name, data_dir }) => {
             credentials::create_admin_key(&name, &data_dir)
+        }
+        Command::AdminKey(AdminKeyCommand::List { data_dir }) => {
+            credentials::list_admin_keys(&data_dir)
+        }
+        Command::AdminKey(AdminKeyCommand::Revoke { id, data_dir }) => {
+            credentials::revoke_admin_key(&id, &data_dir)
         }
         Command::Restore(args) => restore::restore(args),
         #[cfg(feature = "bench")]

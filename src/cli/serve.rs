@@ -155,7 +155,7 @@ pub(super) fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .map_or("127.0.0.1", |(h, _)| h);
         let base = format!("http://{host}:{}", app.port());
         if args.demo {
-            demo::ensure(&app, clock.as_ref(), &base).await?;
+            demo::ensure(&app, clock.as_ref(), &base, &settings.data_dir).await?;
         }
         println!("dropd listening on {base}");
         tracing::info!(

@@ -75,6 +75,11 @@ impl Hub {
         self.cache.attach_reads(reads);
     }
 
+    /// Every drop, read at start (see `ViewCache::preload`).
+    pub fn preload(&self, views: Vec<DropView>) {
+        self.cache.preload(views);
+    }
+
     /// The latest committed view of a drop, if memory has it.
     pub fn cached(&self, drop_id: &DropId) -> Option<Arc<Cached>> {
         self.cache.cached(drop_id)

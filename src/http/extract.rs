@@ -1,7 +1,6 @@
 //! Request extractors: who is calling (buyer token, admin key) and the Idempotency-Key.
 
-use std::future::{ready, Future, Ready};
-use std::pin::Pin;
+use std::future::{ready, Ready};
 
 use actix_web::http::{header, StatusCode};
 use actix_web::{dev::Payload, web, FromRequest, HttpRequest};
@@ -10,7 +9,6 @@ use crate::auth;
 use crate::domain::{BuyerId, IdempotencyKey};
 use crate::http::problem::ApiError;
 use crate::http::state::AppState;
-use crate::store::admin_keys;
 
 fn state(req: &HttpRequest) -> Result<&web::Data<AppState>, ApiError> {
     req.app_data::<web::Data<AppState>>()
@@ -72,34 +70,30 @@ impl FromRequest for Buyer {
     }
 }
 
-/// A caller holding a valid admin key.
-pub struct Admin;
+/// A caller holding an active admin key; its id names the caller in the logs.
+pub struct Admin {
+    pub key_id: String,
+}
 
 impl FromRequest for Admin {
     type Error = ApiError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+    type Future = Ready<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let checked = (|| {
-            let key = bearer(req)?.to_owned();
-            if auth::looks_like_buyer_token(&key) {
+        ready((|| {
+            let key = bearer(req)?;
+            if auth::looks_like_buyer_token(key) {
                 return Err(ApiError::forbidden(
                     "buyer tokens cannot call the admin API; use an admin key",
                 ));
             }
-            Ok((key, state(req)?.clone()))
-        })();
-        Box::pin(async move {
-            let (key, state) = checked?;
-            let stored = state
-                .read(|conn, _| admin_keys::active_hashes(conn))
-                .await?;
-            if auth::admin_key_matches(&key, &stored) {
-                Ok(Admin)
-            } else {
-                Err(ApiError::unauthorized("the admin key is not valid"))
-            }
-        })
+            let key_id = state(req)?
+                .admin_keys
+                .check(key)
+                .ok_or_else(|| ApiError::unauthorized("the admin key is not valid"))?;
+            tracing::info!(admin_key = %key_id, method = %req.method(), path = %req.path(), "admin request");
+            Ok(Admin { key_id })
+        })())
     }
 }
 

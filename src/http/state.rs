@@ -23,6 +23,8 @@ pub struct AppState {
     pub hub: Arc<crate::events::Hub>,
     /// Idempotency keys recorded, in flight, or answered from memory.
     pub keys: Arc<crate::store::KeyBook>,
+    /// The active admin keys, kept current by the `admin-keys` thread.
+    pub admin_keys: Arc<crate::auth::AdminKeyBook>,
     /// Who may write now: per-address and per-buyer buckets, one write in flight per buyer.
     pub admission: Arc<crate::http::admission::Admission>,
     /// Started with `--demo`: the page may ask for a buyer token.

@@ -1,13 +1,34 @@
-//! Admin keys, stored only as SHA-256 hashes.
+//! Admin keys, stored only as SHA-256 hashes. The server keeps the active ones in memory
+//! (`auth::AdminKeyBook`); `KeyWatch` tells it when the table may have changed, whoever
+//! changed it.
+
+use std::path::Path;
 
 use chrono::{DateTime, Utc};
-use rusqlite::{named_params, Connection};
+use rusqlite::{named_params, Connection, OpenFlags};
+use serde::Serialize;
 
 use super::StoreError;
 
 const INSERT: &str = "INSERT INTO admin_keys (id, name, key_hash, created_at)
                       VALUES (:id, :name, :hash, :now)";
-const ACTIVE: &str = "SELECT key_hash FROM admin_keys WHERE revoked_at IS NULL";
+const ACTIVE: &str = "SELECT id, key_hash FROM admin_keys WHERE revoked_at IS NULL";
+const LIST: &str =
+    "SELECT id, name, created_at, revoked_at FROM admin_keys ORDER BY created_at, id";
+const REVOKE: &str =
+    "UPDATE admin_keys SET revoked_at = :now WHERE id = :id AND revoked_at IS NULL";
+
+/// An active key's id and the SHA-256 of the key.
+pub type ActiveKey = (String, Vec<u8>);
+
+/// One key as `dropd admin-key list` shows it (never the key or its hash).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AdminKeyRow {
+    pub id: String,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
 
 pub fn insert(
     conn: &Connection,
@@ -22,10 +43,71 @@ pub fn insert(
     Ok(id)
 }
 
-pub fn active_hashes(conn: &Connection) -> Result<Vec<Vec<u8>>, StoreError> {
-    let hashes = conn
+/// True if the key was active and is revoked now.
+pub fn revoke(conn: &Connection, id: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
+    let changed = conn
+        .prepare_cached(REVOKE)?
+        .execute(named_params! {":id": id, ":now": now.timestamp_millis()})?;
+    Ok(changed == 1)
+}
+
+/// The active keys: id and hash.
+pub fn active(conn: &Connection) -> Result<Vec<ActiveKey>, StoreError> {
+    let keys = conn
         .prepare_cached(ACTIVE)?
-        .query_map([], |r| r.get(0))?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<Result<_, _>>()?;
-    Ok(hashes)
+    Ok(keys)
+}
+
+pub fn list(conn: &Connection) -> Result<Vec<AdminKeyRow>, StoreError> {
+    let at = |ms: i64| DateTime::from_timestamp_millis(ms).unwrap_or_default();
+    let rows = conn
+        .prepare_cached(LIST)?
+        .query_map([], |r| {
+            Ok(AdminKeyRow {
+                id: r.get(0)?,
+                name: r.get(1)?,
+                created_at: at(r.get(2)?),
+                revoked_at: r.get::<_, Option<i64>>(3)?.map(at),
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok(rows)
+}
+
+/// A read-only connection of its own that notices commits by any connection of any process
+/// (`PRAGMA data_version` moves), so the key table is read again only when it may have changed.
+pub struct KeyWatch {
+    conn: Connection,
+    seen: Option<i64>,
+}
+
+impl KeyWatch {
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        // Only the writer checkpoints, even when this connection happens to close last.
+        conn.set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+            true,
+        )?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        Ok(Self { conn, seen: None })
+    }
+
+    /// The active keys if anything was committed since the last call (always on the first).
+    pub fn changed(&mut self) -> Result<Option<Vec<ActiveKey>>, StoreError> {
+        let version: i64 = self
+            .conn
+            .query_row("PRAGMA data_version", [], |r| r.get(0))?;
+        if self.seen == Some(version) {
+            return Ok(None);
+        }
+        let keys = active(&self.conn)?;
+        self.seen = Some(version);
+        Ok(Some(keys))
+    }
 }

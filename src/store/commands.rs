@@ -66,6 +66,11 @@ pub(crate) enum Command {
         key_hash: [u8; 32],
         reply: Reply<String>,
     },
+    /// True if the key was active and is revoked now.
+    RevokeAdminKey {
+        id: String,
+        reply: Reply<bool>,
+    },
     /// Runs a batch now (expiring due holds); answers once it committed.
     Sync {
         reply: Reply<()>,
@@ -143,6 +148,9 @@ impl Command {
             } => {
                 reply.hold(Ok(admin_keys::insert(conn, name, key_hash, now)?));
             }
+            Command::RevokeAdminKey { id, reply } => {
+                reply.hold(Ok(admin_keys::revoke(conn, id, now)?));
+            }
             Command::Sync { reply } => reply.hold(Ok(())),
             Command::Shutdown => {}
         }
@@ -159,6 +167,7 @@ impl Command {
             | Command::UpdateDrop { reply, .. }
             | Command::AdjustStock { reply, .. } => reply.send(failure),
             Command::CreateAdminKey { reply, .. } => reply.send(failure),
+            Command::RevokeAdminKey { reply, .. } => reply.send(failure),
             Command::Sync { reply } => reply.send(failure),
             Command::Shutdown => return true,
         }

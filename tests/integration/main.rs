@@ -3,6 +3,7 @@
 
 mod support;
 
+mod admin_keys;
 mod admission;
 mod authorization;
 mod bad_input;

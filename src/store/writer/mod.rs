@@ -271,6 +271,12 @@ impl Writer {
         .await
     }
 
+    /// True if the key was active and is revoked now.
+    pub async fn revoke_admin_key(&self, id: String) -> Result<bool, StoreError> {
+        self.ask(|reply| Command::RevokeAdminKey { id, reply })
+            .await
+    }
+
     /// Runs a batch now (expiring every hold due by the clock) and waits for its commit.
     pub async fn sync(&self) -> Result<(), StoreError> {
         self.ask(|reply| Command::Sync { reply }).await

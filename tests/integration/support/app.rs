@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use dropd::app::{AppHandle, Application, Settings};
-use dropd::auth::{self, TokenKeys};
+use dropd::auth::TokenKeys;
 use dropd::domain::ManualClock;
 use dropd::store::Writer;
 use rusqlite::Connection;
@@ -58,9 +58,8 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
     adjust(&mut settings);
     let clock = ManualClock::new(start_time());
     let app = Application::build(&settings, Arc::new(clock.clone())).expect("app builds");
-    let (admin_key, hash) = auth::generate_admin_key();
-    app.writer()
-        .create_admin_key("test".into(), hash)
+    let (admin_key, _) = app
+        .create_admin_key("test")
         .await
         .expect("admin key stored");
     let base = format!("http://127.0.0.1:{}", app.port());

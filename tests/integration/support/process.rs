@@ -11,6 +11,8 @@ use super::api::{Api, SECRET};
 pub struct ServerProcess {
     pub child: Child,
     pub base: String,
+    /// What it printed before its address (`--demo` prints its credentials there).
+    pub printed: Vec<String>,
 }
 
 impl ServerProcess {
@@ -46,6 +48,7 @@ impl ServerProcess {
             .expect("dropd starts");
         let stdout = child.stdout.take().expect("stdout piped");
         let mut lines = BufReader::new(stdout).lines();
+        let mut printed = Vec::new();
         let base = loop {
             let line = lines
                 .next()
@@ -54,10 +57,15 @@ impl ServerProcess {
             if let Some(base) = line.strip_prefix("dropd listening on ") {
                 break base.to_owned();
             }
+            printed.push(line);
         };
         // Keep draining stdout so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        ServerProcess { child, base }
+        ServerProcess {
+            child,
+            base,
+            printed,
+        }
     }
 
     /// SIGTERM, then waits for the graceful exit (which includes the shipper's last sync).
@@ -109,4 +117,17 @@ pub fn create_admin_key(data_dir: &Path) -> String {
         .expect("utf-8")
         .trim()
         .to_owned()
+}
+
+/// `dropd ARGS...` to its end: (success, stdout, stderr).
+pub fn dropd(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_dropd"))
+        .args(args)
+        .output()
+        .expect("dropd runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
