@@ -18,6 +18,7 @@ use crate::domain::Clock;
 use crate::events::{Hub, HubConfig};
 use crate::handshake::{Handshake, ShipperGate};
 use crate::http::admission::AdmissionConfig;
+use crate::http::limits::{self, RequestLimits};
 use crate::http::state::{AppState, Lifecycle};
 use crate::http::{self, problem};
 use crate::replicate::config::ReplicationConfig;
@@ -52,6 +53,13 @@ pub struct Settings {
     pub sse_cpu_budget: f64,
     /// `--rate-limit`, `--ip-rate`, `--buyer-rate`, `--trusted-proxies`: fair admission.
     pub admission: AdmissionConfig,
+    /// `--max-header-bytes`, `--request-timeout`: slow and greedy clients.
+    pub request_limits: RequestLimits,
+    /// `--max-connections`: open connections across all workers.
+    pub max_connections: usize,
+    /// `--streams-per-ip`: live-stock streams one address may hold (lifted by
+    /// `--rate-limit off`).
+    pub streams_per_ip: usize,
     /// `--demo`: the drop page may ask for a buyer token (`GET /v1/demo/token`).
     pub demo: bool,
     /// Where and how to ship the WAL, in Litestream's format.
@@ -79,6 +87,9 @@ impl Settings {
             max_subscribers: defaults::MAX_SUBSCRIBERS,
             sse_cpu_budget: defaults::SSE_CPU_BUDGET,
             admission: AdmissionConfig::default(),
+            request_limits: RequestLimits::default(),
+            max_connections: defaults::MAX_CONNECTIONS,
+            streams_per_ip: defaults::STREAMS_PER_IP,
             demo: false,
             replica: None,
             ack_after_replicated: false,
@@ -124,6 +135,11 @@ impl Application {
             HubConfig {
                 max_subscribers: settings.max_subscribers,
                 cpu_budget: settings.sse_cpu_budget,
+                // The benchmark opens thousands of streams from one address.
+                streams_per_ip: settings
+                    .admission
+                    .enabled
+                    .then_some(settings.streams_per_ip),
                 ..HubConfig::default()
             },
             clock.clone(),
@@ -255,13 +271,18 @@ impl Application {
             replica: replica_status.clone(),
             ack_after_replicated,
         });
+        let request_limits = web::Data::new(settings.request_limits);
         let server = HttpServer::new(move || {
             App::new()
+                .wrap(actix_web::middleware::from_fn(limits::guard))
                 .wrap(ErrorHandlers::new().default_handler(problem::ensure_problem))
                 .app_data(state.clone())
+                .app_data(request_limits.clone())
                 .configure(http::configure)
         })
         .workers(workers)
+        .client_request_timeout(settings.request_limits.timeout)
+        .max_connections(settings.max_connections.div_ceil(workers).max(1))
         .backlog(4096)
         .disable_signals()
         .shutdown_timeout(10)

@@ -33,6 +33,18 @@ pub const IP_BURST: u32 = 100;
 /// Writes one buyer may send: per second, and at once (a hold and its confirm fit easily).
 pub const BUYER_RATE: u32 = 2;
 pub const BUYER_BURST: u32 = 5;
+/// Name and value bytes of a request's headers together (a JWT is a few hundred).
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+/// How long a request's head, and then its body, may take to arrive.
+pub const REQUEST_TIMEOUT_TEXT: &str = "10s";
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Open connections the server keeps at once (spread over its workers); more wait in the
+/// listen backlog.
+pub const MAX_CONNECTIONS: usize = 25_000;
+/// Live-stock streams one client address may hold open.
+pub const STREAMS_PER_IP: usize = 4;
+/// A subscriber that has read nothing for this long is dropped.
+pub const SSE_STALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// A comment line this often keeps proxies from closing an idle stream.
 pub const SSE_KEEP_ALIVE: Duration = Duration::from_secs(15);
 
@@ -76,6 +88,10 @@ mod tests {
         assert_eq!(
             humantime::parse_duration(TOKEN_MAX_LIFETIME_TEXT).ok(),
             Some(TOKEN_MAX_LIFETIME)
+        );
+        assert_eq!(
+            humantime::parse_duration(REQUEST_TIMEOUT_TEXT).ok(),
+            Some(REQUEST_TIMEOUT)
         );
     }
 }

@@ -12,6 +12,7 @@ use crate::app::{Application, Settings};
 use crate::defaults;
 use crate::domain::SystemClock;
 use crate::http::admission::{AdmissionConfig, Bucket};
+use crate::http::limits::RequestLimits;
 use crate::replicate::config::ReplicationConfig;
 use crate::replicate::replica::ReplicaTarget;
 use crate::store::Synchronous;
@@ -88,6 +89,20 @@ pub struct ServeArgs {
     /// Proxies (CIDRs, comma-separated) whose X-Forwarded-For / Forwarded name the client.
     #[arg(long, env = "DROPD_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Largest request head accepted (all header names and values); larger gets 431.
+    #[arg(long, env = "DROPD_MAX_HEADER_BYTES", default_value_t = defaults::MAX_HEADER_BYTES)]
+    pub max_header_bytes: usize,
+    /// How long a request's head, and then its body, may take to arrive; then 408 and the
+    /// connection closes.
+    #[arg(long, env = "DROPD_REQUEST_TIMEOUT", default_value = defaults::REQUEST_TIMEOUT_TEXT,
+          value_parser = humantime::parse_duration)]
+    pub request_timeout: Duration,
+    /// Open connections kept at once; more wait in the listen backlog.
+    #[arg(long, env = "DROPD_MAX_CONNECTIONS", default_value_t = defaults::MAX_CONNECTIONS)]
+    pub max_connections: usize,
+    /// Live-stock streams one client address may hold open (lifted by --rate-limit off).
+    #[arg(long, env = "DROPD_STREAMS_PER_IP", default_value_t = defaults::STREAMS_PER_IP)]
+    pub streams_per_ip: usize,
     /// Answer holds and orders only once the replica holds them (no acknowledged sale is lost
     /// with the machine; each answer waits about one sync interval). Needs a replica.
     #[arg(long, env = "DROPD_ACK_AFTER_REPLICATED")]
@@ -139,6 +154,12 @@ pub(super) fn serve(args: ServeArgs) -> anyhow::Result<()> {
             per_buyer: Bucket::new(args.buyer_rate, args.buyer_burst),
             trusted_proxies: args.trusted_proxies.clone(),
         },
+        request_limits: RequestLimits {
+            max_header_bytes: args.max_header_bytes,
+            timeout: args.request_timeout,
+        },
+        max_connections: args.max_connections,
+        streams_per_ip: args.streams_per_ip,
         box_id: args.box_id.clone(),
         max_subscribers: args.max_subscribers,
         sse_cpu_budget: args.sse_cpu_budget,

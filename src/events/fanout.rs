@@ -2,9 +2,11 @@
 //! drop, serialized once, queued to every subscriber without waiting. A subscriber that cannot
 //! keep up loses messages, not the others' time, and gets a snapshot once it has room again.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
@@ -28,6 +30,8 @@ pub enum SubscribeError {
     Closed,
     #[error("no such drop")]
     Unknown,
+    #[error("this address has as many event streams open as it may")]
+    TooManyFromAddress,
 }
 
 /// What subscribers of one drop have not heard yet.
@@ -88,6 +92,9 @@ impl Pending {
 struct Subscriber {
     tx: mpsc::Sender<Bytes>,
     lagging: bool,
+    /// Since when its buffer has been full: past the stall timeout it is dropped.
+    full_since: Option<Instant>,
+    ip: Option<IpAddr>,
     /// The version it started at: older messages (built before it joined) are not for it.
     since: i64,
 }
@@ -100,6 +107,14 @@ pub struct Subscribers(Mutex<Vec<Subscriber>>);
 pub struct Sent {
     pub queued: u64,
     pub lagged: u64,
+    /// Dropped for reading nothing for the stall timeout.
+    pub stalled: u64,
+}
+
+/// How many streams each address holds, when that is capped.
+struct PerAddress {
+    cap: usize,
+    open: Mutex<HashMap<IpAddr, usize>>,
 }
 
 /// Every open stream across drops, under one cap.
@@ -108,15 +123,58 @@ pub struct Fanout {
     closed: AtomicBool,
     max: usize,
     buffer: usize,
+    per_address: Option<PerAddress>,
+    stall_timeout: Duration,
 }
 
 impl Fanout {
-    pub fn new(max: usize, buffer: usize) -> Self {
+    /// `per_address`: most streams one address may hold (`None`: no cap).
+    pub fn new(
+        max: usize,
+        buffer: usize,
+        per_address: Option<usize>,
+        stall_timeout: Duration,
+    ) -> Self {
         Self {
             count: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
             max,
             buffer: buffer.max(2),
+            per_address: per_address.map(|cap| PerAddress {
+                cap,
+                open: Mutex::new(HashMap::new()),
+            }),
+            stall_timeout,
+        }
+    }
+
+    /// Takes a place for `ip` under its cap.
+    fn take_place(&self, ip: Option<IpAddr>) -> bool {
+        let (Some(per), Some(ip)) = (&self.per_address, ip) else {
+            return true;
+        };
+        let mut open = lock(&per.open);
+        let held = open.entry(ip).or_insert(0);
+        if *held >= per.cap {
+            return false;
+        }
+        *held += 1;
+        true
+    }
+
+    /// Gives back the places of streams that ended.
+    fn release(&self, ips: impl IntoIterator<Item = Option<IpAddr>>) {
+        let Some(per) = &self.per_address else {
+            return;
+        };
+        let mut open = lock(&per.open);
+        for ip in ips.into_iter().flatten() {
+            if let Some(held) = open.get_mut(&ip) {
+                *held -= 1;
+                if *held == 0 {
+                    open.remove(&ip);
+                }
+            }
         }
     }
 
@@ -139,13 +197,18 @@ impl Fanout {
         version: i64,
         state: DropState,
         last_event_id: Option<i64>,
+        ip: Option<IpAddr>,
     ) -> Result<mpsc::Receiver<Bytes>, SubscribeError> {
         if self.is_closed() {
             return Err(SubscribeError::Closed);
         }
+        if !self.take_place(ip) {
+            return Err(SubscribeError::TooManyFromAddress);
+        }
         let taken = self.count.fetch_add(1, Ordering::AcqRel);
         if taken >= self.max {
             self.count.fetch_sub(1, Ordering::AcqRel);
+            self.release([ip]);
             return Err(SubscribeError::Full);
         }
         let (tx, rx) = mpsc::channel(self.buffer);
@@ -162,11 +225,14 @@ impl Fanout {
         if self.is_closed() {
             // `close` ran meanwhile: this stream must not outlive it.
             self.count.fetch_sub(1, Ordering::AcqRel);
+            self.release([ip]);
             return Err(SubscribeError::Closed);
         }
         list.push(Subscriber {
             tx,
             lagging: false,
+            full_since: None,
+            ip,
             since: version,
         });
         drop(list);
@@ -186,33 +252,48 @@ impl Fanout {
         let mut sent = Sent {
             queued: 0,
             lagged: 0,
+            stalled: 0,
         };
-        let mut gone = 0;
+        let mut gone = Vec::new();
+        let now = Instant::now();
         lock(&subscribers.0).retain_mut(|sub| {
             if version < sub.since {
                 // Built before this subscriber's snapshot: it already has newer state.
-                return !sub.tx.is_closed();
+                if sub.tx.is_closed() {
+                    gone.push(sub.ip);
+                    return false;
+                }
+                return true;
             }
             let payload = if sub.lagging { snapshot } else { message };
             match sub.tx.try_send(payload.clone()) {
                 Ok(()) => {
                     sub.lagging = false;
+                    sub.full_since = None;
                     sent.queued += 1;
                     true
                 }
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     sub.lagging = true;
+                    let since = *sub.full_since.get_or_insert(now);
+                    if now.duration_since(since) >= self.stall_timeout {
+                        // It reads nothing: its place goes to someone who will.
+                        sent.stalled += 1;
+                        gone.push(sub.ip);
+                        return false;
+                    }
                     sent.lagged += 1;
                     true
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => {
-                    gone += 1;
+                    gone.push(sub.ip);
                     false
                 }
             }
         });
-        if gone > 0 {
-            self.count.fetch_sub(gone, Ordering::AcqRel);
+        if !gone.is_empty() {
+            self.count.fetch_sub(gone.len(), Ordering::AcqRel);
+            self.release(gone);
         }
         sent
     }
@@ -226,6 +307,6 @@ impl Fanout {
     pub fn end_all(&self, subscribers: &Subscribers) {
         let mut list = lock(&subscribers.0);
         self.count.fetch_sub(list.len(), Ordering::AcqRel);
-        list.clear();
+        self.release(list.drain(..).map(|sub| sub.ip));
     }
 }

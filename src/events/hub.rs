@@ -34,6 +34,10 @@ pub struct HubConfig {
     /// Messages buffered per subscriber before it counts as lagging.
     pub subscriber_buffer: usize,
     pub keep_alive: Duration,
+    /// Streams one client address may hold (`None`: no cap).
+    pub streams_per_ip: Option<usize>,
+    /// A subscriber whose buffer stayed full this long is dropped.
+    pub stall_timeout: Duration,
 }
 
 impl Default for HubConfig {
@@ -43,6 +47,8 @@ impl Default for HubConfig {
             cpu_budget: defaults::SSE_CPU_BUDGET,
             subscriber_buffer: defaults::SSE_SUBSCRIBER_BUFFER,
             keep_alive: defaults::SSE_KEEP_ALIVE,
+            streams_per_ip: Some(defaults::STREAMS_PER_IP),
+            stall_timeout: defaults::SSE_STALL_TIMEOUT,
         }
     }
 }
@@ -62,7 +68,12 @@ impl Hub {
         let stats = Arc::new(HubStats::default());
         Arc::new(Self {
             cache: Arc::new(ViewCache::new(clock.clone(), stats.clone())),
-            fanout: Fanout::new(config.max_subscribers, config.subscriber_buffer),
+            fanout: Fanout::new(
+                config.max_subscribers,
+                config.subscriber_buffer,
+                config.streams_per_ip,
+                config.stall_timeout,
+            ),
             wake: Mutex::new(None),
             last_keep_alive: Mutex::new(Instant::now()),
             config,
@@ -95,12 +106,13 @@ impl Hub {
         self.cache.list_or_load().await
     }
 
-    /// Opens an event stream: a `snapshot` first unless `last_event_id` shows the client is
-    /// current, then the drop's messages.
+    /// Opens an event stream for a client at `ip`: a `snapshot` first unless `last_event_id`
+    /// shows the client is current, then the drop's messages.
     pub fn subscribe(
         &self,
         drop_id: &DropId,
         last_event_id: Option<i64>,
+        ip: Option<std::net::IpAddr>,
     ) -> Result<mpsc::Receiver<Bytes>, SubscribeError> {
         if self.fanout.is_closed() {
             return Err(SubscribeError::Closed);
@@ -115,6 +127,7 @@ impl Hub {
             current.view.version,
             state,
             last_event_id,
+            ip,
         )
     }
 
@@ -171,6 +184,9 @@ impl Hub {
             self.stats
                 .lagged
                 .fetch_add(outcome.lagged, Ordering::Relaxed);
+            if outcome.stalled > 0 {
+                metrics::counter!("dropd_sse_stalled_total").increment(outcome.stalled);
+            }
         }
         let took = started.elapsed();
         self.stats.ticks.fetch_add(1, Ordering::Relaxed);
@@ -267,8 +283,8 @@ mod tests {
     fn a_stalled_subscriber_never_holds_back_the_others_and_gets_a_snapshot_later() {
         let hub = hub(4);
         let id = DropId::from_trusted("d".into());
-        let mut stalled = hub.subscribe(&id, None).expect("subscribed");
-        let mut live = hub.subscribe(&id, None).expect("subscribed");
+        let mut stalled = hub.subscribe(&id, None, None).expect("subscribed");
+        let mut live = hub.subscribe(&id, None, None).expect("subscribed");
         drain(&mut live);
         for version in 2..=10 {
             hub.committed(vec![view(version, 100 - version)]);
@@ -288,6 +304,51 @@ mod tests {
             got[0].contains("event: snapshot") && got[0].contains("id: 11"),
             "{got:?}"
         );
+    }
+
+    #[test]
+    fn a_subscriber_that_reads_nothing_for_the_stall_timeout_is_dropped_and_frees_its_place() {
+        let now = DateTime::parse_from_rfc3339("2026-12-01T18:30:00Z")
+            .expect("valid literal")
+            .with_timezone(&Utc);
+        let hub = Hub::new(
+            HubConfig {
+                subscriber_buffer: 2,
+                streams_per_ip: Some(2),
+                stall_timeout: Duration::from_millis(50),
+                ..HubConfig::default()
+            },
+            Arc::new(ManualClock::new(now)),
+        );
+        hub.committed(vec![view(1, 100)]);
+        let id = DropId::from_trusted("d".into());
+        let here: std::net::IpAddr = "192.0.2.1".parse().expect("address");
+        let there: std::net::IpAddr = "192.0.2.2".parse().expect("address");
+        let _stalled = hub.subscribe(&id, None, Some(here)).expect("first");
+        let mut reading = hub.subscribe(&id, None, Some(here)).expect("second");
+        assert_eq!(
+            hub.subscribe(&id, None, Some(here)).err(),
+            Some(SubscribeError::TooManyFromAddress)
+        );
+        let mut elsewhere = hub
+            .subscribe(&id, None, Some(there))
+            .expect("another address");
+        for version in 2..=4 {
+            drain(&mut reading);
+            drain(&mut elsewhere);
+            hub.committed(vec![view(version, 100 - version)]);
+            hub.tick();
+        }
+        assert_eq!(hub.subscribers(), 3, "lagging, not yet stalled");
+        std::thread::sleep(Duration::from_millis(60));
+        drain(&mut reading);
+        drain(&mut elsewhere);
+        hub.committed(vec![view(5, 95)]);
+        hub.tick();
+        assert_eq!(hub.subscribers(), 2, "the one that read nothing is gone");
+        let _again = hub
+            .subscribe(&id, None, Some(here))
+            .expect("its place is free again");
     }
 
     #[test]
@@ -316,7 +377,7 @@ mod tests {
     fn changes_between_ticks_become_one_message_and_versions_grow() {
         let hub = hub(16);
         let id = DropId::from_trusted("d".into());
-        let mut rx = hub.subscribe(&id, None).expect("subscribed");
+        let mut rx = hub.subscribe(&id, None, None).expect("subscribed");
         let first = drain(&mut rx);
         assert!(first
             .iter()
@@ -337,14 +398,20 @@ mod tests {
     fn a_client_that_is_current_gets_no_snapshot_and_the_cap_is_enforced() {
         let hub = hub(16);
         let id = DropId::from_trusted("d".into());
-        let mut current = hub.subscribe(&id, Some(1)).expect("subscribed");
+        let mut current = hub.subscribe(&id, Some(1), None).expect("subscribed");
         assert!(drain(&mut current).iter().all(|e| !e.contains("snapshot")));
-        let mut behind = hub.subscribe(&id, Some(0)).expect("subscribed");
+        let mut behind = hub.subscribe(&id, Some(0), None).expect("subscribed");
         assert!(drain(&mut behind).iter().any(|e| e.contains("snapshot")));
-        let _third = hub.subscribe(&id, None).expect("subscribed");
-        assert_eq!(hub.subscribe(&id, None).err(), Some(SubscribeError::Full));
+        let _third = hub.subscribe(&id, None, None).expect("subscribed");
+        assert_eq!(
+            hub.subscribe(&id, None, None).err(),
+            Some(SubscribeError::Full)
+        );
         hub.close();
         assert_eq!(hub.subscribers(), 0);
-        assert_eq!(hub.subscribe(&id, None).err(), Some(SubscribeError::Closed));
+        assert_eq!(
+            hub.subscribe(&id, None, None).err(),
+            Some(SubscribeError::Closed)
+        );
     }
 }

@@ -30,7 +30,7 @@ pub async fn stream_drop_events(
         .and_then(|v| v.trim().parse::<i64>().ok());
     let rx = state
         .hub
-        .subscribe(&drop_id, last_event_id)
+        .subscribe(&drop_id, last_event_id, state.admission.client_ip(&req))
         .map_err(|err| match err {
             SubscribeError::Full => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -44,6 +44,12 @@ pub async fn stream_drop_events(
                 "the server is shutting down; retry shortly",
             )
             .retry_after(2),
+            SubscribeError::TooManyFromAddress => ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too-many-streams",
+                "this address has as many live-stock streams open as it may; close one first",
+            )
+            .retry_after(5),
             SubscribeError::Unknown => ApiError::not_found(format!("drop {drop_id} not found")),
         })?;
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {

@@ -7,6 +7,7 @@ mod events;
 pub mod extract;
 mod health;
 mod holds;
+pub mod limits;
 mod orders;
 mod pages;
 pub mod problem;

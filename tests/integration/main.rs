@@ -22,6 +22,7 @@ mod outside;
 mod pages;
 mod replication;
 mod replication_outage;
+mod slow_clients;
 mod stampede;
 mod store_model;
 mod tokens;
