@@ -23,3 +23,42 @@ async fn pages_cannot_be_framed_and_send_no_referrer() {
     }
     app.stop().await;
 }
+
+/// The error table of docs/design.md and the served OpenAPI document name the same codes, so a
+/// client generated from the document knows every code it can get.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_names_every_problem_code_the_design_lists() {
+    let app = spawn_app().await;
+    let doc: serde_json::Value = app.get_json("/openapi.json").await;
+    let served: std::collections::BTreeSet<String> = doc["components"]["schemas"]["Problem"]
+        ["properties"]["code"]["enum"]
+        .as_array()
+        .expect("an enum of codes")
+        .iter()
+        .filter_map(|c| c.as_str().map(str::to_owned))
+        .collect();
+    let design = include_str!("../../docs/design.md");
+    let table = design
+        .split("### Errors")
+        .nth(1)
+        .expect("an Errors section");
+    let listed: std::collections::BTreeSet<String> = table
+        .lines()
+        .skip_while(|l| !l.starts_with("| code |"))
+        .skip(2)
+        .take_while(|l| l.starts_with('|'))
+        .filter_map(|l| l.split('|').nth(1).map(|c| c.trim().to_owned()))
+        .collect();
+    assert!(listed.len() > 30, "{listed:?}");
+    assert_eq!(
+        listed.difference(&served).collect::<Vec<_>>(),
+        Vec::<&String>::new(),
+        "listed in the design, missing from the document"
+    );
+    assert_eq!(
+        served.difference(&listed).collect::<Vec<_>>(),
+        Vec::<&String>::new(),
+        "in the document, missing from the design"
+    );
+    app.stop().await;
+}
