@@ -15,8 +15,6 @@ use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use super::raw::RawConn;
-
 /// What one group of connections does.
 #[derive(Debug, Clone)]
 pub enum Workload {
@@ -30,6 +28,13 @@ pub enum Workload {
     ReadDrop { drop: String },
     /// `GET /v1/drops/{drop}/events`, read until the phase ends and a grace period after.
     Watch { drop: String },
+    /// Holds as many buyers send them through a proxy in front: each buyer from an address
+    /// of its own, named in `X-Forwarded-For`.
+    HoldForwarded { drop: String },
+    /// A scalper: one buyer's token, one address, holds as fast as answers come.
+    Scalp { drop: String },
+    /// A flooding host: holds under many buyers' tokens, all from one address.
+    Flood { drop: String },
 }
 
 /// How long watchers keep reading after the phase, to see the final state arrive.
@@ -186,11 +191,16 @@ async fn drive(
     }
     if matches!(
         workload,
-        Workload::Health | Workload::Hold { .. } | Workload::ReadDrop { .. }
+        Workload::Health
+            | Workload::Hold { .. }
+            | Workload::ReadDrop { .. }
+            | Workload::HoldForwarded { .. }
+            | Workload::Scalp { .. }
+            | Workload::Flood { .. }
     ) {
         // One timer per connection, not per request: a server that stops answering ends the
         // connection's loop 30 s after the phase.
-        let work = drive_raw(&ctx, &workload, phase, index, total, deadline, max);
+        let work = super::raw::drive(&ctx, &workload, phase, index, total, deadline, max);
         return match tokio::time::timeout_at((deadline + Duration::from_secs(30)).into(), work)
             .await
         {
@@ -248,10 +258,7 @@ async fn drive(
                     other => other,
                 }
             }
-            Workload::Health
-            | Workload::Hold { .. }
-            | Workload::ReadDrop { .. }
-            | Workload::Watch { .. } => break,
+            _ => break,
         };
         let micros = started.elapsed().as_micros() as u64;
         match answer {
@@ -264,91 +271,6 @@ async fn drive(
                 result.errors += 1;
                 match connect(&ctx).await {
                     Ok(fresh) => sender = fresh,
-                    Err(_) => break,
-                }
-            }
-        }
-        i += 1;
-    }
-    result.finished = Some(Instant::now());
-    result
-}
-
-/// The closed loop for plain requests, on a raw keep-alive connection: each request is written
-/// from bytes rendered once per connection with the buyer's token and the key patched in, and
-/// each answer is read by its Content-Length; no per-request allocation, timer or URI parse, so
-/// the generator costs about what wrk does and the ratios it reports agree with wrk's.
-async fn drive_raw(
-    ctx: &Ctx,
-    workload: &Workload,
-    phase: usize,
-    index: usize,
-    total: usize,
-    deadline: Instant,
-    max: u64,
-) -> GroupResult {
-    use std::io::Write as _;
-    let mut result = GroupResult::new();
-    let host = ctx.host.to_str().unwrap_or("127.0.0.1");
-    let (head, is_post) = match workload {
-        Workload::Health => (
-            format!("GET /healthz HTTP/1.1\r\nHost: {host}\r\n\r\n"),
-            false,
-        ),
-        Workload::ReadDrop { drop } => (
-            format!("GET /v1/drops/{drop} HTTP/1.1\r\nHost: {host}\r\n\r\n"),
-            false,
-        ),
-        _ => {
-            let drop = match workload {
-                Workload::Hold { drop } => drop.as_str(),
-                _ => "",
-            };
-            (
-                format!(
-                    "POST /v1/drops/{drop}/holds HTTP/1.1\r\nHost: {host}\r\n\
-                     Content-Type: application/json\r\nContent-Length: {}\r\nAuthorization: ",
-                    HOLD_BODY.len()
-                ),
-                true,
-            )
-        }
-    };
-    let Ok(mut conn) = RawConn::open(ctx.addr).await else {
-        result.errors += 1;
-        return result;
-    };
-    let mut req = Vec::with_capacity(1024);
-    let mut i: u64 = 0;
-    while i < max && Instant::now() < deadline {
-        let buyer = (i as usize * total + index) % ctx.tokens.len().max(1);
-        req.clear();
-        req.extend_from_slice(head.as_bytes());
-        if is_post {
-            req.extend_from_slice(ctx.tokens[buyer].as_bytes());
-            let _ = write!(
-                req,
-                "\r\nIdempotency-Key: {}-{phase}-{index}-{i}\r\n\r\n",
-                ctx.run_id
-            );
-            req.extend_from_slice(HOLD_BODY);
-        }
-        let started = Instant::now();
-        match conn.exchange(&req).await {
-            Ok(status) => {
-                result.requests += 1;
-                let _ = result
-                    .latency
-                    .record((started.elapsed().as_micros() as u64).max(1));
-                *result
-                    .outcomes
-                    .entry(classify(status, conn.body()))
-                    .or_default() += 1;
-            }
-            Err(_) => {
-                result.errors += 1;
-                match RawConn::open(ctx.addr).await {
-                    Ok(fresh) => conn = fresh,
                     Err(_) => break,
                 }
             }

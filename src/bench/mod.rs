@@ -2,6 +2,7 @@
 //! server's `/healthz` ceiling, group commit against a transaction per request, reads under
 //! fire) in one run, as ratios that hold on a noisy machine.
 
+mod attack;
 mod checks;
 mod cpu;
 mod load;
@@ -410,6 +411,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
 
     if let Some(srv) = own.take() {
         srv.stop()?;
+        let attacked = tempfile::tempdir().context("creating a temporary data directory")?;
+        attack::run(&args, attacked.path(), &own_secret, &ctx, &mut report)?;
         if !args.skip_naive {
             let naive = OwnServer::start(
                 dir.path(),

@@ -3,8 +3,11 @@
 //! costs wrk.
 
 use std::net::SocketAddr;
+use std::time::Instant;
 
 use tokio::net::TcpStream;
+
+use super::load::{classify, Ctx, GroupResult, Workload, HOLD_BODY};
 
 /// Just enough HTTP/1.1 for the closed loop: one request at a time, answers with a
 /// Content-Length (dropd sends one on every non-streaming answer).
@@ -83,4 +86,115 @@ fn content_length(head: &[u8]) -> Option<usize> {
             None
         }
     })
+}
+
+/// The closed loop for plain requests, on a raw keep-alive connection: each request is written
+/// from bytes rendered once per connection with the buyer's token and the key patched in, and
+/// each answer is read by its Content-Length; no per-request allocation, timer or URI parse, so
+/// the generator costs about what wrk does and the ratios it reports agree with wrk's.
+pub(super) async fn drive(
+    ctx: &Ctx,
+    workload: &Workload,
+    phase: usize,
+    index: usize,
+    total: usize,
+    deadline: Instant,
+    max: u64,
+) -> GroupResult {
+    use std::io::Write as _;
+    let mut result = GroupResult::new();
+    let host = ctx.host.to_str().unwrap_or("127.0.0.1");
+    let (head, is_post) = match workload {
+        Workload::Health => (
+            format!("GET /healthz HTTP/1.1\r\nHost: {host}\r\n\r\n"),
+            false,
+        ),
+        Workload::ReadDrop { drop } => (
+            format!("GET /v1/drops/{drop} HTTP/1.1\r\nHost: {host}\r\n\r\n"),
+            false,
+        ),
+        _ => {
+            let drop = match workload {
+                Workload::Hold { drop }
+                | Workload::HoldForwarded { drop }
+                | Workload::Scalp { drop }
+                | Workload::Flood { drop } => drop.as_str(),
+                _ => "",
+            };
+            (
+                format!(
+                    "POST /v1/drops/{drop}/holds HTTP/1.1\r\nHost: {host}\r\n\
+                     Content-Type: application/json\r\nContent-Length: {}\r\nAuthorization: ",
+                    HOLD_BODY.len()
+                ),
+                true,
+            )
+        }
+    };
+    let Ok(mut conn) = RawConn::open(ctx.addr).await else {
+        result.errors += 1;
+        return result;
+    };
+    let mut req = Vec::with_capacity(1024);
+    let mut i: u64 = 0;
+    while i < max && Instant::now() < deadline {
+        let spread = (i as usize * total + index) % ctx.tokens.len().max(1);
+        let buyer = if matches!(workload, Workload::Scalp { .. }) {
+            0
+        } else {
+            spread
+        };
+        req.clear();
+        req.extend_from_slice(head.as_bytes());
+        if is_post {
+            req.extend_from_slice(ctx.tokens[buyer].as_bytes());
+            match workload {
+                Workload::HoldForwarded { .. } => {
+                    let _ = write!(
+                        req,
+                        "\r\nX-Forwarded-For: 10.{}.{}.{}",
+                        (buyer >> 16) & 255,
+                        (buyer >> 8) & 255,
+                        buyer & 255
+                    );
+                }
+                Workload::Scalp { .. } => {
+                    req.extend_from_slice(b"\r\nX-Forwarded-For: 198.51.100.7")
+                }
+                Workload::Flood { .. } => {
+                    req.extend_from_slice(b"\r\nX-Forwarded-For: 203.0.113.66")
+                }
+                _ => {}
+            }
+            let _ = write!(
+                req,
+                "\r\nIdempotency-Key: {}-{phase}-{index}-{i}\r\n\r\n",
+                ctx.run_id
+            );
+            req.extend_from_slice(HOLD_BODY);
+        }
+        let started = Instant::now();
+        match conn.exchange(&req).await {
+            Ok(status) => {
+                result.requests += 1;
+                let _ = result
+                    .latency
+                    .record((started.elapsed().as_micros() as u64).max(1));
+                *result
+                    .outcomes
+                    .entry(classify(status, conn.body()))
+                    .or_default() += 1;
+            }
+            Err(_) => {
+                result.errors += 1;
+                match RawConn::open(ctx.addr).await {
+                    Ok(fresh) => conn = fresh,
+                    Err(_) => break,
+                }
+            }
+        }
+        i += 1;
+    }
+    result.finished = Some(Instant::now());
+    result
 }

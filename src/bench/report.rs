@@ -162,6 +162,11 @@ pub struct Summary {
     /// Goal: under 1 s.
     pub watched_staleness_p99_ms: Option<f64>,
     pub watched_catch_up_p99_ms: Option<f64>,
+    /// Honest holds/s while a scalper and a flood add half as many connections again, over
+    /// the same with those connections on /healthz (same round, median). Goal: >= 0.9.
+    pub under_attack_over_healthz: Option<f64>,
+    pub under_attack_p99_ms: Option<f64>,
+    pub healthz_beside_p99_ms: Option<f64>,
     pub noisy_phases: usize,
 }
 
@@ -310,6 +315,22 @@ impl Report {
                 .map(|p| p.outcomes.get("watching").copied().unwrap_or(0)),
             watched_staleness_p99_ms: self.of("watchers").next().map(|p| p.p99_ms),
             watched_catch_up_p99_ms: self.of("watchers").next().and_then(|p| p.catch_up_p99_ms),
+            under_attack_over_healthz: median(
+                self.of("honest under attack")
+                    .filter_map(|p| {
+                        Some(
+                            p.requests_per_second
+                                / self.rate_in_round("honest, healthz beside", p.round)?,
+                        )
+                    })
+                    .collect(),
+            ),
+            under_attack_p99_ms: median(self.of("honest under attack").map(|p| p.p99_ms).collect()),
+            healthz_beside_p99_ms: median(
+                self.of("honest, healthz beside")
+                    .map(|p| p.p99_ms)
+                    .collect(),
+            ),
             noisy_phases: self.phases.iter().filter(|p| p.noisy).count(),
         };
         self.summary = Summary {
@@ -404,6 +425,7 @@ impl Report {
              | watched stampede / stampede, with {} SSE watchers | {} | >= 0.8 |\n\
              | longest wait between messages, p99 over watchers | {} ms | < 1000 ms |\n\
              | final stock on every watcher after the stampede, p99 | {} ms | |\n\
+             | honest holds under attack / with healthz beside (p99 {} ms against {} ms) | {} | >= 0.9 |\n\
              | phases flagged noisy (others used > {NOISY_CORES} core) | {} | 0 |\n",
             fmt(sum.wrk_idle_over_ceiling, 2),
             fmt(sum.wrk_idle_p99_ms, 1),
@@ -425,6 +447,9 @@ impl Report {
             fmt(sum.watched_over_unwatched, 2),
             fmt(sum.watched_staleness_p99_ms, 0),
             fmt(sum.watched_catch_up_p99_ms, 0),
+            fmt(sum.under_attack_p99_ms, 1),
+            fmt(sum.healthz_beside_p99_ms, 1),
+            fmt(sum.under_attack_over_healthz, 2),
             sum.noisy_phases,
         ));
         out

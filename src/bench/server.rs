@@ -38,9 +38,10 @@ impl OwnServer {
         extra: &[&str],
     ) -> anyhow::Result<Self> {
         let mut child = Command::new(std::env::current_exe()?)
-            // One address, thousands of buyers, several writes each at once: limits off.
             .args(["serve", "--listen", "127.0.0.1:0", "--token-secret", secret])
-            .args(["--rate-limit", "off"])
+            // One address, thousands of buyers, several writes each at once: limits off (an
+            // `--rate-limit on` among `extra` wins).
+            .env("DROPD_RATE_LIMIT", "off")
             .args(["--synchronous", synchronous, "--data-dir"])
             .arg(data_dir)
             .args(extra)
