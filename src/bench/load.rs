@@ -397,6 +397,7 @@ const CODES: &[&str] = &[
     "unauthorized",
     "not-found",
     "internal",
+    "too-many-requests",
 ];
 
 /// Cheap on purpose: the load generator must cost far less per request than the server.

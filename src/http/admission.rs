@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use actix_web::http::StatusCode;
 use actix_web::HttpRequest;
-use governor::clock::{Clock, DefaultClock};
+use governor::clock::Clock;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use ipnet::IpNet;
 use rand::Rng;
@@ -175,7 +175,9 @@ impl Admission {
             metrics::counter!("dropd_admission_refused_total", "reason" => "ip").increment(1);
             too_many(
                 "this address sends writes faster than the server accepts from one address; retry after the given delay",
-                not_until.wait_time_from(DefaultClock::default().now()),
+                // The limiter's own clock: making a new one calibrates the TSC, which cost
+                // more than the whole request.
+                not_until.wait_time_from(self.per_ip.clock().now()),
             )
         })
     }
@@ -211,7 +213,7 @@ impl Admission {
             metrics::counter!("dropd_admission_refused_total", "reason" => "buyer").increment(1);
             return Err(too_many(
                 "this buyer sends writes faster than the server accepts; retry after the given delay",
-                not_until.wait_time_from(DefaultClock::default().now()),
+                not_until.wait_time_from(self.per_buyer.clock().now()),
             ));
         }
         Ok(turn)

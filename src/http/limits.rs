@@ -11,8 +11,8 @@ use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::http::{header, StatusCode};
 use actix_web::middleware::Next;
 use actix_web::{web, Error, HttpMessage, ResponseError};
-use bytes::BytesMut;
-use futures_util::StreamExt;
+use bytes::{Bytes, BytesMut};
+use futures_util::{FutureExt, StreamExt};
 
 use crate::http::problem::ApiError;
 use crate::http::JSON_LIMIT;
@@ -43,6 +43,14 @@ fn refuse<B>(req: ServiceRequest, err: ApiError, close: bool) -> ServiceResponse
         );
     }
     req.into_response(res).map_into_right_body()
+}
+
+fn unreadable(err: actix_web::error::PayloadError) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "bad-request",
+        format!("the request body could not be read: {err}"),
+    )
 }
 
 /// Runs first for every request (see `app.rs`).
@@ -83,46 +91,59 @@ pub async fn guard(
     };
     if read_here {
         let mut payload = req.take_payload();
-        let read = async {
-            let mut body = BytesMut::new();
-            while let Some(chunk) = payload.next().await {
-                body.extend_from_slice(&chunk?);
-                if body.len() > JSON_LIMIT {
-                    break;
-                }
-            }
-            Ok::<_, actix_web::error::PayloadError>(body.freeze())
+        // Most bodies arrive with their head: taken at once, with no timer and no copy.
+        let first = match payload.next().now_or_never() {
+            Some(Some(Ok(chunk))) => Some(chunk),
+            Some(Some(Err(err))) => return Ok(refuse(req, unreadable(err), true)),
+            Some(None) => Some(Bytes::new()),
+            None => None,
         };
-        match tokio::time::timeout(limits.timeout, read).await {
-            Err(_) => {
-                let err = ApiError::new(
-                    StatusCode::REQUEST_TIMEOUT,
-                    "request-timeout",
-                    format!(
-                        "the request body did not arrive in full within {}",
-                        humantime::format_duration(limits.timeout)
-                    ),
-                );
-                return Ok(refuse(req, err, true));
+        let complete = match (&first, declared) {
+            (Some(chunk), Some(len)) => chunk.len() >= len,
+            (Some(chunk), None) => chunk.is_empty(),
+            (None, _) => false,
+        };
+        let body = if complete {
+            first.unwrap_or_default()
+        } else {
+            let read = async {
+                let mut body = BytesMut::new();
+                if let Some(chunk) = first {
+                    body.extend_from_slice(&chunk);
+                }
+                while let Some(chunk) = payload.next().await {
+                    body.extend_from_slice(&chunk?);
+                    if body.len() > JSON_LIMIT {
+                        break;
+                    }
+                }
+                Ok::<_, actix_web::error::PayloadError>(body.freeze())
+            };
+            match tokio::time::timeout(limits.timeout, read).await {
+                Err(_) => {
+                    let err = ApiError::new(
+                        StatusCode::REQUEST_TIMEOUT,
+                        "request-timeout",
+                        format!(
+                            "the request body did not arrive in full within {}",
+                            humantime::format_duration(limits.timeout)
+                        ),
+                    );
+                    return Ok(refuse(req, err, true));
+                }
+                Ok(Err(err)) => return Ok(refuse(req, unreadable(err), true)),
+                Ok(Ok(body)) => body,
             }
-            Ok(Err(err)) => {
-                let err = ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "bad-request",
-                    format!("the request body could not be read: {err}"),
-                );
-                return Ok(refuse(req, err, true));
-            }
-            Ok(Ok(body)) if body.len() > JSON_LIMIT => {
-                let err = ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "payload-too-large",
-                    format!("the request body is larger than the {JSON_LIMIT} bytes allowed"),
-                );
-                return Ok(refuse(req, err, true));
-            }
-            Ok(Ok(body)) => req.set_payload(Payload::from(body)),
+        };
+        if body.len() > JSON_LIMIT {
+            let err = ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload-too-large",
+                format!("the request body is larger than the {JSON_LIMIT} bytes allowed"),
+            );
+            return Ok(refuse(req, err, true));
         }
+        req.set_payload(Payload::from(body));
     }
     next.call(req)
         .await
