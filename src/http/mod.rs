@@ -40,46 +40,80 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         )
         .into()
     }))
-    .route("/", web::get().to(pages::index))
-    .route("/assets/app.js", web::get().to(pages::app_js))
-    .route("/assets/app.css", web::get().to(pages::app_css))
-    .route("/admin", web::get().to(pages::admin))
-    .route("/assets/admin.js", web::get().to(pages::admin_js))
-    .route("/healthz", web::get().to(health::healthz))
-    .route("/readyz", web::get().to(health::readyz))
-    .route("/metrics", web::get().to(health::metrics))
-    .route("/openapi.json", web::get().to(pages::openapi))
+    .service(get("/", pages::index))
+    .service(get("/assets/app.js", pages::app_js))
+    .service(get("/assets/app.css", pages::app_css))
+    .service(get("/admin", pages::admin))
+    .service(get("/assets/admin.js", pages::admin_js))
+    .service(get("/healthz", health::healthz))
+    .service(get("/readyz", health::readyz))
+    .service(get("/metrics", health::metrics))
+    .service(get("/openapi.json", pages::openapi))
     .service(
-        // Routes are tried in order, each dynamic one a regex match: the stampede's first.
+        // Resources are tried in order, each dynamic one a regex match: the stampede's first.
         web::scope("/v1")
-            .route("/drops/{drop}/holds", web::post().to(holds::create_hold))
-            .route("/demo/token", web::get().to(pages::demo_token))
-            .route("/drops", web::get().to(drops::list_drops))
-            .route("/drops/{drop}", web::get().to(drops::get_drop))
-            .route(
-                "/drops/{drop}/events",
-                web::get().to(events::stream_drop_events),
-            )
-            .route("/holds/{hold}", web::get().to(holds::get_hold))
-            .route("/holds/{hold}", web::delete().to(holds::release_hold))
-            .route("/holds/{hold}/confirm", web::post().to(holds::confirm_hold))
-            .route("/orders", web::get().to(orders::list_orders))
-            .route("/orders/{order}", web::get().to(orders::get_order))
-            .route("/admin/events", web::get().to(admin::stream_admin_events))
-            .route("/admin/drops", web::post().to(admin::create_drop))
-            .route("/admin/drops/{drop}", web::patch().to(admin::update_drop))
-            .route(
-                "/admin/drops/{drop}/skus/{sku}/stock",
-                web::post().to(admin::adjust_stock),
-            )
-            .route(
-                "/admin/drops/{drop}/orders",
-                web::get().to(admin::list_drop_orders),
-            ),
+            .service(only(
+                web::resource("/drops/{drop}/holds").route(web::post().to(holds::create_hold)),
+                "POST",
+            ))
+            .service(get("/demo/token", pages::demo_token))
+            .service(get("/drops", drops::list_drops))
+            .service(get("/drops/{drop}", drops::get_drop))
+            .service(get("/drops/{drop}/events", events::stream_drop_events))
+            .service(only(
+                web::resource("/holds/{hold}")
+                    .route(web::get().to(holds::get_hold))
+                    .route(web::head().to(holds::get_hold))
+                    .route(web::delete().to(holds::release_hold)),
+                "GET, HEAD, DELETE",
+            ))
+            .service(only(
+                web::resource("/holds/{hold}/confirm").route(web::post().to(holds::confirm_hold)),
+                "POST",
+            ))
+            .service(get("/orders", orders::list_orders))
+            .service(get("/orders/{order}", orders::get_order))
+            .service(get("/admin/events", admin::stream_admin_events))
+            .service(only(
+                web::resource("/admin/drops").route(web::post().to(admin::create_drop)),
+                "POST",
+            ))
+            .service(only(
+                web::resource("/admin/drops/{drop}").route(web::patch().to(admin::update_drop)),
+                "PATCH",
+            ))
+            .service(only(
+                web::resource("/admin/drops/{drop}/skus/{sku}/stock")
+                    .route(web::post().to(admin::adjust_stock)),
+                "POST",
+            ))
+            .service(get("/admin/drops/{drop}/orders", admin::list_drop_orders)),
     )
     .default_service(web::to(|| async {
         Err::<HttpResponse, _>(ApiError::not_found("no such resource"))
     }));
+}
+
+/// A resource read with GET, and with HEAD (the same answer without its body).
+fn get<F, Args>(path: &str, handler: F) -> actix_web::Resource
+where
+    F: actix_web::Handler<Args> + Clone,
+    Args: actix_web::FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
+    only(
+        web::resource(path)
+            .route(web::get().to(handler.clone()))
+            .route(web::head().to(handler)),
+        "GET, HEAD",
+    )
+}
+
+/// Any other method on a known path: `405` naming the ones it takes.
+fn only(resource: actix_web::Resource, allow: &'static str) -> actix_web::Resource {
+    resource.default_service(web::to(move || async move {
+        Err::<HttpResponse, _>(ApiError::method_not_allowed(allow))
+    }))
 }
 
 /// What makes two requests "the same" for an Idempotency-Key: the route, the target and the

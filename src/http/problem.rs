@@ -22,6 +22,8 @@ pub struct ApiError {
     /// Extra members beside the standard ones (for example `available` on sold-out).
     extra: Map<String, Value>,
     retry_after: Option<u32>,
+    /// The `Allow` header of a 405.
+    allow: Option<&'static str>,
 }
 
 impl std::fmt::Display for ApiError {
@@ -38,6 +40,19 @@ impl ApiError {
             detail: detail.into(),
             extra: Map::new(),
             retry_after: None,
+            allow: None,
+        }
+    }
+
+    /// A known path asked with a method it does not take.
+    pub fn method_not_allowed(allow: &'static str) -> Self {
+        Self {
+            allow: Some(allow),
+            ..Self::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                format!("this resource takes {allow}"),
+            )
         }
     }
 
@@ -136,6 +151,9 @@ impl ResponseError for ApiError {
         }
         if self.status == StatusCode::UNAUTHORIZED {
             res.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+        }
+        if let Some(allow) = self.allow {
+            res.insert_header((header::ALLOW, allow));
         }
         res.body(self.body().to_string())
     }

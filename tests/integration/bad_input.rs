@@ -228,3 +228,54 @@ async fn unknown_routes_and_methods_answer_problems() {
     assert_eq!(res.headers()["content-type"], "application/problem+json");
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_known_path_with_another_method_is_405_naming_the_allowed_ones() {
+    let app = spawn_app().await;
+    app.create_drop(&live_drop("m", 5, 1)).await;
+    for (method, path, allow) in [
+        ("TRACE", "/v1/drops", "GET, HEAD"),
+        ("DELETE", "/healthz", "GET, HEAD"),
+        ("GET", "/v1/drops/m/holds", "POST"),
+        ("PUT", "/v1/holds/hld_1-00", "GET, HEAD, DELETE"),
+        ("POST", "/v1/admin/drops/m", "PATCH"),
+    ] {
+        let res = app
+            .client
+            .request(method.parse().expect("method"), app.url(path))
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(res.headers()["allow"], allow, "{method} {path}");
+        expect_problem(res, 405, "method-not-allowed").await;
+    }
+    let unknown = app
+        .client
+        .get(app.url("/v1/nothing-here"))
+        .send()
+        .await
+        .expect("sent");
+    expect_problem(unknown, 404, "not-found").await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_answers_wherever_get_does_without_a_body() {
+    let app = spawn_app().await;
+    app.create_drop(&live_drop("h", 5, 1)).await;
+    for path in ["/v1/drops/h", "/v1/drops", "/healthz", "/openapi.json", "/"] {
+        let got = app.client.get(app.url(path)).send().await.expect("sent");
+        let head = app.client.head(app.url(path)).send().await.expect("sent");
+        assert_eq!(head.status(), got.status(), "{path}");
+        assert_eq!(
+            head.headers().get("content-type"),
+            got.headers().get("content-type"),
+            "{path}"
+        );
+        assert!(
+            head.bytes().await.expect("body").is_empty(),
+            "{path}: HEAD has no body"
+        );
+    }
+    app.stop().await;
+}
