@@ -57,6 +57,8 @@ pub struct Settings {
     pub request_limits: RequestLimits,
     /// `--max-connections`: open connections across all workers.
     pub max_connections: usize,
+    /// `--drain-grace`: after SIGTERM, how long requests are still served with `/readyz` 503.
+    pub drain_grace: Duration,
     /// `--streams-per-ip`: live-stock streams one address may hold (lifted by
     /// `--rate-limit off`).
     pub streams_per_ip: usize,
@@ -90,6 +92,7 @@ impl Settings {
             request_limits: RequestLimits::default(),
             max_connections: defaults::MAX_CONNECTIONS,
             streams_per_ip: defaults::STREAMS_PER_IP,
+            drain_grace: defaults::DRAIN_GRACE,
             demo: false,
             replica: None,
             ack_after_replicated: false,
@@ -115,6 +118,7 @@ pub struct Application {
     replica_status: Option<Arc<ReplicaStatus>>,
     control: crate::control::Control,
     admin_keys: Arc<crate::auth::AdminKeyBook>,
+    drain_grace: Duration,
 }
 
 impl Application {
@@ -302,6 +306,7 @@ impl Application {
             replica_status,
             control,
             admin_keys,
+            drain_grace: settings.drain_grace,
         })
     }
 
@@ -352,6 +357,7 @@ impl Application {
             server: self.server.handle(),
             lifecycle: self.lifecycle.clone(),
             hub: self.hub.clone(),
+            drain_grace: self.drain_grace,
         }
     }
 
@@ -389,6 +395,7 @@ pub struct AppHandle {
     server: ServerHandle,
     lifecycle: Lifecycle,
     hub: Arc<Hub>,
+    drain_grace: Duration,
 }
 
 impl AppHandle {
@@ -401,7 +408,9 @@ impl AppHandle {
         self.server.stop(true).await;
     }
 
-    /// Stops on SIGTERM or SIGINT, gracefully.
+    /// Stops on SIGTERM or SIGINT: `/readyz` says 503 at once while requests are still
+    /// served for the drain grace (a load balancer moves traffic away meanwhile; a second
+    /// signal cuts it short), then gracefully as `stop`.
     pub fn stop_on_signals(&self) -> anyhow::Result<()> {
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
@@ -412,11 +421,19 @@ impl AppHandle {
                 _ = term.recv() => "SIGTERM",
                 _ = int.recv() => "SIGINT",
             };
+            handle.lifecycle.set_draining();
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
             tracing::info!(
                 signal = name,
-                "stopping: draining requests, then the writer"
+                grace_ms = handle.drain_grace.as_millis() as u64,
+                "stopping: not ready, still serving for the drain grace; then the requests in \
+                 flight, then the writer"
             );
-            let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+            tokio::select! {
+                _ = tokio::time::sleep(handle.drain_grace) => {}
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
             handle.stop().await;
         });
         Ok(())

@@ -45,6 +45,10 @@ pub const MAX_CONNECTIONS: usize = 25_000;
 pub const STREAMS_PER_IP: usize = 4;
 /// A subscriber that has read nothing for this long is dropped.
 pub const SSE_STALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// After SIGTERM, how long `/readyz` says 503 while requests are still served, so a load
+/// balancer moves traffic away before the listener closes.
+pub const DRAIN_GRACE_TEXT: &str = "5s";
+pub const DRAIN_GRACE: Duration = Duration::from_secs(5);
 /// A comment line this often keeps proxies from closing an idle stream.
 pub const SSE_KEEP_ALIVE: Duration = Duration::from_secs(15);
 
@@ -74,6 +78,8 @@ mod tests {
         assert_eq!(row("--max-subscribers"), MAX_SUBSCRIBERS.to_string());
         assert_eq!(row("--sse-cpu-budget"), SSE_CPU_BUDGET.to_string());
         assert_eq!(row("--ip-rate"), IP_RATE.to_string());
+        assert_eq!(row("--drain-grace"), DRAIN_GRACE_TEXT);
+        assert_eq!(row("--request-timeout"), REQUEST_TIMEOUT_TEXT);
         assert_eq!(row("--ip-burst"), IP_BURST.to_string());
         assert_eq!(row("--buyer-rate"), BUYER_RATE.to_string());
         assert_eq!(row("--buyer-burst"), BUYER_BURST.to_string());
@@ -92,6 +98,10 @@ mod tests {
         assert_eq!(
             humantime::parse_duration(REQUEST_TIMEOUT_TEXT).ok(),
             Some(REQUEST_TIMEOUT)
+        );
+        assert_eq!(
+            humantime::parse_duration(DRAIN_GRACE_TEXT).ok(),
+            Some(DRAIN_GRACE)
         );
     }
 }

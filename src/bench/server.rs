@@ -42,6 +42,7 @@ impl OwnServer {
             // One address, thousands of buyers, several writes each at once: limits off (an
             // `--rate-limit on` among `extra` wins).
             .env("DROPD_RATE_LIMIT", "off")
+            .env("DROPD_DRAIN_GRACE", "0s")
             .args(["--synchronous", synchronous, "--data-dir"])
             .arg(data_dir)
             .args(extra)

@@ -100,6 +100,11 @@ pub struct ServeArgs {
     /// Open connections kept at once; more wait in the listen backlog.
     #[arg(long, env = "DROPD_MAX_CONNECTIONS", default_value_t = defaults::MAX_CONNECTIONS)]
     pub max_connections: usize,
+    /// After SIGTERM, how long /readyz says 503 while requests are still served (a load
+    /// balancer moves traffic away), before the listener closes.
+    #[arg(long, env = "DROPD_DRAIN_GRACE", default_value = defaults::DRAIN_GRACE_TEXT,
+          value_parser = humantime::parse_duration)]
+    pub drain_grace: Duration,
     /// Live-stock streams one client address may hold open (lifted by --rate-limit off).
     #[arg(long, env = "DROPD_STREAMS_PER_IP", default_value_t = defaults::STREAMS_PER_IP)]
     pub streams_per_ip: usize,
@@ -160,6 +165,7 @@ pub(super) fn serve(args: ServeArgs) -> anyhow::Result<()> {
         },
         max_connections: args.max_connections,
         streams_per_ip: args.streams_per_ip,
+        drain_grace: args.drain_grace,
         box_id: args.box_id.clone(),
         max_subscribers: args.max_subscribers,
         sse_cpu_budget: args.sse_cpu_budget,

@@ -10,6 +10,7 @@ mod bad_input;
 mod browser;
 mod crash;
 mod disk_full;
+mod drain;
 mod events;
 mod hot_path;
 mod idempotency;

@@ -27,6 +27,9 @@ impl ServerProcess {
             // These tests act as many buyers from one address; admission has tests of its own
             // (a test's `--rate-limit on` wins over this).
             .env("DROPD_RATE_LIMIT", "off")
+            // Nothing balances load in front of a test: stop at once (a test's
+            // `--drain-grace` wins over this).
+            .env("DROPD_DRAIN_GRACE", "0s")
             .envs(envs.iter().copied())
             .args([
                 "serve",
