@@ -280,6 +280,8 @@ impl Application {
             App::new()
                 .wrap(actix_web::middleware::from_fn(limits::guard))
                 .wrap(ErrorHandlers::new().default_handler(problem::ensure_problem))
+                // Outermost: every answer, the framework's own included, gets its id.
+                .wrap(actix_web::middleware::from_fn(http::request_id::trace))
                 .app_data(state.clone())
                 .app_data(request_limits.clone())
                 .configure(http::configure)

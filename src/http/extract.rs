@@ -3,11 +3,12 @@
 use std::future::{ready, Ready};
 
 use actix_web::http::{header, StatusCode};
-use actix_web::{dev::Payload, web, FromRequest, HttpRequest};
+use actix_web::{dev::Payload, web, FromRequest, HttpMessage, HttpRequest};
 
 use crate::auth;
 use crate::domain::{BuyerId, IdempotencyKey};
 use crate::http::problem::ApiError;
+use crate::http::request_id::Caller;
 use crate::http::state::AppState;
 
 fn state(req: &HttpRequest) -> Result<&web::Data<AppState>, ApiError> {
@@ -65,6 +66,7 @@ impl FromRequest for Buyer {
             let buyer = state(req)?.tokens.verify(token).map_err(|err| {
                 ApiError::new(StatusCode::UNAUTHORIZED, err.code(), err.to_string())
             })?;
+            req.extensions_mut().insert(Caller::Buyer(buyer.clone()));
             Ok(Buyer(buyer))
         })())
     }
@@ -91,7 +93,7 @@ impl FromRequest for Admin {
                 .admin_keys
                 .check(key)
                 .ok_or_else(|| ApiError::unauthorized("the admin key is not valid"))?;
-            tracing::info!(admin_key = %key_id, method = %req.method(), path = %req.path(), "admin request");
+            req.extensions_mut().insert(Caller::Admin(key_id.clone()));
             Ok(Admin { key_id })
         })())
     }

@@ -11,6 +11,7 @@ pub mod limits;
 mod orders;
 mod pages;
 pub mod problem;
+pub mod request_id;
 pub mod state;
 
 use actix_web::{web, HttpResponse};

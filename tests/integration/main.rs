@@ -23,6 +23,7 @@ mod outside;
 mod pages;
 mod replication;
 mod replication_outage;
+mod request_ids;
 mod slow_clients;
 mod stampede;
 mod store_model;

@@ -273,9 +273,22 @@ pub async fn expect_problem(res: reqwest::Response, status: u16, code: &str) -> 
         .unwrap_or_default()
         .to_owned();
     assert_eq!(content_type, "application/problem+json");
-    let body: Value = res.json().await.expect("problem body is json");
+    let request_id = res
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .expect("every answer names its request");
+    let mut body: Value = res.json().await.expect("problem body is json");
     assert_eq!(body["code"], code, "{body}");
     assert_eq!(body["status"], status);
     assert!(body["title"].is_string() && body["detail"].is_string() && body["type"].is_string());
+    // The request's id is the envelope, not the answer: two requests under one idempotency key
+    // get the same answer, each naming its own request (see docs/design.md, "Idempotency").
+    assert_eq!(
+        body.as_object_mut().and_then(|b| b.remove("request_id")),
+        Some(Value::String(request_id)),
+        "the problem names the request it answers"
+    );
     body
 }

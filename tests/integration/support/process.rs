@@ -23,6 +23,26 @@ impl ServerProcess {
 
     /// With extra `serve` arguments and environment.
     pub fn start_with(data_dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> ServerProcess {
+        let logs = if std::env::var("TEST_LOG").is_ok() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        };
+        Self::spawn(data_dir, args, envs, logs)
+    }
+
+    /// With its log (stderr) written to `log`.
+    pub fn start_logging(
+        data_dir: &Path,
+        args: &[&str],
+        envs: &[(&str, &str)],
+        log: &Path,
+    ) -> ServerProcess {
+        let file = std::fs::File::create(log).expect("log file");
+        Self::spawn(data_dir, args, envs, Stdio::from(file))
+    }
+
+    fn spawn(data_dir: &Path, args: &[&str], envs: &[(&str, &str)], logs: Stdio) -> ServerProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_dropd"))
             // These tests act as many buyers from one address; admission has tests of its own
             // (a test's `--rate-limit on` wins over this).
@@ -42,11 +62,7 @@ impl ServerProcess {
             .arg(data_dir)
             .args(args)
             .stdout(Stdio::piped())
-            .stderr(if std::env::var("TEST_LOG").is_ok() {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
-            })
+            .stderr(logs)
             .spawn()
             .expect("dropd starts");
         let stdout = child.stdout.take().expect("stdout piped");
