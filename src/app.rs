@@ -473,11 +473,19 @@ fn refuse_unrestored(
 fn metrics_handle() -> Option<PrometheusHandle> {
     static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
     HANDLE
-        .get_or_init(|| match PrometheusBuilder::new().install_recorder() {
-            Ok(handle) => Some(handle),
-            Err(err) => {
-                tracing::warn!(error = %err, "metrics are disabled");
-                None
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new().set_buckets_for_metric(
+                metrics_exporter_prometheus::Matcher::Full(
+                    "dropd_http_request_duration_seconds".into(),
+                ),
+                http::metrics::DURATION_BUCKETS,
+            );
+            match builder.and_then(|b| b.install_recorder()) {
+                Ok(handle) => Some(handle),
+                Err(err) => {
+                    tracing::warn!(error = %err, "metrics are disabled");
+                    None
+                }
             }
         })
         .clone()

@@ -27,6 +27,10 @@
 //! `defaults` holds serve's defaults, `bench` (cargo feature `bench`, on by default) measures it
 //! all. See `docs/design.md`.
 
+/// The version and the git revision it was built from (`unknown` outside a checkout).
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("DROPD_REVISION"), ")");
+pub const REVISION: &str = env!("DROPD_REVISION");
+
 pub mod app;
 pub mod auth;
 #[cfg(feature = "bench")]

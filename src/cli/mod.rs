@@ -16,7 +16,11 @@ pub use serve::{ServeArgs, Switch};
 use crate::defaults;
 
 #[derive(Debug, Parser)]
-#[command(name = "dropd", version, about = "A server for limited-stock drops")]
+#[command(
+    name = "dropd",
+    version = crate::VERSION,
+    about = "A server for limited-stock drops"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

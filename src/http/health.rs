@@ -38,32 +38,3 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
         "replica": replica,
     })))
 }
-
-pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    metrics::gauge!("dropd_writer_queue_depth").set(state.writer.stats().queue_depth as f64);
-    if let Some(replica) = &state.replica {
-        let s = replica.snapshot();
-        metrics::gauge!("dropd_replica_up").set(if s.state == "failing" { 0.0 } else { 1.0 });
-        metrics::gauge!("dropd_replica_txid")
-            .set(u64::from_str_radix(&s.txid, 16).unwrap_or(0) as f64);
-        metrics::gauge!("dropd_replica_uploads").set(s.uploads as f64);
-        metrics::gauge!("dropd_replica_upload_failures").set(s.upload_failures as f64);
-        metrics::gauge!("dropd_replica_uploaded_bytes").set(s.uploaded_bytes as f64);
-        metrics::gauge!("dropd_replica_pending_wal_bytes").set(s.pending_wal_bytes as f64);
-        if let Some(at) = s.last_sync_at {
-            let age = std::time::SystemTime::now()
-                .duration_since(at)
-                .unwrap_or_default();
-            metrics::gauge!("dropd_replica_last_sync_age_seconds").set(age.as_secs_f64());
-        }
-    }
-    match &state.metrics {
-        Some(handle) => {
-            handle.run_upkeep();
-            HttpResponse::Ok()
-                .content_type("text/plain; version=0.0.4")
-                .body(handle.render())
-        }
-        None => HttpResponse::Ok().content_type("text/plain").body(""),
-    }
-}

@@ -8,6 +8,7 @@ pub mod extract;
 mod health;
 mod holds;
 pub mod limits;
+pub mod metrics;
 mod orders;
 mod pages;
 pub mod problem;
@@ -48,47 +49,50 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(get("/assets/admin.js", pages::admin_js))
     .service(get("/healthz", health::healthz))
     .service(get("/readyz", health::readyz))
-    .service(get("/metrics", health::metrics))
+    .service(get("/metrics", metrics::metrics))
     .service(get("/openapi.json", pages::openapi))
     .service(
         // Resources are tried in order, each dynamic one a regex match: the stampede's first.
         web::scope("/v1")
             .service(only(
-                web::resource("/drops/{drop}/holds").route(web::post().to(holds::create_hold)),
+                at("/v1/drops/{drop}/holds").route(web::post().to(holds::create_hold)),
                 "POST",
             ))
-            .service(get("/demo/token", pages::demo_token))
-            .service(get("/drops", drops::list_drops))
-            .service(get("/drops/{drop}", drops::get_drop))
-            .service(get("/drops/{drop}/events", events::stream_drop_events))
+            .service(get("/v1/demo/token", pages::demo_token))
+            .service(get("/v1/drops", drops::list_drops))
+            .service(get("/v1/drops/{drop}", drops::get_drop))
+            .service(get("/v1/drops/{drop}/events", events::stream_drop_events))
             .service(only(
-                web::resource("/holds/{hold}")
+                at("/v1/holds/{hold}")
                     .route(web::get().to(holds::get_hold))
                     .route(web::head().to(holds::get_hold))
                     .route(web::delete().to(holds::release_hold)),
                 "GET, HEAD, DELETE",
             ))
             .service(only(
-                web::resource("/holds/{hold}/confirm").route(web::post().to(holds::confirm_hold)),
+                at("/v1/holds/{hold}/confirm").route(web::post().to(holds::confirm_hold)),
                 "POST",
             ))
-            .service(get("/orders", orders::list_orders))
-            .service(get("/orders/{order}", orders::get_order))
-            .service(get("/admin/events", admin::stream_admin_events))
+            .service(get("/v1/orders", orders::list_orders))
+            .service(get("/v1/orders/{order}", orders::get_order))
+            .service(get("/v1/admin/events", admin::stream_admin_events))
             .service(only(
-                web::resource("/admin/drops").route(web::post().to(admin::create_drop)),
+                at("/v1/admin/drops").route(web::post().to(admin::create_drop)),
                 "POST",
             ))
             .service(only(
-                web::resource("/admin/drops/{drop}").route(web::patch().to(admin::update_drop)),
+                at("/v1/admin/drops/{drop}").route(web::patch().to(admin::update_drop)),
                 "PATCH",
             ))
             .service(only(
-                web::resource("/admin/drops/{drop}/skus/{sku}/stock")
+                at("/v1/admin/drops/{drop}/skus/{sku}/stock")
                     .route(web::post().to(admin::adjust_stock)),
                 "POST",
             ))
-            .service(get("/admin/drops/{drop}/orders", admin::list_drop_orders)),
+            .service(get(
+                "/v1/admin/drops/{drop}/orders",
+                admin::list_drop_orders,
+            )),
     )
     .default_service(web::to(|| async {
         Err::<HttpResponse, _>(ApiError::not_found("no such resource"))
@@ -96,18 +100,26 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 /// A resource read with GET, and with HEAD (the same answer without its body).
-fn get<F, Args>(path: &str, handler: F) -> actix_web::Resource
+fn get<F, Args>(template: &'static str, handler: F) -> actix_web::Resource
 where
     F: actix_web::Handler<Args> + Clone,
     Args: actix_web::FromRequest + 'static,
     F::Output: actix_web::Responder + 'static,
 {
     only(
-        web::resource(path)
+        at(template)
             .route(web::get().to(handler.clone()))
             .route(web::head().to(handler)),
         "GET, HEAD",
     )
+}
+
+/// A resource by its full template; the name is the template too, which the access log and
+/// the route metrics read without rebuilding it per request. Inside `/v1` the path is the
+/// template's rest.
+fn at(template: &'static str) -> actix_web::Resource {
+    let path = template.strip_prefix("/v1").unwrap_or(template);
+    web::resource(path).name(template)
 }
 
 /// Any other method on a known path: `405` naming the ones it takes.

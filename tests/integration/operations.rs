@@ -226,3 +226,99 @@ async fn openapi_json_describes_every_route() {
     }
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_requests_per_route_and_show_the_process_build_and_stock() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let admin = crate::support::process::create_admin_key(dir.path());
+    let server = crate::support::process::ServerProcess::start(dir.path());
+    let http = crate::support::api::client();
+    let api = server.api(&http).with_admin_key(&admin);
+    api.create_drop(&crate::support::spec::live_spec("metered"))
+        .await;
+    let buyer = server
+        .api(&http)
+        .with_token(&crate::support::api::buyer_token("alice"));
+    for i in 0..3 {
+        let res = buyer.hold("metered", "S1", 1, &format!("k{i}")).await;
+        assert!(
+            res.status().is_success() || res.status() == 409,
+            "{}",
+            res.status()
+        );
+    }
+    let _ = http.get(format!("{}/v1/nothing", server.base)).send().await;
+    let text = api.metrics().await.text().await.expect("metrics");
+    let line = |prefix: &str| {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in\n{text}"))
+            .to_owned()
+    };
+    let holds = line(
+        r#"dropd_http_requests_total{route="/v1/drops/{drop}/holds",method="POST",status="201"}"#,
+    );
+    assert!(
+        holds.ends_with(" 1") || holds.ends_with(" 2") || holds.ends_with(" 3"),
+        "{holds}"
+    );
+    line(r#"dropd_http_requests_total{route="(unmatched)",method="GET",status="404"}"#);
+    line(
+        r#"dropd_http_request_duration_seconds_bucket{route="/v1/drops/{drop}/holds",method="POST",le="0.005"}"#,
+    );
+    line(
+        r#"dropd_http_request_duration_seconds_count{route="/v1/drops/{drop}/holds",method="POST"}"#,
+    );
+    let value = |name: &str| -> f64 {
+        line(name)
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .expect("a number")
+    };
+    // CPU is counted in hundredths of a second: a short test may not have used one yet.
+    assert!(value("process_cpu_seconds_total ") >= 0.0);
+    assert!(value("process_resident_memory_bytes ") > 1_000_000.0);
+    assert!(
+        value("process_open_fds ") >= 5.0,
+        "a listener, the database, its WAL..."
+    );
+    let build = line("dropd_build_info{");
+    assert!(
+        build.contains(&format!(r#"version="{}""#, env!("CARGO_PKG_VERSION")))
+            && build.contains(&format!(r#"revision="{}""#, dropd::REVISION)),
+        "{build}"
+    );
+    let stock = line(r#"dropd_sku_available{drop="metered",sku="S1"}"#);
+    let available: f64 = stock
+        .rsplit(' ')
+        .next()
+        .and_then(|v| v.parse().ok())
+        .expect("number");
+    let view = api.drop_view("metered").await;
+    assert_eq!(
+        available as i64,
+        view["skus"][0]["available"].as_i64().expect("available")
+    );
+    server.terminate();
+}
+
+#[test]
+fn version_names_the_release_and_the_git_revision() {
+    let (ok, out, err) = crate::support::process::dropd(&["--version"]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        out.trim(),
+        format!("dropd {} ({})", env!("CARGO_PKG_VERSION"), dropd::REVISION)
+    );
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output();
+    if let Some(head) = head.ok().filter(|h| h.status.success()) {
+        assert_eq!(
+            dropd::REVISION,
+            String::from_utf8_lossy(&head.stdout).trim()
+        );
+    }
+}

@@ -1,0 +1,164 @@
+//! `/metrics` in Prometheus' text format, and the per-route request metrics it shows.
+//!
+//! Per route template, method and status: `dropd_http_requests_total` and the latency
+//! histogram `dropd_http_request_duration_seconds`. At each scrape: the writer's queue depth,
+//! the replica's state, the process (`process_cpu_seconds_total`,
+//! `process_resident_memory_bytes`, `process_open_fds`), `dropd_build_info{version,revision}`
+//! and `dropd_sku_available{drop,sku}`.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+
+use actix_web::http::Method;
+use actix_web::{web, HttpResponse};
+use metrics::{Counter, Histogram};
+
+use crate::http::state::AppState;
+
+/// Latency buckets, in seconds: a hold is answered in milliseconds, a stall shows as seconds.
+pub const DURATION_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+struct Handles {
+    route: Box<str>,
+    method: Method,
+    status: u16,
+    requests: Counter,
+    duration: Histogram,
+}
+
+thread_local! {
+    /// Each worker keeps the handles it used: a labelled metric is looked up in the registry
+    /// (allocating its key) once per worker, not once per request.
+    static HANDLES: RefCell<HashMap<u64, Handles>> = RefCell::new(HashMap::new());
+    static HASHER: RandomState = RandomState::new();
+}
+
+/// Counts one answered request.
+pub fn observe(route: &str, method: &Method, status: u16, seconds: f64) {
+    let key = HASHER.with(|h| h.hash_one((route, method.as_str(), status)));
+    HANDLES.with(|handles| {
+        let mut handles = handles.borrow_mut();
+        let found = handles
+            .get(&key)
+            .filter(|h| &*h.route == route && h.method == method && h.status == status);
+        if let Some(h) = found {
+            h.requests.increment(1);
+            h.duration.record(seconds);
+            return;
+        }
+        let labels = [
+            ("route", route.to_owned()),
+            ("method", method.as_str().to_owned()),
+        ];
+        let h = Handles {
+            route: route.into(),
+            method: method.clone(),
+            status,
+            requests: metrics::counter!(
+                "dropd_http_requests_total",
+                &[
+                    labels[0].clone(),
+                    labels[1].clone(),
+                    ("status", status.to_string())
+                ]
+            ),
+            duration: metrics::histogram!("dropd_http_request_duration_seconds", &labels),
+        };
+        h.requests.increment(1);
+        h.duration.record(seconds);
+        // A collision of two keys (rare) just swaps whose handles are kept.
+        handles.insert(key, h);
+    });
+}
+
+/// This process's CPU seconds, resident bytes and open descriptors, from /proc.
+fn process_figures() -> (Option<f64>, Option<f64>, Option<f64>) {
+    let cpu = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|stat| {
+            // Fields after the command name, which is in parentheses and may hold spaces.
+            let rest = stat.rsplit_once(')')?.1;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let ticks: f64 =
+                fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+            // The kernel's USER_HZ is 100 on every Linux dropd runs on.
+            Some(ticks / 100.0)
+        });
+    let rss = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let kb = status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))?
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<f64>()
+                .ok()?;
+            Some(kb * 1024.0)
+        });
+    let fds = std::fs::read_dir("/proc/self/fd")
+        .ok()
+        .map(|dir| dir.count() as f64);
+    (cpu, rss, fds)
+}
+
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    metrics::gauge!("dropd_writer_queue_depth").set(state.writer.stats().queue_depth as f64);
+    if let Some(replica) = &state.replica {
+        let s = replica.snapshot();
+        metrics::gauge!("dropd_replica_up").set(if s.state == "failing" { 0.0 } else { 1.0 });
+        metrics::gauge!("dropd_replica_txid")
+            .set(u64::from_str_radix(&s.txid, 16).unwrap_or(0) as f64);
+        metrics::gauge!("dropd_replica_uploads").set(s.uploads as f64);
+        metrics::gauge!("dropd_replica_upload_failures").set(s.upload_failures as f64);
+        metrics::gauge!("dropd_replica_uploaded_bytes").set(s.uploaded_bytes as f64);
+        metrics::gauge!("dropd_replica_pending_wal_bytes").set(s.pending_wal_bytes as f64);
+        if let Some(at) = s.last_sync_at {
+            let age = std::time::SystemTime::now()
+                .duration_since(at)
+                .unwrap_or_default();
+            metrics::gauge!("dropd_replica_last_sync_age_seconds").set(age.as_secs_f64());
+        }
+    }
+    let (cpu, rss, fds) = process_figures();
+    if let Some(cpu) = cpu {
+        metrics::gauge!("process_cpu_seconds_total").set(cpu);
+    }
+    if let Some(rss) = rss {
+        metrics::gauge!("process_resident_memory_bytes").set(rss);
+    }
+    if let Some(fds) = fds {
+        metrics::gauge!("process_open_fds").set(fds);
+    }
+    metrics::gauge!(
+        "dropd_build_info",
+        "version" => env!("CARGO_PKG_VERSION"),
+        "revision" => crate::REVISION
+    )
+    .set(1.0);
+    if let Ok(drops) = state.hub.list_or_load().await {
+        for cached in drops {
+            for sku in &cached.view.skus {
+                metrics::gauge!(
+                    "dropd_sku_available",
+                    "drop" => cached.view.id.clone(),
+                    "sku" => sku.sku.clone()
+                )
+                .set(sku.available as f64);
+            }
+        }
+    }
+    match &state.metrics {
+        Some(handle) => {
+            handle.run_upkeep();
+            HttpResponse::Ok()
+                .content_type("text/plain; version=0.0.4")
+                .body(handle.render())
+        }
+        None => HttpResponse::Ok().content_type("text/plain").body(""),
+    }
+}
