@@ -42,6 +42,7 @@ $(LITESTREAM):
 # mounts a tmpfs, so it needs root (CI runs as root).
 test: test-deps lint
 	$(CARGO) test --all-targets
+	./systemd/check
 
 # Prints a markdown table and writes target/bench/latest.json (see docs/benchmarks.md): the
 # benchmark's own load generator and wrk -t1 (Debian's wrk, the independent client) against the

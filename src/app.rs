@@ -57,6 +57,8 @@ pub struct Settings {
     pub request_limits: RequestLimits,
     /// `--max-connections`: open connections across all workers.
     pub max_connections: usize,
+    /// A writer quiet this long counts as stuck (not a flag: tests lower it).
+    pub writer_stuck_after: Duration,
     /// `--drain-grace`: after SIGTERM, how long requests are still served with `/readyz` 503.
     pub drain_grace: Duration,
     /// `--streams-per-ip`: live-stock streams one address may hold (lifted by
@@ -93,6 +95,7 @@ impl Settings {
             max_connections: defaults::MAX_CONNECTIONS,
             streams_per_ip: defaults::STREAMS_PER_IP,
             drain_grace: defaults::DRAIN_GRACE,
+            writer_stuck_after: defaults::WRITER_STUCK_AFTER,
             demo: false,
             replica: None,
             ack_after_replicated: false,
@@ -119,6 +122,7 @@ pub struct Application {
     control: crate::control::Control,
     admin_keys: Arc<crate::auth::AdminKeyBook>,
     drain_grace: Duration,
+    stuck_after: Duration,
 }
 
 impl Application {
@@ -270,6 +274,7 @@ impl Application {
             hub: hub.clone(),
             keys: store.keys.clone(),
             admin_keys: admin_keys.clone(),
+            writer_stuck_after: settings.writer_stuck_after,
             admission: crate::http::admission::Admission::new(settings.admission.clone()),
             demo: settings.demo,
             replica: replica_status.clone(),
@@ -309,6 +314,7 @@ impl Application {
             control,
             admin_keys,
             drain_grace: settings.drain_grace,
+            stuck_after: settings.writer_stuck_after,
         })
     }
 
@@ -360,6 +366,8 @@ impl Application {
             lifecycle: self.lifecycle.clone(),
             hub: self.hub.clone(),
             drain_grace: self.drain_grace,
+            writer: self.writer.clone(),
+            stuck_after: self.stuck_after,
         }
     }
 
@@ -398,9 +406,35 @@ pub struct AppHandle {
     lifecycle: Lifecycle,
     hub: Arc<Hub>,
     drain_grace: Duration,
+    writer: Writer,
+    stuck_after: Duration,
 }
 
 impl AppHandle {
+    /// Calls `ping` every `every` while the writer makes progress, and stops calling it while
+    /// the writer is stuck, so a supervisor that expects pings (systemd's watchdog) restarts a
+    /// process whose writer hung.
+    pub fn feed_watchdog(&self, every: Duration, ping: impl Fn() + Send + 'static) {
+        let writer = self.writer.clone();
+        let (stuck_after, lifecycle) = (self.stuck_after, self.lifecycle.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                if lifecycle.phase() == "stopped" {
+                    break;
+                }
+                if writer.is_running() && writer.stats().quiet_for < stuck_after {
+                    ping();
+                } else {
+                    tracing::error!(
+                        quiet_ms = writer.stats().quiet_for.as_millis() as u64,
+                        "the store writer makes no progress: not feeding the watchdog"
+                    );
+                }
+            }
+        });
+    }
     /// Graceful: readiness goes false, new connections stop, in-flight requests finish.
     pub async fn stop(&self) {
         self.lifecycle.set_draining();

@@ -49,6 +49,11 @@ pub const SSE_STALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// balancer moves traffic away before the listener closes.
 pub const DRAIN_GRACE_TEXT: &str = "5s";
 pub const DRAIN_GRACE: Duration = Duration::from_secs(5);
+/// A writer that has not gone round its loop for this long (it does every 200 ms when idle)
+/// is stuck: `/readyz` says so and the systemd watchdog is no longer fed.
+pub const WRITER_STUCK_AFTER: Duration = Duration::from_secs(5);
+/// A writer queue this full (in tenths) makes `/readyz` say 503 saturated.
+pub const QUEUE_SATURATED_TENTHS: usize = 9;
 /// A comment line this often keeps proxies from closing an idle stream.
 pub const SSE_KEEP_ALIVE: Duration = Duration::from_secs(15);
 

@@ -166,6 +166,7 @@ pub(super) fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_connections: args.max_connections,
         streams_per_ip: args.streams_per_ip,
         drain_grace: args.drain_grace,
+        writer_stuck_after: defaults::WRITER_STUCK_AFTER,
         box_id: args.box_id.clone(),
         max_subscribers: args.max_subscribers,
         sse_cpu_budget: args.sse_cpu_budget,
@@ -194,6 +195,13 @@ pub(super) fn serve(args: ServeArgs) -> anyhow::Result<()> {
         );
         app.handle().stop_on_signals()?;
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+        if let Some(timeout) = sd_notify::watchdog_enabled() {
+            // Twice per WatchdogSec, as systemd advises.
+            let every = (timeout / 2).max(Duration::from_millis(100));
+            app.handle().feed_watchdog(every, || {
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+            });
+        }
         app.run_until_stopped().await
     })
 }

@@ -29,6 +29,29 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
         ));
     }
     let writer = state.writer.stats();
+    let unready = |detail: String| {
+        Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            detail,
+        ))
+    };
+    if writer.quiet_for >= state.writer_stuck_after {
+        return unready(format!(
+            "the store writer is stuck: no progress for {} ms",
+            writer.quiet_for.as_millis()
+        ));
+    }
+    if writer.disk_full {
+        return unready("the disk is full: the last commit failed for want of space".into());
+    }
+    let depth = writer.queue_depth.max(0) as usize;
+    if depth * 10 >= writer.queue_size * crate::defaults::QUEUE_SATURATED_TENTHS {
+        return unready(format!(
+            "the writer's queue is saturated: {depth} of {} commands waiting",
+            writer.queue_size
+        ));
+    }
     // A failing replica does not make the server unready (buyers are still served); it is shown
     // here and in /metrics for operators and alerts.
     let replica = state.replica.as_ref().map(|r| r.snapshot());

@@ -25,6 +25,8 @@ pub struct AppState {
     pub keys: Arc<crate::store::KeyBook>,
     /// The active admin keys, kept current by the `admin-keys` thread.
     pub admin_keys: Arc<crate::auth::AdminKeyBook>,
+    /// A writer quiet this long is stuck (`/readyz`).
+    pub writer_stuck_after: std::time::Duration,
     /// Who may write now: per-address and per-buyer buckets, one write in flight per buyer.
     pub admission: Arc<crate::http::admission::Admission>,
     /// Started with `--demo`: the page may ask for a buyer token.

@@ -71,6 +71,12 @@ pub(crate) enum Command {
         id: String,
         reply: Reply<bool>,
     },
+    /// Test hook (debug builds): the writer sleeps this long inside its batch.
+    #[cfg(debug_assertions)]
+    Stall {
+        for_: std::time::Duration,
+        reply: Reply<()>,
+    },
     /// Runs a batch now (expiring due holds); answers once it committed.
     Sync {
         reply: Reply<()>,
@@ -151,6 +157,11 @@ impl Command {
             Command::RevokeAdminKey { id, reply } => {
                 reply.hold(Ok(admin_keys::revoke(conn, id, now)?));
             }
+            #[cfg(debug_assertions)]
+            Command::Stall { for_, reply } => {
+                std::thread::sleep(*for_);
+                reply.hold(Ok(()));
+            }
             Command::Sync { reply } => reply.hold(Ok(())),
             Command::Shutdown => {}
         }
@@ -168,6 +179,8 @@ impl Command {
             | Command::AdjustStock { reply, .. } => reply.send(failure),
             Command::CreateAdminKey { reply, .. } => reply.send(failure),
             Command::RevokeAdminKey { reply, .. } => reply.send(failure),
+            #[cfg(debug_assertions)]
+            Command::Stall { reply, .. } => reply.send(failure),
             Command::Sync { reply } => reply.send(failure),
             Command::Shutdown => return true,
         }

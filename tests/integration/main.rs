@@ -29,3 +29,4 @@ mod stampede;
 mod store_model;
 mod tokens;
 mod torture;
+mod watchdog;

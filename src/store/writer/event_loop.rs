@@ -44,6 +44,7 @@ pub(super) struct WriterLoop {
     pub(super) commits_since_attempt: u64,
     /// When the last command arrived.
     pub(super) last_command: Instant,
+    pub(super) health: Arc<super::WriterHealth>,
 }
 
 impl WriterLoop {
@@ -51,6 +52,7 @@ impl WriterLoop {
         self.publish_next_expiry();
         let mut queue = Vec::with_capacity(self.batch_limit);
         loop {
+            self.health.turned();
             match self.rx.recv_timeout(IDLE_TICK) {
                 Ok(cmd) => {
                     self.last_command = Instant::now();
@@ -221,6 +223,12 @@ impl WriterLoop {
         if let Some(err) = ran.fatal {
             self.storage_replaced(&err);
         }
+        if ran.committed {
+            self.health.disk_full.store(false, Ordering::Relaxed);
+        } else if ran.disk_full {
+            self.health.disk_full.store(true, Ordering::Relaxed);
+        }
+        self.health.turned();
         if ran.committed {
             self.commits_since_checkpoint += 1;
             self.commits_since_attempt += 1;

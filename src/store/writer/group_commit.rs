@@ -90,6 +90,8 @@ pub(super) struct BatchRun {
     pub(super) verified: Option<Duration>,
     pub(super) shutdown: bool,
     pub(super) committed: bool,
+    /// It failed because the disk is full.
+    pub(super) disk_full: bool,
     /// The batch committed into files that are no longer the database's: stop the process.
     pub(super) fatal: Option<StoreError>,
 }
@@ -157,6 +159,7 @@ pub(super) fn run_batch(
                 verified: None,
                 shutdown,
                 committed: false,
+                disk_full: failure.disk_full,
                 fatal: None,
             }
         };
@@ -271,6 +274,7 @@ pub(super) fn run_batch(
                 verified,
                 shutdown,
                 committed: true,
+                disk_full: false,
                 fatal: Some(err),
             };
         }
@@ -290,6 +294,7 @@ pub(super) fn run_batch(
             verified,
             shutdown,
             committed: true,
+            disk_full: false,
             fatal: None,
         };
     }

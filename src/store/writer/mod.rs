@@ -7,7 +7,7 @@
 //! the commit fails, every command of the batch is answered with the failure and nothing of the
 //! batch is visible. Only this thread checkpoints the WAL.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -62,6 +62,8 @@ pub struct Writer {
     next_expiry: Arc<AtomicI64>,
     depth: Arc<AtomicI64>,
     alive: Arc<AtomicBool>,
+    health: Arc<WriterHealth>,
+    queue_size: usize,
     #[cfg(feature = "bench")]
     naive: Option<naive::NaiveWriters>,
 }
@@ -88,6 +90,42 @@ impl WriterThread {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct WriterStats {
     pub queue_depth: i64,
+    /// Commands that may wait before requests get `503 overloaded`.
+    pub queue_size: usize,
+    /// Since the writer last went round its loop (it does at least every `IDLE_TICK`).
+    pub quiet_for: Duration,
+    /// The last batch failed because the disk is full (cleared by the next commit).
+    pub disk_full: bool,
+}
+
+/// How the writer thread is doing, as it tells it.
+#[derive(Debug)]
+pub(crate) struct WriterHealth {
+    started: Instant,
+    /// Milliseconds after `started` of the writer's last turn round its loop.
+    last_turn_ms: AtomicU64,
+    pub(crate) disk_full: AtomicBool,
+}
+
+impl WriterHealth {
+    fn new() -> Self {
+        Self {
+            started: Instant::now(),
+            last_turn_ms: AtomicU64::new(0),
+            disk_full: AtomicBool::new(false),
+        }
+    }
+
+    /// The writer is alive and turning.
+    pub(crate) fn turned(&self) {
+        self.last_turn_ms
+            .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn quiet_for(&self) -> Duration {
+        let last = Duration::from_millis(self.last_turn_ms.load(Ordering::Relaxed));
+        self.started.elapsed().saturating_sub(last)
+    }
 }
 
 pub(crate) fn spawn(
@@ -115,7 +153,9 @@ pub(crate) fn spawn(
     let depth = Arc::new(AtomicI64::new(0));
     let alive = Arc::new(AtomicBool::new(true));
     let next_expiry = Arc::new(AtomicI64::new(i64::MIN));
+    let health = Arc::new(WriterHealth::new());
     let mut worker = WriterLoop {
+        health: health.clone(),
         conn,
         rx,
         clock,
@@ -157,6 +197,8 @@ pub(crate) fn spawn(
         next_expiry,
         depth,
         alive: alive.clone(),
+        health,
+        queue_size: config.queue_size.max(1),
         #[cfg(feature = "bench")]
         naive,
     };
@@ -303,6 +345,16 @@ impl Writer {
     pub fn stats(&self) -> WriterStats {
         WriterStats {
             queue_depth: self.depth.load(Ordering::Relaxed).max(0),
+            queue_size: self.queue_size,
+            quiet_for: self.health.quiet_for(),
+            disk_full: self.health.disk_full.load(Ordering::Relaxed),
         }
+    }
+
+    /// Test hook: the writer thread sleeps `for_` inside its loop, as a writer stuck on a
+    /// hung disk would (debug builds only).
+    #[cfg(debug_assertions)]
+    pub async fn stall_for_tests(&self, for_: Duration) -> Result<(), StoreError> {
+        self.ask(|reply| Command::Stall { for_, reply }).await
     }
 }

@@ -85,6 +85,11 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
 }
 
 impl TestApp {
+    /// The app's handle (signals, the watchdog feed).
+    pub fn handle(&self) -> &AppHandle {
+        &self.handle
+    }
+
     pub fn token(&self, sub: &str) -> String {
         token_for(&self.tokens, sub)
     }
