@@ -3,7 +3,7 @@
 
 mod tokens;
 
-pub use tokens::{TokenError, TokenKeys, TokenPolicy};
+pub use tokens::{key_id, TokenError, TokenKeys, TokenPolicy};
 
 use std::io::Write;
 use std::path::Path;

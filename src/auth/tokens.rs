@@ -108,7 +108,7 @@ pub struct TokenKeys {
 }
 
 /// A secret's public name: the start of its SHA-256, which says nothing about the secret.
-fn key_id(secret: &[u8]) -> String {
+pub fn key_id(secret: &[u8]) -> String {
     hex::encode(&Sha256::digest(secret)[..6])
 }
 

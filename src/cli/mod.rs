@@ -1,6 +1,7 @@
 //! The command line: `serve`, `token`, `admin-key create`. Every `serve` flag can also come from
 //! `DROPD_<FLAG>`; flags win over the environment, which wins over defaults.
 
+mod config;
 mod credentials;
 mod restore;
 mod serve;
@@ -40,6 +41,9 @@ pub enum Command {
     /// Rebuild a database from a replica (latest, --txid or --timestamp). Litestream's
     /// single-dash spellings (-txid, -timestamp, -if-db-not-exists...) work too.
     Restore(RestoreArgs),
+    /// Print the settings `serve` would run with (its flags, the environment, the config
+    /// file), secrets left out.
+    Config(ServeArgs),
     /// Measure hold attempts/s against the /healthz ceiling, group commit against a naive
     /// baseline, and reads under fire; prints a markdown table and writes JSON.
     #[cfg(feature = "bench")]
@@ -113,6 +117,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             credentials::revoke_admin_key(&id, &data_dir)
         }
         Command::Restore(args) => restore::restore(args),
+        Command::Config(args) => config::print(&args),
         #[cfg(feature = "bench")]
         Command::Bench(args) => {
             crate::telemetry::init("warn");

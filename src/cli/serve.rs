@@ -135,12 +135,12 @@ fn parse_retention(text: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
-pub(super) fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    telemetry::init("info");
-    let replica = replication_from_args(&args, &args.data_dir.join(crate::app::DB_FILE))?;
-    let settings = Settings {
-        listen: args.listen,
-        data_dir: args.data_dir,
+/// What the flags, the environment and the config file make of `serve`.
+pub(super) fn settings(args: &ServeArgs) -> anyhow::Result<Settings> {
+    let replica = replication_from_args(args, &args.data_dir.join(crate::app::DB_FILE))?;
+    Ok(Settings {
+        listen: args.listen.clone(),
+        data_dir: args.data_dir.clone(),
         synchronous: args.synchronous,
         batch_limit: args.batch_limit as usize,
         queue_size: args.queue_size as usize,
@@ -173,7 +173,12 @@ pub(super) fn serve(args: ServeArgs) -> anyhow::Result<()> {
         demo: args.demo,
         replica,
         ack_after_replicated: args.ack_after_replicated,
-    };
+    })
+}
+
+pub(super) fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    telemetry::init("info");
+    let settings = settings(&args)?;
     actix_web::rt::System::new().block_on(async move {
         let clock = Arc::new(SystemClock);
         let app = Application::build(&settings, clock.clone())?;

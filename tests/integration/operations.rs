@@ -322,3 +322,46 @@ fn version_names_the_release_and_the_git_revision() {
         );
     }
 }
+
+#[test]
+fn dropd_config_prints_what_flags_env_and_file_make_of_serve_without_a_secret() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let secret = "a-token-secret-that-must-not-be-printed-0123";
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dropd"))
+        .args(["config", "--data-dir"])
+        .arg(dir.path())
+        .args(["--token-secret", secret, "--ip-rate", "7"])
+        .args([
+            "--replica",
+            "s3://bucket/prod?endpoint=http://127.0.0.1:9&region=eu-1",
+        ])
+        .env("DROPD_BUYER_RATE", "3")
+        .env("LITESTREAM_ACCESS_KEY_ID", "key-id-not-printed")
+        .env("LITESTREAM_SECRET_ACCESS_KEY", "secret-key-not-printed")
+        .output()
+        .expect("dropd config runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    let config: serde_json::Value = serde_json::from_str(&text).expect("json");
+    assert_eq!(config["ip_bucket"]["rate"], 7, "from the flag");
+    assert_eq!(config["buyer_bucket"]["rate"], 3, "from the environment");
+    assert_eq!(config["queue_size"], 8192, "the default");
+    assert_eq!(
+        config["token_secrets"]["key_ids"][0],
+        dropd::auth::key_id(secret.as_bytes())
+    );
+    assert!(config["replica"]["url"]
+        .as_str()
+        .is_some_and(|u| u.starts_with("s3://bucket/prod")));
+    assert_eq!(
+        config["replica"]["credentials_set"]["secret_access_key"],
+        true
+    );
+    for hidden in [secret, "key-id-not-printed", "secret-key-not-printed"] {
+        assert!(!text.contains(hidden), "{hidden} printed");
+    }
+}
