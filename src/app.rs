@@ -59,6 +59,9 @@ pub struct Settings {
     pub max_connections: usize,
     /// A writer quiet this long counts as stuck (not a flag: tests lower it).
     pub writer_stuck_after: Duration,
+    /// `--admin-listen`: the admin API, the operator page, `/metrics` and readiness detail on
+    /// this address instead of the public one.
+    pub admin_listen: Option<String>,
     /// `--drain-grace`: after SIGTERM, how long requests are still served with `/readyz` 503.
     pub drain_grace: Duration,
     /// `--streams-per-ip`: live-stock streams one address may hold (lifted by
@@ -95,6 +98,7 @@ impl Settings {
             max_connections: defaults::MAX_CONNECTIONS,
             streams_per_ip: defaults::STREAMS_PER_IP,
             drain_grace: defaults::DRAIN_GRACE,
+            admin_listen: None,
             writer_stuck_after: defaults::WRITER_STUCK_AFTER,
             demo: false,
             replica: None,
@@ -110,6 +114,7 @@ impl Settings {
 /// A built, bound, not yet running server.
 pub struct Application {
     port: u16,
+    admin_port: Option<u16>,
     server: Server,
     writer: Writer,
     writer_thread: WriterThread,
@@ -263,6 +268,17 @@ impl Application {
         let listener = TcpListener::bind(&settings.listen)
             .with_context(|| format!("binding {}", settings.listen))?;
         let port = listener.local_addr()?.port();
+        let admin_listener = settings
+            .admin_listen
+            .as_ref()
+            .map(|addr| {
+                TcpListener::bind(addr).with_context(|| format!("binding --admin-listen {addr}"))
+            })
+            .transpose()?;
+        let admin_port = admin_listener
+            .as_ref()
+            .map(|l| l.local_addr().map(|a| a.port()))
+            .transpose()?;
         let lifecycle = Lifecycle::default();
         let state = web::Data::new(AppState {
             writer: store.writer.clone(),
@@ -275,6 +291,7 @@ impl Application {
             keys: store.keys.clone(),
             admin_keys: admin_keys.clone(),
             writer_stuck_after: settings.writer_stuck_after,
+            admin_port,
             admission: crate::http::admission::Admission::new(settings.admission.clone()),
             demo: settings.demo,
             replica: replica_status.clone(),
@@ -284,6 +301,7 @@ impl Application {
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(actix_web::middleware::from_fn(limits::guard))
+                .wrap(actix_web::middleware::from_fn(http::sides::route))
                 .wrap(ErrorHandlers::new().default_handler(problem::ensure_problem))
                 // Outermost: every answer, the framework's own included, gets its id.
                 .wrap(actix_web::middleware::from_fn(http::request_id::trace))
@@ -297,11 +315,18 @@ impl Application {
         .backlog(4096)
         .disable_signals()
         .shutdown_timeout(10)
-        .listen(listener)?
+        .listen(listener)?;
+        // One server on both sockets: which routes answer is decided by the socket a request
+        // came in on (see `http::Side`).
+        let server = match admin_listener {
+            Some(admin) => server.listen(admin)?,
+            None => server,
+        }
         .run();
         lifecycle.set_ready();
         Ok(Self {
             port,
+            admin_port,
             server,
             writer: store.writer,
             writer_thread: store.thread,
@@ -346,6 +371,11 @@ impl Application {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The `--admin-listen` port, if there is one.
+    pub fn admin_port(&self) -> Option<u16> {
+        self.admin_port
     }
 
     pub fn writer(&self) -> Writer {

@@ -100,6 +100,11 @@ pub struct ServeArgs {
     /// Open connections kept at once; more wait in the listen backlog.
     #[arg(long, env = "DROPD_MAX_CONNECTIONS", default_value_t = defaults::MAX_CONNECTIONS)]
     pub max_connections: usize,
+    /// Serve the admin API, the /admin page, /metrics and readiness detail on this address
+    /// (loopback, say) and no longer on --listen. Without it everything shares one listener and
+    /// readiness detail needs an admin key.
+    #[arg(long, env = "DROPD_ADMIN_LISTEN")]
+    pub admin_listen: Option<String>,
     /// After SIGTERM, how long /readyz says 503 while requests are still served (a load
     /// balancer moves traffic away), before the listener closes.
     #[arg(long, env = "DROPD_DRAIN_GRACE", default_value = defaults::DRAIN_GRACE_TEXT,
@@ -166,6 +171,7 @@ pub(super) fn settings(args: &ServeArgs) -> anyhow::Result<Settings> {
         max_connections: args.max_connections,
         streams_per_ip: args.streams_per_ip,
         drain_grace: args.drain_grace,
+        admin_listen: args.admin_listen.clone(),
         writer_stuck_after: defaults::WRITER_STUCK_AFTER,
         box_id: args.box_id.clone(),
         max_subscribers: args.max_subscribers,
@@ -189,6 +195,10 @@ pub(super) fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let base = format!("http://{host}:{}", app.port());
         if args.demo {
             demo::ensure(&app, clock.as_ref(), &base, &settings.data_dir).await?;
+        }
+        if let (Some(port), Some(addr)) = (app.admin_port(), &settings.admin_listen) {
+            let host = addr.rsplit_once(':').map_or("127.0.0.1", |(h, _)| h);
+            println!("dropd admin listening on http://{host}:{port}");
         }
         println!("dropd listening on {base}");
         tracing::info!(

@@ -99,6 +99,12 @@ impl FromRequest for Admin {
     }
 }
 
+/// The id of the active admin key the request carries, if it carries one (no refusal).
+pub fn admin_key_id(req: &HttpRequest) -> Option<String> {
+    let key = bearer(req).ok()?;
+    state(req).ok()?.admin_keys.check(key)
+}
+
 /// The `Idempotency-Key` header, required on requests that create something.
 pub struct IdemKey(pub IdempotencyKey);
 

@@ -12,7 +12,10 @@ pub async fn healthz() -> HttpResponse {
 }
 
 /// Ready to take buyers: started, not draining, and the writer is running.
-pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn readyz(
+    state: web::Data<AppState>,
+    req: actix_web::HttpRequest,
+) -> Result<HttpResponse, ApiError> {
     let phase = state.lifecycle.phase();
     if phase != "ready" {
         return Err(ApiError::new(
@@ -53,8 +56,18 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
         ));
     }
     // A failing replica does not make the server unready (buyers are still served); it is shown
-    // here and in /metrics for operators and alerts.
-    let replica = state.replica.as_ref().map(|r| r.snapshot());
+    // here and in /metrics for operators and alerts, but its URL and errors only to them: on
+    // the admin listener, or with an admin key.
+    let operator = crate::http::sides::on_admin_listener(&req)
+        || (state.admin_port.is_none() && crate::http::extract::admin_key_id(&req).is_some());
+    let replica = state.replica.as_ref().map(|r| {
+        let snapshot = r.snapshot();
+        if operator {
+            serde_json::to_value(&snapshot).unwrap_or_default()
+        } else {
+            serde_json::json!({ "state": snapshot.state })
+        }
+    });
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "status": "ready",
         "writer": { "queue_depth": writer.queue_depth },

@@ -13,6 +13,7 @@ mod orders;
 mod pages;
 pub mod problem;
 pub mod request_id;
+pub mod sides;
 pub mod state;
 
 use actix_web::{web, HttpResponse};
@@ -42,13 +43,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         )
         .into()
     }))
+    .service(get("/healthz", health::healthz))
+    .service(get("/readyz", health::readyz))
     .service(get("/", pages::index))
     .service(get("/assets/app.js", pages::app_js))
     .service(get("/assets/app.css", pages::app_css))
     .service(get("/admin", pages::admin))
     .service(get("/assets/admin.js", pages::admin_js))
-    .service(get("/healthz", health::healthz))
-    .service(get("/readyz", health::readyz))
     .service(get("/metrics", metrics::metrics))
     .service(get("/openapi.json", pages::openapi))
     .service(

@@ -25,6 +25,8 @@ pub struct AppState {
     pub keys: Arc<crate::store::KeyBook>,
     /// The active admin keys, kept current by the `admin-keys` thread.
     pub admin_keys: Arc<crate::auth::AdminKeyBook>,
+    /// `--admin-listen`'s port: admin routes answer only there (else on the one listener).
+    pub admin_port: Option<u16>,
     /// A writer quiet this long is stuck (`/readyz`).
     pub writer_stuck_after: std::time::Duration,
     /// Who may write now: per-address and per-buyer buckets, one write in flight per buyer.

@@ -59,7 +59,8 @@ async fn a_two_gigabyte_database_ships_in_bounded_memory_and_a_clean_restart_shi
 
     let server = ServerProcess::start_with(&data, &args, &[]);
     let http = client();
-    let api = server.api(&http);
+    // As an operator: readiness shows the replica's detail only with an admin key.
+    let api = server.api(&http).with_admin_key(&admin_key);
     let shipped = wait_txid(&api, 0, Duration::from_secs(600)).await;
     let image = &shipped["last_image"];
     let rss_before = image["rss_before_bytes"].as_u64().expect("rss before");
@@ -76,9 +77,7 @@ async fn a_two_gigabyte_database_ships_in_bounded_memory_and_a_clean_restart_shi
     assert_eq!(image["reason"], "start", "{image}");
     assert!(image["pages"].as_u64().expect("pages") * 4096 >= BALLAST_BYTES);
 
-    api.with_admin_key(&admin_key)
-        .create_drop(&live_spec("large"))
-        .await;
+    api.create_drop(&live_spec("large")).await;
     let buyer = api.buyer("large-buyer");
     let mut holds = buyer.hold_many("large", "first-", 20).await;
     let files_before = list_replica(&replica);
@@ -95,7 +94,7 @@ async fn a_two_gigabyte_database_ships_in_bounded_memory_and_a_clean_restart_shi
 
     // The clean restart resumes: no image, the TXIDs go on, later writes arrive as deltas.
     let server = ServerProcess::start_with(&data, &args, &[]);
-    let api = server.api(&http);
+    let api = server.api(&http).with_admin_key(&admin_key);
     let txid_before = files_before.iter().map(|f| f.max_txid).max().unwrap_or(0);
     let buyer = api.buyer("large-buyer");
     holds.extend(buyer.hold_many("large", "second-", 20).await);

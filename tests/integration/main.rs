@@ -4,6 +4,7 @@
 mod support;
 
 mod admin_keys;
+mod admin_listener;
 mod admission;
 mod authorization;
 mod bad_input;

@@ -245,8 +245,16 @@ impl Api {
         self.get_json("/healthz").await
     }
 
+    /// `/readyz` as an operator: with the admin key, when this client has one, which shows the
+    /// replica's detail.
     pub async fn readyz(&self) -> Value {
-        self.get_json("/readyz").await
+        let mut req = self.http.get(self.url("/readyz"));
+        if let Some(key) = &self.admin_key {
+            req = req.bearer_auth(key);
+        }
+        let res = req.send().await.expect("request sent");
+        assert_eq!(res.status(), 200, "GET /readyz");
+        res.json().await.expect("json body")
     }
 
     /// The replica's status as `/readyz` shows it (null without a replica).
