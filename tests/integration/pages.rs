@@ -62,3 +62,35 @@ async fn the_openapi_document_names_every_problem_code_the_design_lists() {
     );
     app.stop().await;
 }
+
+/// The served document is valid OpenAPI 3.1, as an independent validator (PyPI
+/// `openapi-spec-validator`, installed by `make test`) reads it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_served_openapi_document_is_valid_openapi() {
+    let app = spawn_app().await;
+    let doc = app
+        .client
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .expect("sent")
+        .bytes()
+        .await
+        .expect("body");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("openapi.json");
+    std::fs::write(&path, &doc).expect("written");
+    let validator = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/tools-venv/bin/openapi-spec-validator");
+    let out = std::process::Command::new(&validator)
+        .arg(&path)
+        .output()
+        .unwrap_or_else(|e| panic!("{} ({e}): run `make test-deps`", validator.display()));
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    app.stop().await;
+}
