@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use chrono::{DateTime, Utc};
-use rusqlite::{named_params, Connection, OpenFlags};
+use rusqlite::{named_params, Connection};
 use serde::Serialize;
 
 use super::StoreError;
@@ -85,15 +85,7 @@ pub struct KeyWatch {
 
 impl KeyWatch {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
-        // Only the writer checkpoints, even when this connection happens to close last.
-        conn.set_db_config(
-            rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
-            true,
-        )?;
+        let conn = super::open::open_reader(path)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         Ok(Self { conn, seen: None })
     }

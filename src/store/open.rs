@@ -82,3 +82,17 @@ pub fn open_writer(path: &Path, synchronous: Synchronous) -> Result<Connection, 
 pub fn open_for_cli(path: &Path) -> Result<Connection, StoreError> {
     open_writer(path, Synchronous::Full)
 }
+
+/// A read-only connection of its own (the WAL guard, the admin-key watch) that never
+/// checkpoints, even when it happens to close last: only the writer does.
+pub fn open_reader(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+        true,
+    )?;
+    Ok(conn)
+}
