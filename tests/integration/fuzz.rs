@@ -10,7 +10,7 @@ use crate::support::api::{buyer_token, client};
 use crate::support::process::{create_admin_key, ServerProcess};
 use crate::support::spec::live_spec;
 
-fn schemathesis(base: &str, header: &str) -> (bool, String) {
+fn schemathesis(base: &str, header: &str, workdir: &Path) -> (bool, String) {
     let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/tools-venv/bin/schemathesis");
     let out = Command::new(&bin)
         .args(["run", &format!("{base}/openapi.json")])
@@ -30,6 +30,8 @@ fn schemathesis(base: &str, header: &str) -> (bool, String) {
         ])
         .args(["-H", header])
         .env("NO_COLOR", "1")
+        // Its cache of past runs goes to the test's directory, not the checkout.
+        .current_dir(workdir)
         .output()
         .unwrap_or_else(|e| panic!("{} ({e}): run `make test-deps`", bin.display()));
     (
@@ -65,9 +67,11 @@ async fn schemathesis_finds_no_failure_as_a_buyer_an_admin_or_anonymously() {
     ];
     for (role, header) in roles {
         let (base, header) = (base.clone(), header.clone());
-        let (ok, report) = tokio::task::spawn_blocking(move || schemathesis(&base, &header))
-            .await
-            .expect("joined");
+        let workdir = dir.path().to_owned();
+        let (ok, report) =
+            tokio::task::spawn_blocking(move || schemathesis(&base, &header, &workdir))
+                .await
+                .expect("joined");
         assert!(ok, "schemathesis as {role}:\n{report}");
     }
     server.terminate();
