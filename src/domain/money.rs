@@ -26,11 +26,13 @@ impl Currency {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Money {
     /// Minor units (cents).
     pub amount: i64,
+    /// ISO 4217.
+    #[schema(value_type = String, pattern = "^[A-Z]{3}$")]
     pub currency: Currency,
 }
 

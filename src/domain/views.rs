@@ -3,22 +3,28 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::domain::clock::serde_rfc3339;
 use crate::domain::{DropState, Money};
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewSku {
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub sku: String,
+    #[schema(min_length = 1, max_length = 200)]
     pub name: String,
     pub price: Money,
+    #[schema(minimum = 0)]
     pub stock: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewDrop {
+    /// Lowercase letters, digits and inner dashes: the drop's address.
+    #[schema(pattern = "^[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?$")]
     pub id: String,
     pub name: String,
     #[serde(default)]
@@ -27,12 +33,16 @@ pub struct NewDrop {
     pub starts_at: DateTime<Utc>,
     #[serde(with = "serde_rfc3339")]
     pub ends_at: DateTime<Utc>,
+    #[schema(minimum = 1, maximum = 1000)]
     pub per_buyer_limit: i64,
+    /// How long a hold keeps its units before they go back on sale.
+    #[schema(minimum = 10, maximum = 86400)]
     pub hold_seconds: i64,
+    #[schema(min_items = 1, max_items = 200)]
     pub skus: Vec<NewSku>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SkuPricePatch {
     pub sku: String,
@@ -40,7 +50,7 @@ pub struct SkuPricePatch {
 }
 
 /// Admin changes to a drop; absent fields stay as they are.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DropPatch {
     pub name: Option<String>,
@@ -52,23 +62,27 @@ pub struct DropPatch {
     pub per_buyer_limit: Option<i64>,
     pub hold_seconds: Option<i64>,
     /// `paused`, `live` (resume, or start now) or `closed` (for good).
+    #[schema(schema_with = patch_state)]
     pub state: Option<DropState>,
     /// New prices for some SKUs; an order takes its SKU's price at confirmation.
     pub prices: Option<Vec<SkuPricePatch>>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[schema(as = Sku)]
 pub struct SkuView {
     pub sku: String,
     pub name: String,
     pub price: Money,
     pub stock: i64,
+    /// Units a buyer can hold now: stock less held and sold.
     pub available: i64,
     pub held: i64,
     pub sold: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[schema(as = Drop)]
 pub struct DropView {
     pub id: String,
     pub name: String,
@@ -80,11 +94,12 @@ pub struct DropView {
     pub per_buyer_limit: i64,
     pub hold_seconds: i64,
     pub state: DropState,
+    /// Grows with every committed change; the `ETag` and the live stream's event ids.
     pub version: i64,
     pub skus: Vec<SkuView>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum HoldState {
     Active,
@@ -114,23 +129,28 @@ impl HoldState {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[schema(as = Hold)]
 pub struct HoldView {
     pub hold_id: String,
     pub drop_id: String,
     pub sku: String,
     pub quantity: i64,
+    /// The order in which the writer took this drop's attempts: first come, first served.
     pub attempt_seq: i64,
     #[serde(with = "serde_rfc3339")]
     pub created_at: DateTime<Utc>,
     #[serde(with = "serde_rfc3339")]
     pub expires_at: DateTime<Utc>,
     pub state: HoldState,
+    /// Once confirmed.
     #[serde(skip_serializing_if = "Option::is_none", default)]
+    #[schema(required = false, nullable = false)]
     pub order_id: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[schema(as = Order)]
 pub struct OrderView {
     pub order_id: String,
     pub hold_id: String,
@@ -143,6 +163,14 @@ pub struct OrderView {
     pub payment_ref: String,
     #[serde(with = "serde_rfc3339")]
     pub created_at: DateTime<Utc>,
+}
+
+/// A patch may move a drop to these states only; `scheduled` comes from the clock.
+fn patch_state() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(["paused", "live", "closed"]))
+        .build()
 }
 
 mod opt_rfc3339 {

@@ -2,13 +2,28 @@ use actix_web::http::header;
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 
+use crate::domain::views::DropView;
+use crate::domain::views::OrderView;
 use crate::domain::views::{DropPatch, NewDrop};
+use crate::http::codes::Code;
 use crate::http::drops::parse_drop_id;
 use crate::http::extract::Admin;
+use crate::http::openapi::problems::{problems, ADMIN, BODY, EVERY, READ, SPLIT, WRITE};
+use crate::http::openapi::streams::OperatorEvent;
 use crate::http::problem::ApiError;
 use crate::http::state::AppState;
 use crate::store::{drops, orders};
 
+problems!(CreateDropProblems: EVERY, SPLIT, ADMIN, BODY, WRITE, &[Code::DropExists]);
+
+/// Create a drop with its SKUs and stock.
+#[utoipa::path(post, path = "/v1/admin/drops", tag = "admin", security(("admin" = [])),
+    request_body = NewDrop,
+    responses(
+        (status = 201, description = "the drop", body = DropView,
+            headers(("Location" = String, description = "the drop's address"))),
+        CreateDropProblems,
+    ))]
 pub async fn create_drop(
     state: web::Data<AppState>,
     _: Admin,
@@ -20,6 +35,16 @@ pub async fn create_drop(
         .json(view))
 }
 
+problems!(UpdateDropProblems: EVERY, SPLIT, ADMIN, BODY, WRITE, &[
+    Code::UnknownSku,
+    Code::InvalidStateTransition,
+]);
+
+/// Change a drop's settings, prices or state (pause, resume, close).
+#[utoipa::path(patch, path = "/v1/admin/drops/{drop}", tag = "admin", security(("admin" = [])),
+    params(("drop" = String, Path, description = "the drop's id")),
+    request_body = DropPatch,
+    responses((status = 200, description = "the drop", body = DropView), UpdateDropProblems))]
 pub async fn update_drop(
     state: web::Data<AppState>,
     _: Admin,
@@ -34,12 +59,27 @@ pub async fn update_drop(
     Ok(HttpResponse::Ok().json(view))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StockChange {
+    /// Units to add (positive) or take away (negative).
     delta: i64,
 }
 
+problems!(AdjustStockProblems: EVERY, SPLIT, ADMIN, BODY, WRITE, &[
+    Code::UnknownSku,
+    Code::StockBelowCommitted,
+]);
+
+/// Add stock, or take back unsold units.
+#[utoipa::path(post, path = "/v1/admin/drops/{drop}/skus/{sku}/stock", tag = "admin",
+    security(("admin" = [])),
+    params(
+        ("drop" = String, Path, description = "the drop's id"),
+        ("sku" = String, Path, description = "the SKU's code"),
+    ),
+    request_body = StockChange,
+    responses((status = 200, description = "the drop", body = DropView), AdjustStockProblems))]
 pub async fn adjust_stock(
     state: web::Data<AppState>,
     _: Admin,
@@ -57,8 +97,18 @@ pub async fn adjust_stock(
 
 const ORDERS_PAGE: i64 = 500;
 
+problems!(DropOrdersProblems: EVERY, SPLIT, ADMIN, READ);
+
 /// Every order of a drop as newline-delimited JSON, read page by page so a large drop never
 /// holds a pooled connection (or memory) for the whole export.
+#[utoipa::path(get, path = "/v1/admin/drops/{drop}/orders", tag = "admin",
+    security(("admin" = [])),
+    params(("drop" = String, Path, description = "the drop's id")),
+    responses(
+        (status = 200, description = "one `Order` per line", body = OrderView,
+            content_type = "application/x-ndjson"),
+        DropOrdersProblems,
+    ))]
 pub async fn list_drop_orders(
     state: web::Data<AppState>,
     _: Admin,
@@ -101,7 +151,15 @@ pub async fn list_drop_orders(
         .streaming(pages))
 }
 
+problems!(AdminEventsProblems: EVERY, SPLIT, ADMIN, READ);
+
 /// `GET /v1/admin/events`: the operator page's feed, one `stats` event a second.
+#[utoipa::path(get, path = "/v1/admin/events", tag = "admin", security(("admin" = [])),
+    responses(
+        (status = 200, description = "an endless event stream", body = OperatorEvent,
+            content_type = "text/event-stream"),
+        AdminEventsProblems,
+    ))]
 pub async fn stream_admin_events(
     state: web::Data<AppState>,
     _: Admin,

@@ -14,7 +14,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use actix_web::http::StatusCode;
 use actix_web::HttpRequest;
 use governor::clock::Clock;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -23,6 +22,7 @@ use rand::Rng;
 
 use crate::defaults;
 use crate::domain::BuyerId;
+use crate::http::codes::Code;
 use crate::http::problem::ApiError;
 
 const SHARDS: usize = 32;
@@ -114,8 +114,7 @@ fn too_many(detail: &str, wait: Duration) -> ApiError {
     // Whole seconds, plus up to two more at random: refused clients spread out.
     let jitter = rand::rng().random_range(0..=2);
     let seconds = wait.as_secs() as u32 + u32::from(wait.subsec_nanos() > 0) + jitter;
-    ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too-many-requests", detail)
-        .retry_after(seconds.max(1))
+    ApiError::new(Code::TooManyRequests, detail).retry_after(seconds.max(1))
 }
 
 impl Admission {

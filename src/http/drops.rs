@@ -3,10 +3,22 @@
 use actix_web::http::header;
 use actix_web::{web, HttpResponse};
 
+use crate::domain::views::DropView;
 use crate::domain::DropId;
+use crate::http::openapi::problems::{problems, EVERY, READ, SPLIT};
 use crate::http::problem::ApiError;
 use crate::http::state::AppState;
 
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct DropList {
+    pub drops: Vec<DropView>,
+}
+
+problems!(ListDropsProblems: EVERY, SPLIT, READ);
+
+/// Every drop, with its state as of now.
+#[utoipa::path(get, path = "/v1/drops", tag = "buyers",
+    responses((status = 200, description = "the drops", body = DropList), ListDropsProblems))]
 pub async fn list_drops(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let all = state.hub.list_or_load().await.map_err(load_failed)?;
     let now = state.clock.now();
@@ -18,9 +30,19 @@ pub async fn list_drops(state: web::Data<AppState>) -> Result<HttpResponse, ApiE
             view
         })
         .collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "drops": views })))
+    Ok(HttpResponse::Ok().json(DropList { drops: views }))
 }
 
+problems!(GetDropProblems: EVERY, SPLIT, READ);
+
+/// One drop: its SKUs with live availability. The `ETag` is its version.
+#[utoipa::path(get, path = "/v1/drops/{drop}", tag = "buyers",
+    params(("drop" = String, Path, description = "the drop's id")),
+    responses(
+        (status = 200, description = "the drop", body = DropView,
+            headers(("ETag" = String, description = "the drop's version, quoted"))),
+        GetDropProblems,
+    ))]
 pub async fn get_drop(
     state: web::Data<AppState>,
     path: web::Path<String>,

@@ -1,13 +1,33 @@
 //! `GET /v1/drops/{drop}/events`: the live stock stream (SSE).
 
-use actix_web::http::{header, StatusCode};
+use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use crate::events::SubscribeError;
+use crate::http::codes::Code;
 use crate::http::drops::parse_drop_id;
+use crate::http::openapi::problems::{problems, EVERY, READ, SPLIT};
+use crate::http::openapi::streams::LiveEvent;
 use crate::http::problem::ApiError;
 use crate::http::state::AppState;
 
+problems!(DropEventsProblems: EVERY, SPLIT, READ, &[
+    Code::TooManyStreams,
+    Code::TooManySubscribers,
+    Code::Unavailable,
+]);
+
+/// Live stock as server-sent events; `Last-Event-ID` resumes from a version.
+#[utoipa::path(get, path = "/v1/drops/{drop}/events", tag = "buyers",
+    params(
+        ("drop" = String, Path, description = "the drop's id"),
+        ("Last-Event-ID" = Option<String>, Header, description = "the last version seen"),
+    ),
+    responses(
+        (status = 200, description = "an endless event stream", body = LiveEvent,
+            content_type = "text/event-stream"),
+        DropEventsProblems,
+    ))]
 pub async fn stream_drop_events(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -33,20 +53,17 @@ pub async fn stream_drop_events(
         .subscribe(&drop_id, last_event_id, state.admission.client_ip(&req))
         .map_err(|err| match err {
             SubscribeError::Full => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "too-many-subscribers",
+                Code::TooManySubscribers,
                 "this server has as many live-stock streams open as it allows; retry shortly",
             )
             .retry_after(5),
             SubscribeError::Closed => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
+                Code::Unavailable,
                 "the server is shutting down; retry shortly",
             )
             .retry_after(2),
             SubscribeError::TooManyFromAddress => ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too-many-streams",
+                Code::TooManyStreams,
                 "this address has as many live-stock streams open as it may; close one first",
             )
             .retry_after(5),

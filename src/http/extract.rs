@@ -2,11 +2,12 @@
 
 use std::future::{ready, Ready};
 
-use actix_web::http::{header, StatusCode};
+use actix_web::http::header;
 use actix_web::{dev::Payload, web, FromRequest, HttpMessage, HttpRequest};
 
 use crate::auth;
 use crate::domain::{BuyerId, IdempotencyKey};
+use crate::http::codes::Code;
 use crate::http::problem::ApiError;
 use crate::http::request_id::Caller;
 use crate::http::state::AppState;
@@ -64,7 +65,10 @@ impl FromRequest for Buyer {
         ready((|| {
             let token = bearer(req)?;
             let buyer = state(req)?.tokens.verify(token).map_err(|err| {
-                ApiError::new(StatusCode::UNAUTHORIZED, err.code(), err.to_string())
+                ApiError::new(
+                    Code::parse(err.code()).unwrap_or(Code::Unauthorized),
+                    err.to_string(),
+                )
             })?;
             req.extensions_mut().insert(Caller::Buyer(buyer.clone()));
             Ok(Buyer(buyer))
@@ -114,10 +118,7 @@ impl FromRequest for IdemKey {
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let result = match req.headers().get("idempotency-key") {
-            None => Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "idempotency-key-missing",
-                "send an Idempotency-Key header (for example a UUID) so the request can be retried safely",
+            None => Err(ApiError::new(Code::IdempotencyKeyMissing, "send an Idempotency-Key header (for example a UUID) so the request can be retried safely",
             )),
             Some(value) => value
                 .to_str()
@@ -125,7 +126,7 @@ impl FromRequest for IdemKey {
                 .and_then(IdempotencyKey::parse)
                 .map(IdemKey)
                 .map_err(|detail| {
-                    ApiError::new(StatusCode::BAD_REQUEST, "idempotency-key-invalid", detail)
+                    ApiError::new(Code::IdempotencyKeyInvalid, detail)
                 }),
         };
         ready(result)

@@ -1,10 +1,19 @@
-use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 
+use crate::http::codes::Code;
+use crate::http::openapi::problems::{problems, EVERY};
 use crate::http::problem::ApiError;
 use crate::http::state::AppState;
 
+problems!(HealthProblems: EVERY);
+
 /// Alive: the process answers. Cheap on purpose; it is the benchmark's ceiling.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses(
+        (status = 200, description = "alive", content_type = "application/json",
+            body = inline(Liveness), example = json!({"status": "ok"})),
+        HealthProblems,
+    ))]
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("application/json")
@@ -12,6 +21,34 @@ pub async fn healthz() -> HttpResponse {
 }
 
 /// Ready to take buyers: started, not draining, and the writer is running.
+/// The body of `/healthz`, sent as fixed bytes.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct Liveness {
+    status: String,
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Readiness {
+    status: &'static str,
+    writer: WriterReadiness,
+    /// Without a replica, null; else its `state` (`starting`, `ok`, `failing`), and for
+    /// operators (admin listener, or an admin key) its URL, TXID, errors and counters.
+    #[schema(value_type = Option<Object>)]
+    replica: Option<serde_json::Value>,
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct WriterReadiness {
+    queue_depth: i64,
+}
+
+problems!(ReadyProblems: EVERY, &[Code::Unavailable]);
+
+/// Ready for buyers: 503 with the reason while starting, draining, or when the writer is
+/// stuck, its queue saturated or the disk full. A failing replica does not make it unready.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, description = "ready", body = Readiness), ReadyProblems))]
 pub async fn readyz(
     state: web::Data<AppState>,
     req: actix_web::HttpRequest,
@@ -19,26 +56,18 @@ pub async fn readyz(
     let phase = state.lifecycle.phase();
     if phase != "ready" {
         return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
+            Code::Unavailable,
             format!("the server is {phase}"),
         ));
     }
     if !state.writer.is_running() {
         return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
+            Code::Unavailable,
             "the store writer is not running",
         ));
     }
     let writer = state.writer.stats();
-    let unready = |detail: String| {
-        Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            detail,
-        ))
-    };
+    let unready = |detail: String| Err(ApiError::new(Code::Unavailable, detail));
     if writer.quiet_for >= state.writer_stuck_after {
         return unready(format!(
             "the store writer is stuck: no progress for {} ms",
@@ -68,9 +97,11 @@ pub async fn readyz(
             serde_json::json!({ "state": snapshot.state })
         }
     });
-    Ok(HttpResponse::Ok().json(serde_json::json!({
-        "status": "ready",
-        "writer": { "queue_depth": writer.queue_depth },
-        "replica": replica,
-    })))
+    Ok(HttpResponse::Ok().json(Readiness {
+        status: "ready",
+        writer: WriterReadiness {
+            queue_depth: writer.queue_depth,
+        },
+        replica,
+    }))
 }

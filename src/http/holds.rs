@@ -7,10 +7,15 @@ use std::sync::Arc;
 
 use actix_web::http::header::{HeaderName, HeaderValue};
 
+use crate::domain::views::{HoldView, OrderView};
 use crate::domain::{DropId, DropState, HoldId, Refusal};
+use crate::http::codes::Code;
 use crate::http::drops::parse_drop_id;
 use crate::http::extract::{Buyer, IdemKey, IpAdmitted};
 use crate::http::fingerprint;
+use crate::http::openapi::problems::{
+    problems, ADMITTED, BODY, BUYER, EVERY, IDEMPOTENT, READ, SPLIT, WRITE,
+};
 use crate::http::problem::ApiError;
 use crate::http::state::AppState;
 use crate::store::keys::{Remembered, Seen};
@@ -18,19 +23,54 @@ use crate::store::{holds, Answer, ConfirmHold, IdempotentRequest, PlaceHold, Sto
 
 const REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HoldRequest {
     sku: String,
+    #[schema(minimum = 1)]
     quantity: i64,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConfirmRequest {
+    /// The payment that pays for the hold.
+    #[schema(min_length = 1, max_length = 255)]
     payment_ref: String,
 }
 
+/// The header that makes a buyer's write safe to retry.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)] // read by the `IdemKey` extractor; this names it for the document
+struct RetryKey {
+    /// 1-255 visible ASCII characters; a retry with the same key and body gets the first
+    /// answer again.
+    #[param(rename = "Idempotency-Key", min_length = 1, max_length = 255)]
+    idempotency_key: String,
+}
+
+problems!(CreateHoldProblems: EVERY, SPLIT, ADMITTED, BUYER, IDEMPOTENT, BODY, WRITE, &[
+    Code::NotFound,
+    Code::SoldOut,
+    Code::LimitExceeded,
+    Code::DropNotLive,
+    Code::UnknownSku,
+    Code::ReplicaUnavailable,
+]);
+
+/// Hold units for the buyer: the first to reach the writer wins.
+#[utoipa::path(post, path = "/v1/drops/{drop}/holds", tag = "buyers", security(("buyer" = [])),
+    params(
+        ("drop" = String, Path, description = "the drop's id"),
+        RetryKey,
+    ),
+    request_body = HoldRequest,
+    responses(
+        (status = 201, description = "the hold", body = HoldView,
+            headers(("Idempotent-Replayed" = String, description = "`true` when this is the first answer, replayed for a retry"))),
+        CreateHoldProblems,
+    ))]
 pub async fn create_hold(
     state: web::Data<AppState>,
     _: IpAdmitted,
@@ -99,6 +139,26 @@ pub async fn create_hold(
     Ok(respond(answer, StatusCode::CREATED))
 }
 
+problems!(ConfirmHoldProblems: EVERY, SPLIT, ADMITTED, BUYER, IDEMPOTENT, BODY, WRITE, &[
+    Code::NotFound,
+    Code::HoldExpired,
+    Code::HoldReleased,
+    Code::HoldConfirmed,
+    Code::ReplicaUnavailable,
+]);
+
+/// Turn your hold into an order.
+#[utoipa::path(post, path = "/v1/holds/{hold}/confirm", tag = "buyers", security(("buyer" = [])),
+    params(
+        ("hold" = String, Path, description = "the hold's id"),
+        RetryKey,
+    ),
+    request_body = ConfirmRequest,
+    responses(
+        (status = 201, description = "the order", body = OrderView,
+            headers(("Idempotent-Replayed" = String, description = "`true` when this is the first answer, replayed for a retry"))),
+        ConfirmHoldProblems,
+    ))]
 pub async fn confirm_hold(
     state: web::Data<AppState>,
     _: IpAdmitted,
@@ -192,6 +252,12 @@ fn respond<T: Serialize>(answer: Answer<T>, success: StatusCode) -> HttpResponse
     res
 }
 
+problems!(GetHoldProblems: EVERY, SPLIT, BUYER, READ);
+
+/// One of your holds, with its state as of now; another buyer's is not found.
+#[utoipa::path(get, path = "/v1/holds/{hold}", tag = "buyers", security(("buyer" = [])),
+    params(("hold" = String, Path, description = "the hold's id")),
+    responses((status = 200, description = "the hold", body = HoldView), GetHoldProblems))]
 pub async fn get_hold(
     state: web::Data<AppState>,
     Buyer(buyer): Buyer,
@@ -206,6 +272,15 @@ pub async fn get_hold(
     Ok(HttpResponse::Ok().json(hold))
 }
 
+problems!(ReleaseHoldProblems: EVERY, SPLIT, ADMITTED, BUYER, WRITE, &[
+    Code::NotFound,
+    Code::HoldConfirmed,
+]);
+
+/// Give a hold back: its units are on sale again at once. Releasing twice is no error.
+#[utoipa::path(delete, path = "/v1/holds/{hold}", tag = "buyers", security(("buyer" = [])),
+    params(("hold" = String, Path, description = "the hold's id")),
+    responses((status = 204, description = "released"), ReleaseHoldProblems))]
 pub async fn release_hold(
     state: web::Data<AppState>,
     _: IpAdmitted,

@@ -8,12 +8,13 @@ use std::time::Duration;
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
-use actix_web::http::{header, StatusCode};
+use actix_web::http::header;
 use actix_web::middleware::Next;
 use actix_web::{web, Error, HttpMessage, ResponseError};
 use bytes::{Bytes, BytesMut};
 use futures_util::{FutureExt, StreamExt};
 
+use crate::http::codes::Code;
 use crate::http::problem::ApiError;
 use crate::http::JSON_LIMIT;
 
@@ -47,8 +48,7 @@ fn refuse<B>(req: ServiceRequest, err: ApiError, close: bool) -> ServiceResponse
 
 fn unreadable(err: actix_web::error::PayloadError) -> ApiError {
     ApiError::new(
-        StatusCode::BAD_REQUEST,
-        "bad-request",
+        Code::BadRequest,
         format!("the request body could not be read: {err}"),
     )
 }
@@ -69,8 +69,7 @@ pub async fn guard(
         .sum();
     if header_bytes > limits.max_header_bytes {
         let err = ApiError::new(
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            "header-too-large",
+            Code::HeaderTooLarge,
             format!(
                 "the request's headers are {header_bytes} bytes; at most {} are accepted",
                 limits.max_header_bytes
@@ -122,8 +121,7 @@ pub async fn guard(
             match tokio::time::timeout(limits.timeout, read).await {
                 Err(_) => {
                     let err = ApiError::new(
-                        StatusCode::REQUEST_TIMEOUT,
-                        "request-timeout",
+                        Code::RequestTimeout,
                         format!(
                             "the request body did not arrive in full within {}",
                             humantime::format_duration(limits.timeout)
@@ -137,8 +135,7 @@ pub async fn guard(
         };
         if body.len() > JSON_LIMIT {
             let err = ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload-too-large",
+                Code::PayloadTooLarge,
                 format!("the request body is larger than the {JSON_LIMIT} bytes allowed"),
             );
             return Ok(refuse(req, err, true));

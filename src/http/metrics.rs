@@ -6,6 +6,7 @@
 //! `process_resident_memory_bytes`, `process_open_fds`), `dropd_build_info{version,revision}`
 //! and `dropd_sku_available{drop,sku}`.
 
+use crate::http::openapi::problems::{problems, EVERY, SPLIT};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
@@ -106,6 +107,15 @@ fn process_figures() -> (Option<f64>, Option<f64>, Option<f64>) {
     (cpu, rss, fds)
 }
 
+problems!(MetricsProblems: EVERY, SPLIT);
+
+/// Prometheus text exposition: per-route requests and latency, the writer, the replica, the
+/// process, stock per SKU (docs/design.md, Metrics).
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses(
+        (status = 200, description = "the metrics", body = String, content_type = "text/plain"),
+        MetricsProblems,
+    ))]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     metrics::gauge!("dropd_writer_queue_depth").set(state.writer.stats().queue_depth as f64);
     if let Some(replica) = &state.replica {

@@ -2,6 +2,7 @@
 
 mod admin;
 pub mod admission;
+pub mod codes;
 mod drops;
 mod events;
 pub mod extract;
@@ -9,6 +10,7 @@ mod health;
 mod holds;
 pub mod limits;
 pub mod metrics;
+pub mod openapi;
 mod orders;
 mod pages;
 pub mod problem;
@@ -20,6 +22,7 @@ use actix_web::{web, HttpResponse};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use codes::Code;
 use problem::ApiError;
 
 /// Largest JSON body accepted; a drop with 200 SKUs fits comfortably.
@@ -35,14 +38,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::PathConfig::default()
             .error_handler(|err, _| ApiError::not_found(err.to_string()).into()),
     )
-    .app_data(web::QueryConfig::default().error_handler(|err, _| {
-        ApiError::new(
-            actix_web::http::StatusCode::BAD_REQUEST,
-            "bad-request",
-            err.to_string(),
-        )
-        .into()
-    }))
+    .app_data(
+        web::QueryConfig::default()
+            .error_handler(|err, _| ApiError::new(Code::BadRequest, err.to_string()).into()),
+    )
     .service(get("/healthz", health::healthz))
     .service(get("/readyz", health::readyz))
     .service(get("/", pages::index))

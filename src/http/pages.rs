@@ -7,6 +7,7 @@ use actix_web::{web, HttpResponse};
 use rand::Rng;
 
 use crate::domain::BuyerId;
+use crate::http::openapi::problems::{problems, EVERY, READ, SPLIT};
 use crate::http::problem::ApiError;
 use crate::http::state::AppState;
 
@@ -15,8 +16,6 @@ const APP_JS: &str = include_str!("../../web/app.js");
 const APP_CSS: &str = include_str!("../../web/app.css");
 const ADMIN: &str = include_str!("../../web/admin.html");
 const ADMIN_JS: &str = include_str!("../../web/admin.js");
-/// Kept beside the routes it describes; a test checks every route is in it.
-const OPENAPI: &str = include_str!("openapi.json");
 
 /// Everything the pages load comes from this server, and no other site may frame them (a
 /// framed buy button is a clickjacking target).
@@ -36,6 +35,14 @@ fn page(content_type: &str, body: &'static str) -> HttpResponse {
         .body(body)
 }
 
+problems!(PageProblems: EVERY, SPLIT);
+
+/// The drop page.
+#[utoipa::path(get, path = "/", tag = "pages",
+    responses(
+        (status = 200, description = "the page", body = String, content_type = "text/html"),
+        PageProblems,
+    ))]
 pub async fn index() -> HttpResponse {
     page("text/html; charset=utf-8", INDEX)
 }
@@ -48,14 +55,26 @@ pub async fn app_css() -> HttpResponse {
     page("text/css; charset=utf-8", APP_CSS)
 }
 
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+    responses(
+        (status = 200, description = "OpenAPI 3.1", body = Object),
+        PageProblems,
+    ))]
 pub async fn openapi() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("application/json")
         .insert_header((header::CACHE_CONTROL, "no-cache"))
-        .body(OPENAPI)
+        .body(crate::http::openapi::document())
 }
 
 /// The operator page; its data needs an admin key, which the page asks for.
+/// The operator page (its feed and actions need an admin key).
+#[utoipa::path(get, path = "/admin", tag = "pages",
+    responses(
+        (status = 200, description = "the page", body = String, content_type = "text/html"),
+        PageProblems,
+    ))]
 pub async fn admin() -> HttpResponse {
     page("text/html; charset=utf-8", ADMIN)
 }
@@ -65,6 +84,19 @@ pub async fn admin_js() -> HttpResponse {
 }
 
 /// `--demo` only: a token for a fresh demo buyer, so the page works with no setup.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct DemoToken {
+    #[schema(value_type = String)]
+    buyer: BuyerId,
+    /// Valid for a day.
+    token: String,
+}
+
+problems!(DemoTokenProblems: EVERY, SPLIT, READ);
+
+/// A token for a fresh demo buyer, on a server started with `--demo` only (else not found).
+#[utoipa::path(get, path = "/v1/demo/token", tag = "buyers",
+    responses((status = 200, description = "a token", body = DemoToken), DemoTokenProblems))]
 pub async fn demo_token(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     if !state.demo {
         return Err(ApiError::not_found(
@@ -77,5 +109,5 @@ pub async fn demo_token(state: web::Data<AppState>) -> Result<HttpResponse, ApiE
         .tokens
         .mint(&buyer, Duration::from_secs(24 * 3600))
         .map_err(|_| ApiError::internal())?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "buyer": buyer, "token": token })))
+    Ok(HttpResponse::Ok().json(DemoToken { buyer, token }))
 }

@@ -10,6 +10,7 @@ use actix_web::{error::JsonPayloadError, HttpResponse, ResponseError};
 use serde_json::{json, Map, Value};
 
 use crate::domain::Refusal;
+use crate::http::codes::Code;
 use crate::store::StoreError;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -17,7 +18,7 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
-    code: &'static str,
+    code: Code,
     detail: String,
     /// Extra members beside the standard ones (for example `available` on sold-out).
     extra: Map<String, Value>,
@@ -28,12 +29,23 @@ pub struct ApiError {
 
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}: {}", self.status.as_u16(), self.code, self.detail)
+        write!(
+            f,
+            "{} {}: {}",
+            self.status.as_u16(),
+            self.code.as_str(),
+            self.detail
+        )
     }
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
+    pub fn new(code: Code, detail: impl Into<String>) -> Self {
+        Self::with_status(code.status(), code, detail)
+    }
+
+    /// A framework refusal that keeps its own status (`bad-request` travels with several).
+    pub fn with_status(status: StatusCode, code: Code, detail: impl Into<String>) -> Self {
         Self {
             status,
             code,
@@ -49,37 +61,31 @@ impl ApiError {
         Self {
             allow: Some(allow),
             ..Self::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method-not-allowed",
+                Code::MethodNotAllowed,
                 format!("this resource takes {allow}"),
             )
         }
     }
 
     pub fn unauthorized(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", detail)
+        Self::new(Code::Unauthorized, detail)
     }
 
     pub fn forbidden(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, "forbidden", detail)
+        Self::new(Code::Forbidden, detail)
     }
 
     pub fn not_found(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not-found", detail)
+        Self::new(Code::NotFound, detail)
     }
 
     pub fn validation(detail: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "validation-failed",
-            detail,
-        )
+        Self::new(Code::ValidationFailed, detail)
     }
 
     pub fn internal() -> Self {
         Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
+            Code::Internal,
             "the server failed to handle this request; it has been logged",
         )
     }
@@ -90,50 +96,25 @@ impl ApiError {
     }
 
     pub fn code(&self) -> &'static str {
-        self.code
+        self.code.as_str()
     }
 
     pub fn body(&self) -> Value {
         let mut body = self.extra.clone();
         body.insert(
             "type".into(),
-            json!(format!("urn:dropd:problem:{}", self.code)),
+            json!(format!("urn:dropd:problem:{}", self.code.as_str())),
         );
-        body.insert("title".into(), json!(title(self.code, self.status)));
+        let title = match self.code {
+            Code::BadRequest => self.status.canonical_reason().unwrap_or("Bad Request"),
+            code => code.title(),
+        };
+        body.insert("title".into(), json!(title));
         body.insert("status".into(), json!(self.status.as_u16()));
         body.insert("detail".into(), json!(self.detail));
-        body.insert("code".into(), json!(self.code));
+        body.insert("code".into(), json!(self.code.as_str()));
         Value::Object(body)
     }
-}
-
-/// A short, stable summary per code.
-fn title(code: &str, status: StatusCode) -> String {
-    let known = match code {
-        "sold-out" => "Sold out",
-        "limit-exceeded" => "Per-buyer limit reached",
-        "drop-not-live" => "Drop is not live",
-        "hold-expired" => "Hold expired",
-        "hold-released" => "Hold was released",
-        "hold-confirmed" => "Hold already confirmed",
-        "idempotency-key-missing" => "Idempotency-Key header required",
-        "idempotency-key-invalid" => "Idempotency-Key header malformed",
-        "idempotency-key-reused" => "Idempotency-Key reused with another request",
-        "validation-failed" => "Request failed validation",
-        "malformed-json" => "Request body is not valid JSON",
-        "unknown-sku" => "Unknown SKU",
-        "drop-exists" => "Drop already exists",
-        "stock-below-committed" => "Stock below what is held or sold",
-        "invalid-state-transition" => "State change not allowed",
-        "overloaded" => "Server overloaded",
-        "insufficient-storage" => "Disk full",
-        "storage-replaced" => "Database files replaced",
-        "unavailable" => "Service unavailable",
-        "too-many-subscribers" => "Too many live-stock streams",
-        "replica-unavailable" => "Not yet confirmed by the replica",
-        _ => return status.canonical_reason().unwrap_or("Error").to_owned(),
-    };
-    known.to_owned()
 }
 
 impl std::error::Error for ApiError {}
@@ -193,22 +174,7 @@ impl ApiError {
 
 impl From<Refusal> for ApiError {
     fn from(refusal: Refusal) -> Self {
-        let status = match &refusal {
-            Refusal::NotFound { .. } => StatusCode::NOT_FOUND,
-            Refusal::HoldExpired { .. } => StatusCode::GONE,
-            Refusal::IdempotencyKeyReused
-            | Refusal::ValidationFailed { .. }
-            | Refusal::UnknownSku { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            Refusal::SoldOut { .. }
-            | Refusal::LimitExceeded { .. }
-            | Refusal::DropNotLive { .. }
-            | Refusal::HoldReleased
-            | Refusal::HoldConfirmed { .. }
-            | Refusal::DropExists { .. }
-            | Refusal::StockBelowCommitted { .. }
-            | Refusal::InvalidTransition { .. } => StatusCode::CONFLICT,
-        };
-        let mut err = ApiError::new(status, refusal.code(), refusal.to_string());
+        let mut err = ApiError::new(Code::of_refusal(&refusal), refusal.to_string());
         if let Ok(Value::Object(fields)) = serde_json::to_value(&refusal) {
             err.extra = fields;
             err.extra.remove("code");
@@ -222,8 +188,7 @@ impl From<StoreError> for ApiError {
         match err {
             StoreError::Overloaded => {
                 let mut e = ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "overloaded",
+                    Code::Overloaded,
                     "too many requests are waiting for the writer; retry after the given delay",
                 );
                 // 1-3 s at random: a crowd refused together must not return together.
@@ -232,8 +197,7 @@ impl From<StoreError> for ApiError {
             }
             StoreError::WriterStopped => {
                 let mut e = ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
+                    Code::Unavailable,
                     "the server is shutting down; retry shortly",
                 );
                 e.retry_after = Some(2);
@@ -242,8 +206,7 @@ impl From<StoreError> for ApiError {
             StoreError::DiskFull => {
                 tracing::error!("a write failed: the disk is full");
                 let mut e = ApiError::new(
-                    StatusCode::INSUFFICIENT_STORAGE,
-                    "insufficient-storage",
+                    Code::InsufficientStorage,
                     "the server's disk is full; nothing was written; retry later",
                 );
                 e.retry_after = Some(30);
@@ -251,8 +214,7 @@ impl From<StoreError> for ApiError {
             }
             StoreError::StorageReplaced(_) => {
                 let mut e = ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "storage-replaced",
+                    Code::StorageReplaced,
                     "another process deleted or replaced the server's database files; the server \
                      is restarting and this request's outcome is unknown: retry with the same \
                      Idempotency-Key",
@@ -280,24 +242,20 @@ pub fn from_json_error(err: &JsonPayloadError) -> ApiError {
     match err {
         JsonPayloadError::OverflowKnownLength { limit, .. }
         | JsonPayloadError::Overflow { limit } => ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload-too-large",
+            Code::PayloadTooLarge,
             format!("the request body is larger than the {limit} bytes allowed"),
         ),
         JsonPayloadError::ContentType => ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported-media-type",
+            Code::UnsupportedMediaType,
             "send the body as Content-Type: application/json",
         ),
         JsonPayloadError::Deserialize(e) if e.is_data() => ApiError::validation(e.to_string()),
         JsonPayloadError::Deserialize(e) => ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "malformed-json",
+            Code::MalformedJson,
             format!("the body is not valid JSON: {e}"),
         ),
         other => ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad-request",
+            Code::BadRequest,
             format!("the request body could not be read: {other}"),
         ),
     }
@@ -316,25 +274,26 @@ pub fn ensure_problem<B: MessageBody + 'static>(
         return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
     }
     let status = res.status();
-    let (code, detail): (&'static str, String) = match status {
-        StatusCode::NOT_FOUND => ("not-found", "no such resource".into()),
+    let (code, detail): (Code, String) = match status {
+        StatusCode::NOT_FOUND => (Code::NotFound, "no such resource".into()),
         StatusCode::METHOD_NOT_ALLOWED => (
-            "method-not-allowed",
+            Code::MethodNotAllowed,
             "this method is not allowed here".into(),
         ),
-        StatusCode::PAYLOAD_TOO_LARGE => {
-            ("payload-too-large", "the request body is too large".into())
-        }
+        StatusCode::PAYLOAD_TOO_LARGE => (
+            Code::PayloadTooLarge,
+            "the request body is too large".into(),
+        ),
         s if s.is_server_error() => (
-            "internal",
+            Code::Internal,
             "the server failed to handle this request".into(),
         ),
         s => (
-            "bad-request",
+            Code::BadRequest,
             s.canonical_reason().unwrap_or("bad request").to_lowercase(),
         ),
     };
-    let problem = ApiError::new(status, code, detail);
+    let problem = ApiError::with_status(status, code, detail);
     let (req, res) = res.into_parts();
     let mut new = problem.error_response();
     for (name, value) in res.headers() {

@@ -9,6 +9,7 @@ use rusqlite::Connection;
 
 use crate::auth::TokenKeys;
 use crate::domain::Clock;
+use crate::http::codes::Code;
 use crate::http::problem::ApiError;
 use crate::store::{ReadPool, StoreError, Writer};
 
@@ -57,8 +58,7 @@ impl AckAfterReplicated {
             return Ok(());
         }
         Err(crate::http::problem::ApiError::new(
-            actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
-            "replica-unavailable",
+            Code::ReplicaUnavailable,
             "the change is committed on this server but the replica has not confirmed it \
                  yet; retry with the same Idempotency-Key to get the answer once it has",
         )

@@ -143,16 +143,7 @@ async fn the_operator_feed_needs_an_admin_key_and_reports_drops_and_attempts() {
         .expect("sent");
     assert_eq!(res.status(), 200);
     assert_eq!(res.headers()["content-type"], "text/event-stream");
-    let mut text = String::new();
-    while !text.contains("\n\n") {
-        let chunk = res.chunk().await.expect("readable").expect("a first event");
-        text.push_str(&String::from_utf8_lossy(&chunk));
-    }
-    let data = text
-        .lines()
-        .find_map(|l| l.strip_prefix("data: "))
-        .expect("a data line");
-    let stats: Value = serde_json::from_str(data).expect("json");
+    let stats = crate::support::sse::first_data(&mut res).await;
     assert!(stats["attempts"]["held"].as_u64().expect("held count") >= 1);
     let listed = stats["drops"]
         .as_array()

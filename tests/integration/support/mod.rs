@@ -5,6 +5,7 @@ pub mod api;
 pub mod app;
 pub mod browser;
 pub mod buyers;
+pub mod contract;
 pub mod db;
 pub mod litestream;
 pub mod process;

@@ -92,3 +92,21 @@ impl Events {
         }
     }
 }
+
+/// The `data` of the first message of an event-stream response (the operator's feed).
+pub async fn first_data(res: &mut reqwest::Response) -> Value {
+    let mut text = String::new();
+    while !text.contains("\n\n") {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), res.chunk())
+            .await
+            .expect("a first message within 10 s")
+            .expect("readable")
+            .expect("a first message");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let data = text
+        .lines()
+        .find_map(|l| l.strip_prefix("data: "))
+        .expect("a data line");
+    serde_json::from_str(data).expect("data is json")
+}
