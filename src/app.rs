@@ -73,6 +73,8 @@ pub struct Settings {
     pub replica: Option<ReplicationConfig>,
     /// Answer holds and orders only once the replica holds them (needs a replica).
     pub ack_after_replicated: bool,
+    /// Webhook delivery and outbox retention.
+    pub outbox: crate::outbox::OutboxConfig,
 }
 
 impl Settings {
@@ -103,6 +105,7 @@ impl Settings {
             demo: false,
             replica: None,
             ack_after_replicated: false,
+            outbox: crate::outbox::OutboxConfig::default(),
         }
     }
 
@@ -128,6 +131,7 @@ pub struct Application {
     admin_keys: Arc<crate::auth::AdminKeyBook>,
     drain_grace: Duration,
     stuck_after: Duration,
+    outbox: crate::outbox::OutboxWorker,
 }
 
 impl Application {
@@ -212,6 +216,7 @@ impl Application {
                 idempotency_retention: settings.idempotency_retention,
                 sweep_limit: settings.sweep_limit,
                 box_id: settings.box_id.clone(),
+                outbox_retention: settings.outbox.retention,
             },
             clock.clone(),
             Some(hub.clone() as Arc<dyn crate::store::CommitListener>),
@@ -257,6 +262,12 @@ impl Application {
         };
         hub.start_ticker()
             .context("starting the events-ticker thread")?;
+        let outbox = crate::outbox::start(
+            settings.outbox.clone(),
+            store.reads.clone(),
+            store.writer.clone(),
+            &store.bell,
+        )?;
 
         let admin_keys = Arc::new(crate::auth::AdminKeyBook::default());
         let control = crate::control::start(
@@ -281,6 +292,7 @@ impl Application {
             .transpose()?;
         let lifecycle = Lifecycle::default();
         let state = web::Data::new(AppState {
+            webhook_targets: Arc::new(settings.outbox.targets.clone()),
             writer: store.writer.clone(),
             reads: store.reads.clone(),
             clock,
@@ -340,6 +352,7 @@ impl Application {
             admin_keys,
             drain_grace: settings.drain_grace,
             stuck_after: settings.writer_stuck_after,
+            outbox,
         })
     }
 
@@ -406,11 +419,16 @@ impl Application {
         let served = self.server.await;
         self.lifecycle.set_draining();
         self.hub.close();
-        // Before the writer stops: the control thread may be waiting on it.
+        // Before the writer stops: the control thread and the outbox worker may be waiting on
+        // it (the worker reports its endpoints' progress as it stops).
         let control = self.control;
         tokio::task::spawn_blocking(move || control.stop())
             .await
             .context("stopping the control socket")?;
+        let outbox = self.outbox;
+        tokio::task::spawn_blocking(move || outbox.stop())
+            .await
+            .context("stopping the outbox worker")?;
         let writer = self.writer;
         let thread = self.writer_thread;
         let shipper = self.shipper;

@@ -54,6 +54,24 @@ pub const DRAIN_GRACE: Duration = Duration::from_secs(5);
 pub const WRITER_STUCK_AFTER: Duration = Duration::from_secs(5);
 /// A writer queue this full (in tenths) makes `/readyz` say 503 saturated.
 pub const QUEUE_SATURATED_TENTHS: usize = 9;
+/// How long delivered outbox events are kept (for the export and late endpoints), as spelled
+/// and as a duration.
+pub const OUTBOX_RETENTION_TEXT: &str = "72h";
+pub const OUTBOX_RETENTION: Duration = Duration::from_secs(72 * 3600);
+/// Attempts at one event before it is dead-lettered.
+pub const WEBHOOK_MAX_ATTEMPTS: u32 = 8;
+/// A webhook endpoint must accept the connection, and then answer, within these.
+pub const WEBHOOK_CONNECT_TIMEOUT_TEXT: &str = "5s";
+pub const WEBHOOK_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub const WEBHOOK_TIMEOUT_TEXT: &str = "10s";
+pub const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
+/// The first retry's delay, doubling up to the cap.
+pub const WEBHOOK_BACKOFF_TEXT: &str = "1s";
+pub const WEBHOOK_BACKOFF: Duration = Duration::from_secs(1);
+pub const WEBHOOK_BACKOFF_MAX_TEXT: &str = "5m";
+pub const WEBHOOK_BACKOFF_MAX: Duration = Duration::from_secs(300);
+/// Webhook requests in flight at once, across endpoints.
+pub const WEBHOOK_CONCURRENCY: usize = 16;
 /// A comment line this often keeps proxies from closing an idle stream.
 pub const SSE_KEEP_ALIVE: Duration = Duration::from_secs(15);
 
@@ -88,6 +106,31 @@ mod tests {
         assert_eq!(row("--ip-burst"), IP_BURST.to_string());
         assert_eq!(row("--buyer-rate"), BUYER_RATE.to_string());
         assert_eq!(row("--buyer-burst"), BUYER_BURST.to_string());
+        assert_eq!(row("--outbox-retention"), OUTBOX_RETENTION_TEXT);
+        assert_eq!(
+            row("--webhook-max-attempts"),
+            WEBHOOK_MAX_ATTEMPTS.to_string()
+        );
+        assert_eq!(
+            row("--webhook-connect-timeout"),
+            WEBHOOK_CONNECT_TIMEOUT_TEXT
+        );
+        assert_eq!(row("--webhook-timeout"), WEBHOOK_TIMEOUT_TEXT);
+        assert_eq!(row("--webhook-backoff"), WEBHOOK_BACKOFF_TEXT);
+        assert_eq!(row("--webhook-backoff-max"), WEBHOOK_BACKOFF_MAX_TEXT);
+        assert_eq!(
+            row("--webhook-concurrency"),
+            WEBHOOK_CONCURRENCY.to_string()
+        );
+        for (text, value) in [
+            (OUTBOX_RETENTION_TEXT, OUTBOX_RETENTION),
+            (WEBHOOK_CONNECT_TIMEOUT_TEXT, WEBHOOK_CONNECT_TIMEOUT),
+            (WEBHOOK_TIMEOUT_TEXT, WEBHOOK_TIMEOUT),
+            (WEBHOOK_BACKOFF_TEXT, WEBHOOK_BACKOFF),
+            (WEBHOOK_BACKOFF_MAX_TEXT, WEBHOOK_BACKOFF_MAX),
+        ] {
+            assert_eq!(humantime::parse_duration(text).ok(), Some(value), "{text}");
+        }
     }
 
     #[test]

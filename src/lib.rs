@@ -43,6 +43,7 @@ pub mod domain;
 pub mod events;
 pub mod handshake;
 pub mod http;
+pub mod outbox;
 pub mod replicate;
 pub mod stats;
 pub mod store;

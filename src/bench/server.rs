@@ -43,6 +43,8 @@ impl OwnServer {
             // `--rate-limit on` among `extra` wins).
             .env("DROPD_RATE_LIMIT", "off")
             .env("DROPD_DRAIN_GRACE", "0s")
+            // Webhooks, if any, stay on this machine.
+            .env("DROPD_WEBHOOK_ALLOW", "127.0.0.1/32")
             .args(["--synchronous", synchronous, "--data-dir"])
             .arg(data_dir)
             .args(extra)

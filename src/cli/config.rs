@@ -81,6 +81,17 @@ pub(super) fn print(args: &ServeArgs) -> anyhow::Result<()> {
         "demo": s.demo,
         "replica": replica,
         "ack_after_replicated": s.ack_after_replicated,
+        "webhooks": {
+            "allow_private": s.outbox.targets.allow_private,
+            "allow": s.outbox.targets.allow.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "max_attempts": s.outbox.max_attempts,
+            "connect_timeout": human(s.outbox.connect_timeout),
+            "timeout": human(s.outbox.timeout),
+            "backoff": human(s.outbox.backoff),
+            "backoff_max": human(s.outbox.backoff_max),
+            "concurrency": s.outbox.concurrency,
+        },
+        "outbox_retention": human(s.outbox.retention),
     });
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())

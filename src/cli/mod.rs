@@ -5,6 +5,7 @@ mod config;
 mod credentials;
 mod restore;
 mod serve;
+mod webhooks;
 
 use std::path::PathBuf;
 

@@ -35,6 +35,8 @@ pub struct ServeArgs {
     pub synchronous: Synchronous,
     #[command(flatten)]
     pub tokens: TokenFlags,
+    #[command(flatten)]
+    pub webhooks: super::webhooks::WebhookFlags,
     /// Most write commands committed in one transaction.
     #[arg(long, env = "DROPD_BATCH_LIMIT", default_value_t = defaults::BATCH_LIMIT,
           value_parser = clap::value_parser!(u32).range(1..=100_000))]
@@ -179,6 +181,7 @@ pub(super) fn settings(args: &ServeArgs) -> anyhow::Result<Settings> {
         demo: args.demo,
         replica,
         ack_after_replicated: args.ack_after_replicated,
+        outbox: args.webhooks.config(),
     })
 }
 

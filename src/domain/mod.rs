@@ -7,6 +7,7 @@ pub mod drop;
 pub mod ids;
 pub mod inventory;
 pub mod money;
+pub mod outbox;
 pub mod refusal;
 pub mod views;
 

@@ -12,7 +12,7 @@ use crate::http::openapi::problems::{problems, ADMIN, BODY, EVERY, READ, SPLIT, 
 use crate::http::openapi::streams::OperatorEvent;
 use crate::http::problem::ApiError;
 use crate::http::state::AppState;
-use crate::store::{drops, orders};
+use crate::store::{drops, orders, outbox};
 
 problems!(CreateDropProblems: EVERY, SPLIT, ADMIN, BODY, WRITE, &[Code::DropExists]);
 
@@ -228,4 +228,57 @@ async fn admin_stats(state: &AppState) -> Result<web::Bytes, ApiError> {
         "drops": drops,
     });
     Ok(web::Bytes::from(format!("event: stats\ndata: {stats}\n\n")))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct OutboxQuery {
+    /// Only events after this `seq` (each line carries its own: resume from the last seen).
+    #[param(minimum = 0)]
+    after: Option<i64>,
+}
+
+const OUTBOX_PAGE: i64 = 500;
+
+problems!(ExportOutboxProblems: EVERY, SPLIT, ADMIN, READ, &[Code::BadRequest]);
+
+/// The outbox as NDJSON, oldest first, read page by page in constant memory: what webhooks
+/// carry, for systems that would rather pull. Events are kept for `--outbox-retention` once
+/// every active endpoint has them.
+#[utoipa::path(get, path = "/v1/admin/outbox", tag = "admin", security(("admin" = [])),
+    params(OutboxQuery),
+    responses(
+        (status = 200, description = "one event per line", body = crate::http::openapi::streams::OutboxLine,
+            content_type = "application/x-ndjson"),
+        ExportOutboxProblems,
+    ))]
+pub async fn export_outbox(
+    state: web::Data<AppState>,
+    _: Admin,
+    query: web::Query<OutboxQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let start = query.after.unwrap_or(0).max(0);
+    let pages = futures_util::stream::try_unfold(Some(start), move |after| {
+        let state = state.clone();
+        async move {
+            let Some(after) = after else {
+                return Ok(None);
+            };
+            let page = state
+                .read(move |conn, _| Ok(outbox::after(conn, after, OUTBOX_PAGE)?))
+                .await?;
+            let next = (page.len() as i64 == OUTBOX_PAGE)
+                .then(|| page.last().map(|e| e.seq))
+                .flatten();
+            let mut chunk = String::new();
+            for event in &page {
+                chunk.push_str(&event.line());
+                chunk.push('\n');
+            }
+            Ok::<_, ApiError>(Some((web::Bytes::from(chunk), next)))
+        }
+    });
+    Ok(HttpResponse::Ok()
+        .content_type("application/x-ndjson")
+        .streaming(pages))
 }

@@ -78,6 +78,7 @@ codes! {
     ReplicaUnavailable = "replica-unavailable", 503, "Not yet confirmed by the replica";
     InsufficientStorage = "insufficient-storage", 507, "Disk full";
     StorageReplaced = "storage-replaced", 503, "Database files replaced";
+    WebhookTargetRefused = "webhook-target-refused", 422, "Webhook target refused";
     Internal = "internal", 500, "Internal Server Error";
 }
 

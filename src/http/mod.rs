@@ -17,6 +17,7 @@ pub mod problem;
 pub mod request_id;
 pub mod sides;
 pub mod state;
+mod webhooks;
 
 use actix_web::{web, HttpResponse};
 use serde::Serialize;
@@ -92,7 +93,32 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .service(get(
                 "/v1/admin/drops/{drop}/orders",
                 admin::list_drop_orders,
-            )),
+            ))
+            .service(only(
+                at("/v1/admin/webhooks")
+                    .route(web::get().to(webhooks::list_webhooks))
+                    .route(web::head().to(webhooks::list_webhooks))
+                    .route(web::post().to(webhooks::create_webhook)),
+                "GET, HEAD, POST",
+            ))
+            .service(only(
+                at("/v1/admin/webhooks/{webhook}")
+                    .route(web::get().to(webhooks::get_webhook))
+                    .route(web::head().to(webhooks::get_webhook))
+                    .route(web::patch().to(webhooks::update_webhook))
+                    .route(web::delete().to(webhooks::delete_webhook)),
+                "GET, HEAD, PATCH, DELETE",
+            ))
+            .service(get(
+                "/v1/admin/webhooks/{webhook}/dead-letters",
+                webhooks::list_dead_letters,
+            ))
+            .service(only(
+                at("/v1/admin/webhooks/{webhook}/dead-letters/{event}/retry")
+                    .route(web::post().to(webhooks::retry_dead_letter)),
+                "POST",
+            ))
+            .service(get("/v1/admin/outbox", admin::export_outbox)),
     )
     .default_service(web::to(|| async {
         Err::<HttpResponse, _>(ApiError::not_found("no such resource"))

@@ -14,6 +14,8 @@ use crate::http::problem::ApiError;
 use crate::store::{ReadPool, StoreError, Writer};
 
 pub struct AppState {
+    /// Where webhook endpoints may point.
+    pub webhook_targets: Arc<crate::outbox::TargetPolicy>,
     pub writer: Writer,
     pub reads: ReadPool,
     pub clock: Arc<dyn Clock>,

@@ -11,6 +11,7 @@ use crate::domain::DropId;
 
 use super::keys::KeyBook;
 use super::memory::Memory;
+use super::outbox::{self, PendingEvent};
 
 pub(crate) struct Batch<'a> {
     /// One reading of the clock for the whole batch, in whole milliseconds (as stored, so a
@@ -31,6 +32,8 @@ pub(crate) struct Batch<'a> {
     pub all_due_swept: bool,
     /// The arrival number the command running now took, if it took one (its record keeps it).
     pub attempt: Option<i64>,
+    /// Events the batch's commands announced, appended to the outbox at the flush.
+    pub events: Vec<PendingEvent>,
 }
 
 impl<'a> Batch<'a> {
@@ -50,6 +53,7 @@ impl<'a> Batch<'a> {
             gone_keys: Vec::new(),
             all_due_swept: false,
             attempt: None,
+            events: Vec::new(),
         }
     }
 
@@ -59,13 +63,41 @@ impl<'a> Batch<'a> {
         }
     }
 
+    /// Tells the rest of the business about a change of `drop_id` (which it touches), in this
+    /// transaction.
+    pub fn announce(
+        &mut self,
+        drop_id: &DropId,
+        kind: crate::domain::outbox::EventKind,
+        data: &impl serde::Serialize,
+    ) {
+        self.touch(drop_id);
+        self.events.push(PendingEvent {
+            drop_id: drop_id.clone(),
+            kind,
+            data: outbox::data(data),
+        });
+    }
+
     /// Writes the batch's bookkeeping into the transaction, before it commits.
     pub fn flush(&mut self, conn: &Connection) -> rusqlite::Result<()> {
-        const BUMP: &str = "UPDATE drops SET version = version + 1 WHERE id = :id";
+        const BUMP: &str =
+            "UPDATE drops SET version = version + 1 WHERE id = :id RETURNING version";
+        let mut versions = HashMap::with_capacity(self.touched.len());
         for drop_id in &self.touched {
-            conn.prepare_cached(BUMP)?
-                .execute(named_params! {":id": drop_id.as_str()})?;
+            let version: Option<i64> = conn
+                .prepare_cached(BUMP)?
+                .query_map(named_params! {":id": drop_id.as_str()}, |r| r.get(0))?
+                .next()
+                .transpose()?;
+            versions.insert(drop_id.clone(), version.unwrap_or(0));
         }
+        outbox::append(
+            conn,
+            &self.events,
+            |drop_id| versions.get(drop_id).copied().unwrap_or(0),
+            self.now.timestamp_millis(),
+        )?;
         self.memory.flush(conn)
     }
 }

@@ -10,6 +10,7 @@ use crate::domain::{BuyerId, DropId, HoldId, Refusal};
 use super::batch::Batch;
 use super::requests::{Answer, ConfirmHold, IdempotentRequest, PlaceHold};
 use super::tx::decided;
+use super::webhooks::{self, WebhookAnswer, WebhookChange};
 use super::{admin_keys, drops, holds, idempotency, StoreError};
 
 /// Where a command's answer goes, and the answer while the batch has not committed yet.
@@ -70,6 +71,11 @@ pub(crate) enum Command {
     RevokeAdminKey {
         id: String,
         reply: Reply<bool>,
+    },
+    /// A webhook endpoint changed by the admin API, or its cursor by the delivery worker.
+    Webhook {
+        change: WebhookChange,
+        reply: Reply<WebhookAnswer>,
     },
     /// Test hook (debug builds): the writer sleeps this long inside its batch.
     #[cfg(debug_assertions)]
@@ -157,6 +163,9 @@ impl Command {
             Command::RevokeAdminKey { id, reply } => {
                 reply.hold(Ok(admin_keys::revoke(conn, id, now)?));
             }
+            Command::Webhook { change, reply } => {
+                reply.hold(Ok(webhooks::apply(conn, change, now.timestamp_millis())?));
+            }
             #[cfg(debug_assertions)]
             Command::Stall { for_, reply } => {
                 std::thread::sleep(*for_);
@@ -179,6 +188,7 @@ impl Command {
             | Command::AdjustStock { reply, .. } => reply.send(failure),
             Command::CreateAdminKey { reply, .. } => reply.send(failure),
             Command::RevokeAdminKey { reply, .. } => reply.send(failure),
+            Command::Webhook { reply, .. } => reply.send(failure),
             #[cfg(debug_assertions)]
             Command::Stall { reply, .. } => reply.send(failure),
             Command::Sync { reply } => reply.send(failure),

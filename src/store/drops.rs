@@ -10,6 +10,8 @@ use crate::domain::{
     Currency, DropId, DropSchedule, DropState, Money, OverrideState, Refusal, SkuStock,
 };
 
+use crate::domain::outbox::{EventKind, SoldOutData, StateData, StockData};
+
 use super::batch::Batch;
 use super::drop_rows::{load_rules, load_sku, save_stock};
 use super::tx::Outcome;
@@ -235,7 +237,18 @@ pub(crate) fn update(
             ":drop": drop_id.as_str(), ":sku": price.sku,
         })?;
     }
-    view_after_change(conn, batch, drop_id.as_str())
+    let view = view_after_change(conn, batch, drop_id.as_str())?;
+    if view.state != current.state {
+        batch.announce(
+            drop_id,
+            EventKind::DropStateChanged,
+            &StateData {
+                from: current.state.as_str(),
+                to: view.state.as_str(),
+            },
+        );
+    }
+    Ok(view)
 }
 
 pub(crate) fn adjust_stock(
@@ -254,5 +267,19 @@ pub(crate) fn adjust_stock(
     })?;
     let stock = row.stock.restock(sku, delta)?;
     save_stock(conn, drop_id.as_str(), sku, stock)?;
-    view_after_change(conn, batch, drop_id.as_str())
+    let view = view_after_change(conn, batch, drop_id.as_str())?;
+    batch.announce(
+        drop_id,
+        EventKind::StockAdjusted,
+        &StockData {
+            sku,
+            delta,
+            stock: stock.total,
+            available: stock.available(),
+        },
+    );
+    if stock.available() == 0 && row.stock.available() > 0 {
+        batch.announce(drop_id, EventKind::DropSoldOut, &SoldOutData { sku });
+    }
+    Ok(view)
 }

@@ -10,6 +10,8 @@ use crate::domain::{
     Allowance, BuyerId, DropId, DropState, HoldId, HoldRef, OrderId, Refusal, SkuStock,
 };
 
+use crate::domain::outbox::{EventKind, HoldData, OrderData, SoldOutData};
+
 use super::batch::Batch;
 use super::memory::{DropMemory, Memory};
 use super::requests::{ConfirmHold, PlaceHold};
@@ -22,15 +24,15 @@ const INSERT: &str = "INSERT INTO holds (secret, box, drop_id, sku, buyer, quant
                           :expires)";
 /// Holds due at the batch's time that the sweep has not ended yet (through the partial index on
 /// active holds' expiry, so only due holds are read).
-const DUE_OF_BUYER: &str = "SELECT seq, sku, buyer, quantity FROM holds
+const DUE_OF_BUYER: &str = "SELECT seq, sku, buyer, quantity, id FROM holds
                             WHERE state = 'active' AND expires_at <= :now
                               AND drop_id = :drop AND buyer = :buyer";
-const DUE_OF_SKU: &str = "SELECT seq, sku, buyer, quantity FROM holds
+const DUE_OF_SKU: &str = "SELECT seq, sku, buyer, quantity, id FROM holds
                           WHERE state = 'active' AND expires_at <= :now
                             AND drop_id = :drop AND sku = :sku";
 
-/// A due hold: number, SKU, buyer, quantity.
-type DueHold = (i64, String, String, i64);
+/// A due hold: number, SKU, buyer, quantity, public id.
+type DueHold = (i64, String, String, i64, String);
 
 fn due(
     conn: &Connection,
@@ -47,9 +49,26 @@ fn due(
                 (":drop", &drop_id),
                 (name, &value),
             ],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
         )?
         .collect()
+}
+
+/// `hold.expired` for a hold the batch ended at its time.
+fn announce_expired(batch: &mut Batch<'_>, drop_id: &DropId, hold: (&str, &str, &str, i64)) {
+    let (hold_id, sku, buyer, quantity) = hold;
+    batch.announce(
+        drop_id,
+        EventKind::HoldExpired,
+        &HoldData {
+            hold_id,
+            sku,
+            quantity,
+            buyer,
+            attempt_seq: None,
+            expires_at: None,
+        },
+    );
 }
 
 fn units(holds: &[DueHold]) -> i64 {
@@ -144,7 +163,7 @@ pub(crate) fn place(
     freed.hold(&cmd.sku, cmd.quantity)?;
 
     // Decided: from here on it writes.
-    for (hold_seq, sku, owner, quantity) in &due_holds {
+    for (hold_seq, sku, owner, quantity, _) in &due_holds {
         end_hold(conn, *hold_seq, HoldState::Expired, now)?;
         give_back(conn, drop, cmd.drop_id.as_str(), sku, owner, *quantity)?;
     }
@@ -163,9 +182,31 @@ pub(crate) fn place(
         ":now": now.timestamp_millis(), ":expires": expires_at.timestamp_millis(),
     })?;
     let hold_id = HoldId::numbered(batch.box_id, conn.last_insert_rowid(), secret);
-    batch.touch(&cmd.drop_id);
+    for (_, sku, owner, quantity, id) in &due_holds {
+        announce_expired(batch, &cmd.drop_id, (id, sku, owner, *quantity));
+    }
+    let hold_text = hold_id.to_string();
+    batch.announce(
+        &cmd.drop_id,
+        EventKind::HoldCreated,
+        &HoldData {
+            hold_id: &hold_text,
+            sku: &cmd.sku,
+            quantity: cmd.quantity,
+            buyer: buyer.as_str(),
+            attempt_seq: Some(attempt_seq),
+            expires_at: Some(rfc3339(expires_at)),
+        },
+    );
+    if held.available() == 0 {
+        batch.announce(
+            &cmd.drop_id,
+            EventKind::DropSoldOut,
+            &SoldOutData { sku: &cmd.sku },
+        );
+    }
     Ok(HoldView {
-        hold_id: hold_id.to_string(),
+        hold_id: hold_text,
         drop_id: cmd.drop_id.to_string(),
         sku: cmd.sku.clone(),
         quantity: cmd.quantity,
@@ -381,7 +422,20 @@ pub(crate) fn confirm(
         ":currency": price.currency.as_str(), ":total": total.amount,
         ":payment_ref": cmd.payment_ref, ":now": batch.now.timestamp_millis(),
     })?;
-    batch.touch(&DropId::from_trusted(hold.drop_id.clone()));
+    batch.announce(
+        &DropId::from_trusted(hold.drop_id.clone()),
+        EventKind::OrderCreated,
+        &OrderData {
+            order_id: order_id.as_str(),
+            hold_id: &hold.hold_id,
+            sku: &hold.sku,
+            quantity: hold.quantity,
+            buyer: buyer.as_str(),
+            unit_price: &price,
+            total: &total,
+            payment_ref: &cmd.payment_ref,
+        },
+    );
     Ok(OrderView {
         order_id: order_id.to_string(),
         hold_id: hold.hold_id,
@@ -420,12 +474,23 @@ pub(crate) fn release(
         hold.quantity,
     )?;
     end_hold(conn, hold_seq, HoldState::Released, batch.now)?;
-    batch.touch(&DropId::from_trusted(hold.drop_id.clone()));
+    batch.announce(
+        &DropId::from_trusted(hold.drop_id.clone()),
+        EventKind::HoldReleased,
+        &HoldData {
+            hold_id: &hold.hold_id,
+            sku: &hold.sku,
+            quantity: hold.quantity,
+            buyer: buyer.as_str(),
+            attempt_seq: None,
+            expires_at: None,
+        },
+    );
     hold.state = HoldState::Released;
     Ok(hold)
 }
 
-const DUE: &str = "SELECT seq, drop_id, sku, quantity, buyer FROM holds
+const DUE: &str = "SELECT seq, drop_id, sku, quantity, buyer, id FROM holds
                    WHERE state = 'active' AND expires_at <= :now
                    ORDER BY expires_at LIMIT :limit";
 const NEXT_EXPIRY: &str = "SELECT MIN(expires_at) FROM holds WHERE state = 'active'";
@@ -436,18 +501,29 @@ pub(crate) fn expire_due(
     batch: &mut Batch<'_>,
     limit: i64,
 ) -> Result<usize, Outcome> {
-    let due: Vec<(i64, String, String, i64, String)> = conn
+    type Due = (i64, String, String, i64, String, String);
+    let due: Vec<Due> = conn
         .prepare_cached(DUE)?
         .query_map(
             named_params! {":now": batch.now.timestamp_millis(), ":limit": limit},
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
+            },
         )?
         .collect::<Result<_, _>>()?;
-    for (hold_id, drop_id, sku, quantity, buyer) in &due {
+    for (hold_seq, drop_id, sku, quantity, buyer, id) in &due {
         let drop = drop_memory(conn, batch.memory, drop_id)?;
         give_back(conn, drop, drop_id, sku, buyer, *quantity)?;
-        end_hold(conn, *hold_id, HoldState::Expired, batch.now)?;
-        batch.touch(&DropId::from_trusted(drop_id.clone()));
+        end_hold(conn, *hold_seq, HoldState::Expired, batch.now)?;
+        let drop_id = DropId::from_trusted(drop_id.clone());
+        announce_expired(batch, &drop_id, (id, sku, buyer, *quantity));
     }
     Ok(due.len())
 }

@@ -16,6 +16,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "numbered holds",
         include_str!("migrations/0003_numbered_holds.sql"),
     ),
+    ("outbox", include_str!("migrations/0004_outbox.sql")),
 ];
 
 pub fn latest_version() -> i64 {

@@ -19,9 +19,11 @@ mod memory;
 pub mod migrations;
 pub mod open;
 pub mod orders;
+pub mod outbox;
 mod read_pool;
 mod requests;
 mod tx;
+pub mod webhooks;
 mod writer;
 
 use std::path::PathBuf;
@@ -66,6 +68,8 @@ pub struct StoreConfig {
     pub checkpoint_gate: Option<crate::handshake::WriterGate>,
     /// How long an idempotency key is remembered (its record kept) after its first use.
     pub idempotency_retention: std::time::Duration,
+    /// How long outbox events are kept once every active webhook endpoint has them.
+    pub outbox_retention: std::time::Duration,
 }
 
 /// The open store: the writer's handle, its thread, and the read pool.
@@ -77,6 +81,8 @@ pub struct Store {
     pub files: Arc<DbFiles>,
     /// The idempotency keys memory knows (see `keys`).
     pub keys: Arc<KeyBook>,
+    /// Rung when a commit appended outbox events.
+    pub bell: Arc<outbox::OutboxBell>,
 }
 
 impl Store {
@@ -114,6 +120,7 @@ impl Store {
         let keys = Arc::new(KeyBook::new(config.idempotency_retention));
         let known = idempotency::load(&conn, &keys)?;
         tracing::debug!(keys = known, "idempotency records loaded");
+        let bell = Arc::new(outbox::OutboxBell::default());
         let (writer, thread) = writer::spawn(
             conn,
             files.clone(),
@@ -121,7 +128,10 @@ impl Store {
             config,
             clock,
             listener,
-            keys.clone(),
+            writer::Learners {
+                keys: keys.clone(),
+                bell: bell.clone(),
+            },
         )?;
         Ok(Store {
             writer,
@@ -129,6 +139,7 @@ impl Store {
             thread,
             files,
             keys,
+            bell,
         })
     }
 }

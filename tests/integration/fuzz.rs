@@ -29,6 +29,9 @@ fn schemathesis(base: &str, header: &str, workdir: &Path) -> (bool, String) {
             "1",
         ])
         .args(["-H", header])
+        // Webhook endpoints would have the server post to whatever URL the fuzzer makes up:
+        // their routes are tested with a real receiver instead (webhooks.rs).
+        .args(["--exclude-path-regex", "^/v1/admin/webhooks"])
         .env("NO_COLOR", "1")
         // Its cache of past runs goes to the test's directory, not the checkout.
         .current_dir(workdir)

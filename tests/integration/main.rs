@@ -32,3 +32,4 @@ mod store_model;
 mod tokens;
 mod torture;
 mod watchdog;
+mod webhooks;

@@ -42,6 +42,7 @@ fn open_store(path: &std::path::Path, synchronous: Synchronous, clock: ManualClo
             naive_writers: false,
             checkpoint_gate: None,
             idempotency_retention: dropd::defaults::IDEMPOTENCY_RETENTION,
+            outbox_retention: dropd::defaults::OUTBOX_RETENTION,
             sweep_limit: 2_000,
             box_id: None,
         },

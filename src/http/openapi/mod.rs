@@ -13,7 +13,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::OpenApi;
 
 use crate::http::codes::Code;
-use crate::http::{admin, drops, events, health, holds, metrics, orders, pages};
+use crate::http::{admin, drops, events, health, holds, metrics, orders, pages, webhooks};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -40,6 +40,14 @@ use crate::http::{admin, drops, events, health, holds, metrics, orders, pages};
         admin::adjust_stock,
         admin::list_drop_orders,
         admin::stream_admin_events,
+        admin::export_outbox,
+        webhooks::create_webhook,
+        webhooks::list_webhooks,
+        webhooks::get_webhook,
+        webhooks::update_webhook,
+        webhooks::delete_webhook,
+        webhooks::list_dead_letters,
+        webhooks::retry_dead_letter,
         health::healthz,
         health::readyz,
         metrics::metrics,

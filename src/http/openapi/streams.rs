@@ -98,6 +98,28 @@ pub struct OperatorSku {
     pub sold: i64,
 }
 
+/// One event as a webhook receives it (`seq` only in the export, where it is the position).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct OutboxLine {
+    #[schema(required = false, nullable = false)]
+    pub seq: Option<i64>,
+    /// Unique per event: receivers deduplicate by it (delivery is at least once).
+    pub id: String,
+    /// `hold.created`, `hold.expired`, `hold.released`, `order.created`, `drop.sold_out`,
+    /// `drop.state_changed` or `stock.adjusted`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    pub drop_id: String,
+    /// The drop's version once the change committed.
+    pub version: i64,
+    /// What changed; its members depend on `type` (see docs/design.md, Outbox).
+    #[schema(value_type = Object)]
+    pub data: serde_json::Value,
+}
+
 /// One server-sent event named `name` whose `data` is `data`.
 fn event(name: &str, data: &str, id: bool) -> ObjectBuilder {
     let mut event = ObjectBuilder::new()

@@ -45,6 +45,8 @@ pub(super) struct WriterLoop {
     /// When the last command arrived.
     pub(super) last_command: Instant,
     pub(super) health: Arc<super::WriterHealth>,
+    pub(super) bell: Arc<crate::store::outbox::OutboxBell>,
+    pub(super) outbox_retention_ms: i64,
 }
 
 impl WriterLoop {
@@ -190,6 +192,8 @@ impl WriterLoop {
             prune,
             verify: self.verifier.due(),
             warn_slow: true,
+            bell: Some(&self.bell),
+            outbox_retention_ms: Some(self.outbox_retention_ms),
         };
         let next_expiry = &*self.next_expiry;
         let conn = &self.conn;

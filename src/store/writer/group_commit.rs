@@ -11,6 +11,7 @@ use super::super::batch::Batch;
 use super::super::commands::Command;
 use super::super::keys::KeyBook;
 use super::super::memory::Memory;
+use super::super::outbox::{self, OutboxBell};
 use super::super::tx::Outcome;
 use super::super::{drops, holds, idempotency, CommitListener, StoreError};
 
@@ -59,6 +60,10 @@ pub(super) struct BatchChores<'a> {
     /// Log batches slower than `SLOW_BATCH` (not for the naive baseline, where every command
     /// waits for the others' locks by design).
     pub(super) warn_slow: bool,
+    /// Rung after a commit that appended outbox events.
+    pub(super) bell: Option<&'a OutboxBell>,
+    /// With `prune`: also delete outbox events older than this that every endpoint has.
+    pub(super) outbox_retention_ms: Option<i64>,
 }
 
 /// Paces the differential check of debug builds: it recounts whole drops, so it runs at most
@@ -187,6 +192,12 @@ pub(super) fn run_batch(
             if let Err(err) = idempotency::prune(conn, &mut batch, cutoff, PRUNE_LIMIT) {
                 failed = Some((None, err.into()));
             }
+            if let Some(retention) = chores.outbox_retention_ms.filter(|_| failed.is_none()) {
+                let cutoff = batch.now.timestamp_millis().saturating_sub(retention);
+                if let Err(err) = outbox::prune(conn, cutoff, PRUNE_LIMIT) {
+                    failed = Some((None, err.into()));
+                }
+            }
         }
         if failed.is_none() {
             for (i, cmd) in queue.iter_mut().enumerate() {
@@ -231,6 +242,7 @@ pub(super) fn run_batch(
         let touched: Vec<DropId> = batch.touched.drain().collect();
         let new_keys = std::mem::take(&mut batch.new_keys);
         let gone_keys = std::mem::take(&mut batch.gone_keys);
+        let announced = !batch.events.is_empty();
         drop(batch);
         if let Err(err) = committed {
             let err = StoreError::from(err);
@@ -287,6 +299,9 @@ pub(super) fn run_batch(
             keys.forget_recorded(hash, seq);
         }
         publish(conn, listener, touched, now);
+        if let Some(bell) = chores.bell.filter(|_| announced) {
+            bell.ring();
+        }
         for cmd in queue.drain(..) {
             cmd.answer(None);
         }

@@ -128,6 +128,13 @@ impl WriterHealth {
     }
 }
 
+/// Who learns of each commit besides the listener: the idempotency keys memory knows, and the
+/// outbox worker's bell.
+pub(crate) struct Learners {
+    pub(crate) keys: Arc<KeyBook>,
+    pub(crate) bell: Arc<super::outbox::OutboxBell>,
+}
+
 pub(crate) fn spawn(
     conn: Connection,
     files: Arc<DbFiles>,
@@ -135,8 +142,9 @@ pub(crate) fn spawn(
     config: &StoreConfig,
     clock: Arc<dyn Clock>,
     listener: Option<Arc<dyn CommitListener>>,
-    keys: Arc<KeyBook>,
+    learns: Learners,
 ) -> Result<(Writer, WriterThread), StoreError> {
+    let Learners { keys, bell } = learns;
     #[cfg(feature = "bench")]
     let naive = config
         .naive_writers
@@ -175,6 +183,8 @@ pub(crate) fn spawn(
         commits_since_checkpoint: 0,
         commits_since_attempt: 0,
         last_command: Instant::now(),
+        bell,
+        outbox_retention_ms: config.outbox_retention.as_millis() as i64,
     };
     let thread_alive = alive.clone();
     let handle = std::thread::Builder::new()
@@ -320,6 +330,13 @@ impl Writer {
     }
 
     /// Runs a batch now (expiring every hold due by the clock) and waits for its commit.
+    pub async fn change_webhook(
+        &self,
+        change: crate::store::webhooks::WebhookChange,
+    ) -> Result<crate::store::webhooks::WebhookAnswer, StoreError> {
+        self.ask(|reply| Command::Webhook { change, reply }).await
+    }
+
     pub async fn sync(&self) -> Result<(), StoreError> {
         self.ask(|reply| Command::Sync { reply }).await
     }

@@ -90,6 +90,20 @@ impl Api {
         }
     }
 
+    /// Any admin request: `body`, if any, as JSON.
+    pub async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> reqwest::Response {
+        let mut req = self.as_admin(self.http.request(method, self.url(path)));
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        req.send().await.expect("request sent")
+    }
+
     /// `POST /v1/admin/drops`, which must answer 201; returns the drop's view.
     pub async fn create_drop(&self, spec: &Value) -> Value {
         let res = self

@@ -9,6 +9,7 @@ pub mod contract;
 pub mod db;
 pub mod litestream;
 pub mod process;
+pub mod receiver;
 pub mod replica;
 pub mod s3;
 pub mod spec;
