@@ -231,6 +231,7 @@ async fn admin_stats(state: &AppState) -> Result<web::Bytes, ApiError> {
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct OutboxQuery {
     /// Only events after this `seq` (each line carries its own: resume from the last seen).
@@ -257,7 +258,13 @@ pub async fn export_outbox(
     _: Admin,
     query: web::Query<OutboxQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let start = query.after.unwrap_or(0).max(0);
+    let start = query.after.unwrap_or(0);
+    if start < 0 {
+        return Err(ApiError::new(
+            Code::BadRequest,
+            "after is an event's seq: 0 or more",
+        ));
+    }
     let pages = futures_util::stream::try_unfold(Some(start), move |after| {
         let state = state.clone();
         async move {

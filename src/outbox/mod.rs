@@ -103,6 +103,7 @@ pub fn start(
         http,
         targets,
         bell: bell.subscribe(),
+        endpoints: bell.subscribe_endpoints(),
     });
     let thread = std::thread::Builder::new()
         .name("outbox-worker".into())

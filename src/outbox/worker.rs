@@ -16,8 +16,9 @@ use crate::store::{ReadPool, StoreError, Writer};
 use super::policy::TargetPolicy;
 use super::{sign, OutboxConfig};
 
-/// How often the supervisor looks for endpoints created, changed or removed.
-const RELOAD_EVERY: Duration = Duration::from_millis(500);
+/// Changes come with the endpoints bell; this is only the supervisor's and the tasks' backstop
+/// (a change another process made to the table, say). Idle, the worker reads nothing sooner.
+const LOOK_AGAIN: Duration = Duration::from_secs(30);
 /// Events read per page.
 const PAGE: i64 = 100;
 /// The longest an endpoint's accepted events go unreported to the writer (a crash redelivers
@@ -32,6 +33,7 @@ pub(super) struct Context {
     pub(super) targets: Arc<TargetPolicy>,
     pub(super) permits: tokio::sync::Semaphore,
     pub(super) bell: watch::Receiver<u64>,
+    pub(super) endpoints: watch::Receiver<u64>,
 }
 
 impl Context {
@@ -65,6 +67,7 @@ pub(super) async fn supervise(ctx: Arc<Context>, mut stopped: watch::Receiver<bo
         tokio::task::JoinHandle<()>,
     );
     let mut running: HashMap<String, Running> = HashMap::new();
+    let mut endpoints = ctx.endpoints.clone();
     loop {
         match ctx.read(webhooks::list).await {
             Ok(endpoints) => {
@@ -94,7 +97,8 @@ pub(super) async fn supervise(ctx: Arc<Context>, mut stopped: watch::Receiver<bo
         }
         tokio::select! {
             _ = stopped.changed() => break,
-            _ = tokio::time::sleep(RELOAD_EVERY) => {}
+            _ = endpoints.changed() => {}
+            _ = tokio::time::sleep(LOOK_AGAIN) => {}
         }
     }
     for (_, (_, stop, _)) in running.iter() {
@@ -111,6 +115,7 @@ type Failure = String;
 async fn run_endpoint(ctx: Arc<Context>, endpoint: Endpoint, mut stop: watch::Receiver<bool>) {
     let id = endpoint.webhook.id.clone();
     let mut bell = ctx.bell.clone();
+    let mut endpoints = ctx.endpoints.clone();
     let mut cursor = endpoint.webhook.delivered_seq;
     let mut reported = cursor;
     let mut last_report = Instant::now();
@@ -134,7 +139,8 @@ async fn run_endpoint(ctx: Arc<Context>, endpoint: Endpoint, mut stop: watch::Re
             tokio::select! {
                 _ = stop.changed() => break,
                 _ = bell.changed() => {}
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = endpoints.changed() => {}
+                _ = tokio::time::sleep(LOOK_AGAIN) => {}
             }
             continue;
         }

@@ -34,6 +34,8 @@ pub(crate) struct Batch<'a> {
     pub attempt: Option<i64>,
     /// Events the batch's commands announced, appended to the outbox at the flush.
     pub events: Vec<PendingEvent>,
+    /// A webhook endpoint or dead letter changed: the delivery worker must look again.
+    pub endpoints_changed: bool,
 }
 
 impl<'a> Batch<'a> {
@@ -54,6 +56,7 @@ impl<'a> Batch<'a> {
             all_due_swept: false,
             attempt: None,
             events: Vec::new(),
+            endpoints_changed: false,
         }
     }
 

@@ -164,6 +164,7 @@ impl Command {
                 reply.hold(Ok(admin_keys::revoke(conn, id, now)?));
             }
             Command::Webhook { change, reply } => {
+                batch.endpoints_changed |= !matches!(change, WebhookChange::Advance { .. });
                 reply.hold(Ok(webhooks::apply(conn, change, now.timestamp_millis())?));
             }
             #[cfg(debug_assertions)]

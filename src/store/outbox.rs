@@ -115,26 +115,38 @@ pub(crate) fn prune(conn: &Connection, cutoff_ms: i64, limit: i64) -> rusqlite::
         .execute(named_params! {":cutoff": cutoff_ms, ":limit": limit})
 }
 
-/// Rung after every commit that appended events; the delivery worker watches it.
+/// Rung after every commit that appended events, and (`endpoints`) after every commit that
+/// changed a webhook endpoint or asked for a dead letter's retry: the delivery worker watches
+/// both instead of polling the database.
 #[derive(Debug)]
 pub struct OutboxBell {
-    tx: tokio::sync::watch::Sender<u64>,
+    events: tokio::sync::watch::Sender<u64>,
+    endpoints: tokio::sync::watch::Sender<u64>,
 }
 
 impl Default for OutboxBell {
     fn default() -> Self {
         Self {
-            tx: tokio::sync::watch::Sender::new(0),
+            events: tokio::sync::watch::Sender::new(0),
+            endpoints: tokio::sync::watch::Sender::new(0),
         }
     }
 }
 
 impl OutboxBell {
     pub fn ring(&self) {
-        self.tx.send_modify(|n| *n = n.wrapping_add(1));
+        self.events.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    pub fn ring_endpoints(&self) {
+        self.endpoints.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.tx.subscribe()
+        self.events.subscribe()
+    }
+
+    pub fn subscribe_endpoints(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.endpoints.subscribe()
     }
 }

@@ -243,6 +243,7 @@ pub(super) fn run_batch(
         let new_keys = std::mem::take(&mut batch.new_keys);
         let gone_keys = std::mem::take(&mut batch.gone_keys);
         let announced = !batch.events.is_empty();
+        let endpoints_changed = batch.endpoints_changed;
         drop(batch);
         if let Err(err) = committed {
             let err = StoreError::from(err);
@@ -299,8 +300,13 @@ pub(super) fn run_batch(
             keys.forget_recorded(hash, seq);
         }
         publish(conn, listener, touched, now);
-        if let Some(bell) = chores.bell.filter(|_| announced) {
-            bell.ring();
+        if let Some(bell) = chores.bell {
+            if announced {
+                bell.ring();
+            }
+            if endpoints_changed {
+                bell.ring_endpoints();
+            }
         }
         for cmd in queue.drain(..) {
             cmd.answer(None);
