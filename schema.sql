@@ -106,14 +106,16 @@ CREATE TABLE idempotency_keys (
     CHECK ((hold_id IS NOT NULL) + (refusal IS NOT NULL) + (outcome IS NOT NULL) = 1)
 ) STRICT;
 
--- Admin keys are stored only as SHA-256 hashes.
+-- Admin keys and service keys (`scope`) are stored only as SHA-256 hashes. (`scope` was added
+-- by ALTER TABLE, which is why it is spelled as SQLite records it.)
 CREATE TABLE admin_keys (
     id         TEXT    PRIMARY KEY,
     name       TEXT    NOT NULL,
     key_hash   BLOB    NOT NULL UNIQUE,
     created_at INTEGER NOT NULL,
     revoked_at INTEGER
-) STRICT;
+, scope TEXT NOT NULL DEFAULT 'admin'
+    CHECK (scope = 'admin' OR scope = 'payments')) STRICT;
 
 -- The transactional outbox: every change other systems hear about, written in the same
 -- transaction as the change. `seq` is the delivery order; the public id adds a random secret

@@ -69,6 +69,9 @@ pub struct Settings {
     pub streams_per_ip: usize,
     /// `--demo`: the drop page may ask for a buyer token (`GET /v1/demo/token`).
     pub demo: bool,
+    /// `--buyer-confirms` (on with `--demo`): buyers confirm their own holds; without it only a
+    /// payment service does.
+    pub buyer_confirms: bool,
     /// Where and how to ship the WAL, in Litestream's format.
     pub replica: Option<ReplicationConfig>,
     /// Answer holds and orders only once the replica holds them (needs a replica).
@@ -103,6 +106,7 @@ impl Settings {
             admin_listen: None,
             writer_stuck_after: defaults::WRITER_STUCK_AFTER,
             demo: false,
+            buyer_confirms: false,
             replica: None,
             ack_after_replicated: false,
             outbox: crate::outbox::OutboxConfig::default(),
@@ -306,6 +310,7 @@ impl Application {
             admin_port,
             admission: crate::http::admission::Admission::new(settings.admission.clone()),
             demo: settings.demo,
+            buyer_confirms: settings.buyer_confirms || settings.demo,
             replica: replica_status.clone(),
             ack_after_replicated,
         });
@@ -367,7 +372,7 @@ impl Application {
         let (key, hash) = auth::generate_admin_key();
         let id = self
             .writer
-            .create_admin_key(name.into(), hash)
+            .create_admin_key(name.into(), hash, "admin".into())
             .await
             .context("creating an admin key")?;
         self.control.refresh();

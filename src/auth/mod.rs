@@ -16,6 +16,10 @@ use crate::domain::BuyerId;
 
 pub const SECRET_FILE: &str = "token-secret";
 const ADMIN_KEY_PREFIX: &str = "dak_";
+/// Service keys (scope `payments`): a payment service confirming holds into orders.
+const SERVICE_KEY_PREFIX: &str = "dsk_";
+/// The scopes a key may have.
+pub const SCOPES: &[&str] = &["admin", "payments"];
 
 /// Most verified tokens one thread remembers; past that it starts over.
 const CACHED_TOKENS: usize = 65_536;
@@ -151,41 +155,73 @@ pub fn generate_admin_key() -> (String, [u8; 32]) {
     (key, hash)
 }
 
+/// A new service key of a scope and the hash to store.
+pub fn generate_service_key() -> (String, [u8; 32]) {
+    let key = format!(
+        "{SERVICE_KEY_PREFIX}{}",
+        hex::encode(rand::random::<[u8; 32]>())
+    );
+    let hash = hash_admin_key(&key);
+    (key, hash)
+}
+
+/// `dsk_` and 64 lowercase hex digits.
+pub fn looks_like_service_key(credential: &str) -> bool {
+    looks_like_key(credential, SERVICE_KEY_PREFIX)
+}
+
+fn looks_like_key(credential: &str, prefix: &str) -> bool {
+    credential.len() == prefix.len() + 64
+        && credential.starts_with(prefix)
+        && credential[prefix.len()..]
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
 pub fn hash_admin_key(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
 }
 
 /// `dak_` and 64 lowercase hex digits: anything else is no admin key, and costs no lookup.
 pub fn looks_like_admin_key(credential: &str) -> bool {
-    credential.len() == ADMIN_KEY_PREFIX.len() + 64
-        && credential.starts_with(ADMIN_KEY_PREFIX)
-        && credential[ADMIN_KEY_PREFIX.len()..]
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    looks_like_key(credential, ADMIN_KEY_PREFIX)
 }
 
 /// The active admin keys, in memory: an admin request costs a hash and compares, no database
 /// read. Replaced whole when the table changes (see `store::admin_keys::KeyWatch`).
 #[derive(Default)]
 pub struct AdminKeyBook {
-    keys: std::sync::RwLock<Vec<(String, Vec<u8>)>>,
+    keys: std::sync::RwLock<Vec<(String, Vec<u8>, String)>>,
 }
 
 impl AdminKeyBook {
-    pub fn replace(&self, keys: Vec<(String, Vec<u8>)>) {
+    /// Every active key: id, hash, scope.
+    pub fn replace(&self, keys: Vec<(String, Vec<u8>, String)>) {
         *self.keys.write().unwrap_or_else(|p| p.into_inner()) = keys;
     }
 
-    /// The id of the active key `key` is, compared in constant time against every one.
+    /// The id of the active admin key `key` is, compared in constant time against every one.
     pub fn check(&self, key: &str) -> Option<String> {
         if !looks_like_admin_key(key) {
             return None;
         }
+        self.find(key, "admin")
+    }
+
+    /// The id of the active service key of `scope` that `key` is.
+    pub fn check_service(&self, key: &str, scope: &str) -> Option<String> {
+        if !looks_like_service_key(key) {
+            return None;
+        }
+        self.find(key, scope)
+    }
+
+    fn find(&self, key: &str, scope: &str) -> Option<String> {
         let hash = hash_admin_key(key);
         let keys = self.keys.read().unwrap_or_else(|p| p.into_inner());
         let mut found = None;
-        for (id, stored) in keys.iter() {
-            if bool::from(stored.as_slice().ct_eq(&hash)) {
+        for (id, stored, of) in keys.iter() {
+            if bool::from(stored.as_slice().ct_eq(&hash)) && of == scope {
                 found = Some(id.clone());
             }
         }
@@ -203,7 +239,9 @@ impl AdminKeyBook {
 
 /// Admin keys have a recognizable prefix; a JWT is three dot-separated parts.
 pub fn looks_like_buyer_token(credential: &str) -> bool {
-    !credential.starts_with(ADMIN_KEY_PREFIX) && credential.split('.').count() == 3
+    !credential.starts_with(ADMIN_KEY_PREFIX)
+        && !credential.starts_with(SERVICE_KEY_PREFIX)
+        && credential.split('.').count() == 3
 }
 
 #[cfg(test)]
@@ -227,7 +265,7 @@ mod tests {
         let (key, hash) = generate_admin_key();
         let book = AdminKeyBook::default();
         assert_eq!(book.check(&key), None);
-        book.replace(vec![("ak_1".into(), hash.to_vec())]);
+        book.replace(vec![("ak_1".into(), hash.to_vec(), "admin".into())]);
         assert_eq!(book.check(&key), Some("ak_1".into()));
         assert_eq!(book.check("dak_wrong"), None);
         let (other, _) = generate_admin_key();

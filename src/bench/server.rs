@@ -45,6 +45,8 @@ impl OwnServer {
             .env("DROPD_DRAIN_GRACE", "0s")
             // Webhooks, if any, stay on this machine.
             .env("DROPD_WEBHOOK_ALLOW", "127.0.0.1/32")
+            // The load plays buyers who confirm their own holds.
+            .env("DROPD_BUYER_CONFIRMS", "true")
             .args(["--synchronous", synchronous, "--data-dir"])
             .arg(data_dir)
             .args(extra)

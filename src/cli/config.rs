@@ -79,6 +79,7 @@ pub(super) fn print(args: &ServeArgs) -> anyhow::Result<()> {
         "max_connections": s.max_connections,
         "drain_grace": human(s.drain_grace),
         "demo": s.demo,
+        "buyer_confirms": s.buyer_confirms || s.demo,
         "replica": replica,
         "ack_after_replicated": s.ack_after_replicated,
         "webhooks": {

@@ -84,21 +84,46 @@ pub(super) fn token(args: TokenArgs) -> anyhow::Result<()> {
 }
 
 pub(super) fn create_admin_key(name: &str, data_dir: &std::path::Path) -> anyhow::Result<()> {
-    let (key, hash) = auth::generate_admin_key();
+    create_key(name, "admin", data_dir)
+}
+
+/// A key of `scope`: `admin` (`dak_...`) or a service's (`dsk_...`).
+pub(super) fn create_key(
+    name: &str,
+    scope: &str,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<()> {
+    if !auth::SCOPES.contains(&scope) {
+        anyhow::bail!(
+            "unknown scope {scope:?}; known: {}",
+            auth::SCOPES.join(", ")
+        );
+    }
+    let (key, hash) = if scope == "admin" {
+        auth::generate_admin_key()
+    } else {
+        auth::generate_service_key()
+    };
     let request = Request::CreateAdminKey {
         name: name.into(),
         key_hash: hex::encode(hash),
+        scope: scope.into(),
     };
     let id = match control::client::ask(data_dir, &request)? {
         Some(Response::Created { id }) => id,
         Some(other) => anyhow::bail!("the running server did not create the key: {other:?}"),
         None => {
             let conn = open_database(data_dir, true)?;
-            admin_keys::insert(&conn, name, &hash, chrono::Utc::now())
-                .context("storing the admin key")?
+            admin_keys::insert(&conn, name, &hash, scope, chrono::Utc::now())
+                .context("storing the key")?
         }
     };
-    eprintln!("created admin key {id} ({name}); it is shown only once:");
+    let what = if scope == "admin" {
+        "admin key".to_owned()
+    } else {
+        format!("{scope} service key")
+    };
+    eprintln!("created {what} {id} ({name}); it is shown only once:");
     println!("{key}");
     Ok(())
 }
@@ -121,8 +146,17 @@ pub(super) fn revoke_admin_key(id: &str, data_dir: &std::path::Path) -> anyhow::
 }
 
 pub(super) fn list_admin_keys(data_dir: &std::path::Path) -> anyhow::Result<()> {
+    list_keys(data_dir, |scope| scope == "admin")
+}
+
+/// The keys whose scope `shown` accepts.
+pub(super) fn list_keys(
+    data_dir: &std::path::Path,
+    shown: impl Fn(&str) -> bool,
+) -> anyhow::Result<()> {
     let conn = open_database(data_dir, false)?;
-    let keys = admin_keys::list(&conn).context("reading the admin keys")?;
+    let keys = admin_keys::list(&conn).context("reading the keys")?;
+    let keys = keys.into_iter().filter(|k| shown(&k.scope));
     println!("{:<30}  {:<16}  {:<20}  revoked", "id", "name", "created");
     for key in keys {
         let at = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%d %H:%M:%S").to_string();

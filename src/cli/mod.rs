@@ -39,6 +39,9 @@ pub enum Command {
     /// Manage admin keys.
     #[command(subcommand)]
     AdminKey(AdminKeyCommand),
+    /// Keys for services: `--scope payments` confirms holds into orders.
+    #[command(subcommand)]
+    ServiceKey(ServiceKeyCommand),
     /// Rebuild a database from a replica (latest, --txid or --timestamp). Litestream's
     /// single-dash spellings (-txid, -timestamp, -if-db-not-exists...) work too.
     Restore(RestoreArgs),
@@ -104,6 +107,31 @@ pub enum AdminKeyCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum ServiceKeyCommand {
+    /// Create a service key of a scope; printed once, stored only as a hash.
+    Create {
+        /// `payments`: may confirm any hold into an order (`POST /v1/holds/{hold}/confirm`).
+        #[arg(long)]
+        scope: String,
+        #[arg(long, default_value = "payments")]
+        name: String,
+        #[arg(long, env = "DROPD_DATA_DIR", default_value = defaults::DATA_DIR)]
+        data_dir: PathBuf,
+    },
+    /// List service keys: id, name, created, revoked (never the keys).
+    List {
+        #[arg(long, env = "DROPD_DATA_DIR", default_value = defaults::DATA_DIR)]
+        data_dir: PathBuf,
+    },
+    /// Revoke a service key by its id (`sk_...`).
+    Revoke {
+        id: String,
+        #[arg(long, env = "DROPD_DATA_DIR", default_value = defaults::DATA_DIR)]
+        data_dir: PathBuf,
+    },
+}
+
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve::serve(args),
@@ -115,6 +143,17 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             credentials::list_admin_keys(&data_dir)
         }
         Command::AdminKey(AdminKeyCommand::Revoke { id, data_dir }) => {
+            credentials::revoke_admin_key(&id, &data_dir)
+        }
+        Command::ServiceKey(ServiceKeyCommand::Create {
+            scope,
+            name,
+            data_dir,
+        }) => credentials::create_key(&name, &scope, &data_dir),
+        Command::ServiceKey(ServiceKeyCommand::List { data_dir }) => {
+            credentials::list_keys(&data_dir, |scope| scope != "admin")
+        }
+        Command::ServiceKey(ServiceKeyCommand::Revoke { id, data_dir }) => {
             credentials::revoke_admin_key(&id, &data_dir)
         }
         Command::Restore(args) => restore::restore(args),

@@ -29,6 +29,10 @@ pub struct ServeArgs {
     /// Create a live demo drop and print a buyer token, an admin key and example requests.
     #[arg(long, env = "DROPD_DEMO")]
     pub demo: bool,
+    /// Let buyers confirm their own holds into orders (on with --demo). Without it only a
+    /// payment service (a `payments` service key) confirms, so an order means paid.
+    #[arg(long, env = "DROPD_BUYER_CONFIRMS")]
+    pub buyer_confirms: bool,
     /// `full`: an acknowledged write survives power loss. `normal`: faster, survives a process
     /// crash but may lose the last commits on power loss.
     #[arg(long, env = "DROPD_SYNCHRONOUS", value_enum, default_value_t = Synchronous::Full)]
@@ -179,6 +183,7 @@ pub(super) fn settings(args: &ServeArgs) -> anyhow::Result<Settings> {
         max_subscribers: args.max_subscribers,
         sse_cpu_budget: args.sse_cpu_budget,
         demo: args.demo,
+        buyer_confirms: args.buyer_confirms,
         replica,
         ack_after_replicated: args.ack_after_replicated,
         outbox: args.webhooks.config(),

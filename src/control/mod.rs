@@ -23,8 +23,20 @@ pub fn socket_path(data_dir: &Path) -> PathBuf {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Request {
-    CreateAdminKey { name: String, key_hash: String },
-    RevokeAdminKey { id: String },
+    CreateAdminKey {
+        name: String,
+        key_hash: String,
+        /// `admin` (older clients send none) or `payments`.
+        #[serde(default = "admin_scope")]
+        scope: String,
+    },
+    RevokeAdminKey {
+        id: String,
+    },
+}
+
+fn admin_scope() -> String {
+    "admin".into()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -149,14 +149,24 @@ fn serve(listener: UnixListener, writer: &Writer, keeper: &Keeper, stop: &Atomic
 async fn answer(request: Request, writer: &Writer) -> Response {
     let failed = |message: String| Response::Failed { message };
     match request {
-        Request::CreateAdminKey { name, key_hash } => {
+        Request::CreateAdminKey {
+            name,
+            key_hash,
+            scope,
+        } => {
             let Some(hash) = hex::decode(&key_hash)
                 .ok()
                 .and_then(|h| <[u8; 32]>::try_from(h).ok())
             else {
                 return failed("key_hash must be 64 hex digits".into());
             };
-            match writer.create_admin_key(name.clone(), hash).await {
+            if !crate::auth::SCOPES.contains(&scope.as_str()) {
+                return failed(format!("unknown scope {scope:?}"));
+            }
+            match writer
+                .create_admin_key(name.clone(), hash, scope.clone())
+                .await
+            {
                 Ok(id) => {
                     tracing::info!(admin_key = %id, name, "admin key created");
                     Response::Created { id }

@@ -64,6 +64,7 @@ codes! {
     TokenWrongAudience = "token-wrong-audience", 401, "Token for another audience";
     TokenWrongIssuer = "token-wrong-issuer", 401, "Token from another issuer";
     Forbidden = "forbidden", 403, "Forbidden";
+    ConfirmationNotAllowed = "confirmation-not-allowed", 403, "Only a payment service confirms";
     PayloadTooLarge = "payload-too-large", 413, "Payload Too Large";
     UnsupportedMediaType = "unsupported-media-type", 415, "Unsupported Media Type";
     BadRequest = "bad-request", 400, "Bad Request";

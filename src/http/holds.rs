@@ -1,5 +1,5 @@
 use actix_web::http::StatusCode;
-use actix_web::{web, HttpResponse, ResponseError};
+use actix_web::{web, FromRequest, HttpMessage, HttpRequest, HttpResponse, ResponseError};
 use serde::{Deserialize, Serialize};
 
 use std::collections::HashMap;
@@ -8,7 +8,7 @@ use std::sync::Arc;
 use actix_web::http::header::{HeaderName, HeaderValue};
 
 use crate::domain::views::{HoldView, OrderView};
-use crate::domain::{DropId, DropState, HoldId, Refusal};
+use crate::domain::{BuyerId, DropId, DropState, HoldId, Refusal};
 use crate::http::codes::Code;
 use crate::http::drops::parse_drop_id;
 use crate::http::extract::{Buyer, IdemKey, IpAdmitted};
@@ -140,6 +140,7 @@ pub async fn create_hold(
 }
 
 problems!(ConfirmHoldProblems: EVERY, SPLIT, ADMITTED, BUYER, IDEMPOTENT, BODY, WRITE, &[
+    Code::ConfirmationNotAllowed,
     Code::NotFound,
     Code::HoldExpired,
     Code::HoldReleased,
@@ -147,8 +148,10 @@ problems!(ConfirmHoldProblems: EVERY, SPLIT, ADMITTED, BUYER, IDEMPOTENT, BODY, 
     Code::ReplicaUnavailable,
 ]);
 
-/// Turn your hold into an order.
-#[utoipa::path(post, path = "/v1/holds/{hold}/confirm", tag = "buyers", security(("buyer" = [])),
+/// Turn a hold into an order: a payment service (a `payments` service key) once the hold is
+/// paid, for any buyer; a buyer their own only on servers started with `--buyer-confirms`.
+#[utoipa::path(post, path = "/v1/holds/{hold}/confirm", tag = "buyers",
+    security(("service" = []), ("buyer" = [])),
     params(
         ("hold" = String, Path, description = "the hold's id"),
         RetryKey,
@@ -162,12 +165,32 @@ problems!(ConfirmHoldProblems: EVERY, SPLIT, ADMITTED, BUYER, IDEMPOTENT, BODY, 
 pub async fn confirm_hold(
     state: web::Data<AppState>,
     _: IpAdmitted,
-    Buyer(buyer): Buyer,
+    http: HttpRequest,
     IdemKey(key): IdemKey,
     path: web::Path<String>,
     body: web::Json<ConfirmRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let _turn = state.admission.enter(&buyer)?;
+    // A payment service confirms for everyone (no per-buyer turn); a buyer only their own
+    // hold, and only where allowed.
+    let (buyer, by_service, _turn) = match service_key(&state, &http)? {
+        Some(key_id) => (
+            BuyerId::from_trusted(format!("service:{key_id}")),
+            true,
+            None,
+        ),
+        None => {
+            let Buyer(buyer) = Buyer::extract(&http).await?;
+            if !state.buyer_confirms {
+                return Err(ApiError::new(
+                    Code::ConfirmationNotAllowed,
+                    "on this server a payment service confirms holds once they are paid; \
+                     pay through checkout (a buyer may confirm only with --buyer-confirms)",
+                ));
+            }
+            let turn = state.admission.enter(&buyer)?;
+            (buyer, false, Some(turn))
+        }
+    };
     let req = IdempotentRequest {
         fingerprint: fingerprint("confirm_hold", &path, &*body),
         buyer,
@@ -176,6 +199,7 @@ pub async fn confirm_hold(
     let cmd = ConfirmHold {
         hold_id: HoldId::from_trusted(path.into_inner()),
         payment_ref: body.into_inner().payment_ref,
+        by_service,
     };
     let answer = state.writer.confirm_hold(req, cmd).await?;
     if let Some(ack) = &state.ack_after_replicated {
@@ -187,6 +211,24 @@ pub async fn confirm_hold(
 /// A live drop whose SKU the latest commit left at zero is refused without a trip to the writer
 /// (the caller makes sure the key is new: a used key is the writer's to answer). The refusal is
 /// shared by every request refused the same way on this worker.
+/// The id of the `payments` service key the request carries, if it carries one; a service
+/// key that is not active is refused here rather than read as a buyer token.
+fn service_key(state: &AppState, http: &HttpRequest) -> Result<Option<String>, ApiError> {
+    let Some(credential) = crate::http::extract::bearer_credential(http) else {
+        return Ok(None);
+    };
+    if !crate::auth::looks_like_service_key(credential) {
+        return Ok(None);
+    }
+    let id = state
+        .admin_keys
+        .check_service(credential, "payments")
+        .ok_or_else(|| ApiError::unauthorized("the service key is not valid"))?;
+    http.extensions_mut()
+        .insert(crate::http::request_id::Caller::Admin(id.clone()));
+    Ok(Some(id))
+}
+
 fn sold_out_in_memory(
     state: &AppState,
     drop_id: &DropId,

@@ -36,6 +36,8 @@ pub struct AppState {
     pub admission: Arc<crate::http::admission::Admission>,
     /// Started with `--demo`: the page may ask for a buyer token.
     pub demo: bool,
+    /// `--buyer-confirms`: buyers may turn their own holds into orders.
+    pub buyer_confirms: bool,
     /// How replication is doing, when a replica is configured.
     pub replica: Option<Arc<crate::replicate::status::ReplicaStatus>>,
     /// `--ack-after-replicated`: holds and orders are answered once the replica has them.

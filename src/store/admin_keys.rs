@@ -10,16 +10,16 @@ use serde::Serialize;
 
 use super::StoreError;
 
-const INSERT: &str = "INSERT INTO admin_keys (id, name, key_hash, created_at)
-                      VALUES (:id, :name, :hash, :now)";
-const ACTIVE: &str = "SELECT id, key_hash FROM admin_keys WHERE revoked_at IS NULL";
+const INSERT: &str = "INSERT INTO admin_keys (id, name, key_hash, created_at, scope)
+                      VALUES (:id, :name, :hash, :now, :scope)";
+const ACTIVE: &str = "SELECT id, key_hash, scope FROM admin_keys WHERE revoked_at IS NULL";
 const LIST: &str =
-    "SELECT id, name, created_at, revoked_at FROM admin_keys ORDER BY created_at, id";
+    "SELECT id, name, created_at, revoked_at, scope FROM admin_keys ORDER BY created_at, id";
 const REVOKE: &str =
     "UPDATE admin_keys SET revoked_at = :now WHERE id = :id AND revoked_at IS NULL";
 
-/// An active key's id and the SHA-256 of the key.
-pub type ActiveKey = (String, Vec<u8>);
+/// An active key's id, the SHA-256 of the key, and its scope.
+pub type ActiveKey = (String, Vec<u8>, String);
 
 /// One key as `dropd admin-key list` shows it (never the key or its hash).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -28,17 +28,21 @@ pub struct AdminKeyRow {
     pub name: String,
     pub created_at: DateTime<Utc>,
     pub revoked_at: Option<DateTime<Utc>>,
+    pub scope: String,
 }
 
 pub fn insert(
     conn: &Connection,
     name: &str,
     key_hash: &[u8; 32],
+    scope: &str,
     now: DateTime<Utc>,
 ) -> Result<String, StoreError> {
-    let id = format!("ak_{}", uuid::Uuid::now_v7().simple());
+    let prefix = if scope == "admin" { "ak" } else { "sk" };
+    let id = format!("{prefix}_{}", uuid::Uuid::now_v7().simple());
     conn.prepare_cached(INSERT)?.execute(named_params! {
         ":id": id, ":name": name, ":hash": &key_hash[..], ":now": now.timestamp_millis(),
+        ":scope": scope,
     })?;
     Ok(id)
 }
@@ -55,7 +59,7 @@ pub fn revoke(conn: &Connection, id: &str, now: DateTime<Utc>) -> Result<bool, S
 pub fn active(conn: &Connection) -> Result<Vec<ActiveKey>, StoreError> {
     let keys = conn
         .prepare_cached(ACTIVE)?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
         .collect::<Result<_, _>>()?;
     Ok(keys)
 }
@@ -70,6 +74,7 @@ pub fn list(conn: &Connection) -> Result<Vec<AdminKeyRow>, StoreError> {
                 name: r.get(1)?,
                 created_at: at(r.get(2)?),
                 revoked_at: r.get::<_, Option<i64>>(3)?.map(at),
+                scope: r.get(4)?,
             })
         })?
         .collect::<Result<_, _>>()?;

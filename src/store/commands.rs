@@ -65,6 +65,7 @@ pub(crate) enum Command {
     CreateAdminKey {
         name: String,
         key_hash: [u8; 32],
+        scope: String,
         reply: Reply<String>,
     },
     /// True if the key was active and is revoked now.
@@ -156,9 +157,10 @@ impl Command {
             Command::CreateAdminKey {
                 name,
                 key_hash,
+                scope,
                 reply,
             } => {
-                reply.hold(Ok(admin_keys::insert(conn, name, key_hash, now)?));
+                reply.hold(Ok(admin_keys::insert(conn, name, key_hash, scope, now)?));
             }
             Command::RevokeAdminKey { id, reply } => {
                 reply.hold(Ok(admin_keys::revoke(conn, id, now)?));

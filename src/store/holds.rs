@@ -392,7 +392,15 @@ pub(crate) fn confirm(
     cmd: &ConfirmHold,
 ) -> Result<OrderView, Outcome> {
     rules::check_payment_ref(&cmd.payment_ref)?;
-    let (hold, hold_seq) = load_owned(conn, buyer, &cmd.hold_id)?;
+    let (hold, hold_seq, owner) = if cmd.by_service {
+        load(conn, cmd.hold_id.as_str())?
+            .map(|l| (l.hold, l.seq, BuyerId::from_trusted(l.owner)))
+            .ok_or_else(|| Refusal::not_found(format!("hold {}", cmd.hold_id)))?
+    } else {
+        let (hold, seq) = load_owned(conn, buyer, &cmd.hold_id)?;
+        (hold, seq, buyer.clone())
+    };
+    let buyer = &owner;
     if hold.state != HoldState::Active {
         return Err(refuse_ended(&hold).into());
     }

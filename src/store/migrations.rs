@@ -17,6 +17,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("migrations/0003_numbered_holds.sql"),
     ),
     ("outbox", include_str!("migrations/0004_outbox.sql")),
+    ("key scopes", include_str!("migrations/0005_key_scopes.sql")),
 ];
 
 pub fn latest_version() -> i64 {

@@ -24,6 +24,8 @@ pub struct PlaceHold {
 pub struct ConfirmHold {
     pub hold_id: HoldId,
     pub payment_ref: String,
+    /// A payment service confirms any buyer's hold; a buyer only their own.
+    pub by_service: bool,
 }
 
 /// The outcome of an idempotent command, fresh or replayed from its record.

@@ -23,6 +23,7 @@ mod litestream;
 mod operations;
 mod outside;
 mod pages;
+mod paid;
 mod replication;
 mod replication_outage;
 mod request_ids;

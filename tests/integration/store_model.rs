@@ -115,6 +115,7 @@ fn run(stock: i64, ops: Vec<Op>) -> Result<(), TestCaseError> {
                     let cmd = ConfirmHold {
                         hold_id,
                         payment_ref: "pi".into(),
+                        by_service: false,
                     };
                     rt.block_on(writer.confirm_hold(req(&buyer), cmd))
                         .expect("writer answers");
@@ -169,8 +170,8 @@ async fn a_failing_command_is_dropped_from_its_batch_and_the_rest_commit() {
     let writer = store.writer.clone();
     // The same admin key hash twice: the second insert breaks `key_hash UNIQUE`.
     let (a, dup, b, c) = tokio::join!(
-        writer.create_admin_key("one".into(), [7; 32]),
-        writer.create_admin_key("two".into(), [7; 32]),
+        writer.create_admin_key("one".into(), [7; 32], "admin".into()),
+        writer.create_admin_key("two".into(), [7; 32], "admin".into()),
         writer.create_drop(drop_spec("first", 5)),
         writer.create_drop(drop_spec("second", 5)),
     );

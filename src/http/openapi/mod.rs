@@ -94,6 +94,17 @@ impl utoipa::Modify for Contract {
                     .build(),
             ),
         );
+        components.add_security_scheme(
+            "service",
+            SecurityScheme::Http(
+                Http::builder()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "A service key from `dropd service-key create --scope payments`",
+                    ))
+                    .build(),
+            ),
+        );
         components
             .schemas
             .insert("Problem".into(), problem_schema().into());

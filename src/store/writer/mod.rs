@@ -310,14 +310,17 @@ impl Writer {
         .await
     }
 
+    /// A key of `scope` (`admin`, `payments`), stored as its hash.
     pub async fn create_admin_key(
         &self,
         name: String,
         key_hash: [u8; 32],
+        scope: String,
     ) -> Result<String, StoreError> {
         self.ask(|reply| Command::CreateAdminKey {
             name,
             key_hash,
+            scope,
             reply,
         })
         .await

@@ -55,6 +55,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
     // Tests act as many buyers from one address, often several writes at once by one buyer;
     // admission's tests turn it on.
     settings.admission.enabled = false;
+    settings.buyer_confirms = true;
     settings.outbox.targets.allow = vec!["127.0.0.1/32".parse().expect("a network")];
     adjust(&mut settings);
     let clock = ManualClock::new(start_time());

@@ -52,6 +52,9 @@ impl ServerProcess {
             .env("DROPD_DRAIN_GRACE", "0s")
             // Nothing in the suite ever connects outside this machine.
             .env("DROPD_WEBHOOK_ALLOW", "127.0.0.1/32")
+            // Most tests play the buyer all the way to an order (a test's `--buyer-confirms`
+            // or its own DROPD_BUYER_CONFIRMS wins over this).
+            .env("DROPD_BUYER_CONFIRMS", "true")
             .envs(envs.iter().copied())
             .args([
                 "serve",
@@ -138,6 +141,22 @@ pub fn create_admin_key(data_dir: &Path) -> String {
         .expect("utf-8")
         .trim()
         .to_owned()
+}
+
+/// A `payments` service key made by `dropd service-key create`.
+pub fn create_service_key(data_dir: &Path) -> String {
+    let dir = data_dir.to_str().expect("a UTF-8 path");
+    let (ok, key, err) = dropd(&[
+        "service-key",
+        "create",
+        "--scope",
+        "payments",
+        "--data-dir",
+        dir,
+    ]);
+    assert!(ok, "{err}");
+    assert!(err.contains("payments service key sk_"), "{err}");
+    key.trim().to_owned()
 }
 
 /// `dropd ARGS...` to its end: (success, stdout, stderr).
