@@ -72,6 +72,9 @@ pub struct Settings {
     /// `--buyer-confirms` (on with `--demo`): buyers confirm their own holds; without it only a
     /// payment service does.
     pub buyer_confirms: bool,
+    /// `--payment-callback-secret-file` (or the systemd credential `payment-callback-secret`)
+    /// and `--payment-callback-tolerance`.
+    pub payment_callback: Option<(String, Duration)>,
     /// Where and how to ship the WAL, in Litestream's format.
     pub replica: Option<ReplicationConfig>,
     /// Answer holds and orders only once the replica holds them (needs a replica).
@@ -107,6 +110,7 @@ impl Settings {
             writer_stuck_after: defaults::WRITER_STUCK_AFTER,
             demo: false,
             buyer_confirms: false,
+            payment_callback: None,
             replica: None,
             ack_after_replicated: false,
             outbox: crate::outbox::OutboxConfig::default(),
@@ -311,6 +315,12 @@ impl Application {
             admission: crate::http::admission::Admission::new(settings.admission.clone()),
             demo: settings.demo,
             buyer_confirms: settings.buyer_confirms || settings.demo,
+            payment_callback: settings
+                .payment_callback
+                .as_ref()
+                .map(|(secret, tolerance)| {
+                    crate::http::payments::PaymentCallback::new(secret.clone(), *tolerance)
+                }),
             replica: replica_status.clone(),
             ack_after_replicated,
         });

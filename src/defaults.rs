@@ -72,6 +72,8 @@ pub const WEBHOOK_BACKOFF_MAX_TEXT: &str = "5m";
 pub const WEBHOOK_BACKOFF_MAX: Duration = Duration::from_secs(300);
 /// Webhook requests in flight at once, across endpoints.
 pub const WEBHOOK_CONCURRENCY: usize = 16;
+/// How far a payment callback's signed time may be from the server's clock.
+pub const PAYMENT_CALLBACK_TOLERANCE_TEXT: &str = "5m";
 /// A comment line this often keeps proxies from closing an idle stream.
 pub const SSE_KEEP_ALIVE: Duration = Duration::from_secs(15);
 

@@ -80,6 +80,9 @@ pub(super) fn print(args: &ServeArgs) -> anyhow::Result<()> {
         "drain_grace": human(s.drain_grace),
         "demo": s.demo,
         "buyer_confirms": s.buyer_confirms || s.demo,
+        "payment_callback": s.payment_callback.as_ref().map(|(_, tolerance)| json!({
+            "secret": "(set)", "tolerance": human(*tolerance),
+        })),
         "replica": replica,
         "ack_after_replicated": s.ack_after_replicated,
         "webhooks": {

@@ -33,6 +33,14 @@ pub struct ServeArgs {
     /// payment service (a `payments` service key) confirms, so an order means paid.
     #[arg(long, env = "DROPD_BUYER_CONFIRMS")]
     pub buyer_confirms: bool,
+    /// File with the secret payment providers sign `POST /v1/payments/callback` with; default
+    /// the systemd credential `payment-callback-secret`, if there is one; else no callback.
+    #[arg(long, env = "DROPD_PAYMENT_CALLBACK_SECRET_FILE")]
+    pub payment_callback_secret_file: Option<PathBuf>,
+    /// How far a callback's signed time may be from the server's clock.
+    #[arg(long, env = "DROPD_PAYMENT_CALLBACK_TOLERANCE",
+          default_value = defaults::PAYMENT_CALLBACK_TOLERANCE_TEXT, value_parser = humantime::parse_duration)]
+    pub payment_callback_tolerance: Duration,
     /// `full`: an acknowledged write survives power loss. `normal`: faster, survives a process
     /// crash but may lose the last commits on power loss.
     #[arg(long, env = "DROPD_SYNCHRONOUS", value_enum, default_value_t = Synchronous::Full)]
@@ -184,10 +192,40 @@ pub(super) fn settings(args: &ServeArgs) -> anyhow::Result<Settings> {
         sse_cpu_budget: args.sse_cpu_budget,
         demo: args.demo,
         buyer_confirms: args.buyer_confirms,
+        payment_callback: payment_callback_secret(args)?
+            .map(|secret| (secret, args.payment_callback_tolerance)),
         replica,
         ack_after_replicated: args.ack_after_replicated,
         outbox: args.webhooks.config(),
     })
+}
+
+/// The callback secret from its file, or from systemd's credentials directory.
+fn payment_callback_secret(args: &ServeArgs) -> anyhow::Result<Option<String>> {
+    let path = match &args.payment_callback_secret_file {
+        Some(path) => path.clone(),
+        None => match std::env::var_os("CREDENTIALS_DIRECTORY") {
+            Some(dir) => {
+                let path = PathBuf::from(dir).join("payment-callback-secret");
+                if !path.exists() {
+                    return Ok(None);
+                }
+                path
+            }
+            None => return Ok(None),
+        },
+    };
+    let secret = std::fs::read_to_string(&path)
+        .with_context(|| format!("reading the payment callback secret {}", path.display()))?
+        .trim()
+        .to_owned();
+    if secret.len() < 16 {
+        anyhow::bail!(
+            "the payment callback secret in {} is shorter than 16 characters",
+            path.display()
+        );
+    }
+    Ok(Some(secret))
 }
 
 pub(super) fn serve(args: ServeArgs) -> anyhow::Result<()> {

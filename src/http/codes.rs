@@ -65,6 +65,9 @@ codes! {
     TokenWrongIssuer = "token-wrong-issuer", 401, "Token from another issuer";
     Forbidden = "forbidden", 403, "Forbidden";
     ConfirmationNotAllowed = "confirmation-not-allowed", 403, "Only a payment service confirms";
+    SignatureInvalid = "signature-invalid", 401, "Signature invalid";
+    SignatureExpired = "signature-expired", 401, "Signature outside the tolerance window";
+    CallbackReplayed = "callback-replayed", 409, "Payment notice already taken";
     PayloadTooLarge = "payload-too-large", 413, "Payload Too Large";
     UnsupportedMediaType = "unsupported-media-type", 415, "Unsupported Media Type";
     BadRequest = "bad-request", 400, "Bad Request";

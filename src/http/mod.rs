@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod openapi;
 mod orders;
 mod pages;
+pub mod payments;
 pub mod problem;
 pub mod request_id;
 pub mod sides;
@@ -72,6 +73,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             ))
             .service(only(
                 at("/v1/holds/{hold}/confirm").route(web::post().to(holds::confirm_hold)),
+                "POST",
+            ))
+            .service(only(
+                at("/v1/payments/callback").route(web::post().to(payments::payment_callback)),
                 "POST",
             ))
             .service(get("/v1/orders", orders::list_orders))

@@ -38,6 +38,8 @@ pub struct AppState {
     pub demo: bool,
     /// `--buyer-confirms`: buyers may turn their own holds into orders.
     pub buyer_confirms: bool,
+    /// A signed payment provider's callback, when a secret is configured.
+    pub payment_callback: Option<crate::http::payments::PaymentCallback>,
     /// How replication is doing, when a replica is configured.
     pub replica: Option<Arc<crate::replicate::status::ReplicaStatus>>,
     /// `--ack-after-replicated`: holds and orders are answered once the replica has them.

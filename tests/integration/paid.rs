@@ -83,3 +83,78 @@ async fn only_a_payment_service_confirms_a_hold_unless_buyers_may() {
     assert_eq!(status, 401);
     server.terminate();
 }
+
+fn signed(secret: &str, t: i64, body: &str) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(secret.as_bytes()).expect("a key");
+    mac.update(format!("{t}.{body}").as_bytes());
+    format!("t={t},v1={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_payment_callback_confirms_once_and_bad_old_or_replayed_ones_write_nothing() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let admin_key = create_admin_key(dir.path());
+    let secret = "callback-secret-0123456789";
+    let secret_file = dir.path().join("payment-secret");
+    std::fs::write(&secret_file, format!("{secret}\n")).expect("written");
+    let server = ServerProcess::start_with(
+        dir.path(),
+        &[
+            "--payment-callback-secret-file",
+            secret_file.to_str().expect("utf-8"),
+        ],
+        &[("DROPD_BUYER_CONFIRMS", "false")],
+    );
+    let http = client();
+    server
+        .api(&http)
+        .with_admin_key(&admin_key)
+        .create_drop(&live_spec("called"))
+        .await;
+    let buyer = server.api(&http).buyer("caller");
+    let hold_id = buyer.hold_many("called", "h", 1).await.remove(0);
+    let body = serde_json::json!({"hold_id": hold_id, "payment_ref": "pi_42"}).to_string();
+    let now = chrono::Utc::now().timestamp();
+    let post = |signature: String, body: String| {
+        http.post(format!("{}/v1/payments/callback", server.base))
+            .header("Dropd-Payment-Signature", signature)
+            .header("Content-Type", "application/json")
+            .body(body)
+            .send()
+    };
+    let still_active = || async {
+        let hold: Value = buyer.get_hold(&hold_id).await.json().await.expect("json");
+        hold["state"] == "active"
+    };
+
+    let res = post(signed("another-secret-entirely", now, &body), body.clone())
+        .await
+        .expect("sent");
+    expect_problem(res, 401, "signature-invalid").await;
+    let tampered = body.replace("pi_42", "pi_43");
+    let res = post(signed(secret, now, &body), tampered)
+        .await
+        .expect("sent");
+    expect_problem(res, 401, "signature-invalid").await;
+    let res = post(signed(secret, now - 3600, &body), body.clone())
+        .await
+        .expect("sent");
+    expect_problem(res, 401, "signature-expired").await;
+    assert!(still_active().await, "refused callbacks wrote nothing");
+
+    let res = post(signed(secret, now, &body), body.clone())
+        .await
+        .expect("sent");
+    assert_eq!(res.status(), 201);
+    let order: Value = res.json().await.expect("json");
+    assert_eq!(order["payment_ref"], "pi_42");
+    assert_eq!(order["buyer"], "caller");
+    let res = post(signed(secret, now, &body), body.clone())
+        .await
+        .expect("sent");
+    expect_problem(res, 409, "callback-replayed").await;
+    let orders = buyer.orders().await;
+    assert_eq!(orders["orders"].as_array().expect("orders").len(), 1);
+    server.terminate();
+}

@@ -13,7 +13,9 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::OpenApi;
 
 use crate::http::codes::Code;
-use crate::http::{admin, drops, events, health, holds, metrics, orders, pages, webhooks};
+use crate::http::{
+    admin, drops, events, health, holds, metrics, orders, pages, payments, webhooks,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -32,6 +34,7 @@ use crate::http::{admin, drops, events, health, holds, metrics, orders, pages, w
         holds::get_hold,
         holds::release_hold,
         holds::confirm_hold,
+        payments::payment_callback,
         orders::list_orders,
         orders::get_order,
         pages::demo_token,
