@@ -61,6 +61,8 @@ pub struct Hub {
     config: HubConfig,
     clock: Arc<dyn Clock>,
     pub stats: Arc<HubStats>,
+    /// Each buyer's own stream of news about their holds and orders.
+    pub buyers: super::buyers::BuyerStreams,
 }
 
 impl Hub {
@@ -79,6 +81,7 @@ impl Hub {
             config,
             clock,
             stats,
+            buyers: super::buyers::BuyerStreams::default(),
         })
     }
 
@@ -219,6 +222,7 @@ impl Hub {
 
     /// Ends every stream at once (shutdown) and stops the ticker.
     pub fn close(&self) {
+        self.buyers.close();
         self.fanout.close();
         for entry in self.cache.entries() {
             self.fanout.end_all(&entry.subscribers);
@@ -230,6 +234,10 @@ impl Hub {
 }
 
 impl CommitListener for Hub {
+    fn announced(&self, buyer: &str, kind: &str, data: &str) {
+        self.buyers.publish(buyer, kind, data);
+    }
+
     fn forget(&self, drop_id: &DropId) {
         self.cache.forget(drop_id);
     }

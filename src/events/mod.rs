@@ -5,6 +5,7 @@
 //! `hub` is the front; behind it `cache` keeps the views, `diff` says what changed, `fanout`
 //! queues messages to subscribers, and `ticker` paces it.
 
+pub mod buyers;
 mod cache;
 mod diff;
 mod fanout;

@@ -3,11 +3,13 @@
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 
+use crate::events::buyers::BuyerStreamError;
 use crate::events::SubscribeError;
 use crate::http::codes::Code;
 use crate::http::drops::parse_drop_id;
-use crate::http::openapi::problems::{problems, EVERY, READ, SPLIT};
-use crate::http::openapi::streams::LiveEvent;
+use crate::http::extract::Buyer;
+use crate::http::openapi::problems::{problems, BUYER, EVERY, READ, SPLIT};
+use crate::http::openapi::streams::{BuyerEvent, LiveEvent};
 use crate::http::problem::ApiError;
 use crate::http::state::AppState;
 
@@ -73,6 +75,55 @@ pub async fn stream_drop_events(
         rx.recv()
             .await
             .map(|bytes| (Ok::<_, std::convert::Infallible>(bytes), rx))
+    });
+    Ok(HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .insert_header(("x-accel-buffering", "no"))
+        .streaming(stream))
+}
+
+problems!(MyEventsProblems: EVERY, SPLIT, BUYER, &[Code::TooManyStreams, Code::Unavailable]);
+
+/// Your own news as server-sent events: each `hold.created`, `hold.expired`, `hold.released`
+/// and `order.created` about your holds (the outbox event's `data`), so a page sees its hold
+/// become an order when the payment service confirms it. Authenticated with the bearer header
+/// (read it with `fetch` streaming: EventSource cannot send headers, and tokens stay out of
+/// URLs). Not resumable: after a reconnect, read the hold.
+#[utoipa::path(get, path = "/v1/me/events", tag = "buyers", security(("buyer" = [])),
+    responses(
+        (status = 200, description = "an endless event stream", body = BuyerEvent,
+            content_type = "text/event-stream"),
+        MyEventsProblems,
+    ))]
+pub async fn stream_my_events(
+    state: web::Data<AppState>,
+    Buyer(buyer): Buyer,
+) -> Result<HttpResponse, ApiError> {
+    let rx = state
+        .hub
+        .buyers
+        .subscribe(buyer.as_str())
+        .map_err(|err| match err {
+            BuyerStreamError::TooMany => ApiError::new(
+                Code::TooManyStreams,
+                "you have as many streams of your own open as you may; close one first",
+            )
+            .retry_after(5),
+            BuyerStreamError::Closed => ApiError::new(
+                Code::Unavailable,
+                "the server is shutting down; retry shortly",
+            )
+            .retry_after(2),
+        })?;
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        let next = tokio::select! {
+            message = rx.recv() => message?,
+            () = tokio::time::sleep(crate::defaults::SSE_KEEP_ALIVE) => {
+                actix_web::web::Bytes::from_static(b": keep-alive\n\n")
+            }
+        };
+        Some((Ok::<_, std::convert::Infallible>(next), rx))
     });
     Ok(HttpResponse::Ok()
         .content_type("text/event-stream")

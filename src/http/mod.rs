@@ -79,6 +79,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 at("/v1/payments/callback").route(web::post().to(payments::payment_callback)),
                 "POST",
             ))
+            .service(get("/v1/me/events", events::stream_my_events))
             .service(get("/v1/orders", orders::list_orders))
             .service(get("/v1/orders/{order}", orders::get_order))
             .service(get("/v1/admin/events", admin::stream_admin_events))

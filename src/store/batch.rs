@@ -77,9 +77,24 @@ impl<'a> Batch<'a> {
         self.touch(drop_id);
         self.events.push(PendingEvent {
             drop_id: drop_id.clone(),
+            buyer: None,
             kind,
             data: outbox::data(data),
         });
+    }
+
+    /// As `announce`, for news `buyer` hears on their own stream as well.
+    pub fn announce_for(
+        &mut self,
+        buyer: &str,
+        drop_id: &DropId,
+        kind: crate::domain::outbox::EventKind,
+        data: &impl serde::Serialize,
+    ) {
+        self.announce(drop_id, kind, data);
+        if let Some(event) = self.events.last_mut() {
+            event.buyer = Some(buyer.to_owned());
+        }
     }
 
     /// Writes the batch's bookkeeping into the transaction, before it commits.

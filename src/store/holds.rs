@@ -57,7 +57,8 @@ fn due(
 /// `hold.expired` for a hold the batch ended at its time.
 fn announce_expired(batch: &mut Batch<'_>, drop_id: &DropId, hold: (&str, &str, &str, i64)) {
     let (hold_id, sku, buyer, quantity) = hold;
-    batch.announce(
+    batch.announce_for(
+        buyer,
         drop_id,
         EventKind::HoldExpired,
         &HoldData {
@@ -186,7 +187,8 @@ pub(crate) fn place(
         announce_expired(batch, &cmd.drop_id, (id, sku, owner, *quantity));
     }
     let hold_text = hold_id.to_string();
-    batch.announce(
+    batch.announce_for(
+        buyer.as_str(),
         &cmd.drop_id,
         EventKind::HoldCreated,
         &HoldData {
@@ -430,7 +432,8 @@ pub(crate) fn confirm(
         ":currency": price.currency.as_str(), ":total": total.amount,
         ":payment_ref": cmd.payment_ref, ":now": batch.now.timestamp_millis(),
     })?;
-    batch.announce(
+    batch.announce_for(
+        buyer.as_str(),
         &DropId::from_trusted(hold.drop_id.clone()),
         EventKind::OrderCreated,
         &OrderData {
@@ -482,7 +485,8 @@ pub(crate) fn release(
         hold.quantity,
     )?;
     end_hold(conn, hold_seq, HoldState::Released, batch.now)?;
-    batch.announce(
+    batch.announce_for(
+        buyer.as_str(),
         &DropId::from_trusted(hold.drop_id.clone()),
         EventKind::HoldReleased,
         &HoldData {

@@ -47,6 +47,8 @@ pub trait CommitListener: Send + Sync + 'static {
     /// A commit changed this drop but its new view could not be read: whatever memory holds
     /// of it is behind the database and must not answer anyone.
     fn forget(&self, drop_id: &crate::domain::DropId);
+    /// An outbox event about `buyer` committed (for their own stream).
+    fn announced(&self, _buyer: &str, _kind: &str, _data: &str) {}
 }
 
 #[derive(Debug, Clone)]

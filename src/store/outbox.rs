@@ -12,6 +12,8 @@ use crate::domain::DropId;
 /// An event a command announced; written when its batch flushes.
 pub(crate) struct PendingEvent {
     pub drop_id: DropId,
+    /// The buyer the event is about, who hears it on their own stream too.
+    pub buyer: Option<String>,
     pub kind: EventKind,
     pub data: String,
 }

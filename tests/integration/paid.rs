@@ -158,3 +158,74 @@ async fn a_signed_payment_callback_confirms_once_and_bad_old_or_replayed_ones_wr
     assert_eq!(orders["orders"].as_array().expect("orders").len(), 1);
     server.terminate();
 }
+
+/// The next `event:` message of an event stream, skipping `retry:` and comments.
+async fn next_event(res: &mut reqwest::Response, buffer: &mut String) -> (String, Value) {
+    loop {
+        while let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            let name = block.lines().find_map(|l| l.strip_prefix("event: "));
+            let data = block.lines().find_map(|l| l.strip_prefix("data: "));
+            if let (Some(name), Some(data)) = (name, data) {
+                return (name.to_owned(), serde_json::from_str(data).expect("json"));
+            }
+        }
+        let chunk = tokio::time::timeout(std::time::Duration::from_secs(10), res.chunk())
+            .await
+            .expect("a message within 10 s")
+            .expect("readable")
+            .expect("the stream is open");
+        buffer.push_str(&String::from_utf8_lossy(&chunk));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_buyer_sees_their_hold_become_an_order_on_their_own_stream() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let admin_key = create_admin_key(dir.path());
+    let service_key = create_service_key(dir.path());
+    let server = ServerProcess::start_with(dir.path(), &[], &[("DROPD_BUYER_CONFIRMS", "false")]);
+    let http = client();
+    server
+        .api(&http)
+        .with_admin_key(&admin_key)
+        .create_drop(&live_spec("watched"))
+        .await;
+    let token = crate::support::api::buyer_token("watcher");
+    let url = format!("{}/v1/me/events", server.base);
+    let res = http.get(&url).send().await.expect("sent");
+    expect_problem(res, 401, "unauthorized").await;
+    let mut stream = http
+        .get(&url)
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(stream.status(), 200);
+    assert_eq!(stream.headers()["content-type"], "text/event-stream");
+    let mut buffer = String::new();
+
+    // Another buyer's news is not ours.
+    server
+        .api(&http)
+        .buyer("someone-else")
+        .hold_many("watched", "o", 1)
+        .await;
+    let buyer = server.api(&http).with_token(&token);
+    let hold_id = buyer.hold_many("watched", "h", 1).await.remove(0);
+    let (name, data) = next_event(&mut stream, &mut buffer).await;
+    assert_eq!(name, "hold.created");
+    assert_eq!(data["hold_id"], hold_id.as_str());
+    assert_eq!(data["buyer"], "watcher");
+
+    let service = server.api(&http).with_token(&service_key);
+    assert_eq!(service.confirm(&hold_id, "paid-1").await.status(), 201);
+    let (name, data) = next_event(&mut stream, &mut buffer).await;
+    assert_eq!(name, "order.created");
+    assert_eq!(data["hold_id"], hold_id.as_str());
+    assert_eq!(data["payment_ref"], "pi_test");
+    let hold: Value = buyer.get_hold(&hold_id).await.json().await.expect("json");
+    assert_eq!(hold["state"], "confirmed");
+    drop(stream);
+    server.terminate();
+}

@@ -30,6 +30,7 @@ use crate::http::{
         drops::list_drops,
         drops::get_drop,
         events::stream_drop_events,
+        events::stream_my_events,
         holds::create_hold,
         holds::get_hold,
         holds::release_hold,
@@ -58,7 +59,7 @@ use crate::http::{
         pages::index,
         pages::admin,
     ),
-    components(schemas(streams::LiveEvent, streams::OperatorEvent)),
+    components(schemas(streams::LiveEvent, streams::OperatorEvent, streams::BuyerEvent)),
     modifiers(&Contract),
     tags(
         (name = "buyers", description = "What the drop page uses"),

@@ -226,6 +226,52 @@ impl ToSchema for LiveEvent {
     }
 }
 
+/// A message of `GET /v1/me/events`: the outbox event's type and `data`.
+pub struct BuyerEvent;
+
+impl PartialSchema for BuyerEvent {
+    fn schema() -> RefOr<Schema> {
+        OneOfBuilder::new()
+            .description(Some(
+                "News about one of your holds; `data` is the event's JSON",
+            ))
+            .item(
+                ObjectBuilder::new()
+                    .property(
+                        "event",
+                        ObjectBuilder::new()
+                            .schema_type(Type::String)
+                            .enum_values(Some([
+                                "hold.created",
+                                "hold.expired",
+                                "hold.released",
+                                "order.created",
+                            ])),
+                    )
+                    .required("event")
+                    .property(
+                        "data",
+                        ObjectBuilder::new()
+                            .schema_type(Type::String)
+                            .content_media_type("application/json"),
+                    )
+                    .required("data"),
+            )
+            .item(
+                ObjectBuilder::new()
+                    .property("retry", ObjectBuilder::new().schema_type(Type::Integer))
+                    .required("retry"),
+            )
+            .into()
+    }
+}
+
+impl ToSchema for BuyerEvent {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("BuyerEvent")
+    }
+}
+
 /// A message of `GET /v1/admin/events`.
 pub struct OperatorEvent;
 

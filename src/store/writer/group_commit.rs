@@ -243,6 +243,7 @@ pub(super) fn run_batch(
         let new_keys = std::mem::take(&mut batch.new_keys);
         let gone_keys = std::mem::take(&mut batch.gone_keys);
         let announced = !batch.events.is_empty();
+        let events = std::mem::take(&mut batch.events);
         let endpoints_changed = batch.endpoints_changed;
         drop(batch);
         if let Err(err) = committed {
@@ -300,6 +301,13 @@ pub(super) fn run_batch(
             keys.forget_recorded(hash, seq);
         }
         publish(conn, listener, touched, now);
+        if let Some(listener) = listener {
+            for event in &events {
+                if let Some(buyer) = &event.buyer {
+                    listener.announced(buyer, event.kind.as_str(), &event.data);
+                }
+            }
+        }
         if let Some(bell) = chores.bell {
             if announced {
                 bell.ring();
