@@ -120,15 +120,21 @@ pub async fn payment_callback(
     req: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
+    let header = req
+        .headers()
+        .get(SIGNATURE_HEADER)
+        .and_then(|v| v.to_str().ok());
+    if header.is_none() {
+        return Err(ApiError::new(
+            Code::SignatureInvalid,
+            "send Dropd-Payment-Signature: t=..,v1=..",
+        ));
+    }
     let Some(callback) = &state.payment_callback else {
         return Err(ApiError::not_found(
             "this server has no payment callback (--payment-callback-secret-file)",
         ));
     };
-    let header = req
-        .headers()
-        .get(SIGNATURE_HEADER)
-        .and_then(|v| v.to_str().ok());
     let now = state.clock.now().timestamp();
     callback.verify(header, &body, now)?;
     let notice: PaymentNotice = serde_json::from_slice(&body).map_err(|e| {
