@@ -22,6 +22,20 @@ const FAST: &[&str] = &[
     "100ms",
 ];
 
+/// A real server with fast retries (and `extra` flags) and a live drop `hooked`: its data
+/// directory, the server, an HTTP client and the admin API.
+async fn hooked_server(extra: &[&str]) -> (tempfile::TempDir, ServerProcess, reqwest::Client, Api) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let key = create_admin_key(dir.path());
+    let mut args = FAST.to_vec();
+    args.extend(extra);
+    let server = ServerProcess::start_with(dir.path(), &args, &[]);
+    let http = client();
+    let admin = server.api(&http).with_admin_key(&key);
+    admin.create_drop(&live_spec("hooked")).await;
+    (dir, server, http, admin)
+}
+
 async fn add_webhook(admin: &Api, url: &str, events: Value) -> Value {
     let res = admin
         .admin(
@@ -64,12 +78,7 @@ async fn some_sales(server: &ServerProcess, http: &reqwest::Client) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_endpoint_gets_every_event_once_in_order_and_signed_after_it_recovers() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let key = create_admin_key(dir.path());
-    let server = ServerProcess::start_with(dir.path(), FAST, &[]);
-    let http = client();
-    let admin = server.api(&http).with_admin_key(&key);
-    admin.create_drop(&live_spec("hooked")).await;
+    let (_dir, server, http, admin) = hooked_server(&[]).await;
     let receiver = Receiver::start(vec![Reply::Status(500); 5], Reply::Status(200)).await;
     let hook = add_webhook(&admin, &receiver.url, json!(["*"])).await;
     let secret = hook["secret"].as_str().expect("a secret shown once");
@@ -130,14 +139,7 @@ async fn a_failing_endpoint_gets_every_event_once_in_order_and_signed_after_it_r
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_endpoint_times_out_and_is_retried_without_delaying_another() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let key = create_admin_key(dir.path());
-    let mut args = FAST.to_vec();
-    args.extend(["--webhook-timeout", "700ms"]);
-    let server = ServerProcess::start_with(dir.path(), &args, &[]);
-    let http = client();
-    let admin = server.api(&http).with_admin_key(&key);
-    admin.create_drop(&live_spec("hooked")).await;
+    let (_dir, server, http, admin) = hooked_server(&["--webhook-timeout", "700ms"]).await;
     let hanging = Receiver::start(vec![Reply::Hang], Reply::Status(200)).await;
     let healthy = Receiver::start(Vec::new(), Reply::Status(200)).await;
     add_webhook(&admin, &hanging.url, json!(["hold.created"])).await;
@@ -165,14 +167,7 @@ async fn a_hanging_endpoint_times_out_and_is_retried_without_delaying_another() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_past_its_attempts_is_dead_lettered_and_a_manual_retry_delivers_it() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let key = create_admin_key(dir.path());
-    let mut args = FAST.to_vec();
-    args.extend(["--webhook-max-attempts", "3"]);
-    let server = ServerProcess::start_with(dir.path(), &args, &[]);
-    let http = client();
-    let admin = server.api(&http).with_admin_key(&key);
-    admin.create_drop(&live_spec("hooked")).await;
+    let (_dir, server, http, admin) = hooked_server(&["--webhook-max-attempts", "3"]).await;
     let receiver = Receiver::start(vec![Reply::Status(500); 3], Reply::Status(200)).await;
     let hook = add_webhook(&admin, &receiver.url, json!(["hold.created"])).await;
     let id = hook["id"].as_str().expect("id");
@@ -220,12 +215,7 @@ async fn an_event_past_its_attempts_is_dead_lettered_and_a_manual_retry_delivers
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deliveries_pending_at_a_sigkill_are_made_after_the_restart() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let key = create_admin_key(dir.path());
-    let server = ServerProcess::start_with(dir.path(), FAST, &[]);
-    let http = client();
-    let admin = server.api(&http).with_admin_key(&key);
-    admin.create_drop(&live_spec("hooked")).await;
+    let (dir, server, http, admin) = hooked_server(&[]).await;
     let receiver = Receiver::start(Vec::new(), Reply::Status(503)).await;
     add_webhook(&admin, &receiver.url, json!(["hold.created"])).await;
     let held = server
