@@ -48,19 +48,25 @@ impl BuyerStreams {
         Ok(rx)
     }
 
-    /// Sends `kind` with `data` (JSON) to every stream of `buyer`.
-    pub fn publish(&self, buyer: &str, kind: &str, data: &str) {
+    /// Sends each (buyer, kind, data) to every stream of that buyer: one lock for a batch, and
+    /// nothing built for buyers nobody is listening for.
+    pub fn publish(&self, events: &[(&str, &str, &str)]) {
         let mut streams = self.lock();
-        let Some(open) = streams.get_mut(buyer) else {
+        if streams.is_empty() {
             return;
-        };
-        let message = Bytes::from(format!("event: {kind}\ndata: {data}\n\n"));
-        open.retain(|tx| !tx.is_closed());
-        for tx in open.iter() {
-            let _ = tx.try_send(message.clone());
         }
-        if open.is_empty() {
-            streams.remove(buyer);
+        for (buyer, kind, data) in events {
+            let Some(open) = streams.get_mut(*buyer) else {
+                continue;
+            };
+            let message = Bytes::from(format!("event: {kind}\ndata: {data}\n\n"));
+            open.retain(|tx| !tx.is_closed());
+            for tx in open.iter() {
+                let _ = tx.try_send(message.clone());
+            }
+            if open.is_empty() {
+                streams.remove(*buyer);
+            }
         }
     }
 
@@ -81,7 +87,7 @@ mod tests {
         let streams = BuyerStreams::default();
         let mut mine = streams.subscribe("a").expect("open");
         let mut theirs = streams.subscribe("b").expect("open");
-        streams.publish("a", "order.created", "{}");
+        streams.publish(&[("a", "order.created", "{}")]);
         assert_eq!(mine.try_recv().expect("retry"), "retry: 3000\n\n");
         assert_eq!(
             mine.try_recv().expect("news"),

@@ -234,8 +234,8 @@ impl Hub {
 }
 
 impl CommitListener for Hub {
-    fn announced(&self, buyer: &str, kind: &str, data: &str) {
-        self.buyers.publish(buyer, kind, data);
+    fn announced(&self, events: &[(&str, &str, &str)]) {
+        self.buyers.publish(events);
     }
 
     fn forget(&self, drop_id: &DropId) {

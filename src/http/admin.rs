@@ -123,32 +123,58 @@ pub async fn list_drop_orders(
     if !exists {
         return Err(ApiError::not_found(format!("drop {drop_id} not found")));
     }
-    let pages = futures_util::stream::try_unfold(Some(String::new()), move |after| {
-        let state = state.clone();
-        let drop_id = drop_id.clone();
+    Ok(ndjson_pages(
+        state,
+        String::new(),
+        move |conn, after: &String| {
+            orders::page_for_drop(conn, drop_id.as_str(), after, ORDERS_PAGE)
+        },
+        ORDERS_PAGE,
+        |order, out| {
+            let _ = serde_json::to_writer(&mut *out, order);
+        },
+        |order| order.order_id.clone(),
+    ))
+}
+
+/// An export as NDJSON, read page by page (`read` from a cursor, up to `page_size` rows) off
+/// the read pool, so neither memory nor a pooled connection is held for the whole of it.
+fn ndjson_pages<C, T>(
+    state: web::Data<AppState>,
+    start: C,
+    read: impl Fn(&rusqlite::Connection, &C) -> Result<Vec<T>, crate::store::StoreError>
+        + Clone
+        + Send
+        + 'static,
+    page_size: i64,
+    line: fn(&T, &mut Vec<u8>),
+    cursor: fn(&T) -> C,
+) -> HttpResponse
+where
+    C: Clone + Send + 'static,
+    T: Send + 'static,
+{
+    let pages = futures_util::stream::try_unfold(Some(start), move |after| {
+        let (state, read) = (state.clone(), read.clone());
         async move {
             let Some(after) = after else {
                 return Ok(None);
             };
-            let page = state
-                .read(move |conn, _| {
-                    orders::page_for_drop(conn, drop_id.as_str(), &after, ORDERS_PAGE)
-                })
-                .await?;
-            let next = (page.len() as i64 == ORDERS_PAGE)
-                .then(|| page.last().map(|o| o.order_id.clone()))
+            let page = state.read(move |conn, _| read(conn, &after)).await?;
+            let next = (page.len() as i64 == page_size)
+                .then(|| page.last().map(cursor))
                 .flatten();
             let mut chunk = Vec::new();
-            for order in &page {
-                serde_json::to_writer(&mut chunk, order).map_err(|_| ApiError::internal())?;
+            for row in &page {
+                line(row, &mut chunk);
                 chunk.push(b'\n');
             }
             Ok::<_, ApiError>(Some((web::Bytes::from(chunk), next)))
         }
     });
-    Ok(HttpResponse::Ok()
+    HttpResponse::Ok()
         .content_type("application/x-ndjson")
-        .streaming(pages))
+        .streaming(pages)
 }
 
 problems!(AdminEventsProblems: EVERY, SPLIT, ADMIN, READ);
@@ -265,27 +291,12 @@ pub async fn export_outbox(
             "after is an event's seq: 0 or more",
         ));
     }
-    let pages = futures_util::stream::try_unfold(Some(start), move |after| {
-        let state = state.clone();
-        async move {
-            let Some(after) = after else {
-                return Ok(None);
-            };
-            let page = state
-                .read(move |conn, _| Ok(outbox::after(conn, after, OUTBOX_PAGE)?))
-                .await?;
-            let next = (page.len() as i64 == OUTBOX_PAGE)
-                .then(|| page.last().map(|e| e.seq))
-                .flatten();
-            let mut chunk = String::new();
-            for event in &page {
-                chunk.push_str(&event.line());
-                chunk.push('\n');
-            }
-            Ok::<_, ApiError>(Some((web::Bytes::from(chunk), next)))
-        }
-    });
-    Ok(HttpResponse::Ok()
-        .content_type("application/x-ndjson")
-        .streaming(pages))
+    Ok(ndjson_pages(
+        state,
+        start,
+        |conn, after: &i64| Ok(outbox::after(conn, *after, OUTBOX_PAGE)?),
+        OUTBOX_PAGE,
+        |event, out| out.extend_from_slice(event.line().as_bytes()),
+        |event| event.seq,
+    ))
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use crate::domain::outbox::wants;
-use crate::store::outbox::{self as table, OutboxEvent};
+use crate::store::outbox as table;
 use crate::store::webhooks::{self, Endpoint, WebhookChange};
 use crate::store::{ReadPool, StoreError, Writer};
 
@@ -153,7 +153,7 @@ async fn run_endpoint(ctx: Arc<Context>, endpoint: Endpoint, mut stop: watch::Re
             let mut attempts = 0;
             loop {
                 attempts += 1;
-                match deliver(&ctx, &endpoint, &event, &body).await {
+                match post(&ctx, &endpoint, &event.id, &event.kind, &body).await {
                     Ok(()) => break,
                     Err(why) if attempts >= ctx.config.max_attempts => {
                         tracing::warn!(webhook = %id, event = %event.id, attempts, error = %why,
@@ -239,15 +239,6 @@ async fn retry_dead_letters(ctx: &Context, endpoint: &Endpoint, stop: &watch::Re
             tracing::warn!(error = %err, "recording a dead letter's retry failed");
         }
     }
-}
-
-async fn deliver(
-    ctx: &Context,
-    endpoint: &Endpoint,
-    event: &OutboxEvent,
-    body: &str,
-) -> Result<(), Failure> {
-    post(ctx, endpoint, &event.id, &event.kind, body).await
 }
 
 async fn post(

@@ -47,8 +47,9 @@ pub trait CommitListener: Send + Sync + 'static {
     /// A commit changed this drop but its new view could not be read: whatever memory holds
     /// of it is behind the database and must not answer anyone.
     fn forget(&self, drop_id: &crate::domain::DropId);
-    /// An outbox event about `buyer` committed (for their own stream).
-    fn announced(&self, _buyer: &str, _kind: &str, _data: &str) {}
+    /// A batch's outbox events committed: (buyer, type, data) of those about a buyer, for
+    /// their own streams; called once per batch.
+    fn announced(&self, _events: &[(&str, &str, &str)]) {}
 }
 
 #[derive(Debug, Clone)]

@@ -302,10 +302,12 @@ pub(super) fn run_batch(
         }
         publish(conn, listener, touched, now);
         if let Some(listener) = listener {
-            for event in &events {
-                if let Some(buyer) = &event.buyer {
-                    listener.announced(buyer, event.kind.as_str(), &event.data);
-                }
+            let about_buyers: Vec<(&str, &str, &str)> = events
+                .iter()
+                .filter_map(|e| Some((e.buyer.as_deref()?, e.kind.as_str(), e.data.as_str())))
+                .collect();
+            if !about_buyers.is_empty() {
+                listener.announced(&about_buyers);
             }
         }
         if let Some(bell) = chores.bell {
