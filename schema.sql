@@ -13,11 +13,12 @@ CREATE TABLE drops (
     override_state  TEXT    CHECK (override_state IN ('paused', 'closed')),
     -- the last attempt_seq handed out; attempts are stamped in the order the writer takes them
     attempt_seq     INTEGER NOT NULL DEFAULT 0,
-    -- grows with every committed change to the drop or its stock
+    -- grows with every committed change to the drop or its stock (`revision`, added by ALTER
+    -- TABLE at the end, grows only with admin edits of its settings)
     version         INTEGER NOT NULL DEFAULT 1,
     created_at      INTEGER NOT NULL,
     CHECK (ends_at > starts_at)
-) STRICT;
+, revision INTEGER NOT NULL DEFAULT 1) STRICT;
 
 CREATE TABLE skus (
     drop_id      TEXT    NOT NULL REFERENCES drops (id),
@@ -162,3 +163,25 @@ CREATE TABLE webhook_dead_letters (
     updated_at INTEGER NOT NULL,
     PRIMARY KEY (webhook_id, event_seq)
 ) STRICT, WITHOUT ROWID;
+
+-- Every admin and service-key action, written in the same transaction as its change. `actor`
+-- is the key's id (`ak_...`, `sk_...`), `payment-callback`, or `cli` (a command run on the box).
+-- `before` and `after` are the changed thing as JSON (absent where it did not or no longer
+-- exists). An action sent with an `Idempotency-Key` keeps the key, its request's fingerprint
+-- and, where it differs from `after`, the answer it got, so a retry replays instead of acting
+-- twice.
+CREATE TABLE audit_log (
+    seq             INTEGER PRIMARY KEY,
+    at              INTEGER NOT NULL,
+    actor           TEXT    NOT NULL,
+    action          TEXT    NOT NULL,
+    target          TEXT    NOT NULL,
+    before          TEXT,
+    after           TEXT,
+    request_id      TEXT,
+    idempotency_key TEXT,
+    fingerprint     BLOB,
+    answer          TEXT
+) STRICT;
+CREATE UNIQUE INDEX audit_log_idempotency ON audit_log (actor, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;

@@ -48,7 +48,11 @@ pub async fn ensure(
             sku("TEE-L", "Tee, size L", 3_500, 50),
         ],
     };
-    match app.writer().create_drop(spec).await? {
+    match app
+        .writer()
+        .create_drop(crate::store::audit::Acting::by("cli"), spec)
+        .await?
+    {
         Ok(_) | Err(Refusal::DropExists { .. }) => {}
         Err(other) => return Err(anyhow::anyhow!("creating the demo drop: {other}")),
     }

@@ -45,7 +45,7 @@ pub(super) fn verify_counts(
         rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
     )?;
     conn.busy_timeout(Duration::from_secs(10))?;
-    if let Err(broken) = crate::store::audit::check_invariants(&conn)? {
+    if let Err(broken) = crate::store::invariants::check_invariants(&conn)? {
         return Ok(Some(broken));
     }
     let (holds, units): (i64, i64) = conn.query_row(

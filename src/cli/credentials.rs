@@ -114,8 +114,12 @@ pub(super) fn create_key(
         Some(other) => anyhow::bail!("the running server did not create the key: {other:?}"),
         None => {
             let conn = open_database(data_dir, true)?;
-            admin_keys::insert(&conn, name, &hash, scope, chrono::Utc::now())
-                .context("storing the key")?
+            // The key and its audit entry commit together.
+            let tx = conn.unchecked_transaction()?;
+            let id = admin_keys::insert(&tx, name, &hash, scope, chrono::Utc::now())
+                .context("storing the key")?;
+            tx.commit()?;
+            id
         }
     };
     let what = if scope == "admin" {
@@ -135,7 +139,11 @@ pub(super) fn revoke_admin_key(id: &str, data_dir: &std::path::Path) -> anyhow::
         Some(other) => anyhow::bail!("the running server did not revoke the key: {other:?}"),
         None => {
             let conn = open_database(data_dir, false)?;
-            admin_keys::revoke(&conn, id, chrono::Utc::now()).context("revoking the admin key")?
+            let tx = conn.unchecked_transaction()?;
+            let revoked = admin_keys::revoke(&tx, id, chrono::Utc::now())
+                .context("revoking the admin key")?;
+            tx.commit()?;
+            revoked
         }
     };
     if !was_active {

@@ -47,6 +47,8 @@ pub enum Refusal {
     },
     #[error("a {from} drop cannot become {to}")]
     InvalidTransition { from: String, to: String },
+    #[error("the drop's settings are at revision {current}, not {expected}: read the drop again and reapply your change")]
+    StaleRevision { expected: i64, current: i64 },
 }
 
 impl Refusal {
@@ -65,6 +67,7 @@ impl Refusal {
             Refusal::DropExists { .. } => "drop-exists",
             Refusal::StockBelowCommitted { .. } => "stock-below-committed",
             Refusal::InvalidTransition { .. } => "invalid-state-transition",
+            Refusal::StaleRevision { .. } => "stale-revision",
         }
     }
 

@@ -96,6 +96,9 @@ pub struct DropView {
     pub state: DropState,
     /// Grows with every committed change; the `ETag` and the live stream's event ids.
     pub version: i64,
+    /// Grows only with admin edits of the drop's settings (never with a sale): what `PATCH`'s
+    /// `If-Match` is checked against.
+    pub revision: i64,
     pub skus: Vec<SkuView>,
 }
 

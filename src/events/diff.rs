@@ -102,6 +102,7 @@ pub(crate) mod tests {
             hold_seconds: 600,
             state: DropState::Live,
             version,
+            revision: 1,
             skus: vec![SkuView {
                 sku: "S1".into(),
                 name: "S1".into(),

@@ -1,18 +1,17 @@
-use actix_web::http::header;
-use actix_web::{web, HttpResponse};
-use serde::Deserialize;
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::{Deserialize, Serialize};
 
 use crate::domain::views::DropView;
-use crate::domain::views::OrderView;
 use crate::domain::views::{DropPatch, NewDrop};
 use crate::http::codes::Code;
 use crate::http::drops::parse_drop_id;
-use crate::http::extract::Admin;
+use crate::http::extract::{admin_act, Admin};
 use crate::http::openapi::problems::{problems, ADMIN, BODY, EVERY, READ, SPLIT, WRITE};
 use crate::http::openapi::streams::OperatorEvent;
 use crate::http::problem::ApiError;
 use crate::http::state::AppState;
-use crate::store::{drops, orders, outbox};
+use crate::store::audit::Acted;
 
 problems!(CreateDropProblems: EVERY, SPLIT, ADMIN, BODY, WRITE, &[Code::DropExists]);
 
@@ -26,13 +25,65 @@ problems!(CreateDropProblems: EVERY, SPLIT, ADMIN, BODY, WRITE, &[Code::DropExis
     ))]
 pub async fn create_drop(
     state: web::Data<AppState>,
-    _: Admin,
+    req: HttpRequest,
+    admin: Admin,
     body: web::Json<NewDrop>,
 ) -> Result<HttpResponse, ApiError> {
-    let view = state.writer.create_drop(body.into_inner()).await??;
-    Ok(HttpResponse::Created()
-        .insert_header((header::LOCATION, format!("/v1/drops/{}", view.id)))
-        .json(view))
+    let act = admin_act(&req, &admin, "create_drop", "", &*body)?;
+    let location = format!("/v1/drops/{}", body.id);
+    let acted = state.writer.create_drop(act, body.into_inner()).await??;
+    let mut res = answer(acted, StatusCode::CREATED, |view| Some(view.revision))?;
+    res.headers_mut().insert(
+        header::LOCATION,
+        header::HeaderValue::from_str(&location).map_err(|_| ApiError::internal())?,
+    );
+    Ok(res)
+}
+
+/// An audited admin action's answer: the value now, or the first answer replayed under its
+/// `Idempotency-Key` (marked `Idempotent-Replayed: true`). `revision` gives the `ETag`.
+pub(crate) fn answer<T: serde::Serialize>(
+    acted: Acted<T>,
+    status: StatusCode,
+    revision: fn(&T) -> Option<i64>,
+) -> Result<HttpResponse, ApiError> {
+    let mut res = HttpResponse::build(status);
+    let body = match acted {
+        Acted::Done(value) => {
+            if let Some(rev) = revision(&value) {
+                res.insert_header((header::ETAG, format!("\"{rev}\"")));
+            }
+            serde_json::to_string(&value).map_err(|_| ApiError::internal())?
+        }
+        Acted::Replayed(body) => {
+            res.insert_header(("Idempotent-Replayed", "true"));
+            body
+        }
+    };
+    if body.is_empty() {
+        return Ok(res.finish());
+    }
+    Ok(res.content_type("application/json").body(body))
+}
+
+/// `If-Match` on a drop's settings: its `revision`, quoted or bare; `*` (or none) matches any.
+fn if_match(req: &HttpRequest) -> Result<Option<i64>, ApiError> {
+    let Some(value) = req.headers().get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    let text = value.to_str().unwrap_or("").trim();
+    if text == "*" {
+        return Ok(None);
+    }
+    text.trim_matches('"')
+        .parse::<i64>()
+        .map(Some)
+        .map_err(|_| {
+            ApiError::new(
+                Code::BadRequest,
+                "If-Match takes the drop's settings revision, for example \"3\"",
+            )
+        })
 }
 
 problems!(UpdateDropProblems: EVERY, SPLIT, ADMIN, BODY, WRITE, &[
@@ -47,19 +98,22 @@ problems!(UpdateDropProblems: EVERY, SPLIT, ADMIN, BODY, WRITE, &[
     responses((status = 200, description = "the drop", body = DropView), UpdateDropProblems))]
 pub async fn update_drop(
     state: web::Data<AppState>,
-    _: Admin,
+    req: HttpRequest,
+    admin: Admin,
     path: web::Path<String>,
     body: web::Json<DropPatch>,
 ) -> Result<HttpResponse, ApiError> {
     let drop_id = parse_drop_id(&path)?;
-    let view = state
+    let expected = if_match(&req)?;
+    let act = admin_act(&req, &admin, "update_drop", drop_id.as_str(), &*body)?;
+    let acted = state
         .writer
-        .update_drop(drop_id, body.into_inner())
+        .update_drop(act, drop_id, body.into_inner(), expected)
         .await??;
-    Ok(HttpResponse::Ok().json(view))
+    answer(acted, StatusCode::OK, |view| Some(view.revision))
 }
 
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StockChange {
     /// Units to add (positive) or take away (negative).
@@ -82,99 +136,25 @@ problems!(AdjustStockProblems: EVERY, SPLIT, ADMIN, BODY, WRITE, &[
     responses((status = 200, description = "the drop", body = DropView), AdjustStockProblems))]
 pub async fn adjust_stock(
     state: web::Data<AppState>,
-    _: Admin,
+    req: HttpRequest,
+    admin: Admin,
     path: web::Path<(String, String)>,
     body: web::Json<StockChange>,
 ) -> Result<HttpResponse, ApiError> {
     let (drop, sku) = path.into_inner();
     let drop_id = parse_drop_id(&drop)?;
-    let view = state
+    let act = admin_act(
+        &req,
+        &admin,
+        "adjust_stock",
+        &format!("{drop}/{sku}"),
+        &*body,
+    )?;
+    let acted = state
         .writer
-        .adjust_stock(drop_id, sku, body.delta)
+        .adjust_stock(act, drop_id, sku, body.delta)
         .await??;
-    Ok(HttpResponse::Ok().json(view))
-}
-
-const ORDERS_PAGE: i64 = 500;
-
-problems!(DropOrdersProblems: EVERY, SPLIT, ADMIN, READ);
-
-/// Every order of a drop as newline-delimited JSON, read page by page so a large drop never
-/// holds a pooled connection (or memory) for the whole export.
-#[utoipa::path(get, path = "/v1/admin/drops/{drop}/orders", tag = "admin",
-    security(("admin" = [])),
-    params(("drop" = String, Path, description = "the drop's id")),
-    responses(
-        (status = 200, description = "one `Order` per line", body = OrderView,
-            content_type = "application/x-ndjson"),
-        DropOrdersProblems,
-    ))]
-pub async fn list_drop_orders(
-    state: web::Data<AppState>,
-    _: Admin,
-    path: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
-    let drop_id = parse_drop_id(&path)?;
-    let id = drop_id.clone();
-    let exists = state
-        .read(move |conn, now| drops::get_view(conn, id.as_str(), now))
-        .await?
-        .is_some();
-    if !exists {
-        return Err(ApiError::not_found(format!("drop {drop_id} not found")));
-    }
-    Ok(ndjson_pages(
-        state,
-        String::new(),
-        move |conn, after: &String| {
-            orders::page_for_drop(conn, drop_id.as_str(), after, ORDERS_PAGE)
-        },
-        ORDERS_PAGE,
-        |order, out| {
-            let _ = serde_json::to_writer(&mut *out, order);
-        },
-        |order| order.order_id.clone(),
-    ))
-}
-
-/// An export as NDJSON, read page by page (`read` from a cursor, up to `page_size` rows) off
-/// the read pool, so neither memory nor a pooled connection is held for the whole of it.
-fn ndjson_pages<C, T>(
-    state: web::Data<AppState>,
-    start: C,
-    read: impl Fn(&rusqlite::Connection, &C) -> Result<Vec<T>, crate::store::StoreError>
-        + Clone
-        + Send
-        + 'static,
-    page_size: i64,
-    line: fn(&T, &mut Vec<u8>),
-    cursor: fn(&T) -> C,
-) -> HttpResponse
-where
-    C: Clone + Send + 'static,
-    T: Send + 'static,
-{
-    let pages = futures_util::stream::try_unfold(Some(start), move |after| {
-        let (state, read) = (state.clone(), read.clone());
-        async move {
-            let Some(after) = after else {
-                return Ok(None);
-            };
-            let page = state.read(move |conn, _| read(conn, &after)).await?;
-            let next = (page.len() as i64 == page_size)
-                .then(|| page.last().map(cursor))
-                .flatten();
-            let mut chunk = Vec::new();
-            for row in &page {
-                line(row, &mut chunk);
-                chunk.push(b'\n');
-            }
-            Ok::<_, ApiError>(Some((web::Bytes::from(chunk), next)))
-        }
-    });
-    HttpResponse::Ok()
-        .content_type("application/x-ndjson")
-        .streaming(pages)
+    answer(acted, StatusCode::OK, |view| Some(view.revision))
 }
 
 problems!(AdminEventsProblems: EVERY, SPLIT, ADMIN, READ);
@@ -254,49 +234,4 @@ async fn admin_stats(state: &AppState) -> Result<web::Bytes, ApiError> {
         "drops": drops,
     });
     Ok(web::Bytes::from(format!("event: stats\ndata: {stats}\n\n")))
-}
-
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-#[serde(deny_unknown_fields)]
-pub struct OutboxQuery {
-    /// Only events after this `seq` (each line carries its own: resume from the last seen).
-    #[param(minimum = 0)]
-    after: Option<i64>,
-}
-
-const OUTBOX_PAGE: i64 = 500;
-
-problems!(ExportOutboxProblems: EVERY, SPLIT, ADMIN, READ, &[Code::BadRequest]);
-
-/// The outbox as NDJSON, oldest first, read page by page in constant memory: what webhooks
-/// carry, for systems that would rather pull. Events are kept for `--outbox-retention` once
-/// every active endpoint has them.
-#[utoipa::path(get, path = "/v1/admin/outbox", tag = "admin", security(("admin" = [])),
-    params(OutboxQuery),
-    responses(
-        (status = 200, description = "one event per line", body = crate::http::openapi::streams::OutboxLine,
-            content_type = "application/x-ndjson"),
-        ExportOutboxProblems,
-    ))]
-pub async fn export_outbox(
-    state: web::Data<AppState>,
-    _: Admin,
-    query: web::Query<OutboxQuery>,
-) -> Result<HttpResponse, ApiError> {
-    let start = query.after.unwrap_or(0);
-    if start < 0 {
-        return Err(ApiError::new(
-            Code::BadRequest,
-            "after is an event's seq: 0 or more",
-        ));
-    }
-    Ok(ndjson_pages(
-        state,
-        start,
-        |conn, after: &i64| Ok(outbox::after(conn, *after, OUTBOX_PAGE)?),
-        OUTBOX_PAGE,
-        |event, out| out.extend_from_slice(event.line().as_bytes()),
-        |event| event.seq,
-    ))
 }

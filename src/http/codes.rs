@@ -57,6 +57,7 @@ codes! {
     DropExists = "drop-exists", 409, "Drop already exists";
     StockBelowCommitted = "stock-below-committed", 409, "Stock below what is held or sold";
     InvalidStateTransition = "invalid-state-transition", 409, "State change not allowed";
+    StaleRevision = "stale-revision", 412, "Drop settings changed since read";
     Unauthorized = "unauthorized", 401, "Unauthorized";
     TokenTooLong = "token-too-long", 401, "Token too long";
     TokenNotYetValid = "token-not-yet-valid", 401, "Token not yet valid";
@@ -111,6 +112,7 @@ impl Code {
             Refusal::DropExists { .. } => Code::DropExists,
             Refusal::StockBelowCommitted { .. } => Code::StockBelowCommitted,
             Refusal::InvalidTransition { .. } => Code::InvalidStateTransition,
+            Refusal::StaleRevision { .. } => Code::StaleRevision,
         }
     }
 }

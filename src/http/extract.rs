@@ -11,6 +11,7 @@ use crate::http::codes::Code;
 use crate::http::problem::ApiError;
 use crate::http::request_id::Caller;
 use crate::http::state::AppState;
+use crate::store::audit::Acting;
 
 fn state(req: &HttpRequest) -> Result<&web::Data<AppState>, ApiError> {
     req.app_data::<web::Data<AppState>>()
@@ -117,6 +118,34 @@ pub fn bearer_credential(req: &HttpRequest) -> Option<&str> {
 pub fn admin_key_id(req: &HttpRequest) -> Option<String> {
     let key = bearer(req).ok()?;
     state(req).ok()?.admin_keys.check(key)
+}
+
+/// Who acts for the audit log: `actor`, for this request.
+pub fn acting_as(req: &HttpRequest, actor: impl Into<String>) -> Acting {
+    let mut act = Acting::by(actor);
+    act.request_id = req
+        .extensions()
+        .get::<crate::http::request_id::RequestId>()
+        .map(|id| id.0.clone());
+    act
+}
+
+/// An admin action for the audit log, with its optional `Idempotency-Key` (admin writes are
+/// safe to retry under one; without one they act each time). `route`, `target` and `body`
+/// make the fingerprint that tells a retry from another request under the same key.
+pub fn admin_act(
+    req: &HttpRequest,
+    admin: &Admin,
+    route: &str,
+    target: &str,
+    body: &impl serde::Serialize,
+) -> Result<Acting, ApiError> {
+    let mut act = acting_as(req, admin.key_id.clone());
+    if req.headers().contains_key("idempotency-key") {
+        let IdemKey(key) = IdemKey::from_request(req, &mut Payload::None).into_inner()?;
+        act.retry = Some((key, crate::http::fingerprint(route, target, body)));
+    }
+    Ok(act)
 }
 
 /// The `Idempotency-Key` header, required on requests that create something.

@@ -172,10 +172,10 @@ pub async fn confirm_hold(
 ) -> Result<HttpResponse, ApiError> {
     // A payment service confirms for everyone (no per-buyer turn); a buyer only their own
     // hold, and only where allowed.
-    let (buyer, by_service, _turn) = match service_key(&state, &http)? {
+    let (buyer, service, _turn) = match service_key(&state, &http)? {
         Some(key_id) => (
             BuyerId::from_trusted(format!("service:{key_id}")),
-            true,
+            Some(crate::http::extract::acting_as(&http, key_id)),
             None,
         ),
         None => {
@@ -188,7 +188,7 @@ pub async fn confirm_hold(
                 ));
             }
             let turn = state.admission.enter(&buyer)?;
-            (buyer, false, Some(turn))
+            (buyer, None, Some(turn))
         }
     };
     let req = IdempotentRequest {
@@ -199,7 +199,7 @@ pub async fn confirm_hold(
     let cmd = ConfirmHold {
         hold_id: HoldId::from_trusted(path.into_inner()),
         payment_ref: body.into_inner().payment_ref,
-        by_service,
+        service,
     };
     let answer = state.writer.confirm_hold(req, cmd).await?;
     if let Some(ack) = &state.ack_after_replicated {

@@ -5,6 +5,7 @@ pub mod admission;
 pub mod codes;
 mod drops;
 mod events;
+mod exports;
 pub mod extract;
 mod health;
 mod holds;
@@ -98,7 +99,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             ))
             .service(get(
                 "/v1/admin/drops/{drop}/orders",
-                admin::list_drop_orders,
+                exports::list_drop_orders,
             ))
             .service(only(
                 at("/v1/admin/webhooks")
@@ -124,7 +125,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     .route(web::post().to(webhooks::retry_dead_letter)),
                 "POST",
             ))
-            .service(get("/v1/admin/outbox", admin::export_outbox)),
+            .service(get(
+                "/v1/admin/drops/{drop}/attempts",
+                exports::export_attempts,
+            ))
+            .service(get("/v1/admin/outbox", exports::export_outbox))
+            .service(get("/v1/admin/audit", exports::export_audit)),
     )
     .default_service(web::to(|| async {
         Err::<HttpResponse, _>(ApiError::not_found("no such resource"))
@@ -163,7 +169,7 @@ fn only(resource: actix_web::Resource, allow: &'static str) -> actix_web::Resour
 
 /// What makes two requests "the same" for an Idempotency-Key: the route, the target and the
 /// body as parsed (so whitespace and key order do not matter).
-fn fingerprint(route: &str, target: &str, body: &impl Serialize) -> [u8; 32] {
+pub(crate) fn fingerprint(route: &str, target: &str, body: &impl Serialize) -> [u8; 32] {
     let mut digest = Sha256::new();
     digest.update(route.as_bytes());
     digest.update([0]);

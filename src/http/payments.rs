@@ -166,7 +166,7 @@ pub async fn payment_callback(
     let cmd = ConfirmHold {
         hold_id: HoldId::from_trusted(notice.hold_id),
         payment_ref: notice.payment_ref,
-        by_service: true,
+        service: Some(crate::http::extract::acting_as(&req, "payment-callback")),
     };
     let answer = state.writer.confirm_hold(request, cmd).await?;
     Ok(match answer.result {

@@ -20,6 +20,10 @@ pub const HEADER: HeaderName = HeaderName::from_static("x-request-id");
 const MAX_LEN: usize = 128;
 
 /// Who asked, as the extractors found out, for the access line.
+/// The request's id, for handlers that record it (the audit log).
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
 #[derive(Debug, Clone)]
 pub enum Caller {
     Buyer(BuyerId),
@@ -71,6 +75,7 @@ pub async fn trace(
         .get(HEADER)
         .and_then(accepted)
         .map_or_else(new_id, str::to_owned);
+    req.extensions_mut().insert(RequestId(id.clone()));
     let started = Instant::now();
     let method = req.method().clone();
     let span = tracing::info_span!("request", request_id = %id);

@@ -1,18 +1,23 @@
 //! The admin API for webhook endpoints, their dead letters, and the outbox export.
 
-use actix_web::{web, HttpResponse};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::outbox::parse_filter;
+use crate::http::admin::answer;
 use crate::http::codes::Code;
-use crate::http::extract::Admin;
+use crate::http::extract::{admin_act, Admin};
 use crate::http::openapi::problems::{problems, ADMIN, BODY, EVERY, READ, SPLIT, WRITE};
 use crate::http::problem::ApiError;
 use crate::http::state::AppState;
 use crate::outbox::sign;
-use crate::store::webhooks::{self, DeadLetter, Webhook, WebhookAnswer, WebhookChange};
+use crate::store::audit::{Acted, Acting};
+use crate::store::webhooks::{
+    self, CreatedWebhook, DeadLetter, Webhook, WebhookAnswer, WebhookChange,
+};
 
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewWebhook {
     /// `http` or `https`; loopback and private addresses are refused unless the server allows
@@ -24,21 +29,12 @@ pub struct NewWebhook {
     events: Vec<String>,
 }
 
-/// A new endpoint: its signing secret is shown here, once.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct CreatedWebhook {
-    #[serde(flatten)]
-    webhook: Webhook,
-    /// Verifies `Dropd-Signature`: HMAC-SHA256 over `<t>.<body>`, hex, as `v1`.
-    secret: String,
-}
-
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct WebhookList {
     webhooks: Vec<Webhook>,
 }
 
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookPatch {
     /// `disabled` stops deliveries (events wait, within the outbox retention); `active` resumes
@@ -58,8 +54,25 @@ fn not_found(id: &str) -> ApiError {
     ApiError::not_found(format!("webhook {id} not found"))
 }
 
-async fn change(state: &AppState, change: WebhookChange) -> Result<WebhookAnswer, ApiError> {
-    Ok(state.writer.change_webhook(change).await?)
+/// An operator's change, audited; `not-found` when it finds nothing to change.
+async fn change(
+    state: &AppState,
+    act: Acting,
+    change: WebhookChange,
+) -> Result<Acted<WebhookAnswer>, ApiError> {
+    Ok(state.writer.act_on_webhook(act, change).await??)
+}
+
+/// A replayed answer as it was first given; a fresh one as `render` makes it.
+fn respond(
+    acted: Acted<WebhookAnswer>,
+    status: StatusCode,
+    render: impl FnOnce(WebhookAnswer) -> Result<HttpResponse, ApiError>,
+) -> Result<HttpResponse, ApiError> {
+    match acted {
+        Acted::Done(answer) => render(answer),
+        Acted::Replayed(body) => answer(Acted::<()>::Replayed(body), status, |_| None),
+    }
 }
 
 problems!(CreateWebhookProblems: EVERY, SPLIT, ADMIN, BODY, WRITE, &[Code::WebhookTargetRefused]);
@@ -73,9 +86,11 @@ problems!(CreateWebhookProblems: EVERY, SPLIT, ADMIN, BODY, WRITE, &[Code::Webho
     ))]
 pub async fn create_webhook(
     state: web::Data<AppState>,
-    _: Admin,
+    req: HttpRequest,
+    admin: Admin,
     body: web::Json<NewWebhook>,
 ) -> Result<HttpResponse, ApiError> {
+    let act = admin_act(&req, &admin, "create_webhook", "", &*body)?;
     let body = body.into_inner();
     let events = parse_filter(&body.events).map_err(ApiError::validation)?;
     if body.url.len() > MAX_URL {
@@ -99,6 +114,7 @@ pub async fn create_webhook(
     let id = format!("whk_{}", uuid::Uuid::now_v7().simple());
     let created = change(
         &state,
+        act,
         WebhookChange::Create {
             id: id.clone(),
             url: url.to_string(),
@@ -107,12 +123,30 @@ pub async fn create_webhook(
         },
     )
     .await?;
-    let WebhookAnswer::Endpoint(Some(webhook)) = created else {
-        return Err(ApiError::internal());
+    let created = match created {
+        Acted::Done(WebhookAnswer::Endpoint(Some(webhook))) => {
+            Acted::Done(CreatedWebhook { webhook, secret })
+        }
+        Acted::Replayed(body) => Acted::Replayed(body),
+        Acted::Done(_) => return Err(ApiError::internal()),
     };
-    Ok(HttpResponse::Created()
-        .insert_header(("Location", format!("/v1/admin/webhooks/{id}")))
-        .json(CreatedWebhook { webhook, secret }))
+    let location = match &created {
+        Acted::Done(c) => format!("/v1/admin/webhooks/{}", c.webhook.id),
+        Acted::Replayed(body) => serde_json::from_str::<serde_json::Value>(body)
+            .ok()
+            .and_then(|v| {
+                v["id"]
+                    .as_str()
+                    .map(|id| format!("/v1/admin/webhooks/{id}"))
+            })
+            .unwrap_or_default(),
+    };
+    let mut res = answer(created, StatusCode::CREATED, |_| None)?;
+    if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&location) {
+        res.headers_mut()
+            .insert(actix_web::http::header::LOCATION, value);
+    }
+    Ok(res)
 }
 
 problems!(ListWebhooksProblems: EVERY, SPLIT, ADMIN, READ);
@@ -162,10 +196,12 @@ problems!(PatchWebhookProblems: EVERY, SPLIT, ADMIN, BODY, WRITE);
     responses((status = 200, description = "the endpoint", body = Webhook), PatchWebhookProblems))]
 pub async fn update_webhook(
     state: web::Data<AppState>,
-    _: Admin,
+    req: HttpRequest,
+    admin: Admin,
     path: web::Path<String>,
     body: web::Json<WebhookPatch>,
 ) -> Result<HttpResponse, ApiError> {
+    let act = admin_act(&req, &admin, "update_webhook", &path, &*body)?;
     let target = match body.state.as_str() {
         "active" => "active",
         "disabled" => "disabled",
@@ -176,18 +212,19 @@ pub async fn update_webhook(
         }
     };
     let id = path.into_inner();
-    let answer = change(
+    let acted = change(
         &state,
+        act,
         WebhookChange::SetState {
             id: id.clone(),
             state: target,
         },
     )
     .await?;
-    match answer {
+    respond(acted, StatusCode::OK, |answer| match answer {
         WebhookAnswer::Endpoint(Some(webhook)) => Ok(HttpResponse::Ok().json(webhook)),
         _ => Err(not_found(&id)),
-    }
+    })
 }
 
 problems!(DeleteWebhookProblems: EVERY, SPLIT, ADMIN, WRITE);
@@ -199,14 +236,17 @@ problems!(DeleteWebhookProblems: EVERY, SPLIT, ADMIN, WRITE);
     responses((status = 204, description = "removed"), DeleteWebhookProblems))]
 pub async fn delete_webhook(
     state: web::Data<AppState>,
-    _: Admin,
+    req: HttpRequest,
+    admin: Admin,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
+    let act = admin_act(&req, &admin, "delete_webhook", &path, &())?;
     let id = path.into_inner();
-    match change(&state, WebhookChange::Delete { id: id.clone() }).await? {
+    let acted = change(&state, act, WebhookChange::Delete { id: id.clone() }).await?;
+    respond(acted, StatusCode::NO_CONTENT, |answer| match answer {
         WebhookAnswer::Done(true) => Ok(HttpResponse::NoContent().finish()),
         _ => Err(not_found(&id)),
-    }
+    })
 }
 
 problems!(DeadLettersProblems: EVERY, SPLIT, ADMIN, READ);
@@ -253,28 +293,37 @@ problems!(RetryDeadLetterProblems: EVERY, SPLIT, ADMIN, WRITE);
         RetryDeadLetterProblems))]
 pub async fn retry_dead_letter(
     state: web::Data<AppState>,
-    _: Admin,
+    req: HttpRequest,
+    admin: Admin,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (id, event) = path.into_inner();
+    let act = admin_act(
+        &req,
+        &admin,
+        "retry_dead_letter",
+        &format!("{id}/{event}"),
+        &(),
+    )?;
     let key = id.clone();
     let letters = state
-        .read(move |conn, _| Ok(webhooks::dead_letters(conn, &key, Some("dead"))?))
+        .read(move |conn, _| Ok(webhooks::dead_letters(conn, &key, None)?))
         .await?;
     let Some(mut letter) = letters.into_iter().find(|l| l.event_id == event) else {
         return Err(ApiError::not_found(format!(
             "webhook {id} has no dead letter for event {event}"
         )));
     };
-    match change(
+    let acted = change(
         &state,
+        act,
         WebhookChange::Retry {
             id: id.clone(),
             event_seq: letter.event_seq,
         },
     )
-    .await?
-    {
+    .await?;
+    respond(acted, StatusCode::ACCEPTED, |answer| match answer {
         WebhookAnswer::Done(true) => {
             letter.state = "retrying".into();
             Ok(HttpResponse::Accepted().json(letter))
@@ -282,5 +331,5 @@ pub async fn retry_dead_letter(
         _ => Err(ApiError::not_found(format!(
             "webhook {id} has no dead letter for event {event}"
         ))),
-    }
+    })
 }

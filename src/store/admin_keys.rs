@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{named_params, Connection};
 use serde::Serialize;
 
+use super::audit::{self, json, Acting, Entry};
 use super::StoreError;
 
 const INSERT: &str = "INSERT INTO admin_keys (id, name, key_hash, created_at, scope)
@@ -44,6 +45,14 @@ pub fn insert(
         ":id": id, ":name": name, ":hash": &key_hash[..], ":now": now.timestamp_millis(),
         ":scope": scope,
     })?;
+    let entry = Entry {
+        action: "key.create",
+        target: id.clone(),
+        before: None,
+        after: json(&serde_json::json!({"name": name, "scope": scope})),
+        answer: None,
+    };
+    audit::record(conn, now.timestamp_millis(), &Acting::by("cli"), entry)?;
     Ok(id)
 }
 
@@ -52,6 +61,16 @@ pub fn revoke(conn: &Connection, id: &str, now: DateTime<Utc>) -> Result<bool, S
     let changed = conn
         .prepare_cached(REVOKE)?
         .execute(named_params! {":id": id, ":now": now.timestamp_millis()})?;
+    if changed == 1 {
+        let entry = Entry {
+            action: "key.revoke",
+            target: id.to_owned(),
+            before: json(&serde_json::json!({"state": "active"})),
+            after: json(&serde_json::json!({"state": "revoked"})),
+            answer: None,
+        };
+        audit::record(conn, now.timestamp_millis(), &Acting::by("cli"), entry)?;
+    }
     Ok(changed == 1)
 }
 

@@ -7,11 +7,12 @@ use tokio::sync::oneshot;
 use crate::domain::views::{DropPatch, DropView, HoldView, NewDrop, OrderView};
 use crate::domain::{BuyerId, DropId, HoldId, Refusal};
 
+use super::audit::{self, json, Acted, Acting, Entry};
 use super::batch::Batch;
 use super::requests::{Answer, ConfirmHold, IdempotentRequest, PlaceHold};
 use super::tx::decided;
 use super::webhooks::{self, WebhookAnswer, WebhookChange};
-use super::{admin_keys, drops, holds, idempotency, StoreError};
+use super::{admin_acts, admin_keys, holds, idempotency, StoreError};
 
 /// Where a command's answer goes, and the answer while the batch has not committed yet.
 pub(crate) struct Reply<T> {
@@ -48,19 +49,24 @@ pub(crate) enum Command {
         reply: Reply<Result<HoldView, Refusal>>,
     },
     CreateDrop {
+        act: Acting,
         spec: NewDrop,
-        reply: Reply<Result<DropView, Refusal>>,
+        reply: Reply<Result<Acted<DropView>, Refusal>>,
     },
     UpdateDrop {
+        act: Acting,
         drop_id: DropId,
         patch: DropPatch,
-        reply: Reply<Result<DropView, Refusal>>,
+        /// `If-Match`: the settings revision the operator read.
+        if_match: Option<i64>,
+        reply: Reply<Result<Acted<DropView>, Refusal>>,
     },
     AdjustStock {
+        act: Acting,
         drop_id: DropId,
         sku: String,
         delta: i64,
-        reply: Reply<Result<DropView, Refusal>>,
+        reply: Reply<Result<Acted<DropView>, Refusal>>,
     },
     CreateAdminKey {
         name: String,
@@ -73,10 +79,12 @@ pub(crate) enum Command {
         id: String,
         reply: Reply<bool>,
     },
-    /// A webhook endpoint changed by the admin API, or its cursor by the delivery worker.
+    /// A webhook endpoint changed by the admin API (`act`), or its cursor by the delivery
+    /// worker.
     Webhook {
+        act: Option<Acting>,
         change: WebhookChange,
-        reply: Reply<WebhookAnswer>,
+        reply: Reply<Result<Acted<WebhookAnswer>, Refusal>>,
     },
     /// Test hook (debug builds): the writer sleeps this long inside its batch.
     #[cfg(debug_assertions)]
@@ -117,9 +125,31 @@ impl Command {
                 reply.hold(Ok(answer));
             }
             Command::ConfirmHold(req, cmd, reply) => {
+                // A payment service's confirmation is audited with the hold as it was.
+                let before = match &cmd.service {
+                    Some(_) => holds::get(conn, cmd.hold_id.as_str())?,
+                    None => None,
+                };
                 let answer = idempotency::run_once(conn, batch, req, None, |c, batch| {
                     holds::confirm(c, batch, &req.buyer, cmd)
                 })?;
+                if let (
+                    Some(act),
+                    Answer {
+                        result: Ok(order),
+                        replayed: false,
+                    },
+                ) = (&cmd.service, &answer)
+                {
+                    let entry = Entry {
+                        action: "hold.confirm",
+                        target: cmd.hold_id.to_string(),
+                        before: before.as_ref().and_then(json),
+                        after: json(order),
+                        answer: None,
+                    };
+                    audit::record(conn, now.timestamp_millis(), act, entry)?;
+                }
                 reply.hold(Ok(answer));
             }
             Command::ReleaseHold {
@@ -131,28 +161,28 @@ impl Command {
                     holds::release(c, batch, buyer, hold_id)
                 })?));
             }
-            Command::CreateDrop { spec, reply } => {
-                reply.hold(Ok(decided(conn, |c| drops::create(c, batch, spec))?));
+            Command::CreateDrop { act, spec, reply } => {
+                reply.hold(Ok(admin_acts::create_drop(conn, batch, act, spec)?));
             }
             Command::UpdateDrop {
+                act,
                 drop_id,
                 patch,
+                if_match,
                 reply,
             } => {
-                reply.hold(Ok(decided(conn, |c| {
-                    drops::update(c, batch, drop_id, patch)
-                })?));
+                let result = admin_acts::update_drop(conn, batch, act, drop_id, patch, *if_match);
+                reply.hold(Ok(result?));
             }
             Command::AdjustStock {
+                act,
                 drop_id,
                 sku,
                 delta,
                 reply,
             } => {
-                let result = decided(conn, |c| {
-                    drops::adjust_stock(c, batch, drop_id, sku, *delta)
-                })?;
-                reply.hold(Ok(result));
+                let result = admin_acts::adjust_stock(conn, batch, act, drop_id, sku, *delta);
+                reply.hold(Ok(result?));
             }
             Command::CreateAdminKey {
                 name,
@@ -165,9 +195,14 @@ impl Command {
             Command::RevokeAdminKey { id, reply } => {
                 reply.hold(Ok(admin_keys::revoke(conn, id, now)?));
             }
-            Command::Webhook { change, reply } => {
+            Command::Webhook { act, change, reply } => {
                 batch.endpoints_changed |= !matches!(change, WebhookChange::Advance { .. });
-                reply.hold(Ok(webhooks::apply(conn, change, now.timestamp_millis())?));
+                let now_ms = now.timestamp_millis();
+                let answer = match act {
+                    Some(act) => admin_acts::change_webhook(conn, now_ms, act, change)?,
+                    None => Ok(Acted::Done(webhooks::apply(conn, change, now_ms)?)),
+                };
+                reply.hold(Ok(answer));
             }
             #[cfg(debug_assertions)]
             Command::Stall { for_, reply } => {

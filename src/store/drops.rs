@@ -18,10 +18,10 @@ use super::tx::Outcome;
 use super::StoreError;
 
 const VIEW: &str = "SELECT id, name, description, starts_at, ends_at, per_buyer_limit,
-                           hold_seconds, override_state, version
+                           hold_seconds, override_state, version, revision
                     FROM drops WHERE id = :id";
 const LIST: &str = "SELECT id, name, description, starts_at, ends_at, per_buyer_limit,
-                           hold_seconds, override_state, version
+                           hold_seconds, override_state, version, revision
                     FROM drops ORDER BY starts_at, id";
 const SKUS: &str = "SELECT sku, name, price_amount, currency, stock_total, held, sold
                     FROM skus WHERE drop_id = :drop ORDER BY position";
@@ -45,6 +45,7 @@ fn drop_from_row(r: &Row<'_>, now: DateTime<Utc>) -> rusqlite::Result<DropView> 
         hold_seconds: r.get(6)?,
         state: schedule.state_at(now),
         version: r.get(8)?,
+        revision: r.get(9)?,
         skus: Vec::new(),
     })
 }
@@ -159,7 +160,7 @@ fn view_after_change(
 const UPDATE: &str = "UPDATE drops SET name = :name, description = :description,
                           starts_at = :starts_at, ends_at = :ends_at,
                           per_buyer_limit = :limit, hold_seconds = :hold_seconds,
-                          override_state = :override
+                          override_state = :override, revision = revision + 1
                       WHERE id = :id";
 const UPDATE_PRICE: &str = "UPDATE skus SET price_amount = :amount, currency = :currency
                             WHERE drop_id = :drop AND sku = :sku";
@@ -169,11 +170,19 @@ pub(crate) fn update(
     batch: &mut Batch<'_>,
     drop_id: &DropId,
     patch: &DropPatch,
+    if_match: Option<i64>,
 ) -> Result<DropView, Outcome> {
     rules::check_patch(patch)?;
     let Some(current) = get_view(conn, drop_id.as_str(), batch.now)? else {
         return Err(Refusal::not_found(format!("drop {drop_id}")).into());
     };
+    if let Some(expected) = if_match.filter(|&r| r != current.revision) {
+        return Err(Refusal::StaleRevision {
+            expected,
+            current: current.revision,
+        }
+        .into());
+    }
     let rules_now =
         load_rules(conn, drop_id)?.ok_or_else(|| Refusal::not_found(format!("drop {drop_id}")))?;
     let reschedules = patch.starts_at.is_some() || patch.ends_at.is_some();

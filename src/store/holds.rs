@@ -394,7 +394,7 @@ pub(crate) fn confirm(
     cmd: &ConfirmHold,
 ) -> Result<OrderView, Outcome> {
     rules::check_payment_ref(&cmd.payment_ref)?;
-    let (hold, hold_seq, owner) = if cmd.by_service {
+    let (hold, hold_seq, owner) = if cmd.service.is_some() {
         load(conn, cmd.hold_id.as_str())?
             .map(|l| (l.hold, l.seq, BuyerId::from_trusted(l.owner)))
             .ok_or_else(|| Refusal::not_found(format!("hold {}", cmd.hold_id)))?

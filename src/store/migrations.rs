@@ -18,6 +18,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ),
     ("outbox", include_str!("migrations/0004_outbox.sql")),
     ("key scopes", include_str!("migrations/0005_key_scopes.sql")),
+    ("audit log", include_str!("migrations/0006_audit.sql")),
 ];
 
 pub fn latest_version() -> i64 {

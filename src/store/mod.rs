@@ -2,7 +2,9 @@
 //! every change in group-committed batches (`writer`); reads go through a pool of `query_only`
 //! connections (`read_pool`). Queries live beside the table group they touch.
 
+mod admin_acts;
 pub mod admin_keys;
+pub mod attempts;
 pub mod audit;
 mod batch;
 pub mod checkpoint;
@@ -14,6 +16,7 @@ pub mod files;
 mod guard;
 pub mod holds;
 pub mod idempotency;
+pub mod invariants;
 pub mod keys;
 mod memory;
 pub mod migrations;

@@ -24,8 +24,9 @@ pub struct PlaceHold {
 pub struct ConfirmHold {
     pub hold_id: HoldId,
     pub payment_ref: String,
-    /// A payment service confirms any buyer's hold; a buyer only their own.
-    pub by_service: bool,
+    /// A payment service (who, for the audit log) confirms any buyer's hold; a buyer only
+    /// their own.
+    pub service: Option<crate::store::audit::Acting>,
 }
 
 /// The outcome of an idempotent command, fresh or replayed from its record.

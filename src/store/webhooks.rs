@@ -23,6 +23,15 @@ pub struct Webhook {
     pub updated_at: String,
 }
 
+/// A new endpoint: its signing secret is shown here, once.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct CreatedWebhook {
+    #[serde(flatten)]
+    pub webhook: Webhook,
+    /// Verifies `Dropd-Signature`: HMAC-SHA256 over `<t>.<body>`, hex, as `v1`.
+    pub secret: String,
+}
+
 /// An endpoint with what the worker needs to sign for it.
 #[derive(Debug, Clone)]
 pub struct Endpoint {

@@ -1,6 +1,7 @@
 //! The domain's property test against the real store: random sequences of hold, confirm,
 //! release, expire and restock, sent through the writer, keep every invariant.
 
+use dropd::store::audit::Acting;
 use std::sync::Arc;
 
 use chrono::Duration;
@@ -83,7 +84,7 @@ fn run(stock: i64, ops: Vec<Op>) -> Result<(), TestCaseError> {
         .build()
         .expect("runtime");
     let writer = store.writer.clone();
-    rt.block_on(writer.create_drop(drop_spec("p", stock)))
+    rt.block_on(writer.create_drop(Acting::by("test"), drop_spec("p", stock)))
         .expect("writer answers")
         .expect("drop created");
 
@@ -115,7 +116,7 @@ fn run(stock: i64, ops: Vec<Op>) -> Result<(), TestCaseError> {
                     let cmd = ConfirmHold {
                         hold_id,
                         payment_ref: "pi".into(),
-                        by_service: false,
+                        service: None,
                     };
                     rt.block_on(writer.confirm_hold(req(&buyer), cmd))
                         .expect("writer answers");
@@ -132,7 +133,7 @@ fn run(stock: i64, ops: Vec<Op>) -> Result<(), TestCaseError> {
             Op::Restock(delta) => {
                 let drop_id = dropd::domain::DropId::parse("p").expect("id");
                 let _ = rt
-                    .block_on(writer.adjust_stock(drop_id, "S".into(), delta))
+                    .block_on(writer.adjust_stock(Acting::by("test"), drop_id, "S".into(), delta))
                     .expect("writer answers");
             }
             _ => {}
@@ -172,8 +173,8 @@ async fn a_failing_command_is_dropped_from_its_batch_and_the_rest_commit() {
     let (a, dup, b, c) = tokio::join!(
         writer.create_admin_key("one".into(), [7; 32], "admin".into()),
         writer.create_admin_key("two".into(), [7; 32], "admin".into()),
-        writer.create_drop(drop_spec("first", 5)),
-        writer.create_drop(drop_spec("second", 5)),
+        writer.create_drop(Acting::by("test"), drop_spec("first", 5)),
+        writer.create_drop(Acting::by("test"), drop_spec("second", 5)),
     );
     assert!(a.is_ok());
     assert!(dup.is_err(), "the duplicate key fails");

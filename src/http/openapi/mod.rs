@@ -14,7 +14,7 @@ use utoipa::OpenApi;
 
 use crate::http::codes::Code;
 use crate::http::{
-    admin, drops, events, health, holds, metrics, orders, pages, payments, webhooks,
+    admin, drops, events, exports, health, holds, metrics, orders, pages, payments, webhooks,
 };
 
 #[derive(OpenApi)]
@@ -42,9 +42,11 @@ use crate::http::{
         admin::create_drop,
         admin::update_drop,
         admin::adjust_stock,
-        admin::list_drop_orders,
+        exports::list_drop_orders,
+        exports::export_attempts,
         admin::stream_admin_events,
-        admin::export_outbox,
+        exports::export_outbox,
+        exports::export_audit,
         webhooks::create_webhook,
         webhooks::list_webhooks,
         webhooks::get_webhook,

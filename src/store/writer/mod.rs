@@ -27,6 +27,7 @@ mod naive;
 use event_loop::WriterLoop;
 use group_commit::Verifier;
 
+use super::audit::{Acted, Acting};
 use super::commands::{Command, Reply};
 use super::files::DbFiles;
 use super::keys::KeyBook;
@@ -277,19 +278,25 @@ impl Writer {
 
     pub async fn create_drop(
         &self,
+        act: Acting,
         spec: NewDrop,
-    ) -> Result<Result<DropView, Refusal>, StoreError> {
-        self.ask(|reply| Command::CreateDrop { spec, reply }).await
+    ) -> Result<Result<Acted<DropView>, Refusal>, StoreError> {
+        self.ask(|reply| Command::CreateDrop { act, spec, reply })
+            .await
     }
 
     pub async fn update_drop(
         &self,
+        act: Acting,
         drop_id: DropId,
         patch: DropPatch,
-    ) -> Result<Result<DropView, Refusal>, StoreError> {
+        if_match: Option<i64>,
+    ) -> Result<Result<Acted<DropView>, Refusal>, StoreError> {
         self.ask(|reply| Command::UpdateDrop {
+            act,
             drop_id,
             patch,
+            if_match,
             reply,
         })
         .await
@@ -297,11 +304,13 @@ impl Writer {
 
     pub async fn adjust_stock(
         &self,
+        act: Acting,
         drop_id: DropId,
         sku: String,
         delta: i64,
-    ) -> Result<Result<DropView, Refusal>, StoreError> {
+    ) -> Result<Result<Acted<DropView>, Refusal>, StoreError> {
         self.ask(|reply| Command::AdjustStock {
+            act,
             drop_id,
             sku,
             delta,
@@ -332,14 +341,41 @@ impl Writer {
             .await
     }
 
-    /// Runs a batch now (expiring every hold due by the clock) and waits for its commit.
+    /// The delivery worker's change to an endpoint's cursor or dead letters.
     pub async fn change_webhook(
         &self,
         change: crate::store::webhooks::WebhookChange,
     ) -> Result<crate::store::webhooks::WebhookAnswer, StoreError> {
-        self.ask(|reply| Command::Webhook { change, reply }).await
+        let answer = self
+            .ask(|reply| Command::Webhook {
+                act: None,
+                change,
+                reply,
+            })
+            .await?;
+        match answer {
+            Ok(Acted::Done(answer)) => Ok(answer),
+            _ => Err(StoreError::Internal(
+                "an unaudited change answered as audited",
+            )),
+        }
     }
 
+    /// An operator's change to an endpoint or a dead letter, audited.
+    pub async fn act_on_webhook(
+        &self,
+        act: Acting,
+        change: crate::store::webhooks::WebhookChange,
+    ) -> Result<Result<Acted<crate::store::webhooks::WebhookAnswer>, Refusal>, StoreError> {
+        self.ask(|reply| Command::Webhook {
+            act: Some(act),
+            change,
+            reply,
+        })
+        .await
+    }
+
+    /// Runs a batch now (expiring every hold due by the clock) and waits for its commit.
     pub async fn sync(&self) -> Result<(), StoreError> {
         self.ask(|reply| Command::Sync { reply }).await
     }

@@ -17,7 +17,7 @@ pub fn open_db(path: &Path) -> Connection {
 
 /// The invariants of docs/design.md, checked from the database itself.
 pub fn check_invariants(conn: &Connection) -> Result<(), String> {
-    dropd::store::audit::check_invariants(conn).map_err(|e| e.to_string())?
+    dropd::store::invariants::check_invariants(conn).map_err(|e| e.to_string())?
 }
 
 /// Row counts and the drops' and SKUs' counters: what any refused request must leave as it was.

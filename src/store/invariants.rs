@@ -1,0 +1,62 @@
+//! The invariants of docs/design.md, checked from the database itself. Used by tests, the
+//! benchmark and the kill loop after every phase.
+
+use rusqlite::Connection;
+
+use super::StoreError;
+
+/// drop, sku, total, held, sold, active hold units, confirmed hold units, ordered units.
+type SkuAudit = (String, String, i64, i64, i64, i64, i64, i64);
+
+const SKUS: &str = "SELECT s.drop_id, s.sku, s.stock_total, s.held, s.sold,
+        (SELECT COALESCE(SUM(quantity), 0) FROM holds h
+          WHERE h.drop_id = s.drop_id AND h.sku = s.sku AND h.state = 'active'),
+        (SELECT COALESCE(SUM(quantity), 0) FROM holds h
+          WHERE h.drop_id = s.drop_id AND h.sku = s.sku AND h.state = 'confirmed'),
+        (SELECT COALESCE(SUM(quantity), 0) FROM orders o
+          WHERE o.drop_id = s.drop_id AND o.sku = s.sku)
+     FROM skus s";
+
+const OVER_LIMIT: &str = "SELECT h.drop_id, h.buyer, SUM(h.quantity), d.per_buyer_limit
+     FROM holds h JOIN drops d ON d.id = h.drop_id
+     WHERE h.state IN ('active', 'confirmed')
+     GROUP BY h.drop_id, h.buyer HAVING SUM(h.quantity) > d.per_buyer_limit
+     LIMIT 1";
+
+/// What is wrong, if anything: `Ok(Err(description))` for a broken invariant.
+pub fn check_invariants(conn: &Connection) -> Result<Result<(), String>, StoreError> {
+    let rows: Vec<SkuAudit> = conn
+        .prepare(SKUS)?
+        .query_map([], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+                r.get(7)?,
+            ))
+        })?
+        .collect::<Result<_, _>>()?;
+    for (drop, sku, total, held, sold, active, confirmed, ordered) in rows {
+        if total - held - sold < 0 || held != active || sold != confirmed || sold != ordered {
+            return Ok(Err(format!(
+                "{drop}/{sku}: total {total} held {held} (active holds {active}) sold {sold} \
+                 (confirmed holds {confirmed}, ordered {ordered})"
+            )));
+        }
+    }
+    let over: Option<(String, String, i64, i64)> = conn
+        .prepare(OVER_LIMIT)?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+        .next()
+        .transpose()?;
+    if let Some((drop, buyer, units, limit)) = over {
+        return Ok(Err(format!(
+            "{buyer} has {units} units of {drop}, over the limit of {limit}"
+        )));
+    }
+    Ok(Ok(()))
+}
