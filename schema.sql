@@ -1,6 +1,8 @@
 -- The schema as the migrations in src/store/migrations/ leave it (a test checks they agree).
 -- Times are Unix milliseconds (UTC). Money is integer minor units plus an ISO 4217 code.
 
+-- `revision` grows only with admin edits of a drop's settings, never with a sale (`If-Match`);
+-- it was added by ALTER TABLE, which is why it is spelled as SQLite records it.
 CREATE TABLE drops (
     id              TEXT    PRIMARY KEY,
     name            TEXT    NOT NULL,
@@ -13,12 +15,11 @@ CREATE TABLE drops (
     override_state  TEXT    CHECK (override_state IN ('paused', 'closed')),
     -- the last attempt_seq handed out; attempts are stamped in the order the writer takes them
     attempt_seq     INTEGER NOT NULL DEFAULT 0,
-    -- grows with every committed change to the drop or its stock (`revision`, added by ALTER
-    -- TABLE at the end, grows only with admin edits of its settings)
+    -- grows with every committed change to the drop or its stock
     version         INTEGER NOT NULL DEFAULT 1,
-    created_at      INTEGER NOT NULL,
+    created_at      INTEGER NOT NULL, revision INTEGER NOT NULL DEFAULT 1,
     CHECK (ends_at > starts_at)
-, revision INTEGER NOT NULL DEFAULT 1) STRICT;
+) STRICT;
 
 CREATE TABLE skus (
     drop_id      TEXT    NOT NULL REFERENCES drops (id),
