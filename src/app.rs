@@ -51,6 +51,9 @@ pub struct Settings {
     pub max_subscribers: usize,
     /// Share of one core that SSE fan-out may use (0.25 = a quarter).
     pub sse_cpu_budget: f64,
+    /// `--request-budget`: what a request of each route may cost the database before it is
+    /// reported.
+    pub request_budgets: crate::http::budget::Budgets,
     /// `--rate-limit`, `--ip-rate`, `--buyer-rate`, `--trusted-proxies`: fair admission.
     pub admission: AdmissionConfig,
     /// `--max-header-bytes`, `--request-timeout`: slow and greedy clients.
@@ -101,6 +104,7 @@ impl Settings {
             box_id: None,
             max_subscribers: defaults::MAX_SUBSCRIBERS,
             sse_cpu_budget: defaults::SSE_CPU_BUDGET,
+            request_budgets: crate::http::budget::Budgets::default(),
             admission: AdmissionConfig::default(),
             request_limits: RequestLimits::default(),
             max_connections: defaults::MAX_CONNECTIONS,
@@ -323,6 +327,7 @@ impl Application {
                 }),
             replica: replica_status.clone(),
             ack_after_replicated,
+            budgets: settings.request_budgets.clone(),
         });
         let request_limits = web::Data::new(settings.request_limits);
         let server = HttpServer::new(move || {
@@ -577,6 +582,12 @@ fn metrics_handle() -> Option<PrometheusHandle> {
                 ),
                 http::metrics::DURATION_BUCKETS,
             );
+            let builder = builder.and_then(|b| {
+                b.set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Full("dropd_http_sql_seconds".into()),
+                    http::metrics::SQL_BUCKETS,
+                )
+            });
             match builder.and_then(|b| b.install_recorder()) {
                 Ok(handle) => Some(handle),
                 Err(err) => {

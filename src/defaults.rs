@@ -20,6 +20,9 @@ pub const SWEEP_LIMIT: i64 = 2_000;
 pub const MAX_SUBSCRIBERS: usize = 20_000;
 /// Share of one core that live-stock fan-out may use.
 pub const SSE_CPU_BUDGET: f64 = 0.25;
+/// What a request may cost the database before it is reported: `ROUTE=STATEMENTS/TIME`
+/// entries, `*` for every route.
+pub const REQUEST_BUDGET: &str = "*=50/50ms";
 /// Messages buffered per subscriber before it counts as lagging.
 pub const SSE_SUBSCRIBER_BUFFER: usize = 16;
 /// Longest a buyer token may live, as `--token-max-lifetime` spells it and as a duration.

@@ -69,6 +69,7 @@ pub(super) fn print(args: &ServeArgs) -> anyhow::Result<()> {
         "box_id": s.box_id,
         "max_subscribers": s.max_subscribers,
         "sse_cpu_budget": s.sse_cpu_budget,
+        "request_budget": s.request_budgets.spec(),
         "streams_per_ip": s.streams_per_ip,
         "rate_limit": if s.admission.enabled { "on" } else { "off" },
         "ip_bucket": {"rate": s.admission.per_ip.rate, "burst": s.admission.per_ip.burst},

@@ -76,6 +76,12 @@ pub struct ServeArgs {
     /// (between 10 and 1 messages per second per drop).
     #[arg(long, env = "DROPD_SSE_CPU_BUDGET", default_value_t = defaults::SSE_CPU_BUDGET)]
     pub sse_cpu_budget: f64,
+    /// What a request may cost the database before a warning is logged and counted:
+    /// `ROUTE=STATEMENTS/TIME` entries (time spent in SQLite), `*` for every other route, as
+    /// `*=50/50ms,/v1/drops/{drop}/holds=6/5ms`.
+    #[arg(long, env = "DROPD_REQUEST_BUDGET", default_value = defaults::REQUEST_BUDGET,
+          value_parser = crate::http::budget::Budgets::parse)]
+    pub request_budget: crate::http::budget::Budgets,
     /// Replicate as this Litestream-format litestream.yml says (its replica, sync-interval,
     /// levels, snapshot and retention keys; see the commented example litestream.yml).
     #[arg(long, env = "DROPD_CONFIG", conflicts_with = "replica")]
@@ -190,6 +196,7 @@ pub(super) fn settings(args: &ServeArgs) -> anyhow::Result<Settings> {
         box_id: args.box_id.clone(),
         max_subscribers: args.max_subscribers,
         sse_cpu_budget: args.sse_cpu_budget,
+        request_budgets: args.request_budget.clone(),
         demo: args.demo,
         buyer_confirms: args.buyer_confirms,
         payment_callback: payment_callback_secret(args)?

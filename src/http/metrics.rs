@@ -1,7 +1,9 @@
 //! `/metrics` in Prometheus' text format, and the per-route request metrics it shows.
 //!
 //! Per route template, method and status: `dropd_http_requests_total` and the latency
-//! histogram `dropd_http_request_duration_seconds`. At each scrape: the writer's queue depth,
+//! histogram `dropd_http_request_duration_seconds`; per route and method, what requests cost
+//! the database (`dropd_http_sql_statements_total`, the histogram `dropd_http_sql_seconds`)
+//! and how many went over their budget (`dropd_http_over_budget_total`). At each scrape: the writer's queue depth,
 //! the replica's state, the process (`process_cpu_seconds_total`,
 //! `process_resident_memory_bytes`, `process_open_fds`), `dropd_build_info{version,revision}`
 //! and `dropd_sku_available{drop,sku}`.
@@ -16,10 +18,16 @@ use actix_web::{web, HttpResponse};
 use metrics::{Counter, Histogram};
 
 use crate::http::state::AppState;
+use crate::store::cost::Cost;
 
 /// Latency buckets, in seconds: a hold is answered in milliseconds, a stall shows as seconds.
 pub const DURATION_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Time a request spent in SQLite, in seconds: a hold's statements take microseconds.
+pub const SQL_BUCKETS: &[f64] = &[
+    0.000_05, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5,
 ];
 
 struct Handles {
@@ -28,6 +36,21 @@ struct Handles {
     status: u16,
     requests: Counter,
     duration: Histogram,
+    statements: Counter,
+    sql_time: Histogram,
+    over_budget: Counter,
+}
+
+impl Handles {
+    fn record(&self, seconds: f64, cost: Cost, over_budget: bool) {
+        self.requests.increment(1);
+        self.duration.record(seconds);
+        self.statements.increment(u64::from(cost.statements));
+        self.sql_time.record(cost.time.as_secs_f64());
+        if over_budget {
+            self.over_budget.increment(1);
+        }
+    }
 }
 
 thread_local! {
@@ -37,8 +60,15 @@ thread_local! {
     static HASHER: RandomState = RandomState::new();
 }
 
-/// Counts one answered request.
-pub fn observe(route: &str, method: &Method, status: u16, seconds: f64) {
+/// Counts one answered request, and what it cost the database.
+pub fn observe(
+    route: &str,
+    method: &Method,
+    status: u16,
+    seconds: f64,
+    cost: Cost,
+    over_budget: bool,
+) {
     let key = HASHER.with(|h| h.hash_one((route, method.as_str(), status)));
     HANDLES.with(|handles| {
         let mut handles = handles.borrow_mut();
@@ -46,8 +76,7 @@ pub fn observe(route: &str, method: &Method, status: u16, seconds: f64) {
             .get(&key)
             .filter(|h| &*h.route == route && h.method == method && h.status == status);
         if let Some(h) = found {
-            h.requests.increment(1);
-            h.duration.record(seconds);
+            h.record(seconds, cost, over_budget);
             return;
         }
         let labels = [
@@ -67,9 +96,11 @@ pub fn observe(route: &str, method: &Method, status: u16, seconds: f64) {
                 ]
             ),
             duration: metrics::histogram!("dropd_http_request_duration_seconds", &labels),
+            statements: metrics::counter!("dropd_http_sql_statements_total", &labels),
+            sql_time: metrics::histogram!("dropd_http_sql_seconds", &labels),
+            over_budget: metrics::counter!("dropd_http_over_budget_total", &labels),
         };
-        h.requests.increment(1);
-        h.duration.record(seconds);
+        h.record(seconds, cost, over_budget);
         // A collision of two keys (rare) just swaps whose handles are kept.
         handles.insert(key, h);
     });

@@ -2,6 +2,7 @@
 
 mod admin;
 pub mod admission;
+pub mod budget;
 pub mod codes;
 mod drops;
 mod events;

@@ -79,13 +79,28 @@ pub async fn trace(
     let started = Instant::now();
     let method = req.method().clone();
     let span = tracing::info_span!("request", request_id = %id);
-    let mut res = next.call(req).instrument(span.clone()).await?;
+    let (res, cost) = crate::store::cost::scoped(next.call(req).instrument(span.clone())).await;
+    let mut res = res?;
     let status = res.status().as_u16();
     {
         let request = res.request();
         let route = request.match_name().unwrap_or("(unmatched)");
         let seconds = started.elapsed().as_secs_f64();
-        crate::http::metrics::observe(route, &method, status, seconds);
+        let over = request
+            .app_data::<actix_web::web::Data<crate::http::state::AppState>>()
+            .and_then(|state| state.budgets.exceeded(route, cost));
+        if let Some(budget) = over {
+            tracing::warn!(
+                route,
+                request_id = %id,
+                statements = cost.statements,
+                sql_ms = cost.time.as_secs_f64() * 1000.0,
+                budget_statements = budget.statements,
+                budget_ms = budget.time.as_secs_f64() * 1000.0,
+                "request over its database budget"
+            );
+        }
+        crate::http::metrics::observe(route, &method, status, seconds, cost, over.is_some());
         // Borrowed, not copied: with the access log off this costs a level check.
         let extensions = request.extensions();
         let (buyer, admin_key) = match extensions.get::<Caller>() {

@@ -44,6 +44,8 @@ pub struct AppState {
     pub replica: Option<Arc<crate::replicate::status::ReplicaStatus>>,
     /// `--ack-after-replicated`: holds and orders are answered once the replica has them.
     pub ack_after_replicated: Option<AckAfterReplicated>,
+    /// `--request-budget`: what a request may cost the database before it is reported.
+    pub budgets: crate::http::budget::Budgets,
 }
 
 #[derive(Clone)]
@@ -81,11 +83,12 @@ impl AppState {
     {
         let pool = self.reads.clone();
         let now = self.clock.now();
-        let result = web::block(move || {
-            let conn = pool.get()?;
-            f(&conn, now)
+        let (result, cost) = web::block(move || match pool.get() {
+            Ok(conn) => crate::store::cost::measure(|| f(&conn, now)),
+            Err(err) => (Err(err), crate::store::cost::Cost::default()),
         })
         .await?;
+        crate::store::cost::charge(cost);
         Ok(result?)
     }
 }

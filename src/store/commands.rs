@@ -9,24 +9,36 @@ use crate::domain::{BuyerId, DropId, HoldId, Refusal};
 
 use super::audit::{self, json, Acted, Acting, Entry};
 use super::batch::Batch;
+use super::cost::{self, Cost};
 use super::requests::{Answer, ConfirmHold, IdempotentRequest, PlaceHold};
 use super::tx::decided;
 use super::webhooks::{self, WebhookAnswer, WebhookChange};
 use super::{admin_acts, admin_keys, holds, idempotency, StoreError};
 
 /// Where a command's answer goes, and the answer while the batch has not committed yet.
+/// What the writer sends back: the answer, and what the command cost the database (charged
+/// to the request that asked).
+pub(crate) type Answered<T> = (Result<T, StoreError>, Cost);
+
 pub(crate) struct Reply<T> {
-    tx: oneshot::Sender<Result<T, StoreError>>,
+    tx: oneshot::Sender<Answered<T>>,
     result: Option<Result<T, StoreError>>,
+    cost: Cost,
 }
 
 impl<T> Reply<T> {
-    pub(crate) fn new(tx: oneshot::Sender<Result<T, StoreError>>) -> Self {
-        Self { tx, result: None }
+    pub(crate) fn new(tx: oneshot::Sender<Answered<T>>) -> Self {
+        Self {
+            tx,
+            result: None,
+            cost: Cost::default(),
+        }
     }
 
+    /// Keeps the answer, and the cost of the command since it started.
     fn hold(&mut self, result: Result<T, StoreError>) {
         self.result = Some(result);
+        self.cost = cost::since_start();
     }
 
     /// Sends the held answer, or `failure` if the batch did not commit.
@@ -36,7 +48,7 @@ impl<T> Reply<T> {
             None => self.result.unwrap_or(Err(StoreError::CommitFailed)),
         };
         // The asker may have gone (client disconnected); the effect stands regardless.
-        let _ = self.tx.send(result);
+        let _ = self.tx.send((result, self.cost));
     }
 }
 
@@ -108,6 +120,7 @@ impl Command {
         conn: &Connection,
         batch: &mut Batch<'_>,
     ) -> Result<(), StoreError> {
+        cost::start();
         let now = batch.now;
         // Admin commands change drops through SQL: memory is written out first and forgets the
         // drop after, so neither overwrites the other.

@@ -9,6 +9,7 @@ pub mod audit;
 mod batch;
 pub mod checkpoint;
 mod commands;
+pub mod cost;
 mod drop_rows;
 pub mod drops;
 mod error;

@@ -68,6 +68,7 @@ pub fn open_writer(path: &Path, synchronous: Synchronous) -> Result<Connection, 
         synchronous.pragma()
     ))?;
     conn.set_prepared_statement_cache_capacity(64);
+    super::cost::watch(&conn);
     // The writer checkpoints explicitly (and, with a replica, only what was shipped): SQLite's
     // own checkpoint when the last connection closes would fold unshipped frames away.
     conn.set_db_config(

@@ -18,6 +18,7 @@ pub struct ReadPool {
 impl ReadPool {
     pub fn open(path: &Path, size: u32) -> Result<Self, StoreError> {
         let manager = SqliteConnectionManager::file(path).with_init(|c| {
+            super::cost::watch(c);
             // Only the writer checkpoints, even when a reader happens to close last.
             c.set_db_config(
                 rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,

@@ -10,6 +10,7 @@ mod audit;
 mod authorization;
 mod bad_input;
 mod browser;
+mod budgets;
 mod crash;
 mod disk_full;
 mod drain;

@@ -220,7 +220,7 @@ impl Writer {
     fn submit<T>(
         &self,
         make: impl FnOnce(Reply<T>) -> Command,
-    ) -> Result<oneshot::Receiver<Result<T, StoreError>>, StoreError> {
+    ) -> Result<oneshot::Receiver<super::commands::Answered<T>>, StoreError> {
         let (tx, answer) = oneshot::channel();
         let reply = Reply::new(tx);
         #[cfg(feature = "bench")]
@@ -243,7 +243,9 @@ impl Writer {
 
     async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, StoreError> {
         let answer = self.submit(make)?;
-        answer.await.map_err(|_| StoreError::WriterStopped)?
+        let (result, cost) = answer.await.map_err(|_| StoreError::WriterStopped)?;
+        super::cost::charge(cost);
+        result
     }
 
     pub async fn place_hold(
