@@ -1,5 +1,7 @@
-// The buyer's page: the list of drops, and a drop with live stock (EventSource), Hold and
-// Confirm. No framework and nothing fetched from elsewhere: the binary serves all of it.
+// The buyer's page: the list of drops, and a drop with live stock (EventSource), Hold and Pay.
+// Paying asks the payment service (checkout); the order arrives on the buyer's own stream,
+// read with fetch because EventSource cannot send the token in a header (and tokens stay out
+// of URLs). No framework and nothing fetched from elsewhere: the binary serves all of it.
 "use strict";
 
 const $ = (sel, root = document) => root.querySelector(sel);
@@ -7,6 +9,9 @@ const view = $("#view");
 let token = null;
 let stream = null;
 let ticker = null;
+// The buyer's own stream (GET /v1/me/events) and the hold being paid for.
+let mine = null;
+let paying = null;
 
 const MESSAGES = {
   "sold-out": () => "Sold out.",
@@ -196,24 +201,101 @@ async function hold(dropId, sku) {
   const res = await api("POST", `/v1/drops/${encodeURIComponent(dropId)}/holds`, { sku, quantity: 1 });
   if (!res.ok) return sayProblem(res.data || {});
   const h = res.data;
-  say(`Held 1 x ${sku}. Confirm before the time runs out.`, "ok");
+  say(`Held 1 x ${sku}. Pay before the time runs out.`, "ok");
   const panel = $("#hold");
   panel.hidden = false;
   panel.innerHTML = `<p>Your hold on <strong></strong> (arrival #${h.attempt_seq}) expires in
     <span id="hold-remaining" data-until="${h.expires_at}"></span>.</p>
-    <button id="confirm">Confirm</button> <button id="release">Release</button>`;
+    <button id="pay">Pay</button> <button id="release">Release</button>`;
   panel.querySelector("strong").textContent = h.sku;
-  $("#confirm").addEventListener("click", () => confirmHold(h.hold_id));
+  $("#pay").addEventListener("click", () => pay(h.hold_id));
   $("#release").addEventListener("click", () => releaseHold(h.hold_id));
   tick();
 }
 
-async function confirmHold(holdId) {
-  const res = await api("POST", `/v1/holds/${holdId}/confirm`, { payment_ref: `web-${Date.now()}` });
-  if (!res.ok) return sayProblem(res.data || {});
-  $("#hold").innerHTML = `<p>Order <code></code> confirmed: ${money(res.data.total)}.</p>`;
-  $("#hold code").textContent = res.data.order_id;
+function bought(order) {
+  if (!paying || order.hold_id !== paying) return;
+  paying = null;
+  $("#hold").hidden = false;
+  $("#hold").innerHTML = `<p>Order <code></code> confirmed: ${money(order.total)}.</p>`;
+  $("#hold code").textContent = order.order_id;
   say("Bought!", "ok");
+}
+
+// Server-sent events from a fetch body: blocks separated by a blank line, `event:` and `data:`.
+async function readEvents(res, onEvent) {
+  const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += value;
+    let end;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      const block = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      let name = "message", data = "";
+      for (const line of block.split("\n")) {
+        if (line.startsWith("event:")) name = line.slice(6).trim();
+        else if (line.startsWith("data:")) data += line.slice(5).trim();
+      }
+      if (data) onEvent(name, JSON.parse(data));
+    }
+  }
+}
+
+// Opens the buyer's own stream once; reconnects after a pause, and then asks the hold being paid
+// for how it stands, in case its order arrived while the stream was down.
+function listenToMine() {
+  if (mine || !token) return mine;
+  const controller = new AbortController();
+  mine = (async () => {
+    for (;;) {
+      try {
+        const res = await fetch("/v1/me/events", {
+          headers: { Authorization: `Bearer ${token}` }, signal: controller.signal,
+        });
+        if (res.ok) {
+          if (paying) checkHold(paying);
+          await readEvents(res, (name, data) => {
+            if (name === "order.created") bought(data);
+            if (name === "hold.expired" && data.hold_id === paying) {
+              paying = null;
+              sayProblem({ code: "hold-expired" });
+            }
+          });
+        }
+      } catch (e) {
+        if (controller.signal.aborted) return;
+      }
+      await new Promise((r) => setTimeout(r, 2000));
+    }
+  })();
+  return mine;
+}
+
+async function checkHold(holdId) {
+  const res = await api("GET", `/v1/holds/${holdId}`);
+  if (res.ok && res.data.state === "confirmed") {
+    const order = await api("GET", `/v1/orders/${res.data.order_id}`);
+    if (order.ok) bought(order.data);
+  }
+}
+
+async function pay(holdId) {
+  paying = holdId;
+  listenToMine();
+  const res = await api("POST", `/v1/holds/${holdId}/checkout`);
+  if (!res.ok) { paying = null; return sayProblem(res.data || {}); }
+  say("Waiting for the payment service to confirm your payment...");
+  $("#pay").disabled = true;
+  // Where buyers may confirm their own holds (a demo), the page plays the payment service.
+  const confirmed = await api("POST", `/v1/holds/${holdId}/confirm`, { payment_ref: `web-${Date.now()}` });
+  if (confirmed.ok) bought(confirmed.data);
+  else if (confirmed.data && confirmed.data.code !== "confirmation-not-allowed") {
+    paying = null;
+    sayProblem(confirmed.data);
+  }
 }
 
 async function releaseHold(holdId) {

@@ -28,6 +28,7 @@ kinds! {
     DropSoldOut = "drop.sold_out",
     DropStateChanged = "drop.state_changed",
     StockAdjusted = "stock.adjusted",
+    CheckoutRequested = "checkout.requested",
 }
 
 impl EventKind {
@@ -60,6 +61,18 @@ pub struct OrderData<'a> {
     pub unit_price: &'a crate::domain::Money,
     pub total: &'a crate::domain::Money,
     pub payment_ref: &'a str,
+}
+
+/// `data` of `checkout.requested`: a buyer asks to pay for a hold; the payment service charges
+/// `total` and confirms the hold before `expires_at`.
+#[derive(Debug, serde::Serialize)]
+pub struct CheckoutData<'a> {
+    pub hold_id: &'a str,
+    pub sku: &'a str,
+    pub quantity: i64,
+    pub buyer: &'a str,
+    pub total: &'a crate::domain::Money,
+    pub expires_at: String,
 }
 
 /// `data` of `drop.sold_out`.

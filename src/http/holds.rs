@@ -336,3 +336,33 @@ pub async fn release_hold(
         Err(refusal) => Err(refusal.into()),
     }
 }
+
+problems!(CheckoutProblems: EVERY, SPLIT, ADMITTED, BUYER, WRITE, &[
+    Code::NotFound,
+    Code::HoldExpired,
+    Code::HoldReleased,
+    Code::HoldConfirmed,
+]);
+
+/// Ask to pay for your hold: the payment service hears of it (`checkout.requested`, by webhook),
+/// charges you and confirms the hold; the order then arrives on `GET /v1/me/events` and shows on
+/// `GET /v1/holds/{hold}`. Asking again only asks again.
+#[utoipa::path(post, path = "/v1/holds/{hold}/checkout", tag = "buyers",
+    security(("buyer" = [])),
+    params(("hold" = String, Path, description = "the hold's id")),
+    responses(
+        (status = 202, description = "the payment service is asked; the hold as it is",
+            body = HoldView),
+        CheckoutProblems,
+    ))]
+pub async fn request_checkout(
+    state: web::Data<AppState>,
+    _: IpAdmitted,
+    Buyer(buyer): Buyer,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let _turn = state.admission.enter(&buyer)?;
+    let hold_id = HoldId::from_trusted(path.into_inner());
+    let hold = state.writer.request_checkout(buyer, hold_id).await??;
+    Ok(HttpResponse::Accepted().json(hold))
+}

@@ -78,6 +78,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 "POST",
             ))
             .service(only(
+                at("/v1/holds/{hold}/checkout").route(web::post().to(holds::request_checkout)),
+                "POST",
+            ))
+            .service(only(
                 at("/v1/payments/callback").route(web::post().to(payments::payment_callback)),
                 "POST",
             ))

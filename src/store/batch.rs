@@ -97,6 +97,22 @@ impl<'a> Batch<'a> {
         }
     }
 
+    /// As `announce_for`, for news that changes nothing of the drop (its version stays).
+    pub fn announce_quietly(
+        &mut self,
+        buyer: &str,
+        drop_id: &DropId,
+        kind: crate::domain::outbox::EventKind,
+        data: &impl serde::Serialize,
+    ) {
+        self.events.push(PendingEvent {
+            drop_id: drop_id.clone(),
+            buyer: Some(buyer.to_owned()),
+            kind,
+            data: outbox::data(data),
+        });
+    }
+
     /// Writes the batch's bookkeeping into the transaction, before it commits.
     pub fn flush(&mut self, conn: &Connection) -> rusqlite::Result<()> {
         const BUMP: &str =
@@ -109,6 +125,18 @@ impl<'a> Batch<'a> {
                 .next()
                 .transpose()?;
             versions.insert(drop_id.clone(), version.unwrap_or(0));
+        }
+        // Quiet news carries the version the drop already has.
+        const VERSION: &str = "SELECT version FROM drops WHERE id = :id";
+        for event in &self.events {
+            if !versions.contains_key(&event.drop_id) {
+                let version: Option<i64> = conn
+                    .prepare_cached(VERSION)?
+                    .query_map(named_params! {":id": event.drop_id.as_str()}, |r| r.get(0))?
+                    .next()
+                    .transpose()?;
+                versions.insert(event.drop_id.clone(), version.unwrap_or(0));
+            }
         }
         outbox::append(
             conn,

@@ -13,7 +13,7 @@ use super::cost::{self, Cost};
 use super::requests::{Answer, ConfirmHold, IdempotentRequest, PlaceHold};
 use super::tx::decided;
 use super::webhooks::{self, WebhookAnswer, WebhookChange};
-use super::{admin_acts, admin_keys, holds, idempotency, StoreError};
+use super::{admin_acts, admin_keys, checkout, holds, idempotency, StoreError};
 
 /// Where a command's answer goes, and the answer while the batch has not committed yet.
 /// What the writer sends back: the answer, and what the command cost the database (charged
@@ -56,6 +56,12 @@ pub(crate) enum Command {
     PlaceHold(IdempotentRequest, PlaceHold, Reply<Answer<HoldView>>),
     ConfirmHold(IdempotentRequest, ConfirmHold, Reply<Answer<OrderView>>),
     ReleaseHold {
+        buyer: BuyerId,
+        hold_id: HoldId,
+        reply: Reply<Result<HoldView, Refusal>>,
+    },
+    /// The buyer asks to pay: the payment service hears of it through the outbox.
+    RequestCheckout {
         buyer: BuyerId,
         hold_id: HoldId,
         reply: Reply<Result<HoldView, Refusal>>,
@@ -174,6 +180,15 @@ impl Command {
                     holds::release(c, batch, buyer, hold_id)
                 })?));
             }
+            Command::RequestCheckout {
+                buyer,
+                hold_id,
+                reply,
+            } => {
+                reply.hold(Ok(decided(conn, |c| {
+                    checkout::request(c, batch, buyer, hold_id)
+                })?));
+            }
             Command::CreateDrop { act, spec, reply } => {
                 reply.hold(Ok(admin_acts::create_drop(conn, batch, act, spec)?));
             }
@@ -233,7 +248,9 @@ impl Command {
         match self {
             Command::PlaceHold(_, _, reply) => reply.send(failure),
             Command::ConfirmHold(_, _, reply) => reply.send(failure),
-            Command::ReleaseHold { reply, .. } => reply.send(failure),
+            Command::ReleaseHold { reply, .. } | Command::RequestCheckout { reply, .. } => {
+                reply.send(failure)
+            }
             Command::CreateDrop { reply, .. }
             | Command::UpdateDrop { reply, .. }
             | Command::AdjustStock { reply, .. } => reply.send(failure),

@@ -345,7 +345,7 @@ pub fn get_for_buyer(
 }
 
 /// The buyer's own hold and its number.
-fn load_owned(
+pub(crate) fn load_owned(
     conn: &Connection,
     buyer: &BuyerId,
     hold_id: &HoldId,
@@ -375,7 +375,7 @@ fn end_hold(
     Ok(())
 }
 
-fn refuse_ended(hold: &HoldView) -> Refusal {
+pub(crate) fn refuse_ended(hold: &HoldView) -> Refusal {
     match hold.state {
         HoldState::Expired => Refusal::HoldExpired {
             expired_at: rfc3339(hold.expires_at),

@@ -7,6 +7,7 @@ pub mod admin_keys;
 pub mod attempts;
 pub mod audit;
 mod batch;
+mod checkout;
 pub mod checkpoint;
 mod commands;
 pub mod cost;

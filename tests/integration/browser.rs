@@ -3,9 +3,11 @@
 
 use serde_json::json;
 
+use crate::support::api::{buyer_token, client};
 use crate::support::app::{spawn_app, spawn_app_with};
 use crate::support::browser::Driver;
-use crate::support::spec::live_drop;
+use crate::support::process::{create_admin_key, create_service_key, ServerProcess};
+use crate::support::spec::{live_drop, live_spec};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hold_on_one_page_moves_the_stock_on_another_without_a_reload() {
@@ -35,8 +37,8 @@ async fn a_hold_on_one_page_moves_the_stock_on_another_without_a_reload() {
     let png = first.save_screenshot("drop-page.png").await;
     assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
 
-    // The hold is real: confirm it from the page and the order exists.
-    first.click("#confirm").await;
+    // The hold is real: pay from the page (a demo lets the buyer confirm) and the order exists.
+    first.click("#pay").await;
     first.wait_text("#message", |t| t == "Bought!").await;
     let sold: i64 = app
         .db()
@@ -104,4 +106,77 @@ async fn a_token_in_the_page_address_is_moved_out_of_it_at_once() {
     page.wait_text("#message", |t| t.starts_with("Held")).await;
     page.close().await;
     app.stop().await;
+}
+
+/// Paying asks the payment service; the page waits on the buyer's own stream (read with
+/// fetch, the token in a header) and shows the order the service confirmed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paying_waits_for_the_payment_service_and_the_order_arrives_on_the_buyers_stream() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let admin_key = create_admin_key(dir.path());
+    let service_key = create_service_key(dir.path());
+    let server = ServerProcess::start_with(dir.path(), &[], &[("DROPD_BUYER_CONFIRMS", "false")]);
+    let http = client();
+    server
+        .api(&http)
+        .with_admin_key(&admin_key)
+        .create_drop(&live_spec("pay-web"))
+        .await;
+    let driver = Driver::start().await;
+    let profiles = tempfile::tempdir().expect("temp dir");
+    let page = driver.session(&profiles.path().join("payer")).await;
+    let token = buyer_token("payer");
+    page.goto(&format!("{}/?token={token}#/drops/pay-web", server.base))
+        .await;
+    page.click(r#".sku[data-sku="S1"] button.hold"#).await;
+    page.wait_text("#message", |t| t.starts_with("Held")).await;
+    page.click("#pay").await;
+    page.wait_text("#message", |t| {
+        t.starts_with("Waiting for the payment service")
+    })
+    .await;
+
+    // The payment service learns of the checkout from the outbox and confirms the hold.
+    let admin = server.api(&http).with_admin_key(&admin_key);
+    let mut hold_id = None;
+    for _ in 0..100 {
+        let res = admin
+            .admin(reqwest::Method::GET, "/v1/admin/outbox", None)
+            .await;
+        let text = res.text().await.expect("body");
+        hold_id = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|e| e["type"] == "checkout.requested")
+            .and_then(|e| e["data"]["hold_id"].as_str().map(str::to_owned));
+        if hold_id.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let hold_id = hold_id.expect("the checkout reached the outbox");
+    let hold: serde_json::Value = server
+        .api(&http)
+        .buyer("payer")
+        .get_hold(&hold_id)
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        hold["state"], "active",
+        "the buyer's own confirm was refused"
+    );
+    let res = server
+        .api(&http)
+        .with_token(&service_key)
+        .confirm(&hold_id, "psp-123")
+        .await;
+    assert_eq!(res.status(), 201);
+    let order: serde_json::Value = res.json().await.expect("json");
+    page.wait_text("#message", |t| t == "Bought!").await;
+    let shown = page.text("#hold code").await.unwrap_or_default();
+    assert_eq!(shown, order["order_id"].as_str().unwrap_or("?"));
+    page.close().await;
+    server.terminate();
 }

@@ -218,6 +218,42 @@ async fn a_buyer_sees_their_hold_become_an_order_on_their_own_stream() {
     assert_eq!(data["hold_id"], hold_id.as_str());
     assert_eq!(data["buyer"], "watcher");
 
+    // Asking to pay tells the payment service (the outbox) and the buyer, and changes nothing
+    // of the drop.
+    let version = server.api(&http).drop_view("watched").await["version"].clone();
+    let checkout = |who: String| {
+        http.post(format!("{}/v1/holds/{hold_id}/checkout", server.base))
+            .bearer_auth(who)
+            .send()
+    };
+    let res = checkout(token.clone()).await.expect("sent");
+    assert_eq!(res.status(), 202);
+    assert_eq!(res.json::<Value>().await.expect("json")["state"], "active");
+    let (name, data) = next_event(&mut stream, &mut buffer).await;
+    assert_eq!(name, "checkout.requested");
+    assert_eq!(data["hold_id"], hold_id.as_str());
+    assert_eq!(data["total"]["amount"], 18000);
+    assert_eq!(
+        server.api(&http).drop_view("watched").await["version"],
+        version
+    );
+    let outbox = server
+        .api(&http)
+        .with_admin_key(&admin_key)
+        .admin(reqwest::Method::GET, "/v1/admin/outbox", None)
+        .await
+        .text()
+        .await
+        .expect("body");
+    let announced: Value = outbox
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|e| e["type"] == "checkout.requested")
+        .expect("the payment service hears of it");
+    assert_eq!(announced["version"], version);
+    let stranger = crate::support::api::buyer_token("someone-else");
+    expect_problem(checkout(stranger).await.expect("sent"), 404, "not-found").await;
+
     let service = server.api(&http).with_token(&service_key);
     assert_eq!(service.confirm(&hold_id, "paid-1").await.status(), 201);
     let (name, data) = next_event(&mut stream, &mut buffer).await;
@@ -226,6 +262,8 @@ async fn a_buyer_sees_their_hold_become_an_order_on_their_own_stream() {
     assert_eq!(data["payment_ref"], "pi_test");
     let hold: Value = buyer.get_hold(&hold_id).await.json().await.expect("json");
     assert_eq!(hold["state"], "confirmed");
+    let res = checkout(token.clone()).await.expect("sent");
+    expect_problem(res, 409, "hold-confirmed").await;
     drop(stream);
     server.terminate();
 }

@@ -35,6 +35,7 @@ use crate::http::{
         holds::get_hold,
         holds::release_hold,
         holds::confirm_hold,
+        holds::request_checkout,
         payments::payment_callback,
         orders::list_orders,
         orders::get_order,

@@ -107,7 +107,7 @@ pub struct OutboxLine {
     /// Unique per event: receivers deduplicate by it (delivery is at least once).
     pub id: String,
     /// `hold.created`, `hold.expired`, `hold.released`, `order.created`, `drop.sold_out`,
-    /// `drop.state_changed` or `stock.adjusted`.
+    /// `drop.state_changed`, `stock.adjusted` or `checkout.requested`.
     #[serde(rename = "type")]
     pub kind: String,
     #[schema(format = DateTime)]
@@ -246,6 +246,7 @@ impl PartialSchema for BuyerEvent {
                                 "hold.expired",
                                 "hold.released",
                                 "order.created",
+                                "checkout.requested",
                             ])),
                     )
                     .required("event")

@@ -278,6 +278,19 @@ impl Writer {
         .await
     }
 
+    pub async fn request_checkout(
+        &self,
+        buyer: BuyerId,
+        hold_id: HoldId,
+    ) -> Result<Result<HoldView, Refusal>, StoreError> {
+        self.ask(|reply| Command::RequestCheckout {
+            buyer,
+            hold_id,
+            reply,
+        })
+        .await
+    }
+
     pub async fn create_drop(
         &self,
         act: Acting,
