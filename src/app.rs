@@ -216,6 +216,9 @@ impl Application {
         let resume = settings.replica.as_ref().and_then(|config| {
             crate::replicate::position::take(&settings.db_path(), &config.target.to_string())
         });
+        let ledger_keys = crate::auth::ledger_keys::load_or_create(&settings.data_dir)
+            .map_err(anyhow::Error::msg)
+            .context("the ledger's signing keys")?;
         let store = Store::open(
             &StoreConfig {
                 path: settings.db_path(),
@@ -229,6 +232,7 @@ impl Application {
                 sweep_limit: settings.sweep_limit,
                 box_id: settings.box_id.clone(),
                 outbox_retention: settings.outbox.retention,
+                ledger_key: Some(ledger_keys.signer.clone()),
             },
             clock.clone(),
             Some(hub.clone() as Arc<dyn crate::store::CommitListener>),
@@ -328,6 +332,7 @@ impl Application {
             replica: replica_status.clone(),
             ack_after_replicated,
             budgets: settings.request_budgets.clone(),
+            ledger_keys: Arc::new(ledger_keys.public.clone()),
         });
         let request_limits = web::Data::new(settings.request_limits);
         let server = HttpServer::new(move || {

@@ -42,6 +42,9 @@ pub enum Command {
     /// Keys for services: `--scope payments` confirms holds into orders.
     #[command(subcommand)]
     ServiceKey(ServiceKeyCommand),
+    /// The keys ledger heads are signed with.
+    #[command(subcommand)]
+    LedgerKey(LedgerKeyCommand),
     /// Rebuild a database from a replica (latest, --txid or --timestamp). Litestream's
     /// single-dash spellings (-txid, -timestamp, -if-db-not-exists...) work too.
     Restore(RestoreArgs),
@@ -108,6 +111,16 @@ pub enum AdminKeyCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum LedgerKeyCommand {
+    /// Make a new signing key; it signs from the next start, and older keys stay listed at
+    /// `GET /v1/keys` so what they signed still verifies.
+    Rotate {
+        #[arg(long, env = "DROPD_DATA_DIR", default_value = defaults::DATA_DIR)]
+        data_dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum ServiceKeyCommand {
     /// Create a service key of a scope; printed once, stored only as a hash.
     Create {
@@ -155,6 +168,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::ServiceKey(ServiceKeyCommand::Revoke { id, data_dir }) => {
             credentials::revoke_admin_key(&id, &data_dir)
+        }
+        Command::LedgerKey(LedgerKeyCommand::Rotate { data_dir }) => {
+            let id = crate::auth::ledger_keys::rotate(&data_dir).map_err(anyhow::Error::msg)?;
+            eprintln!("ledger key {id} signs from the next start; older keys stay listed");
+            Ok(())
         }
         Command::Restore(args) => restore::restore(args),
         Command::Config(args) => config::print(&args),

@@ -6,6 +6,7 @@ pub mod clock;
 pub mod drop;
 pub mod ids;
 pub mod inventory;
+pub mod ledger;
 pub mod money;
 pub mod outbox;
 pub mod refusal;

@@ -60,7 +60,7 @@ pub async fn list_drop_orders(
 
 /// An export as NDJSON, read page by page (`read` from a cursor, up to `page_size` rows) off
 /// the read pool, so neither memory nor a pooled connection is held for the whole of it.
-fn ndjson_pages<C, T>(
+pub(crate) fn ndjson_pages<C, T>(
     state: web::Data<AppState>,
     start: C,
     read: impl Fn(&rusqlite::Connection, &C) -> Result<Vec<T>, crate::store::StoreError>

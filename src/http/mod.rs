@@ -10,6 +10,7 @@ mod exports;
 pub mod extract;
 mod health;
 mod holds;
+mod ledger;
 pub mod limits;
 pub mod metrics;
 pub mod openapi;
@@ -66,6 +67,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .service(get("/v1/drops", drops::list_drops))
             .service(get("/v1/drops/{drop}", drops::get_drop))
             .service(get("/v1/drops/{drop}/events", events::stream_drop_events))
+            .service(get("/v1/drops/{drop}/ledger", ledger::export_ledger))
+            .service(get("/v1/drops/{drop}/ledger/head", ledger::ledger_head))
+            .service(get("/v1/keys", ledger::list_keys))
             .service(only(
                 at("/v1/holds/{hold}")
                     .route(web::get().to(holds::get_hold))

@@ -46,6 +46,8 @@ pub struct AppState {
     pub ack_after_replicated: Option<AckAfterReplicated>,
     /// `--request-budget`: what a request may cost the database before it is reported.
     pub budgets: crate::http::budget::Budgets,
+    /// The ledger's public keys (`GET /v1/keys`).
+    pub ledger_keys: Arc<Vec<crate::auth::ledger_keys::PublicKey>>,
 }
 
 #[derive(Clone)]

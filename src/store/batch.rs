@@ -10,8 +10,10 @@ use rusqlite::{named_params, Connection};
 use crate::domain::DropId;
 
 use super::keys::KeyBook;
+use super::ledger::{self, PendingEntry};
 use super::memory::Memory;
 use super::outbox::{self, PendingEvent};
+use crate::domain::ledger::{Event, LedgerKey};
 
 pub(crate) struct Batch<'a> {
     /// One reading of the clock for the whole batch, in whole milliseconds (as stored, so a
@@ -36,6 +38,12 @@ pub(crate) struct Batch<'a> {
     pub events: Vec<PendingEvent>,
     /// A webhook endpoint or dead letter changed: the delivery worker must look again.
     pub endpoints_changed: bool,
+    /// Ledger entries the batch's commands recorded, chained at the flush.
+    pub ledger: Vec<PendingEntry>,
+    /// Signs the drops' new ledger heads.
+    pub ledger_key: Option<&'a LedgerKey>,
+    /// The arrival number the last hold attempt took, for its ledger entry.
+    pub last_attempt: Option<i64>,
 }
 
 impl<'a> Batch<'a> {
@@ -44,6 +52,7 @@ impl<'a> Batch<'a> {
         memory: &'a mut Memory,
         keys: &'a KeyBook,
         box_id: Option<&'a str>,
+        ledger_key: Option<&'a LedgerKey>,
     ) -> Self {
         Self {
             now: crate::domain::clock::from_millis(now.timestamp_millis()),
@@ -57,6 +66,9 @@ impl<'a> Batch<'a> {
             attempt: None,
             events: Vec::new(),
             endpoints_changed: false,
+            ledger: Vec::new(),
+            ledger_key,
+            last_attempt: None,
         }
     }
 
@@ -113,6 +125,14 @@ impl<'a> Batch<'a> {
         });
     }
 
+    /// Records what happened to `drop_id` in its ledger, in this transaction.
+    pub fn record(&mut self, drop_id: &DropId, event: Event) {
+        self.ledger.push(PendingEntry {
+            drop_id: drop_id.clone(),
+            event,
+        });
+    }
+
     /// Writes the batch's bookkeeping into the transaction, before it commits.
     pub fn flush(&mut self, conn: &Connection) -> rusqlite::Result<()> {
         const BUMP: &str =
@@ -138,6 +158,12 @@ impl<'a> Batch<'a> {
                 versions.insert(event.drop_id.clone(), version.unwrap_or(0));
             }
         }
+        ledger::append(
+            conn,
+            &mut self.ledger,
+            self.now.timestamp_millis(),
+            self.ledger_key,
+        )?;
         outbox::append(
             conn,
             &self.events,

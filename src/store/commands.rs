@@ -14,6 +14,7 @@ use super::requests::{Answer, ConfirmHold, IdempotentRequest, PlaceHold};
 use super::tx::decided;
 use super::webhooks::{self, WebhookAnswer, WebhookChange};
 use super::{admin_acts, admin_keys, checkout, holds, idempotency, StoreError};
+use crate::domain::ledger::Event;
 
 /// Where a command's answer goes, and the answer while the batch has not committed yet.
 /// What the writer sends back: the answer, and what the command cost the database (charged
@@ -137,9 +138,27 @@ impl Command {
         match self {
             Command::PlaceHold(req, cmd, reply) => {
                 let drop = Some(cmd.drop_id.as_str());
+                batch.last_attempt = None;
                 let answer = idempotency::run_once(conn, batch, req, drop, |c, batch| {
                     holds::place(c, batch, &req.buyer, cmd)
                 })?;
+                if let Some(attempt_seq) = batch.last_attempt.take() {
+                    let (outcome, hold_id) = match &answer.result {
+                        Ok(hold) => ("held", Some(hold.hold_id.clone())),
+                        Err(refusal) => (refusal.code(), None),
+                    };
+                    batch.record(
+                        &cmd.drop_id,
+                        Event::Attempt {
+                            attempt_seq,
+                            buyer: req.buyer.to_string(),
+                            sku: cmd.sku.clone(),
+                            quantity: cmd.quantity,
+                            outcome: outcome.to_owned(),
+                            hold_id,
+                        },
+                    );
+                }
                 crate::stats::count_attempt(attempt_outcome(&answer));
                 reply.hold(Ok(answer));
             }

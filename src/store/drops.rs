@@ -10,6 +10,8 @@ use crate::domain::{
     Currency, DropId, DropSchedule, DropState, Money, OverrideState, Refusal, SkuStock,
 };
 
+use crate::domain::clock::rfc3339;
+use crate::domain::ledger::{Event, SkuStock as LedgerStock};
 use crate::domain::outbox::{EventKind, SoldOutData, StateData, StockData};
 
 use super::batch::Batch;
@@ -140,6 +142,23 @@ pub(crate) fn create(
             ":position": position as i64, ":stock": sku.stock,
         })?;
     }
+    super::ledger::open(conn, &spec.id)?;
+    batch.record(
+        &DropId::from_trusted(spec.id.clone()),
+        Event::Created {
+            skus: spec
+                .skus
+                .iter()
+                .map(|s| LedgerStock {
+                    sku: s.sku.clone(),
+                    stock: s.stock,
+                })
+                .collect(),
+            per_buyer_limit: spec.per_buyer_limit,
+            starts_at: rfc3339(spec.starts_at),
+            ends_at: rfc3339(spec.ends_at),
+        },
+    );
     view_after_change(conn, batch, &spec.id)
 }
 
@@ -247,6 +266,12 @@ pub(crate) fn update(
         })?;
     }
     let view = view_after_change(conn, batch, drop_id.as_str())?;
+    batch.record(
+        drop_id,
+        Event::Edit {
+            changes: changes_of(patch),
+        },
+    );
     if view.state != current.state {
         batch.announce(
             drop_id,
@@ -277,6 +302,14 @@ pub(crate) fn adjust_stock(
     let stock = row.stock.restock(sku, delta)?;
     save_stock(conn, drop_id.as_str(), sku, stock)?;
     let view = view_after_change(conn, batch, drop_id.as_str())?;
+    batch.record(
+        drop_id,
+        Event::Restock {
+            sku: sku.to_owned(),
+            delta,
+            stock: stock.total,
+        },
+    );
     batch.announce(
         drop_id,
         EventKind::StockAdjusted,
@@ -291,4 +324,13 @@ pub(crate) fn adjust_stock(
         batch.announce(drop_id, EventKind::DropSoldOut, &SoldOutData { sku });
     }
     Ok(view)
+}
+
+/// What a `PATCH` set, for the ledger: the members it sent.
+fn changes_of(patch: &DropPatch) -> serde_json::Value {
+    let mut value = serde_json::to_value(patch).unwrap_or_default();
+    if let serde_json::Value::Object(map) = &mut value {
+        map.retain(|_, v| !v.is_null());
+    }
+    value
 }

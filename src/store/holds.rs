@@ -1,5 +1,6 @@
 //! Holds: placing, confirming (which makes an order), releasing and expiring.
 
+use crate::domain::ledger::Event;
 use chrono::{DateTime, Duration, Utc};
 use rusqlite::{named_params, Connection, OptionalExtension, Row};
 
@@ -68,6 +69,14 @@ fn announce_expired(batch: &mut Batch<'_>, drop_id: &DropId, hold: (&str, &str, 
             buyer,
             attempt_seq: None,
             expires_at: None,
+        },
+    );
+    batch.record(
+        drop_id,
+        Event::Expiry {
+            hold_id: hold_id.to_owned(),
+            sku: sku.to_owned(),
+            quantity,
         },
     );
 }
@@ -432,6 +441,15 @@ pub(crate) fn confirm(
         ":currency": price.currency.as_str(), ":total": total.amount,
         ":payment_ref": cmd.payment_ref, ":now": batch.now.timestamp_millis(),
     })?;
+    batch.record(
+        &DropId::from_trusted(hold.drop_id.clone()),
+        Event::Confirmation {
+            hold_id: hold.hold_id.clone(),
+            order_id: order_id.to_string(),
+            sku: hold.sku.clone(),
+            quantity: hold.quantity,
+        },
+    );
     batch.announce_for(
         buyer.as_str(),
         &DropId::from_trusted(hold.drop_id.clone()),
@@ -485,6 +503,14 @@ pub(crate) fn release(
         hold.quantity,
     )?;
     end_hold(conn, hold_seq, HoldState::Released, batch.now)?;
+    batch.record(
+        &DropId::from_trusted(hold.drop_id.clone()),
+        Event::Release {
+            hold_id: hold.hold_id.clone(),
+            sku: hold.sku.clone(),
+            quantity: hold.quantity,
+        },
+    );
     batch.announce_for(
         buyer.as_str(),
         &DropId::from_trusted(hold.drop_id.clone()),

@@ -165,6 +165,7 @@ where
     batch.attempt = None;
     let result = decided(conn, |c| effect(c, batch))?;
     let attempt = batch.attempt.take();
+    batch.last_attempt = attempt;
     if result.as_ref().err().is_none_or(Refusal::is_recorded) {
         let (hold, refusal) = match &result {
             Ok(value) => (Some(value.hold_id()), None),

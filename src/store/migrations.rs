@@ -19,6 +19,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ("outbox", include_str!("migrations/0004_outbox.sql")),
     ("key scopes", include_str!("migrations/0005_key_scopes.sql")),
     ("audit log", include_str!("migrations/0006_audit.sql")),
+    ("ledger", include_str!("migrations/0007_ledger.sql")),
 ];
 
 pub fn latest_version() -> i64 {

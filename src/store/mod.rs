@@ -20,6 +20,7 @@ pub mod holds;
 pub mod idempotency;
 pub mod invariants;
 pub mod keys;
+pub mod ledger;
 mod memory;
 pub mod migrations;
 pub mod open;
@@ -78,6 +79,8 @@ pub struct StoreConfig {
     pub idempotency_retention: std::time::Duration,
     /// How long outbox events are kept once every active webhook endpoint has them.
     pub outbox_retention: std::time::Duration,
+    /// Signs each drop's ledger head after every batch that appended to it.
+    pub ledger_key: Option<Arc<crate::domain::ledger::LedgerKey>>,
 }
 
 /// The open store: the writer's handle, its thread, and the read pool.

@@ -21,6 +21,7 @@ mod hot_path;
 mod idempotency;
 mod io_error;
 mod large;
+mod ledger;
 mod lifecycle;
 mod litestream;
 mod operations;

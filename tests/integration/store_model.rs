@@ -46,6 +46,7 @@ fn open_store(path: &std::path::Path, synchronous: Synchronous, clock: ManualClo
             outbox_retention: dropd::defaults::OUTBOX_RETENTION,
             sweep_limit: 2_000,
             box_id: None,
+            ledger_key: None,
         },
         Arc::new(clock),
         None,

@@ -14,7 +14,8 @@ use utoipa::OpenApi;
 
 use crate::http::codes::Code;
 use crate::http::{
-    admin, drops, events, exports, health, holds, metrics, orders, pages, payments, webhooks,
+    admin, drops, events, exports, health, holds, ledger, metrics, orders, pages, payments,
+    webhooks,
 };
 
 #[derive(OpenApi)]
@@ -36,6 +37,9 @@ use crate::http::{
         holds::release_hold,
         holds::confirm_hold,
         holds::request_checkout,
+        ledger::list_keys,
+        ledger::export_ledger,
+        ledger::ledger_head,
         payments::payment_callback,
         orders::list_orders,
         orders::get_order,
@@ -66,6 +70,7 @@ use crate::http::{
     modifiers(&Contract),
     tags(
         (name = "buyers", description = "What the drop page uses"),
+        (name = "fairness", description = "The signed ledger anyone can check the order against"),
         (name = "admin", description = "Operators: drops, stock, exports (an admin key)"),
         (name = "operations", description = "Probes, metrics and this document"),
         (name = "pages", description = "The web pages compiled into the binary"),

@@ -29,6 +29,7 @@ pub(super) struct WriterLoop {
     pub(super) memory: Memory,
     pub(super) sweep_limit: i64,
     pub(super) box_id: Option<String>,
+    pub(super) ledger_key: Option<Arc<crate::domain::ledger::LedgerKey>>,
     pub(super) next_expiry: Arc<AtomicI64>,
     /// The WAL index's frame count and salts after the last commit.
     pub(super) wal_frames: (u32, u64),
@@ -187,6 +188,7 @@ impl WriterLoop {
         }
         let chores = BatchChores {
             box_id: self.box_id.as_deref(),
+            ledger_key: self.ledger_key.as_deref(),
             sweep: true,
             sweep_limit: self.sweep_limit,
             prune,

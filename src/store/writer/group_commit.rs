@@ -50,6 +50,8 @@ impl CommitFailure {
 pub(super) struct BatchChores<'a> {
     /// `--box-id`, for the ids of new holds.
     pub(super) box_id: Option<&'a str>,
+    /// Signs the ledger heads the batch moves.
+    pub(super) ledger_key: Option<&'a crate::domain::ledger::LedgerKey>,
     /// Expire due holds first, at most `sweep_limit`.
     pub(super) sweep: bool,
     pub(super) sweep_limit: i64,
@@ -173,7 +175,7 @@ pub(super) fn run_batch(
             tracing::error!(error = %err, "could not begin the write transaction");
             return fail_all(queue, &err);
         }
-        let mut batch = Batch::new(now, memory, keys, chores.box_id);
+        let mut batch = Batch::new(now, memory, keys, chores.box_id, chores.ledger_key);
         let mut failed: Option<(Option<usize>, StoreError)> = None;
         if sweep {
             match holds::expire_due(conn, &mut batch, chores.sweep_limit) {

@@ -172,6 +172,7 @@ pub(crate) fn spawn(
         memory: Memory::new(BuyerLoad::WholeDrop),
         sweep_limit: config.sweep_limit.max(1),
         box_id: config.box_id.clone(),
+        ledger_key: config.ledger_key.clone(),
         wal_frames: (0, 0),
         next_expiry: next_expiry.clone(),
         keys,

@@ -1,0 +1,159 @@
+//! The ledger's rows. Commands record what they did (`Batch::record`); at the batch's flush the
+//! writer chains the entries of each drop in its memory (one read of the head, one insert per
+//! entry, one update of the head) and signs each drop's new head once, in the transaction of
+//! the changes themselves.
+
+use rusqlite::{named_params, Connection, OptionalExtension};
+
+use crate::domain::clock::{from_millis, rfc3339};
+use crate::domain::ledger::{self, Entry, Event, Head, LedgerKey, SignedHead};
+use crate::domain::DropId;
+
+use super::StoreError;
+
+/// An entry before its place is known; an attempt's `buyer` is still the buyer's id (the drop's
+/// salt hashes it at the flush).
+pub(crate) struct PendingEntry {
+    pub drop_id: DropId,
+    pub event: Event,
+}
+
+const OPEN: &str = "INSERT INTO ledgers (drop_id, salt, position, hash)
+                    VALUES (:drop, :salt, 0, zeroblob(32))";
+const HEAD: &str = "SELECT salt, position, hash FROM ledgers WHERE drop_id = :drop";
+const APPEND: &str = "INSERT INTO ledger (drop_id, position, entry, hash)
+                      VALUES (:drop, :position, :entry, :hash)";
+const ADVANCE: &str = "UPDATE ledgers SET position = :position, hash = :hash
+                       WHERE drop_id = :drop";
+const SIGNED: &str = "INSERT INTO ledger_heads (drop_id, position, at, key_id, signature)
+                      VALUES (:drop, :position, :at, :key_id, :signature)";
+
+/// Starts a new drop's chain, with the salt its buyers' names are hashed with.
+pub(crate) fn open(conn: &Connection, drop_id: &str) -> rusqlite::Result<()> {
+    let salt: [u8; 16] = rand::random();
+    conn.prepare_cached(OPEN)?
+        .execute(named_params! {":drop": drop_id, ":salt": &salt[..]})?;
+    Ok(())
+}
+
+/// Chains `pending` onto each drop's ledger, in order, and signs every head it moved. A drop
+/// without a chain is an error (every drop gets one at creation or by migration).
+pub(crate) fn append(
+    conn: &Connection,
+    pending: &mut Vec<PendingEntry>,
+    now_ms: i64,
+    key: Option<&LedgerKey>,
+) -> rusqlite::Result<()> {
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let at = rfc3339(from_millis(now_ms));
+    let mut drops: Vec<DropId> = Vec::new();
+    for entry in pending.iter() {
+        if !drops.contains(&entry.drop_id) {
+            drops.push(entry.drop_id.clone());
+        }
+    }
+    for drop_id in drops {
+        let (salt, mut position, mut hash): (Vec<u8>, i64, [u8; 32]) =
+            conn.prepare_cached(HEAD)?
+                .query_row(named_params! {":drop": drop_id.as_str()}, |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })?;
+        for pending in pending.iter_mut().filter(|p| p.drop_id == drop_id) {
+            position += 1;
+            if let Event::Attempt { buyer, .. } = &mut pending.event {
+                *buyer = ledger::buyer_ref(&salt, buyer);
+            }
+            let entry = Entry {
+                position,
+                at: at.clone(),
+                event: pending.event.clone(),
+            };
+            let text = ledger::canonical(&entry);
+            hash = ledger::chain(&hash, &text);
+            conn.prepare_cached(APPEND)?.execute(named_params! {
+                ":drop": drop_id.as_str(), ":position": position,
+                ":entry": std::str::from_utf8(&text).unwrap_or_default(), ":hash": &hash[..],
+            })?;
+        }
+        conn.prepare_cached(ADVANCE)?.execute(named_params! {
+            ":drop": drop_id.as_str(), ":position": position, ":hash": &hash[..],
+        })?;
+        if let Some(key) = key {
+            let signed = key.sign(drop_id.as_str(), position, &hash, at.clone());
+            let signature = hex::decode(&signed.signature).unwrap_or_default();
+            conn.prepare_cached(SIGNED)?.execute(named_params! {
+                ":drop": drop_id.as_str(), ":position": position, ":at": now_ms,
+                ":key_id": key.id(), ":signature": signature,
+            })?;
+        }
+    }
+    pending.clear();
+    Ok(())
+}
+
+const PAGE: &str = "SELECT position, entry, hash FROM ledger
+                    WHERE drop_id = :drop AND position >= :from
+                    ORDER BY position LIMIT :limit";
+
+/// One ledger line: the entry with its hash.
+pub struct Line {
+    pub position: i64,
+    pub text: String,
+}
+
+/// Up to `limit` lines of `drop_id`'s ledger from position `from` on.
+pub fn page(
+    conn: &Connection,
+    drop_id: &str,
+    from: i64,
+    limit: i64,
+) -> Result<Vec<Line>, StoreError> {
+    let rows = conn
+        .prepare_cached(PAGE)?
+        .query_map(
+            named_params! {":drop": drop_id, ":from": from, ":limit": limit},
+            |r| {
+                let position: i64 = r.get(0)?;
+                let entry: String = r.get(1)?;
+                let hash: Vec<u8> = r.get(2)?;
+                // The stored entry is canonical JSON: its hash goes in before the last brace.
+                let body = entry.strip_suffix('}').unwrap_or(&entry);
+                Ok(Line {
+                    position,
+                    text: format!("{body},\"hash\":\"{}\"}}", hex::encode(hash)),
+                })
+            },
+        )?
+        .collect::<Result<_, _>>()?;
+    Ok(rows)
+}
+
+const LATEST: &str = "SELECT h.position, h.at, h.key_id, h.signature, l.hash
+                      FROM ledger_heads h
+                      JOIN ledger l ON l.drop_id = h.drop_id AND l.position = h.position
+                      WHERE h.drop_id = :drop ORDER BY h.position DESC LIMIT 1";
+
+/// The latest signed head of `drop_id`'s chain, if it has one.
+pub fn latest_head(conn: &Connection, drop_id: &str) -> Result<Option<SignedHead>, StoreError> {
+    let head = conn
+        .prepare_cached(LATEST)?
+        .query_row(named_params! {":drop": drop_id}, |r| {
+            let hash: Vec<u8> = r.get(4)?;
+            let signature: Vec<u8> = r.get(3)?;
+            Ok(SignedHead {
+                head: Head {
+                    kind: ledger::HEAD_TYPE.into(),
+                    drop_id: drop_id.to_owned(),
+                    position: r.get(0)?,
+                    hash: hex::encode(hash),
+                    at: rfc3339(from_millis(r.get(1)?)),
+                    key_id: r.get(2)?,
+                },
+                signature: hex::encode(signature),
+            })
+        })
+        .optional()?;
+    Ok(head)
+}

@@ -1,0 +1,232 @@
+//! The fairness ledger, checked from outside: after a stampede, every change of the drop is an
+//! entry in one hash chain that the test recomputes on its own (SHA-256, canonical JSON), the
+//! chain's end is the head the server signed, the signature verifies with a key from
+//! `/v1/keys` (also after a rotation), and no buyer's id is in it.
+
+use std::collections::HashSet;
+
+use ed25519_dalek::Verifier;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use crate::support::api::{buyer_token, client};
+use crate::support::process::{create_admin_key, dropd, ServerProcess};
+use crate::support::spec::live_spec;
+
+/// The ledger's lines, with each one's hash recomputed from the one before (32 zero bytes
+/// first): panics at the first line whose hash does not follow.
+fn recompute(text: &str) -> Vec<(Value, [u8; 32])> {
+    let mut previous = [0u8; 32];
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let mut entry: serde_json::Map<String, Value> =
+            serde_json::from_str(line).expect("a JSON line");
+        let claimed = entry
+            .remove("hash")
+            .and_then(|h| h.as_str().map(str::to_owned))
+            .expect("a hash");
+        // serde_json's maps are sorted: this is the canonical form.
+        let canonical = serde_json::to_vec(&Value::Object(entry.clone())).expect("json");
+        let mut digest = Sha256::new();
+        digest.update(previous);
+        digest.update(&canonical);
+        let hash: [u8; 32] = digest.finalize().into();
+        assert_eq!(
+            hex::encode(hash),
+            claimed,
+            "line {} breaks the chain",
+            i + 1
+        );
+        assert_eq!(
+            entry["position"],
+            (i + 1) as i64,
+            "positions follow each other"
+        );
+        previous = hash;
+        out.push((Value::Object(entry), hash));
+    }
+    out
+}
+
+async fn get_text(http: &reqwest::Client, url: &str) -> String {
+    let res = http.get(url).send().await.expect("sent");
+    assert_eq!(res.status(), 200, "{url}");
+    res.text().await.expect("body")
+}
+
+/// Checks a signed head with the key `/v1/keys` lists under its id.
+fn verify_head(head: &Value, keys: &Value) {
+    let key_id = head["key_id"].as_str().expect("key id");
+    let key = keys["keys"]
+        .as_array()
+        .and_then(|keys| keys.iter().find(|k| k["id"] == key_id))
+        .unwrap_or_else(|| panic!("key {key_id} is listed: {keys}"));
+    assert_eq!(key["algorithm"], "Ed25519");
+    let public: [u8; 32] = hex::decode(key["public_key"].as_str().expect("hex"))
+        .expect("hex")
+        .try_into()
+        .expect("32 bytes");
+    let mut signed = head.as_object().expect("object").clone();
+    let signature: [u8; 64] = hex::decode(
+        signed
+            .remove("signature")
+            .and_then(|s| s.as_str().map(str::to_owned))
+            .expect("signature"),
+    )
+    .expect("hex")
+    .try_into()
+    .expect("64 bytes");
+    let message = serde_json::to_vec(&Value::Object(signed)).expect("json");
+    ed25519_dalek::VerifyingKey::from_bytes(&public)
+        .expect("a public key")
+        .verify(&message, &ed25519_dalek::Signature::from_bytes(&signature))
+        .expect("the head's signature verifies");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stampede_leaves_a_chain_anyone_can_recompute_up_to_the_signed_head() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let admin_key = create_admin_key(dir.path());
+    let http = client();
+    let server = ServerProcess::start(dir.path());
+    let admin = server.api(&http).with_admin_key(&admin_key);
+    let mut spec = live_spec("fair");
+    spec["skus"][0]["stock"] = json!(20);
+    spec["per_buyer_limit"] = json!(1);
+    admin.create_drop(&spec).await;
+
+    // 60 buyers for 20 units, all at once.
+    let attempts = (0..60).map(|i| {
+        let http = http.clone();
+        let url = format!("{}/v1/drops/fair/holds", server.base);
+        async move {
+            let res = http
+                .post(url)
+                .bearer_auth(buyer_token(&format!("stampeder-{i}")))
+                .header("Idempotency-Key", format!("k{i}"))
+                .json(&json!({"sku": "S1", "quantity": 1}))
+                .send()
+                .await
+                .expect("sent");
+            let status = res.status().as_u16();
+            (i, status, res.json::<Value>().await.expect("json"))
+        }
+    });
+    let answers = futures_util::future::join_all(attempts).await;
+    let held: Vec<(usize, String)> = answers
+        .iter()
+        .filter(|(_, status, _)| *status == 201)
+        .map(|(i, _, body)| (*i, body["hold_id"].as_str().expect("id").to_owned()))
+        .collect();
+    assert_eq!(held.len(), 20, "exactly the stock is held");
+    // A holder trying again is refused by the limit; a release, a confirmation, a restock and
+    // an edit follow.
+    let first = held[0].0;
+    let owner = server.api(&http).buyer(&format!("stampeder-{}", held[1].0));
+    assert_eq!(owner.release(&held[1].1).await.status(), 204);
+    // With a unit free again, the holder's second try reaches the writer and its limit.
+    let again = server.api(&http).buyer(&format!("stampeder-{first}"));
+    let res = again.hold("fair", "S1", 1, "again").await;
+    assert_eq!(res.status(), 409);
+    let res = server
+        .api(&http)
+        .buyer(&format!("stampeder-{first}"))
+        .confirm(&held[0].1, "pay")
+        .await;
+    assert_eq!(res.status(), 201);
+    assert_eq!(admin.adjust_stock("fair", "S1", 5).await.status(), 200);
+    assert_eq!(
+        admin
+            .patch_drop("fair", &json!({"name": "Fair drop"}))
+            .await
+            .status(),
+        200
+    );
+
+    let ledger_url = format!("{}/v1/drops/fair/ledger", server.base);
+    let text = get_text(&http, &ledger_url).await;
+    let entries = recompute(&text);
+    assert_eq!(entries[0].0["kind"], "created");
+    let kinds = |kind: &str| entries.iter().filter(|(e, _)| e["kind"] == kind).count();
+    let numbered: Vec<i64> = entries
+        .iter()
+        .filter(|(e, _)| e["kind"] == "attempt")
+        .map(|(e, _)| e["attempt_seq"].as_i64().expect("seq"))
+        .collect();
+    assert_eq!(
+        numbered,
+        (1..=numbered.len() as i64).collect::<Vec<_>>(),
+        "every numbered attempt, in the order the writer took them"
+    );
+    let ledger_holds: HashSet<String> = entries
+        .iter()
+        .filter(|(e, _)| e["kind"] == "attempt" && e["outcome"] == "held")
+        .map(|(e, _)| e["hold_id"].as_str().expect("hold").to_owned())
+        .collect();
+    let answered: HashSet<String> = held.iter().map(|(_, id)| id.clone()).collect();
+    assert_eq!(
+        ledger_holds, answered,
+        "each 201 is a held attempt in the ledger"
+    );
+    assert!(entries
+        .iter()
+        .any(|(e, _)| e["kind"] == "attempt" && e["outcome"] == "limit-exceeded"));
+    assert_eq!(kinds("release"), 1);
+    assert_eq!(kinds("confirmation"), 1);
+    assert_eq!(kinds("restock"), 1);
+    assert_eq!(kinds("edit"), 1);
+    assert!(
+        !text.contains("stampeder-"),
+        "buyers are salted hashes in the ledger"
+    );
+
+    // The chain's end is the head the server signed.
+    let head: Value =
+        serde_json::from_str(&get_text(&http, &format!("{ledger_url}/head")).await).expect("json");
+    let (last, last_hash) = entries.last().expect("entries");
+    assert_eq!(head["position"], last["position"]);
+    assert_eq!(head["hash"], hex::encode(last_hash));
+    assert_eq!(head["drop_id"], "fair");
+    let keys: Value =
+        serde_json::from_str(&get_text(&http, &format!("{}/v1/keys", server.base)).await)
+            .expect("json");
+    verify_head(&head, &keys);
+    let tail = get_text(&http, &format!("{ledger_url}?from={}", entries.len())).await;
+    assert_eq!(tail.lines().count(), 1, "?from starts at a position");
+    server.terminate();
+
+    // After a rotation the new key signs, and the old head still verifies against /v1/keys.
+    let (ok, _, err) = dropd(&[
+        "ledger-key",
+        "rotate",
+        "--data-dir",
+        dir.path().to_str().expect("utf-8"),
+    ]);
+    assert!(ok, "{err}");
+    let server = ServerProcess::start(dir.path());
+    let res = server
+        .api(&http)
+        .buyer("late")
+        .hold("fair", "S1", 1, "late")
+        .await;
+    assert_eq!(res.status(), 201);
+    let keys: Value =
+        serde_json::from_str(&get_text(&http, &format!("{}/v1/keys", server.base)).await)
+            .expect("json");
+    assert_eq!(keys["keys"].as_array().map(Vec::len), Some(2));
+    verify_head(&head, &keys);
+    let text = get_text(&http, &format!("{}/v1/drops/fair/ledger", server.base)).await;
+    let after = recompute(&text);
+    assert_eq!(
+        after.len(),
+        entries.len() + 1,
+        "the chain goes on after a restart"
+    );
+    let newer: Value = serde_json::from_str(
+        &get_text(&http, &format!("{}/v1/drops/fair/ledger/head", server.base)).await,
+    )
+    .expect("json");
+    assert_ne!(newer["key_id"], head["key_id"], "the new key signs");
+    verify_head(&newer, &keys);
+    server.terminate();
+}
