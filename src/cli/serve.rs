@@ -241,6 +241,8 @@ pub(super) fn serve(args: ServeArgs) -> anyhow::Result<()> {
     actix_web::rt::System::new().block_on(async move {
         let clock = Arc::new(SystemClock);
         let app = Application::build(&settings, clock.clone())?;
+        // Before the address is printed: whoever reads it may signal at once.
+        app.handle().stop_on_signals()?;
         let host = settings
             .listen
             .rsplit_once(':')
@@ -261,7 +263,6 @@ pub(super) fn serve(args: ServeArgs) -> anyhow::Result<()> {
             sqlite = rusqlite::version(),
             "serving"
         );
-        app.handle().stop_on_signals()?;
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
         if let Some(timeout) = sd_notify::watchdog_enabled() {
             // Twice per WatchdogSec, as systemd advises.

@@ -122,7 +122,6 @@ pub fn line(entry: &Entry, hash: &[u8; 32]) -> Value {
 
 /// A drop's chain head as signed: after `position` entries the chain's hash is `hash`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
 pub struct Head {
     #[serde(rename = "type")]
     pub kind: String,

@@ -109,14 +109,16 @@ async fn a_stampede_leaves_a_chain_anyone_can_recompute_up_to_the_signed_head() 
                 .await
                 .expect("sent");
             let status = res.status().as_u16();
-            (i, status, res.json::<Value>().await.expect("json"))
+            let text = res.text().await.expect("body");
+            let body: Value = serde_json::from_str(&text).expect("json");
+            (i, status, body, text)
         }
     });
     let answers = futures_util::future::join_all(attempts).await;
     let held: Vec<(usize, String)> = answers
         .iter()
-        .filter(|(_, status, _)| *status == 201)
-        .map(|(i, _, body)| (*i, body["hold_id"].as_str().expect("id").to_owned()))
+        .filter(|(_, status, _, _)| *status == 201)
+        .map(|(i, _, body, _)| (*i, body["hold_id"].as_str().expect("id").to_owned()))
         .collect();
     assert_eq!(held.len(), 20, "exactly the stock is held");
     // A holder trying again is refused by the limit; a release, a confirmation, a restock and
@@ -191,6 +193,58 @@ async fn a_stampede_leaves_a_chain_anyone_can_recompute_up_to_the_signed_head() 
         serde_json::from_str(&get_text(&http, &format!("{}/v1/keys", server.base)).await)
             .expect("json");
     verify_head(&head, &keys);
+
+    // Every attempt the writer decided has a receipt: signed, in its place, and the chain
+    // runs from it to the head it names. Those refused from memory have none.
+    let mut receipts = 0;
+    for (_, status, body, _) in &answers {
+        let Some(receipt) = body.get("receipt") else {
+            assert_eq!(
+                *status, 409,
+                "only refusals from memory lack a receipt: {body}"
+            );
+            continue;
+        };
+        receipts += 1;
+        verify_head(&receipt["head"], &keys);
+        let position = receipt["position"].as_i64().expect("position") as usize;
+        let (entry, hash) = &entries[position - 1];
+        assert_eq!(receipt["entry_hash"], hex::encode(hash));
+        assert_eq!(entry["attempt_seq"], receipt["attempt_seq"]);
+        assert_eq!(entry["outcome"], receipt["outcome"]);
+        assert_eq!(entry["buyer"], receipt["buyer"]);
+        assert_eq!(entry["at"], receipt["received_at"]);
+        let outcome = if *status == 201 {
+            "held"
+        } else {
+            body["code"].as_str().expect("code")
+        };
+        assert_eq!(receipt["outcome"], outcome);
+        let head_at = receipt["head"]["position"].as_i64().expect("position") as usize;
+        assert!(head_at >= position);
+        assert_eq!(receipt["head"]["hash"], hex::encode(entries[head_at - 1].1));
+    }
+    assert_eq!(
+        receipts,
+        numbered.len() - 1,
+        "one receipt per numbered stampede attempt"
+    );
+    // A retry under the same key is the first answer, receipt and all, byte for byte.
+    let (i, _, _, first_text) = answers
+        .iter()
+        .find(|(_, status, _, _)| *status == 201)
+        .expect("a hold");
+    let replay = http
+        .post(format!("{}/v1/drops/fair/holds", server.base))
+        .bearer_auth(buyer_token(&format!("stampeder-{i}")))
+        .header("Idempotency-Key", format!("k{i}"))
+        .json(&json!({"sku": "S1", "quantity": 1}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    assert_eq!(&replay.text().await.expect("body"), first_text);
+
     let tail = get_text(&http, &format!("{ledger_url}?from={}", entries.len())).await;
     assert_eq!(tail.lines().count(), 1, "?from starts at a position");
     server.terminate();

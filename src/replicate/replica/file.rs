@@ -46,9 +46,13 @@ impl Replica for FileReplica {
                 let Some((min, max)) = entry.file_name().to_str().and_then(parse_name) else {
                     continue;
                 };
-                let meta = entry
-                    .metadata()
-                    .map_err(io(format!("reading {}", entry.path().display())))?;
+                // Compaction or retention may remove a file between the listing and this
+                // look at it: one that is gone is not part of the replica any more.
+                let meta = match entry.metadata() {
+                    Ok(meta) => meta,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(io(format!("reading {}", entry.path().display()))(e)),
+                };
                 files.push(LtxFile {
                     level: number,
                     min_txid: min,
