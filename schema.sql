@@ -104,7 +104,7 @@ CREATE TABLE idempotency_keys (
     attempt_seq INTEGER,
     hold_id     TEXT,
     refusal     TEXT,
-    outcome     TEXT,
+    outcome     TEXT, ledger_position INTEGER,
     CHECK ((hold_id IS NOT NULL) + (refusal IS NOT NULL) + (outcome IS NOT NULL) = 1)
 ) STRICT;
 

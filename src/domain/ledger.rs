@@ -142,6 +142,25 @@ pub struct SignedHead {
     pub signature: String,
 }
 
+/// What a hold attempt that reached the writer was answered with, and the proof of its place:
+/// its ledger entry (`position`, `entry_hash`) and the head signed after its batch. With the
+/// ledger's lines from `position` to the head's, anyone can check both.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Receipt {
+    pub drop_id: String,
+    pub attempt_seq: i64,
+    /// When the writer decided it: its entry's `at`.
+    pub received_at: String,
+    /// `held`, or the refusal's code.
+    pub outcome: String,
+    pub position: i64,
+    /// Hex.
+    pub entry_hash: String,
+    /// The buyer as the ledger names them.
+    pub buyer: String,
+    pub head: SignedHead,
+}
+
 /// What went wrong checking a ledger.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Broken {

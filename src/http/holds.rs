@@ -19,6 +19,7 @@ use crate::http::openapi::problems::{
 use crate::http::problem::ApiError;
 use crate::http::state::AppState;
 use crate::store::keys::{Remembered, Seen};
+use crate::store::ReceiptPart;
 use crate::store::{holds, Answer, ConfirmHold, IdempotentRequest, PlaceHold, StoreError};
 
 const REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
@@ -283,9 +284,31 @@ fn sold_out_in_memory(
 
 /// The first answer for an Idempotency-Key, or its replay, marked as such.
 fn respond<T: Serialize>(answer: Answer<T>, success: StatusCode) -> HttpResponse {
-    let mut res = match answer.result {
-        Ok(value) => HttpResponse::build(success).json(value),
-        Err(refusal) => ApiError::from(refusal).error_response(),
+    let receipt = match answer.receipt {
+        Some(ReceiptPart::Sealed(receipt)) => Some(receipt),
+        _ => None,
+    };
+    let mut res = match (answer.result, receipt) {
+        (Ok(value), None) => HttpResponse::build(success).json(value),
+        (Ok(value), Some(receipt)) => {
+            // The answer's own members, then its receipt.
+            let body = serde_json::to_string(&value).unwrap_or_default();
+            let receipt = serde_json::to_string(&receipt).unwrap_or_default();
+            let body = format!(
+                "{},\"receipt\":{receipt}}}",
+                body.strip_suffix('}').unwrap_or(&body)
+            );
+            HttpResponse::build(success)
+                .content_type("application/json")
+                .body(body)
+        }
+        (Err(refusal), receipt) => {
+            let mut err = ApiError::from(refusal);
+            if let Some(receipt) = receipt {
+                err = err.with_member("receipt", serde_json::to_value(receipt).unwrap_or_default());
+            }
+            err.error_response()
+        }
     };
     if answer.replayed {
         res.headers_mut()

@@ -99,6 +99,12 @@ impl ApiError {
         self.code.as_str()
     }
 
+    /// One more member of the body (a hold attempt's `receipt`).
+    pub fn with_member(mut self, name: &str, value: Value) -> Self {
+        self.extra.insert(name.to_owned(), value);
+        self
+    }
+
     pub fn body(&self) -> Value {
         let mut body = self.extra.clone();
         body.insert(

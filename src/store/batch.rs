@@ -42,8 +42,12 @@ pub(crate) struct Batch<'a> {
     pub ledger: Vec<PendingEntry>,
     /// Signs the drops' new ledger heads.
     pub ledger_key: Option<&'a LedgerKey>,
-    /// The arrival number the last hold attempt took, for its ledger entry.
-    pub last_attempt: Option<i64>,
+    /// The last hold attempt's arrival number and ledger position, for its receipt.
+    pub last_attempt: Option<(i64, i64)>,
+    /// Each drop's ledger position before this batch (read on the first attempt).
+    ledger_base: HashMap<DropId, i64>,
+    /// What the flush chained and signed, for the receipts.
+    pub chained: ledger::Chained,
 }
 
 impl<'a> Batch<'a> {
@@ -69,6 +73,8 @@ impl<'a> Batch<'a> {
             ledger: Vec::new(),
             ledger_key,
             last_attempt: None,
+            ledger_base: HashMap::new(),
+            chained: ledger::Chained::default(),
         }
     }
 
@@ -133,6 +139,26 @@ impl<'a> Batch<'a> {
         });
     }
 
+    /// Records an attempt and returns the ledger position its entry will have.
+    pub fn record_attempt(
+        &mut self,
+        conn: &Connection,
+        drop_id: &DropId,
+        event: Event,
+    ) -> rusqlite::Result<i64> {
+        let base = match self.ledger_base.get(drop_id) {
+            Some(base) => *base,
+            None => {
+                let base = ledger::position(conn, drop_id.as_str())?;
+                self.ledger_base.insert(drop_id.clone(), base);
+                base
+            }
+        };
+        let before = self.ledger.iter().filter(|p| &p.drop_id == drop_id).count() as i64;
+        self.record(drop_id, event);
+        Ok(base + before + 1)
+    }
+
     /// Writes the batch's bookkeeping into the transaction, before it commits.
     pub fn flush(&mut self, conn: &Connection) -> rusqlite::Result<()> {
         const BUMP: &str =
@@ -158,7 +184,7 @@ impl<'a> Batch<'a> {
                 versions.insert(event.drop_id.clone(), version.unwrap_or(0));
             }
         }
-        ledger::append(
+        self.chained = ledger::append(
             conn,
             &mut self.ledger,
             self.now.timestamp_millis(),

@@ -10,7 +10,7 @@ use crate::domain::{BuyerId, DropId, HoldId, Refusal};
 use super::audit::{self, json, Acted, Acting, Entry};
 use super::batch::Batch;
 use super::cost::{self, Cost};
-use super::requests::{Answer, ConfirmHold, IdempotentRequest, PlaceHold};
+use super::requests::{Answer, ConfirmHold, IdempotentRequest, PlaceHold, ReceiptPart};
 use super::tx::decided;
 use super::webhooks::{self, WebhookAnswer, WebhookChange};
 use super::{admin_acts, admin_keys, checkout, holds, idempotency, StoreError};
@@ -139,25 +139,29 @@ impl Command {
             Command::PlaceHold(req, cmd, reply) => {
                 let drop = Some(cmd.drop_id.as_str());
                 batch.last_attempt = None;
-                let answer = idempotency::run_once(conn, batch, req, drop, |c, batch| {
-                    holds::place(c, batch, &req.buyer, cmd)
-                })?;
-                if let Some(attempt_seq) = batch.last_attempt.take() {
-                    let (outcome, hold_id) = match &answer.result {
-                        Ok(hold) => ("held", Some(hold.hold_id.clone())),
-                        Err(refusal) => (refusal.code(), None),
-                    };
-                    batch.record(
-                        &cmd.drop_id,
-                        Event::Attempt {
-                            attempt_seq,
-                            buyer: req.buyer.to_string(),
-                            sku: cmd.sku.clone(),
-                            quantity: cmd.quantity,
-                            outcome: outcome.to_owned(),
-                            hold_id,
-                        },
-                    );
+                let entry = |result: &Result<HoldView, Refusal>, attempt_seq| Event::Attempt {
+                    attempt_seq,
+                    buyer: req.buyer.to_string(),
+                    sku: cmd.sku.clone(),
+                    quantity: cmd.quantity,
+                    outcome: outcome_of(result).to_owned(),
+                    hold_id: result.as_ref().ok().map(|h| h.hold_id.clone()),
+                };
+                let mut answer = idempotency::run_once(
+                    conn,
+                    batch,
+                    req,
+                    drop,
+                    |c, batch| holds::place(c, batch, &req.buyer, cmd),
+                    Some(entry),
+                )?;
+                if let Some((attempt_seq, position)) = batch.last_attempt.take() {
+                    answer.receipt = Some(ReceiptPart::Pending {
+                        drop_id: cmd.drop_id.clone(),
+                        attempt_seq,
+                        position,
+                        outcome: outcome_of(&answer.result).to_owned(),
+                    });
                 }
                 crate::stats::count_attempt(attempt_outcome(&answer));
                 reply.hold(Ok(answer));
@@ -168,14 +172,20 @@ impl Command {
                     Some(_) => holds::get(conn, cmd.hold_id.as_str())?,
                     None => None,
                 };
-                let answer = idempotency::run_once(conn, batch, req, None, |c, batch| {
-                    holds::confirm(c, batch, &req.buyer, cmd)
-                })?;
+                let answer = idempotency::run_once(
+                    conn,
+                    batch,
+                    req,
+                    None,
+                    |c, batch| holds::confirm(c, batch, &req.buyer, cmd),
+                    None::<fn(&Result<OrderView, Refusal>, i64) -> Event>,
+                )?;
                 if let (
                     Some(act),
                     Answer {
                         result: Ok(order),
                         replayed: false,
+                        ..
                     },
                 ) = (&cmd.service, &answer)
                 {
@@ -284,6 +294,27 @@ impl Command {
         false
     }
 
+    /// Completes a hold attempt's receipt with what its batch chained and signed.
+    pub(crate) fn seal(&mut self, chained: &super::ledger::Chained) {
+        let Command::PlaceHold(_, _, reply) = self else {
+            return;
+        };
+        let Some(Ok(answer)) = reply.result.as_mut() else {
+            return;
+        };
+        if let Some(ReceiptPart::Pending {
+            drop_id,
+            attempt_seq,
+            position,
+            outcome,
+        }) = &answer.receipt
+        {
+            answer.receipt = chained
+                .receipt(drop_id, *attempt_seq, *position, outcome)
+                .map(|r| ReceiptPart::Sealed(Box::new(r)));
+        }
+    }
+
     fn changes_drop_through_sql(&self) -> Option<DropId> {
         match self {
             Command::CreateDrop { spec, .. } => Some(DropId::from_trusted(spec.id.clone())),
@@ -307,5 +338,12 @@ fn attempt_outcome(answer: &Answer<HoldView>) -> &'static str {
             result: Err(refusal),
             ..
         } => refusal.code(),
+    }
+}
+
+fn outcome_of(result: &Result<HoldView, Refusal>) -> &'static str {
+    match result {
+        Ok(_) => "held",
+        Err(refusal) => refusal.code(),
     }
 }

@@ -15,21 +15,27 @@ use crate::domain::Refusal;
 
 use super::batch::Batch;
 use super::keys::KeyBook;
-use super::requests::{Answer, IdempotentRequest};
+use super::ledger;
+use super::requests::{Answer, IdempotentRequest, ReceiptPart};
 use super::tx::{decided, Outcome};
 use super::{holds, orders, StoreError};
+use crate::domain::ledger::Event;
+use crate::domain::DropId;
 
 /// Bytes of the request's fingerprint kept in a record: a digest prefix this long tells two
 /// different requests apart as surely as the whole one does.
 const FINGERPRINT_LEN: usize = 16;
 
-const BY_SEQ: &str = "SELECT buyer, key, fingerprint, hold_id, refusal, outcome
+const BY_SEQ: &str = "SELECT buyer, key, fingerprint, hold_id, refusal, outcome, drop_id,
+                             ledger_position
                       FROM idempotency_keys WHERE seq = :seq";
-const SCAN: &str = "SELECT buyer, key, fingerprint, hold_id, refusal, outcome
+const SCAN: &str = "SELECT buyer, key, fingerprint, hold_id, refusal, outcome, drop_id,
+                           ledger_position
                     FROM idempotency_keys WHERE buyer = :buyer AND key = :key";
 const INSERT: &str = "INSERT INTO idempotency_keys (buyer, key, fingerprint, created_at, drop_id,
-                          attempt_seq, hold_id, refusal)
-                      VALUES (:buyer, :key, :fingerprint, :now, :drop, :seq, :hold, :refusal)";
+                          attempt_seq, hold_id, refusal, ledger_position)
+                      VALUES (:buyer, :key, :fingerprint, :now, :drop, :seq, :hold, :refusal,
+                          :position)";
 
 /// An answer a record can rebuild from the hold it names.
 pub(crate) trait Rebuilt: Serialize + DeserializeOwned + Sized {
@@ -69,6 +75,8 @@ struct Record {
     hold_id: Option<String>,
     refusal: Option<String>,
     outcome: Option<String>,
+    drop_id: Option<String>,
+    ledger_position: Option<i64>,
 }
 
 fn record_from_row(r: &Row<'_>) -> rusqlite::Result<Record> {
@@ -79,6 +87,8 @@ fn record_from_row(r: &Row<'_>) -> rusqlite::Result<Record> {
         hold_id: r.get(3)?,
         refusal: r.get(4)?,
         outcome: r.get(5)?,
+        drop_id: r.get(6)?,
+        ledger_position: r.get(7)?,
     })
 }
 
@@ -134,16 +144,18 @@ fn replay<T: Rebuilt>(conn: &Connection, record: Record) -> Result<Result<T, Ref
 
 /// Replays the recorded outcome for this key, or runs `effect` and records what it decided.
 /// `drop` names the drop of a hold attempt, whose record keeps the arrival number it took.
-pub(crate) fn run_once<T, F>(
+pub(crate) fn run_once<T, F, L>(
     conn: &Connection,
     batch: &mut Batch<'_>,
     req: &IdempotentRequest,
     drop: Option<&str>,
     effect: F,
+    ledger_entry: Option<L>,
 ) -> Result<Answer<T>, StoreError>
 where
     T: Rebuilt,
     F: FnOnce(&Connection, &mut Batch<'_>) -> Result<T, Outcome>,
+    L: FnOnce(&Result<T, Refusal>, i64) -> Event,
 {
     let hash = batch.keys.hash(&req.buyer, &req.key);
     if let Some(record) = find(conn, batch, hash, req)? {
@@ -153,11 +165,19 @@ where
             return Ok(Answer {
                 result: Err(Refusal::IdempotencyKeyReused),
                 replayed: false,
+                receipt: None,
             });
         }
+        let receipt = match (&record.drop_id, record.ledger_position) {
+            (Some(drop), Some(position)) => {
+                ledger::receipt(conn, drop, position)?.map(|r| ReceiptPart::Sealed(Box::new(r)))
+            }
+            _ => None,
+        };
         return Ok(Answer {
             result: replay(conn, record)?,
             replayed: true,
+            receipt,
         });
     }
 
@@ -165,7 +185,14 @@ where
     batch.attempt = None;
     let result = decided(conn, |c| effect(c, batch))?;
     let attempt = batch.attempt.take();
-    batch.last_attempt = attempt;
+    // A numbered attempt is chained in the drop's ledger, and its record keeps its place.
+    let mut position = None;
+    if let (Some(seq), Some(drop), Some(describe)) = (attempt, drop, ledger_entry) {
+        let event = describe(&result, seq);
+        let drop_id = DropId::from_trusted(drop.to_owned());
+        position = Some(batch.record_attempt(conn, &drop_id, event)?);
+    }
+    batch.last_attempt = attempt.zip(position);
     if result.as_ref().err().is_none_or(Refusal::is_recorded) {
         let (hold, refusal) = match &result {
             Ok(value) => (Some(value.hold_id()), None),
@@ -180,12 +207,14 @@ where
             ":seq": attempt,
             ":hold": hold,
             ":refusal": refusal,
+            ":position": position,
         })?;
         batch.new_keys.insert(hash, conn.last_insert_rowid());
     }
     Ok(Answer {
         result,
         replayed: false,
+        receipt: None,
     })
 }
 

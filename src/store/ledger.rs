@@ -3,10 +3,12 @@
 //! entry, one update of the head) and signs each drop's new head once, in the transaction of
 //! the changes themselves.
 
+use std::collections::HashMap;
+
 use rusqlite::{named_params, Connection, OptionalExtension};
 
 use crate::domain::clock::{from_millis, rfc3339};
-use crate::domain::ledger::{self, Entry, Event, Head, LedgerKey, SignedHead};
+use crate::domain::ledger::{self, Entry, Event, Head, LedgerKey, Receipt, SignedHead};
 use crate::domain::DropId;
 
 use super::StoreError;
@@ -36,6 +38,46 @@ pub(crate) fn open(conn: &Connection, drop_id: &str) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// What a batch chained: each attempt's entry hash and buyer name by (drop, position), and
+/// each drop's signed head, to seal the batch's receipts with.
+#[derive(Default)]
+pub(crate) struct Chained {
+    pub at: String,
+    pub attempts: HashMap<(DropId, i64), ([u8; 32], String)>,
+    pub heads: HashMap<DropId, SignedHead>,
+}
+
+impl Chained {
+    /// The receipt of the attempt at `position` of `drop_id`, if the batch chained and signed it.
+    pub(crate) fn receipt(
+        &self,
+        drop_id: &DropId,
+        attempt_seq: i64,
+        position: i64,
+        outcome: &str,
+    ) -> Option<Receipt> {
+        let (hash, buyer) = self.attempts.get(&(drop_id.clone(), position))?;
+        Some(Receipt {
+            drop_id: drop_id.to_string(),
+            attempt_seq,
+            received_at: self.at.clone(),
+            outcome: outcome.to_owned(),
+            position,
+            entry_hash: hex::encode(hash),
+            buyer: buyer.clone(),
+            head: self.heads.get(drop_id)?.clone(),
+        })
+    }
+}
+
+const POSITION: &str = "SELECT position FROM ledgers WHERE drop_id = :drop";
+
+/// Where `drop_id`'s chain stands (before the batch's entries).
+pub(crate) fn position(conn: &Connection, drop_id: &str) -> rusqlite::Result<i64> {
+    conn.prepare_cached(POSITION)?
+        .query_row(named_params! {":drop": drop_id}, |r| r.get(0))
+}
+
 /// Chains `pending` onto each drop's ledger, in order, and signs every head it moved. A drop
 /// without a chain is an error (every drop gets one at creation or by migration).
 pub(crate) fn append(
@@ -43,11 +85,13 @@ pub(crate) fn append(
     pending: &mut Vec<PendingEntry>,
     now_ms: i64,
     key: Option<&LedgerKey>,
-) -> rusqlite::Result<()> {
+) -> rusqlite::Result<Chained> {
+    let mut chained = Chained::default();
     if pending.is_empty() {
-        return Ok(());
+        return Ok(chained);
     }
     let at = rfc3339(from_millis(now_ms));
+    chained.at = at.clone();
     let mut drops: Vec<DropId> = Vec::new();
     for entry in pending.iter() {
         if !drops.contains(&entry.drop_id) {
@@ -62,8 +106,10 @@ pub(crate) fn append(
                 })?;
         for pending in pending.iter_mut().filter(|p| p.drop_id == drop_id) {
             position += 1;
+            let mut attempt_by = None;
             if let Event::Attempt { buyer, .. } = &mut pending.event {
                 *buyer = ledger::buyer_ref(&salt, buyer);
+                attempt_by = Some(buyer.clone());
             }
             let entry = Entry {
                 position,
@@ -72,6 +118,11 @@ pub(crate) fn append(
             };
             let text = ledger::canonical(&entry);
             hash = ledger::chain(&hash, &text);
+            if let Some(buyer) = attempt_by {
+                chained
+                    .attempts
+                    .insert((drop_id.clone(), position), (hash, buyer));
+            }
             conn.prepare_cached(APPEND)?.execute(named_params! {
                 ":drop": drop_id.as_str(), ":position": position,
                 ":entry": std::str::from_utf8(&text).unwrap_or_default(), ":hash": &hash[..],
@@ -87,10 +138,80 @@ pub(crate) fn append(
                 ":drop": drop_id.as_str(), ":position": position, ":at": now_ms,
                 ":key_id": key.id(), ":signature": signature,
             })?;
+            chained.heads.insert(drop_id.clone(), signed);
         }
     }
     pending.clear();
-    Ok(())
+    Ok(chained)
+}
+
+const ENTRY: &str = "SELECT entry, hash FROM ledger WHERE drop_id = :drop AND position = :position";
+const HEAD_AFTER: &str = "SELECT h.position, h.at, h.key_id, h.signature, l.hash
+                          FROM ledger_heads h
+                          JOIN ledger l ON l.drop_id = h.drop_id AND l.position = h.position
+                          WHERE h.drop_id = :drop AND h.position >= :position
+                          ORDER BY h.position LIMIT 1";
+
+/// The receipt of the attempt at `position`, rebuilt from its entry and the head signed after
+/// its batch (the first at or after it): what its first answer carried.
+pub(crate) fn receipt(
+    conn: &Connection,
+    drop_id: &str,
+    position: i64,
+) -> Result<Option<Receipt>, StoreError> {
+    let found: Option<(String, Vec<u8>)> = conn
+        .prepare_cached(ENTRY)?
+        .query_row(
+            named_params! {":drop": drop_id, ":position": position},
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let Some((text, hash)) = found else {
+        return Ok(None);
+    };
+    let entry: Entry = serde_json::from_str(&text)?;
+    let Event::Attempt {
+        attempt_seq,
+        buyer,
+        outcome,
+        ..
+    } = entry.event
+    else {
+        return Ok(None);
+    };
+    let head = conn
+        .prepare_cached(HEAD_AFTER)?
+        .query_row(
+            named_params! {":drop": drop_id, ":position": position},
+            |r| head_from_row(r, drop_id),
+        )
+        .optional()?;
+    Ok(head.map(|head| Receipt {
+        drop_id: drop_id.to_owned(),
+        attempt_seq,
+        received_at: entry.at,
+        outcome,
+        position,
+        entry_hash: hex::encode(hash),
+        buyer,
+        head,
+    }))
+}
+
+fn head_from_row(r: &rusqlite::Row<'_>, drop_id: &str) -> rusqlite::Result<SignedHead> {
+    let hash: Vec<u8> = r.get(4)?;
+    let signature: Vec<u8> = r.get(3)?;
+    Ok(SignedHead {
+        head: Head {
+            kind: ledger::HEAD_TYPE.into(),
+            drop_id: drop_id.to_owned(),
+            position: r.get(0)?,
+            hash: hex::encode(hash),
+            at: rfc3339(from_millis(r.get(1)?)),
+            key_id: r.get(2)?,
+        },
+        signature: hex::encode(signature),
+    })
 }
 
 const PAGE: &str = "SELECT position, entry, hash FROM ledger
@@ -140,19 +261,7 @@ pub fn latest_head(conn: &Connection, drop_id: &str) -> Result<Option<SignedHead
     let head = conn
         .prepare_cached(LATEST)?
         .query_row(named_params! {":drop": drop_id}, |r| {
-            let hash: Vec<u8> = r.get(4)?;
-            let signature: Vec<u8> = r.get(3)?;
-            Ok(SignedHead {
-                head: Head {
-                    kind: ledger::HEAD_TYPE.into(),
-                    drop_id: drop_id.to_owned(),
-                    position: r.get(0)?,
-                    hash: hex::encode(hash),
-                    at: rfc3339(from_millis(r.get(1)?)),
-                    key_id: r.get(2)?,
-                },
-                signature: hex::encode(signature),
-            })
+            head_from_row(r, drop_id)
         })
         .optional()?;
     Ok(head)

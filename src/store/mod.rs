@@ -40,7 +40,7 @@ pub use files::DbFiles;
 pub use keys::KeyBook;
 pub use open::Synchronous;
 pub use read_pool::ReadPool;
-pub use requests::{Answer, ConfirmHold, IdempotentRequest, PlaceHold};
+pub use requests::{Answer, ConfirmHold, IdempotentRequest, PlaceHold, ReceiptPart};
 pub use writer::{Writer, WriterStats, WriterThread, EXIT_STORAGE_REPLACED};
 
 use crate::domain::views::DropView;

@@ -34,4 +34,18 @@ pub struct ConfirmHold {
 pub struct Answer<T> {
     pub result: Result<T, Refusal>,
     pub replayed: bool,
+    /// A hold attempt the writer numbered: its receipt (sealed once the batch is signed).
+    pub receipt: Option<ReceiptPart>,
+}
+
+/// A receipt before the batch that decided the attempt is chained and signed, and after.
+#[derive(Debug, Clone)]
+pub enum ReceiptPart {
+    Pending {
+        drop_id: DropId,
+        attempt_seq: i64,
+        position: i64,
+        outcome: String,
+    },
+    Sealed(Box<crate::domain::ledger::Receipt>),
 }

@@ -26,6 +26,9 @@ CREATE TABLE ledger_heads (
     PRIMARY KEY (drop_id, position)
 ) STRICT, WITHOUT ROWID;
 
+-- A numbered attempt's record keeps its ledger position, so a replay shows its receipt.
+ALTER TABLE idempotency_keys ADD COLUMN ledger_position INTEGER;
+
 -- Drops made before the ledger start their chain at their next change.
 INSERT INTO ledgers (drop_id, salt, position, hash)
     SELECT id, randomblob(16), 0, zeroblob(32) FROM drops;

@@ -247,6 +247,7 @@ pub(super) fn run_batch(
         let announced = !batch.events.is_empty();
         let events = std::mem::take(&mut batch.events);
         let endpoints_changed = batch.endpoints_changed;
+        let chained = std::mem::take(&mut batch.chained);
         drop(batch);
         if let Err(err) = committed {
             let err = StoreError::from(err);
@@ -320,7 +321,8 @@ pub(super) fn run_batch(
                 bell.ring_endpoints();
             }
         }
-        for cmd in queue.drain(..) {
+        for mut cmd in queue.drain(..) {
+            cmd.seal(&chained);
             cmd.answer(None);
         }
         return BatchRun {
