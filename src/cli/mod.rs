@@ -5,6 +5,7 @@ mod config;
 mod credentials;
 mod restore;
 mod serve;
+mod verify;
 mod webhooks;
 
 use std::path::PathBuf;
@@ -42,6 +43,9 @@ pub enum Command {
     /// Keys for services: `--scope payments` confirms holds into orders.
     #[command(subcommand)]
     ServiceKey(ServiceKeyCommand),
+    /// Check a hold receipt against its drop's ledger and the server's keys: the signature,
+    /// every link of the chain, and the receipt's own entry.
+    Verify(verify::VerifyArgs),
     /// The keys ledger heads are signed with.
     #[command(subcommand)]
     LedgerKey(LedgerKeyCommand),
@@ -169,6 +173,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::ServiceKey(ServiceKeyCommand::Revoke { id, data_dir }) => {
             credentials::revoke_admin_key(&id, &data_dir)
         }
+        Command::Verify(args) => verify::run(&args),
         Command::LedgerKey(LedgerKeyCommand::Rotate { data_dir }) => {
             let id = crate::auth::ledger_keys::rotate(&data_dir).map_err(anyhow::Error::msg)?;
             eprintln!("ledger key {id} signs from the next start; older keys stay listed");

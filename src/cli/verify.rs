@@ -75,10 +75,16 @@ pub fn check(receipt: &Value, ledger_text: &str, keys: &Value) -> anyhow::Result
         .as_array()
         .and_then(|keys| keys.iter().find(|k| k["id"] == head.head.key_id.as_str()))
         .with_context(|| format!("no key {} among the server's keys", head.head.key_id))?;
-    let public = key["public_key"].as_str().context("a key without public_key")?;
+    let public = key["public_key"]
+        .as_str()
+        .context("a key without public_key")?;
     ledger::verify_head(head, public).map_err(anyhow::Error::msg)?;
     if head.head.drop_id != receipt.drop_id {
-        bail!("the head is {}'s, the receipt {}'s", head.head.drop_id, receipt.drop_id);
+        bail!(
+            "the head is {}'s, the receipt {}'s",
+            head.head.drop_id,
+            receipt.drop_id
+        );
     }
     let entries = ledger::check_lines(ledger_text.lines(), GENESIS)?;
     let at = |position: i64| {
@@ -96,7 +102,10 @@ pub fn check(receipt: &Value, ledger_text: &str, keys: &Value) -> anyhow::Result
     }
     let (entry, hash) = at(receipt.position)?;
     if hex::encode(hash) != receipt.entry_hash {
-        bail!("the ledger's entry at position {} is not the receipt's", receipt.position);
+        bail!(
+            "the ledger's entry at position {} is not the receipt's",
+            receipt.position
+        );
     }
     let ledger::Event::Attempt {
         attempt_seq,

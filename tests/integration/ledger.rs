@@ -245,6 +245,50 @@ async fn a_stampede_leaves_a_chain_anyone_can_recompute_up_to_the_signed_head() 
     assert_eq!(replay.headers()["idempotent-replayed"], "true");
     assert_eq!(&replay.text().await.expect("body"), first_text);
 
+    // `dropd verify` checks a receipt against the live ledger; a changed receipt or a changed
+    // ledger line fails it.
+    let receipt_file = dir.path().join("receipt.json");
+    std::fs::write(&receipt_file, first_text).expect("receipt saved");
+    let receipt_arg = receipt_file.to_str().expect("utf-8");
+    let (ok, out, err) = dropd(&["verify", "--receipt", receipt_arg, "--ledger", &ledger_url]);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("receipt verified"), "{out}");
+    let mut forged: Value = serde_json::from_str(first_text).expect("json");
+    forged["receipt"]["attempt_seq"] = json!(1_000);
+    let forged_file = dir.path().join("forged.json");
+    std::fs::write(&forged_file, forged.to_string()).expect("saved");
+    let (ok, _, err) = dropd(&[
+        "verify",
+        "--receipt",
+        forged_file.to_str().expect("utf-8"),
+        "--ledger",
+        &ledger_url,
+    ]);
+    assert!(!ok, "a changed receipt is refused");
+    assert!(
+        err.contains("signature") || err.contains("attempt"),
+        "{err}"
+    );
+    let keys_file = dir.path().join("keys.json");
+    std::fs::write(&keys_file, keys.to_string()).expect("saved");
+    let ledger_file = dir.path().join("ledger.ndjson");
+    std::fs::write(
+        &ledger_file,
+        text.replacen("\"quantity\":1", "\"quantity\":2", 1),
+    )
+    .expect("saved");
+    let (ok, _, err) = dropd(&[
+        "verify",
+        "--receipt",
+        receipt_arg,
+        "--ledger",
+        ledger_file.to_str().expect("utf-8"),
+        "--keys",
+        keys_file.to_str().expect("utf-8"),
+    ]);
+    assert!(!ok, "a changed ledger line is found");
+    assert!(err.contains("hash"), "{err}");
+
     let tail = get_text(&http, &format!("{ledger_url}?from={}", entries.len())).await;
     assert_eq!(tail.lines().count(), 1, "?from starts at a position");
     server.terminate();
