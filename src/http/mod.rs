@@ -54,6 +54,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(get("/assets/app.css", pages::app_css))
     .service(get("/admin", pages::admin))
     .service(get("/assets/admin.js", pages::admin_js))
+    .service(get("/verify", pages::verify))
+    .service(get("/assets/verify.js", pages::verify_js))
     .service(get("/metrics", metrics::metrics))
     .service(get("/openapi.json", pages::openapi))
     .service(

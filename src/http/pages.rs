@@ -16,6 +16,8 @@ const APP_JS: &str = include_str!("../../web/app.js");
 const APP_CSS: &str = include_str!("../../web/app.css");
 const ADMIN: &str = include_str!("../../web/admin.html");
 const ADMIN_JS: &str = include_str!("../../web/admin.js");
+const VERIFY: &str = include_str!("../../web/verify.html");
+const VERIFY_JS: &str = include_str!("../../web/verify.js");
 
 /// Everything the pages load comes from this server, and no other site may frame them (a
 /// framed buy button is a clickjacking target).
@@ -81,6 +83,20 @@ pub async fn admin() -> HttpResponse {
 
 pub async fn admin_js() -> HttpResponse {
     page("text/javascript; charset=utf-8", ADMIN_JS)
+}
+
+/// Checks a hold receipt in the browser against the drop's ledger and the server's keys.
+#[utoipa::path(get, path = "/verify", tag = "pages",
+    responses(
+        (status = 200, description = "the page", body = String, content_type = "text/html"),
+        PageProblems,
+    ))]
+pub async fn verify() -> HttpResponse {
+    page("text/html; charset=utf-8", VERIFY)
+}
+
+pub async fn verify_js() -> HttpResponse {
+    page("text/javascript; charset=utf-8", VERIFY_JS)
 }
 
 /// `--demo` only: a token for a fresh demo buyer, so the page works with no setup.

@@ -180,3 +180,55 @@ async fn paying_waits_for_the_payment_service_and_the_order_arrives_on_the_buyer
     page.close().await;
     server.terminate();
 }
+
+/// The /verify page checks a receipt in the browser (WebCrypto: SHA-256 over the ledger,
+/// Ed25519 over the head) and refuses one that was changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_verify_page_accepts_a_good_receipt_and_refuses_a_tampered_one() {
+    let app = spawn_app().await;
+    app.create_drop(&live_drop("checked", 5, 2)).await;
+    let token = app.token("alice");
+    for key in ["a", "b"] {
+        assert_eq!(
+            app.hold(&token, "checked", "S1", 1, key).await.status(),
+            201
+        );
+    }
+    let res = app.hold(&token, "checked", "S1", 1, "c").await;
+    assert_eq!(res.status(), 409, "over the limit of 2");
+    let refused: serde_json::Value = res.json().await.expect("json");
+    assert_eq!(refused["receipt"]["outcome"], "limit-exceeded");
+    let driver = Driver::start().await;
+    let profiles = tempfile::tempdir().expect("temp dir");
+    let page = driver.session(&profiles.path().join("v")).await;
+    page.goto(&format!("{}/verify", app.base)).await;
+    page.type_into("#receipt", &refused.to_string()).await;
+    page.click("#check").await;
+    let said = page
+        .wait_text("#result", |t| {
+            t.starts_with("Verified") || t.starts_with("Refused")
+        })
+        .await;
+    assert!(
+        said.starts_with("Verified: attempt #3 (limit-exceeded)"),
+        "{said}"
+    );
+    assert!(said.contains("2 attempts before it were held"), "{said}");
+
+    let mut forged = refused.clone();
+    forged["receipt"]["outcome"] = serde_json::json!("held");
+    page.goto(&format!("{}/verify", app.base)).await;
+    page.type_into("#receipt", &forged.to_string()).await;
+    page.click("#check").await;
+    let said = page
+        .wait_text("#result", |t| {
+            t.starts_with("Verified") || t.starts_with("Refused")
+        })
+        .await;
+    assert!(
+        said.starts_with("Refused"),
+        "a changed receipt is refused: {said}"
+    );
+    page.close().await;
+    app.stop().await;
+}

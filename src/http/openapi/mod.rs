@@ -65,6 +65,7 @@ use crate::http::{
         pages::openapi,
         pages::index,
         pages::admin,
+        pages::verify,
     ),
     components(schemas(streams::LiveEvent, streams::OperatorEvent, streams::BuyerEvent)),
     modifiers(&Contract),
