@@ -51,6 +51,18 @@ struct RetryKey {
     idempotency_key: String,
 }
 
+/// A hold as its attempt is answered: the hold, and the attempt's receipt (a refusal from the
+/// writer carries the same `receipt` member in its problem body).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct HeldAttempt {
+    #[schema(inline)]
+    #[serde(flatten)]
+    hold: HoldView,
+    /// The proof of the attempt's place in the drop's ledger (see `dropd verify`).
+    receipt: crate::domain::ledger::Receipt,
+}
+
 problems!(CreateHoldProblems: EVERY, SPLIT, ADMITTED, BUYER, IDEMPOTENT, BODY, WRITE, &[
     Code::NotFound,
     Code::SoldOut,
@@ -68,7 +80,7 @@ problems!(CreateHoldProblems: EVERY, SPLIT, ADMITTED, BUYER, IDEMPOTENT, BODY, W
     ),
     request_body = HoldRequest,
     responses(
-        (status = 201, description = "the hold", body = HoldView,
+        (status = 201, description = "the hold and its receipt", body = HeldAttempt,
             headers(("Idempotent-Replayed" = String, description = "`true` when this is the first answer, replayed for a retry"))),
         CreateHoldProblems,
     ))]
