@@ -111,12 +111,16 @@ pub(crate) fn append(
                 *buyer = ledger::buyer_ref(&salt, buyer);
                 attempt_by = Some(buyer.clone());
             }
+            // The pending entries are cleared after: take each event rather than copy it.
+            let placeholder = Event::Edit {
+                changes: serde_json::Value::Null,
+            };
             let entry = Entry {
                 position,
                 at: at.clone(),
-                event: pending.event.clone(),
+                event: std::mem::replace(&mut pending.event, placeholder),
             };
-            let text = ledger::canonical(&entry);
+            let text = ledger::canonical_entry(&entry);
             hash = ledger::chain(&hash, &text);
             if let Some(buyer) = attempt_by {
                 chained
