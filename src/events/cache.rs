@@ -63,6 +63,11 @@ pub(super) struct EntryState {
     /// the database, so it serves nobody until a view newer than it arrives (a load that
     /// began before the commit brings back the same version, which is no cure).
     pub stale: bool,
+    /// The drop's latest signed ledger head as a `ledger` message, and whether subscribers
+    /// have heard it; sent at most once a second.
+    pub head: Option<bytes::Bytes>,
+    pub head_news: bool,
+    pub head_sent: Option<std::time::Instant>,
 }
 
 pub(super) struct Entry {
@@ -79,6 +84,9 @@ impl Entry {
                 published_state: state,
                 pending: Pending::default(),
                 stale: false,
+                head: None,
+                head_news: false,
+                head_sent: None,
             }),
             subscribers: Subscribers::default(),
         })

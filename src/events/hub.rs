@@ -162,7 +162,7 @@ impl Hub {
         };
         let mut sent = 0u64;
         for entry in self.cache.entries() {
-            let (message, snapshot, version) = {
+            let (message, snapshot, version, head) = {
                 let mut st = lock(&entry.state);
                 let state = st.current.view.state_at(now);
                 if state != st.published_state {
@@ -177,18 +177,31 @@ impl Hub {
                 let version = st.current.view.version;
                 let published = st.published_state;
                 let message = st.pending.take_message(version, published, keep_alive);
-                (message, st.current.snapshot.clone(), version)
+                // The chain's head, about once a second while it moves.
+                let head_due = st.head_news
+                    && st
+                        .head_sent
+                        .is_none_or(|at| at.elapsed() >= std::time::Duration::from_secs(1));
+                let head = if head_due {
+                    st.head_news = false;
+                    st.head_sent = Some(Instant::now());
+                    st.head.clone()
+                } else {
+                    None
+                };
+                (message, st.current.snapshot.clone(), version, head)
             };
-            let Some(message) = message else { continue };
-            let outcome = self
-                .fanout
-                .send(&entry.subscribers, &message, &snapshot, version);
-            sent += outcome.queued;
-            self.stats
-                .lagged
-                .fetch_add(outcome.lagged, Ordering::Relaxed);
-            if outcome.stalled > 0 {
-                metrics::counter!("dropd_sse_stalled_total").increment(outcome.stalled);
+            for message in message.iter().chain(head.iter()) {
+                let outcome = self
+                    .fanout
+                    .send(&entry.subscribers, message, &snapshot, version);
+                sent += outcome.queued;
+                self.stats
+                    .lagged
+                    .fetch_add(outcome.lagged, Ordering::Relaxed);
+                if outcome.stalled > 0 {
+                    metrics::counter!("dropd_sse_stalled_total").increment(outcome.stalled);
+                }
             }
         }
         let took = started.elapsed();
@@ -240,6 +253,19 @@ impl CommitListener for Hub {
 
     fn forget(&self, drop_id: &DropId) {
         self.cache.forget(drop_id);
+    }
+
+    fn signed(&self, heads: &[crate::domain::ledger::SignedHead]) {
+        for head in heads {
+            let drop_id = DropId::from_trusted(head.head.drop_id.clone());
+            let Some(entry) = self.cache.entry(&drop_id) else {
+                continue;
+            };
+            let data = serde_json::to_string(head).unwrap_or_default();
+            let mut st = lock(&entry.state);
+            st.head = Some(Bytes::from(format!("event: ledger\ndata: {data}\n\n")));
+            st.head_news = true;
+        }
     }
 
     fn committed(&self, views: Vec<DropView>) {

@@ -56,6 +56,8 @@ pub trait CommitListener: Send + Sync + 'static {
     /// A batch's outbox events committed: (buyer, type, data) of those about a buyer, for
     /// their own streams; called once per batch.
     fn announced(&self, _events: &[(&str, &str, &str)]) {}
+    /// A batch moved these drops' ledger heads and signed them.
+    fn signed(&self, _heads: &[crate::domain::ledger::SignedHead]) {}
 }
 
 #[derive(Debug, Clone)]

@@ -328,3 +328,48 @@ async fn a_stampede_leaves_a_chain_anyone_can_recompute_up_to_the_signed_head() 
     verify_head(&newer, &keys);
     server.terminate();
 }
+
+/// The drop's live stream carries its signed chain head while the chain moves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_live_stream_publishes_the_signed_head() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let admin_key = create_admin_key(dir.path());
+    let http = client();
+    let server = ServerProcess::start(dir.path());
+    let admin = server.api(&http).with_admin_key(&admin_key);
+    admin.create_drop(&live_spec("streamed")).await;
+    let mut stream = http
+        .get(format!("{}/v1/drops/streamed/events", server.base))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(stream.status(), 200);
+    let buyer = server.api(&http).buyer("watcher");
+    assert_eq!(buyer.hold("streamed", "S1", 1, "w1").await.status(), 201);
+    let mut buffer = String::new();
+    let head = loop {
+        if let Some(start) = buffer.find("event: ledger\ndata: ") {
+            let rest = &buffer[start + "event: ledger\ndata: ".len()..];
+            if let Some(end) = rest.find('\n') {
+                break serde_json::from_str::<Value>(&rest[..end]).expect("json");
+            }
+        }
+        let chunk = tokio::time::timeout(std::time::Duration::from_secs(5), stream.chunk())
+            .await
+            .expect("a ledger message within 5 s")
+            .expect("readable")
+            .expect("open");
+        buffer.push_str(&String::from_utf8_lossy(&chunk));
+    };
+    assert_eq!(head["drop_id"], "streamed");
+    assert!(
+        head["position"].as_i64().expect("position") >= 2,
+        "created, then the attempt"
+    );
+    let keys: Value =
+        serde_json::from_str(&get_text(&http, &format!("{}/v1/keys", server.base)).await)
+            .expect("json");
+    verify_head(&head, &keys);
+    drop(stream);
+    server.terminate();
+}

@@ -191,12 +191,14 @@ impl PartialSchema for LiveEvent {
                 "One server-sent event: `event` names it, `data` is its JSON on one line. The \
                  stream opens with `retry` and a `snapshot` (or, resuming at the current \
                  version, a `drop` with the state), then sends `stock` and `drop` as commits \
-                 change the drop (coalesced, at most a few a second; a sell-out at once) and \
-                 `: keep-alive` comments when idle.",
+                 change the drop (coalesced, at most a few a second; a sell-out at once), \
+                 `ledger` with the drop's signed chain head about once a second while it \
+                 moves, and `: keep-alive` comments when idle.",
             ))
             .item(event("snapshot", "Drop", true))
             .item(event("stock", "StockEvent", true))
             .item(event("drop", "DropEvent", true))
+            .item(event("ledger", "SignedHead", false))
             .item(
                 ObjectBuilder::new()
                     .property(

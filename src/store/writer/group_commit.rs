@@ -304,6 +304,10 @@ pub(super) fn run_batch(
             keys.forget_recorded(hash, seq);
         }
         publish(conn, listener, touched, now);
+        if let Some(listener) = listener.filter(|_| !chained.heads.is_empty()) {
+            let heads: Vec<_> = chained.heads.values().cloned().collect();
+            listener.signed(&heads);
+        }
         if let Some(listener) = listener {
             let about_buyers: Vec<(&str, &str, &str)> = events
                 .iter()
