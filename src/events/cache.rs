@@ -63,9 +63,9 @@ pub(super) struct EntryState {
     /// the database, so it serves nobody until a view newer than it arrives (a load that
     /// began before the commit brings back the same version, which is no cure).
     pub stale: bool,
-    /// The drop's latest signed ledger head as a `ledger` message, and whether subscribers
-    /// have heard it; sent at most once a second.
-    pub head: Option<bytes::Bytes>,
+    /// The drop's latest signed ledger head, and whether subscribers have heard it; sent as a
+    /// `ledger` message at most once a second.
+    pub head: Option<serde_json::Value>,
     pub head_news: bool,
     pub head_sent: Option<std::time::Instant>,
 }

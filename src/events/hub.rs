@@ -182,10 +182,13 @@ impl Hub {
                     && st
                         .head_sent
                         .is_none_or(|at| at.elapsed() >= std::time::Duration::from_secs(1));
+                // Its id is the drop's version it was sent at: resuming from it misses nothing.
                 let head = if head_due {
                     st.head_news = false;
                     st.head_sent = Some(Instant::now());
-                    st.head.clone()
+                    st.head
+                        .as_ref()
+                        .map(|head| super::sse::event(version, "ledger", head))
                 } else {
                     None
                 };
@@ -261,9 +264,9 @@ impl CommitListener for Hub {
             let Some(entry) = self.cache.entry(&drop_id) else {
                 continue;
             };
-            let data = serde_json::to_string(head).unwrap_or_default();
+            let data = serde_json::to_value(head).unwrap_or_default();
             let mut st = lock(&entry.state);
-            st.head = Some(Bytes::from(format!("event: ledger\ndata: {data}\n\n")));
+            st.head = Some(data);
             st.head_news = true;
         }
     }

@@ -348,8 +348,8 @@ async fn the_live_stream_publishes_the_signed_head() {
     assert_eq!(buyer.hold("streamed", "S1", 1, "w1").await.status(), 201);
     let mut buffer = String::new();
     let head = loop {
-        if let Some(start) = buffer.find("event: ledger\ndata: ") {
-            let rest = &buffer[start + "event: ledger\ndata: ".len()..];
+        if let Some(start) = buffer.find("\nevent: ledger\ndata: ") {
+            let rest = &buffer[start + "\nevent: ledger\ndata: ".len()..];
             if let Some(end) = rest.find('\n') {
                 break serde_json::from_str::<Value>(&rest[..end]).expect("json");
             }

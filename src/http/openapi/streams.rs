@@ -198,7 +198,7 @@ impl PartialSchema for LiveEvent {
             .item(event("snapshot", "Drop", true))
             .item(event("stock", "StockEvent", true))
             .item(event("drop", "DropEvent", true))
-            .item(event("ledger", "SignedHead", false))
+            .item(event("ledger", "SignedHead", true))
             .item(
                 ObjectBuilder::new()
                     .property(
