@@ -143,7 +143,7 @@ async fn what_the_server_sends_is_what_its_document_describes() {
     seen.push(("Readiness".into(), app.get_json("/readyz").await));
 
     let mut names = std::collections::BTreeSet::new();
-    while names.len() < 3 {
+    while names.len() < 4 {
         let event = events.next().await.expect("stream open");
         names.insert(event.name.clone());
         let text = event.data.to_string();
@@ -155,7 +155,7 @@ async fn what_the_server_sends_is_what_its_document_describes() {
     }
     assert_eq!(
         names.into_iter().collect::<Vec<_>>(),
-        ["drop", "snapshot", "stock"]
+        ["drop", "ledger", "snapshot", "stock"]
     );
 
     let export = app
