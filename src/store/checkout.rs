@@ -6,11 +6,11 @@ use rusqlite::{named_params, Connection};
 
 use crate::domain::clock::rfc3339;
 use crate::domain::outbox::{CheckoutData, EventKind};
-use crate::domain::views::{HoldState, HoldView};
+use crate::domain::views::HoldView;
 use crate::domain::{BuyerId, Currency, DropId, HoldId, Money, Refusal};
 
 use super::batch::Batch;
-use super::holds::{load_owned, refuse_ended};
+use super::holds::{load_owned, still_open};
 use super::tx::Outcome;
 
 const PRICE: &str = "SELECT price_amount, currency FROM skus WHERE drop_id = :drop AND sku = :sku";
@@ -24,15 +24,7 @@ pub(crate) fn request(
     hold_id: &HoldId,
 ) -> Result<HoldView, Outcome> {
     let (hold, _) = load_owned(conn, buyer, hold_id)?;
-    if hold.state != HoldState::Active {
-        return Err(refuse_ended(&hold).into());
-    }
-    if hold.expires_at <= batch.now {
-        return Err(Refusal::HoldExpired {
-            expired_at: rfc3339(hold.expires_at),
-        }
-        .into());
-    }
+    still_open(&hold, batch.now)?;
     // Prices change only by admin edits, which the writer's memory never holds unwritten.
     let unit = conn.prepare_cached(PRICE)?.query_row(
         named_params! {":drop": hold.drop_id, ":sku": hold.sku},

@@ -384,7 +384,21 @@ fn end_hold(
     Ok(())
 }
 
-pub(crate) fn refuse_ended(hold: &HoldView) -> Refusal {
+/// A hold that may still become an order: active, and not past its time (the batch's sweep
+/// expires a bounded number of holds; one it has not reached yet is past its time all the same).
+pub(crate) fn still_open(hold: &HoldView, now: DateTime<Utc>) -> Result<(), Refusal> {
+    if hold.state != HoldState::Active {
+        return Err(refuse_ended(hold));
+    }
+    if hold.expires_at <= now {
+        return Err(Refusal::HoldExpired {
+            expired_at: rfc3339(hold.expires_at),
+        });
+    }
+    Ok(())
+}
+
+fn refuse_ended(hold: &HoldView) -> Refusal {
     match hold.state {
         HoldState::Expired => Refusal::HoldExpired {
             expired_at: rfc3339(hold.expires_at),
@@ -412,17 +426,7 @@ pub(crate) fn confirm(
         (hold, seq, buyer.clone())
     };
     let buyer = &owner;
-    if hold.state != HoldState::Active {
-        return Err(refuse_ended(&hold).into());
-    }
-    // The batch's sweep expires at most a bounded number of holds; one it has not reached yet
-    // is past its time all the same.
-    if hold.expires_at <= batch.now {
-        return Err(Refusal::HoldExpired {
-            expired_at: rfc3339(hold.expires_at),
-        }
-        .into());
-    }
+    still_open(&hold, batch.now)?;
     let drop = drop_memory(conn, batch.memory, &hold.drop_id)?;
     let sku = drop
         .sku(conn, &hold.drop_id, &hold.sku)?
