@@ -69,6 +69,15 @@ pub async fn get_drop(
     }
 }
 
+/// The drop `path` names, if it exists (asked of memory, which holds every drop).
+pub async fn known_drop(state: &AppState, path: &str) -> Result<DropId, ApiError> {
+    let drop_id = parse_drop_id(path)?;
+    let known = state.hub.get_or_load(&drop_id).await.map_err(load_failed)?;
+    known
+        .map(|_| drop_id)
+        .ok_or_else(|| ApiError::not_found(format!("drop {path} not found")))
+}
+
 fn load_failed(err: crate::events::LoadError) -> ApiError {
     tracing::error!(error = %err, "loading drops into memory failed");
     ApiError::internal()

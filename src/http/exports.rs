@@ -7,14 +7,14 @@ use serde::Deserialize;
 
 use crate::domain::views::OrderView;
 use crate::http::codes::Code;
-use crate::http::drops::parse_drop_id;
+use crate::http::drops::known_drop;
 use crate::http::extract::Admin;
 use crate::http::openapi::problems::{problems, ADMIN, EVERY, READ, SPLIT};
 use crate::http::problem::ApiError;
 use crate::http::state::AppState;
 use crate::store::attempts::{self, Attempt};
 use crate::store::audit::{self, AuditEntry};
-use crate::store::{drops, orders, outbox};
+use crate::store::{orders, outbox};
 
 const ORDERS_PAGE: i64 = 500;
 
@@ -35,15 +35,7 @@ pub async fn list_drop_orders(
     _: Admin,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let drop_id = parse_drop_id(&path)?;
-    let id = drop_id.clone();
-    let exists = state
-        .read(move |conn, now| drops::get_view(conn, id.as_str(), now))
-        .await?
-        .is_some();
-    if !exists {
-        return Err(ApiError::not_found(format!("drop {drop_id} not found")));
-    }
+    let drop_id = known_drop(&state, &path).await?;
     Ok(ndjson_pages(
         state,
         String::new(),
@@ -172,16 +164,8 @@ pub async fn export_attempts(
     path: web::Path<String>,
     query: web::Query<CursorQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let drop_id = parse_drop_id(&path)?;
+    let drop_id = known_drop(&state, &path).await?;
     let start = query.start()?;
-    let id = drop_id.clone();
-    let exists = state
-        .read(move |conn, now| drops::get_view(conn, id.as_str(), now))
-        .await?
-        .is_some();
-    if !exists {
-        return Err(ApiError::not_found(format!("drop {drop_id} not found")));
-    }
     Ok(ndjson_pages(
         state,
         start,

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::auth::ledger_keys::PublicKey;
 use crate::domain::ledger::SignedHead;
 use crate::http::codes::Code;
-use crate::http::drops::parse_drop_id;
+use crate::http::drops::known_drop;
 use crate::http::exports::ndjson_pages;
 use crate::http::openapi::problems::{problems, EVERY, READ, SPLIT};
 use crate::http::problem::ApiError;
@@ -41,17 +41,6 @@ pub struct FromQuery {
 }
 
 const LEDGER_PAGE: i64 = 1000;
-
-async fn known_drop(state: &AppState, path: &str) -> Result<crate::domain::DropId, ApiError> {
-    let drop_id = parse_drop_id(path)?;
-    let known = state.hub.get_or_load(&drop_id).await.map_err(|err| {
-        tracing::error!(error = %err, "loading drops into memory failed");
-        ApiError::internal()
-    })?;
-    known
-        .map(|_| drop_id)
-        .ok_or_else(|| ApiError::not_found(format!("drop {path} not found")))
-}
 
 problems!(LedgerProblems: EVERY, SPLIT, READ, &[Code::BadRequest]);
 
