@@ -2,7 +2,8 @@
 -- Times are Unix milliseconds (UTC). Money is integer minor units plus an ISO 4217 code.
 
 -- `revision` grows only with admin edits of a drop's settings, never with a sale (`If-Match`);
--- it was added by ALTER TABLE, which is why it is spelled as SQLite records it.
+-- it was added by ALTER TABLE, which is why it is spelled as SQLite records it. `closed_at`: when
+-- the drop's close (by its schedule, committed by the writer, or by an admin) was committed.
 CREATE TABLE drops (
     id              TEXT    PRIMARY KEY,
     name            TEXT    NOT NULL,
@@ -17,9 +18,11 @@ CREATE TABLE drops (
     attempt_seq     INTEGER NOT NULL DEFAULT 0,
     -- grows with every committed change to the drop or its stock
     version         INTEGER NOT NULL DEFAULT 1,
-    created_at      INTEGER NOT NULL, revision INTEGER NOT NULL DEFAULT 1,
+    created_at      INTEGER NOT NULL, revision INTEGER NOT NULL DEFAULT 1, closed_at INTEGER,
     CHECK (ends_at > starts_at)
 ) STRICT;
+
+CREATE INDEX drops_closing ON drops (ends_at) WHERE closed_at IS NULL;
 
 CREATE TABLE skus (
     drop_id      TEXT    NOT NULL REFERENCES drops (id),

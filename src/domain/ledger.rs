@@ -29,6 +29,13 @@ pub enum Event {
         per_buyer_limit: i64,
         starts_at: String,
         ends_at: String,
+        /// How long a hold lasts (absent in entries written before it was recorded).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        hold_seconds: Option<i64>,
+    },
+    /// The drop reached its `ends_at`: the writer committed its close.
+    Closed {
+        ends_at: String,
     },
     /// A hold attempt the writer decided, in arrival order.
     Attempt {
@@ -165,7 +172,10 @@ pub fn canonical_entry(entry: &Entry) -> Vec<u8> {
             text(&mut out, "sku", sku);
         }
         // Rare kinds: the general path.
-        Event::Created { .. } | Event::Restock { .. } | Event::Edit { .. } => {
+        Event::Created { .. }
+        | Event::Closed { .. }
+        | Event::Restock { .. }
+        | Event::Edit { .. } => {
             return canonical(entry);
         }
     }

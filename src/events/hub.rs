@@ -22,7 +22,7 @@ use super::stats::HubStats;
 use super::ticker;
 use crate::defaults;
 use crate::domain::views::DropView;
-use crate::domain::{Clock, DropId};
+use crate::domain::{Clock, DropId, DropState};
 use crate::store::{CommitListener, ReadPool};
 
 #[derive(Debug, Clone)]
@@ -177,11 +177,12 @@ impl Hub {
                 let version = st.current.view.version;
                 let published = st.published_state;
                 let message = st.pending.take_message(version, published, keep_alive);
-                // The chain's head, about once a second while it moves.
+                // The chain's head, about once a second while it moves, and at once at the close.
                 let head_due = st.head_news
-                    && st
-                        .head_sent
-                        .is_none_or(|at| at.elapsed() >= std::time::Duration::from_secs(1));
+                    && (st.current.view.state == DropState::Closed
+                        || st
+                            .head_sent
+                            .is_none_or(|at| at.elapsed() >= std::time::Duration::from_secs(1)));
                 // Its id is the drop's version it was sent at: resuming from it misses nothing.
                 let head = if head_due {
                     st.head_news = false;

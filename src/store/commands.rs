@@ -328,6 +328,14 @@ impl Command {
     pub(crate) fn is_shutdown(&self) -> bool {
         matches!(self, Command::Shutdown)
     }
+
+    /// Whether it may add a drop or move one's `ends_at`.
+    pub(crate) fn may_reschedule(&self) -> bool {
+        matches!(
+            self,
+            Command::CreateDrop { .. } | Command::UpdateDrop { .. }
+        )
+    }
 }
 
 fn attempt_outcome(answer: &Answer<HoldView>) -> &'static str {

@@ -157,6 +157,7 @@ pub(crate) fn create(
             per_buyer_limit: spec.per_buyer_limit,
             starts_at: rfc3339(spec.starts_at),
             ends_at: rfc3339(spec.ends_at),
+            hold_seconds: Some(spec.hold_seconds),
         },
     );
     view_after_change(conn, batch, &spec.id)
@@ -179,7 +180,9 @@ fn view_after_change(
 const UPDATE: &str = "UPDATE drops SET name = :name, description = :description,
                           starts_at = :starts_at, ends_at = :ends_at,
                           per_buyer_limit = :limit, hold_seconds = :hold_seconds,
-                          override_state = :override, revision = revision + 1
+                          override_state = :override, revision = revision + 1,
+                          closed_at = CASE WHEN :override = 'closed'
+                                           THEN COALESCE(closed_at, :now) ELSE closed_at END
                       WHERE id = :id";
 const UPDATE_PRICE: &str = "UPDATE skus SET price_amount = :amount, currency = :currency
                             WHERE drop_id = :drop AND sku = :sku";
@@ -257,6 +260,7 @@ pub(crate) fn update(
         ":limit": patch.per_buyer_limit.unwrap_or(current.per_buyer_limit),
         ":hold_seconds": patch.hold_seconds.unwrap_or(current.hold_seconds),
         ":override": override_state.map(OverrideState::as_str),
+        ":now": batch.now.timestamp_millis(),
         ":id": drop_id.as_str(),
     })?;
     for price in patch.prices.iter().flatten() {

@@ -20,6 +20,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ("key scopes", include_str!("migrations/0005_key_scopes.sql")),
     ("audit log", include_str!("migrations/0006_audit.sql")),
     ("ledger", include_str!("migrations/0007_ledger.sql")),
+    ("schedule", include_str!("migrations/0008_schedule.sql")),
 ];
 
 pub fn latest_version() -> i64 {

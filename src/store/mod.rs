@@ -28,6 +28,7 @@ pub mod orders;
 pub mod outbox;
 mod read_pool;
 mod requests;
+mod schedule;
 mod tx;
 pub mod webhooks;
 mod writer;

@@ -373,3 +373,110 @@ async fn the_live_stream_publishes_the_signed_head() {
     drop(stream);
     server.terminate();
 }
+
+/// A drop reaching its `ends_at` is closed by the writer with nobody writing: the close is the
+/// ledger's last entry, the head is signed at it and pushed on the live stream at once, and the
+/// outbox says the drop went from live to closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_writer_commits_a_drops_close_and_signs_the_head_at_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let admin_key = create_admin_key(dir.path());
+    let http = client();
+    let server = ServerProcess::start(dir.path());
+    let admin = server.api(&http).with_admin_key(&admin_key);
+    let mut spec = live_spec("closing");
+    let ends_at = chrono::Utc::now() + chrono::Duration::seconds(3);
+    spec["ends_at"] = json!(ends_at.to_rfc3339());
+    admin.create_drop(&spec).await;
+    let mut stream = http
+        .get(format!("{}/v1/drops/closing/events", server.base))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(stream.status(), 200);
+    let buyer = server.api(&http).buyer("late");
+    assert_eq!(buyer.hold("closing", "S1", 1, "c1").await.status(), 201);
+
+    // Heads arrive while the chain moves; the one at the close comes after the attempt's.
+    let mut buffer = String::new();
+    let mut heads = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let closed_head = loop {
+        while let Some(start) = buffer.find("\nevent: ledger\ndata: ") {
+            let rest = buffer[start + "\nevent: ledger\ndata: ".len()..].to_owned();
+            let Some(end) = rest.find('\n') else { break };
+            heads.push(serde_json::from_str::<Value>(&rest[..end]).expect("json"));
+            buffer = rest[end..].to_owned();
+        }
+        if let Some(head) = heads.iter().find(|h| h["position"] == 3) {
+            break head.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no head at the close within 15 s: {heads:?}"
+        );
+        if let Ok(chunk) =
+            tokio::time::timeout(std::time::Duration::from_secs(1), stream.chunk()).await
+        {
+            let chunk = chunk.expect("readable").expect("open");
+            buffer.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    };
+    let at_close = chrono::Utc::now();
+    assert!(at_close >= ends_at, "the close waited for ends_at");
+
+    let ledger = get_text(&http, &format!("{}/v1/drops/closing/ledger", server.base)).await;
+    let entries = recompute(&ledger);
+    let kinds: Vec<&str> = entries
+        .iter()
+        .map(|(e, _)| e["kind"].as_str().expect("kind"))
+        .collect();
+    assert_eq!(kinds, ["created", "attempt", "closed"]);
+    let (closed, hash) = &entries[2];
+    let ends: chrono::DateTime<chrono::Utc> = closed["ends_at"]
+        .as_str()
+        .and_then(|t| t.parse().ok())
+        .expect("ends_at");
+    assert_eq!(ends.timestamp_millis(), ends_at.timestamp_millis());
+    let committed: chrono::DateTime<chrono::Utc> = closed["at"]
+        .as_str()
+        .and_then(|t| t.parse().ok())
+        .expect("at");
+    assert!(committed >= ends, "committed at or after ends_at");
+    assert_eq!(closed_head["hash"], hex::encode(hash));
+    let keys: Value =
+        serde_json::from_str(&get_text(&http, &format!("{}/v1/keys", server.base)).await)
+            .expect("json");
+    verify_head(&closed_head, &keys);
+    let head: Value = serde_json::from_str(
+        &get_text(
+            &http,
+            &format!("{}/v1/drops/closing/ledger/head", server.base),
+        )
+        .await,
+    )
+    .expect("json");
+    assert_eq!(head, closed_head, "the close's head is the latest");
+
+    let outbox = admin
+        .admin(reqwest::Method::GET, "/v1/admin/outbox", None)
+        .await
+        .text()
+        .await
+        .expect("body");
+    let changes: Vec<Value> = outbox
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("json"))
+        .filter(|e| e["type"] == "drop.state_changed")
+        .collect();
+    assert_eq!(changes.len(), 1, "{outbox}");
+    assert_eq!(changes[0]["data"]["from"], "live");
+    assert_eq!(changes[0]["data"]["to"], "closed");
+
+    // A restart closes nothing twice.
+    server.terminate();
+    let server = ServerProcess::start(dir.path());
+    let ledger = get_text(&http, &format!("{}/v1/drops/closing/ledger", server.base)).await;
+    assert_eq!(ledger.lines().count(), 3);
+    server.terminate();
+}

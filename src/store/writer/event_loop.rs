@@ -14,7 +14,7 @@ use super::super::commands::Command;
 use super::super::files::DbFiles;
 use super::super::keys::KeyBook;
 use super::super::memory::Memory;
-use super::super::{holds, idempotency, CommitListener, StoreError};
+use super::super::{holds, idempotency, schedule, CommitListener, StoreError};
 use super::group_commit::{run_batch, BatchChores, Verifier};
 use super::{
     CHECKPOINT_SPACING, CHECKPOINT_WAL_BYTES, EXIT_STORAGE_REPLACED, IDLE_TICK,
@@ -31,6 +31,8 @@ pub(super) struct WriterLoop {
     pub(super) box_id: Option<String>,
     pub(super) ledger_key: Option<Arc<crate::domain::ledger::LedgerKey>>,
     pub(super) next_expiry: Arc<AtomicI64>,
+    /// When the next drop's close falls due (Unix ms; `i64::MAX` for none).
+    pub(super) next_close: i64,
     /// The WAL index's frame count and salts after the last commit.
     pub(super) wal_frames: (u32, u64),
     pub(super) keys: Arc<KeyBook>,
@@ -53,6 +55,7 @@ pub(super) struct WriterLoop {
 impl WriterLoop {
     pub(super) fn run_until_stopped(&mut self) {
         self.publish_next_expiry();
+        self.read_next_close();
         let mut queue = Vec::with_capacity(self.batch_limit);
         loop {
             self.health.turned();
@@ -120,6 +123,9 @@ impl WriterLoop {
             Ok(Some(due)) if due <= now => {
                 self.try_run_batch(&mut Vec::new());
             }
+            _ if self.next_close <= now.timestamp_millis() => {
+                self.try_run_batch(&mut Vec::new());
+            }
             Ok(_) => {
                 if Instant::now() >= self.next_prune && self.keys_to_prune(now) {
                     self.try_run_batch(&mut Vec::new());
@@ -164,6 +170,17 @@ impl WriterLoop {
         crate::stats::count_wal_bytes(u64::from(written) * (PAGE_SIZE + WAL_FRAME_HEADER));
     }
 
+    fn read_next_close(&mut self) {
+        self.next_close = match schedule::next_close(&self.conn) {
+            Ok(next) => next.map_or(i64::MAX, |t| t.timestamp_millis()),
+            Err(err) => {
+                tracing::warn!(error = %err, "could not read when the next drop closes");
+                // Look again at the next batch.
+                i64::MIN
+            }
+        };
+    }
+
     /// Tells the HTTP workers when the next hold falls due.
     fn publish_next_expiry(&self) {
         let next = match holds::next_expiry(&self.conn) {
@@ -186,11 +203,15 @@ impl WriterLoop {
         if prune {
             self.next_prune = Instant::now() + PRUNE_EVERY;
         }
+        let close = self.next_close <= now.timestamp_millis();
+        // A new drop or an edit may move the next close.
+        let reschedules = close || queue.iter().any(Command::may_reschedule);
         let chores = BatchChores {
             box_id: self.box_id.as_deref(),
             ledger_key: self.ledger_key.as_deref(),
             sweep: true,
             sweep_limit: self.sweep_limit,
+            close,
             prune,
             verify: self.verifier.due(),
             warn_slow: true,
@@ -235,6 +256,9 @@ impl WriterLoop {
             self.health.disk_full.store(true, Ordering::Relaxed);
         }
         self.health.turned();
+        if ran.committed && reschedules {
+            self.read_next_close();
+        }
         if ran.committed {
             self.commits_since_checkpoint += 1;
             self.commits_since_attempt += 1;

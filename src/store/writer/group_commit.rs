@@ -13,7 +13,7 @@ use super::super::keys::KeyBook;
 use super::super::memory::Memory;
 use super::super::outbox::{self, OutboxBell};
 use super::super::tx::Outcome;
-use super::super::{drops, holds, idempotency, CommitListener, StoreError};
+use super::super::{drops, holds, idempotency, schedule, CommitListener, StoreError};
 
 /// Commands that may fail alone in one batch before the rest is failed too: each failure costs
 /// a re-run of the batch, so a bug that hits every command must not cost n² executions.
@@ -55,6 +55,8 @@ pub(super) struct BatchChores<'a> {
     /// Expire due holds first, at most `sweep_limit`.
     pub(super) sweep: bool,
     pub(super) sweep_limit: i64,
+    /// Commit the close of drops whose `ends_at` has passed.
+    pub(super) close: bool,
     /// Delete idempotency records past the retention window.
     pub(super) prune: bool,
     /// Compare the writer's memory with a SQL recount before committing (debug builds).
@@ -154,6 +156,7 @@ pub(super) fn run_batch(
     let shutdown = queue.iter().any(Command::is_shutdown);
     let mut sweep = chores.sweep;
     let mut prune = chores.prune;
+    let mut close = chores.close;
     let mut verified = None;
     let mut retries = 0;
     loop {
@@ -184,6 +187,11 @@ pub(super) fn run_batch(
                 Err(Outcome::Refused(refusal)) => {
                     failed = Some((None, StoreError::Internal(refusal.code())))
                 }
+            }
+        }
+        if close && failed.is_none() {
+            if let Err(err) = schedule::close_due(conn, &mut batch) {
+                failed = Some((None, err.into()));
             }
         }
         if prune && failed.is_none() {
@@ -226,6 +234,7 @@ pub(super) fn run_batch(
                 None => {
                     sweep = false;
                     prune = false;
+                    close = false;
                 }
             }
             continue;

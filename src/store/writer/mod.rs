@@ -175,6 +175,7 @@ pub(crate) fn spawn(
         ledger_key: config.ledger_key.clone(),
         wal_frames: (0, 0),
         next_expiry: next_expiry.clone(),
+        next_close: i64::MIN,
         keys,
         next_prune: Instant::now(),
         verifier: Verifier::default(),

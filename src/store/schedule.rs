@@ -1,0 +1,64 @@
+//! The drops' schedule as commits: a drop reaching its `ends_at` is closed by the writer in a
+//! batch of its own (or the next one), so its close is in the ledger with a signed head, in the
+//! outbox and on the live stream even when nobody writes. The clock alone already refuses
+//! attempts after `ends_at`; this records that it happened.
+
+use chrono::{DateTime, Duration, Utc};
+use rusqlite::{named_params, Connection};
+
+use crate::domain::clock::{from_millis, rfc3339};
+use crate::domain::ledger::Event;
+use crate::domain::outbox::{EventKind, StateData};
+use crate::domain::{DropId, DropSchedule, OverrideState};
+
+use super::batch::Batch;
+
+const DUE: &str = "SELECT id, starts_at, ends_at, override_state FROM drops
+                   WHERE closed_at IS NULL AND ends_at <= :now ORDER BY ends_at";
+const MARK: &str = "UPDATE drops SET closed_at = :now WHERE id = :id";
+const NEXT: &str = "SELECT MIN(ends_at) FROM drops WHERE closed_at IS NULL";
+
+/// Commits the close of every drop whose `ends_at` has passed; returns how many.
+pub(crate) fn close_due(conn: &Connection, batch: &mut Batch<'_>) -> rusqlite::Result<usize> {
+    type Due = (String, i64, i64, Option<String>);
+    let due: Vec<Due> = conn
+        .prepare_cached(DUE)?
+        .query_map(named_params! {":now": batch.now.timestamp_millis()}, |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })?
+        .collect::<Result<_, _>>()?;
+    for (id, starts_at, ends_at, override_state) in &due {
+        conn.prepare_cached(MARK)?
+            .execute(named_params! {":now": batch.now.timestamp_millis(), ":id": id})?;
+        let ends_at = from_millis(*ends_at);
+        let schedule = DropSchedule {
+            starts_at: from_millis(*starts_at),
+            ends_at,
+            override_state: override_state.as_deref().and_then(OverrideState::parse),
+        };
+        // What buyers saw just before the close.
+        let before = schedule.state_at(ends_at - Duration::milliseconds(1));
+        let drop_id = DropId::from_trusted(id.clone());
+        batch.record(
+            &drop_id,
+            Event::Closed {
+                ends_at: rfc3339(ends_at),
+            },
+        );
+        batch.announce(
+            &drop_id,
+            EventKind::DropStateChanged,
+            &StateData {
+                from: before.as_str(),
+                to: "closed",
+            },
+        );
+    }
+    Ok(due.len())
+}
+
+/// When the next drop's close falls due, if any drop is still to close.
+pub(crate) fn next_close(conn: &Connection) -> rusqlite::Result<Option<DateTime<Utc>>> {
+    let ms: Option<i64> = conn.prepare_cached(NEXT)?.query_row([], |r| r.get(0))?;
+    Ok(ms.map(from_millis))
+}
