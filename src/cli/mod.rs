@@ -3,6 +3,7 @@
 
 mod config;
 mod credentials;
+mod replay;
 mod restore;
 mod serve;
 mod verify;
@@ -46,6 +47,10 @@ pub enum Command {
     /// Check a hold receipt against its drop's ledger and the server's keys: the signature,
     /// every link of the chain, and the receipt's own entry.
     Verify(verify::VerifyArgs),
+    /// Re-decide a drop's whole history from its ledger (restored from a replica or read from
+    /// a copy) with the writer's own rule, report any outcome it does not reproduce, and with
+    /// --buyer show the attempts that won before theirs.
+    Replay(replay::ReplayArgs),
     /// The keys ledger heads are signed with.
     #[command(subcommand)]
     LedgerKey(LedgerKeyCommand),
@@ -174,6 +179,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             credentials::revoke_admin_key(&id, &data_dir)
         }
         Command::Verify(args) => verify::run(&args),
+        Command::Replay(args) => replay::run(&args),
         Command::LedgerKey(LedgerKeyCommand::Rotate { data_dir }) => {
             let id = crate::auth::ledger_keys::rotate(&data_dir).map_err(anyhow::Error::msg)?;
             eprintln!("ledger key {id} signs from the next start; older keys stay listed");

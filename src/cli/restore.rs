@@ -138,3 +138,17 @@ pub(super) fn restore(args: RestoreArgs) -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// Restores the latest state of the replica at `url` into `output` (which must not exist), for
+/// commands that read a replica's database; returns the TXID restored.
+pub(super) fn restore_latest(url: &str, output: &Path) -> anyhow::Result<u64> {
+    use crate::replicate::restore::{self, Target};
+    let target = ReplicaTarget::parse_url(url)?;
+    let label = target.to_string();
+    let replica = target
+        .open()
+        .with_context(|| format!("opening the replica {label}"))?;
+    let files = replica.list()?;
+    let chain = restore::plan(&files, Target::Latest, &label)?;
+    Ok(restore::apply(&*replica, &chain, output, 8, &|_| {})?)
+}

@@ -68,6 +68,39 @@ impl DropSchedule {
     }
 }
 
+impl DropSchedule {
+    /// The schedule after an admin sets the drop's state to `target` at `now`, from `from` (the
+    /// state they saw). Closed is final; going live before the start means starting now.
+    pub fn set_state(
+        self,
+        from: DropState,
+        target: DropState,
+        now: DateTime<Utc>,
+    ) -> Result<DropSchedule, crate::domain::Refusal> {
+        let refuse = || crate::domain::Refusal::InvalidTransition {
+            from: from.as_str().to_owned(),
+            to: target.as_str().to_owned(),
+        };
+        match (from, target) {
+            (DropState::Closed, t) if t != DropState::Closed => Err(refuse()),
+            (_, DropState::Paused) => Ok(DropSchedule {
+                override_state: Some(OverrideState::Paused),
+                ..self
+            }),
+            (_, DropState::Closed) => Ok(DropSchedule {
+                override_state: Some(OverrideState::Closed),
+                ..self
+            }),
+            (_, DropState::Live) => Ok(DropSchedule {
+                override_state: None,
+                starts_at: self.starts_at.min(now),
+                ..self
+            }),
+            (_, DropState::Scheduled) => Err(refuse()),
+        }
+    }
+}
+
 impl DropView {
     /// The state the schedule gives this view at `now`: the view's state was computed when it
     /// was read, and the clock moves a drop from scheduled to live to closed without a commit.

@@ -75,6 +75,19 @@ impl SkuStock {
     }
 }
 
+/// The writer's decision on a numbered hold attempt, and the replay's: the buyer's limit
+/// first, then the stock. `stock` and `allowance` leave out holds past their expiry, swept or
+/// not. Returns the stock with the hold taken.
+pub fn decide_attempt(
+    allowance: Allowance,
+    stock: SkuStock,
+    sku: &str,
+    quantity: i64,
+) -> Result<SkuStock, Refusal> {
+    allowance.check(quantity)?;
+    stock.hold(sku, quantity)
+}
+
 /// The largest stock a SKU may have; keeps every sum far from overflow.
 pub const MAX_STOCK: i64 = 1_000_000_000;
 

@@ -10,6 +10,7 @@ pub mod ledger;
 pub mod money;
 pub mod outbox;
 pub mod refusal;
+pub mod replay;
 pub mod views;
 
 pub use clock::{Clock, ManualClock, SystemClock};

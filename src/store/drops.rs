@@ -217,29 +217,19 @@ pub(crate) fn update(
         }
         .into());
     }
-    let mut starts_at = patch.starts_at.unwrap_or(current.starts_at);
-    let ends_at = patch.ends_at.unwrap_or(current.ends_at);
-    let mut override_state = rules_now.schedule.override_state;
+    let mut schedule = DropSchedule {
+        starts_at: patch.starts_at.unwrap_or(current.starts_at),
+        ends_at: patch.ends_at.unwrap_or(current.ends_at),
+        override_state: rules_now.schedule.override_state,
+    };
     if let Some(target) = patch.state {
-        let from = current.state;
-        let refuse = || Refusal::InvalidTransition {
-            from: from.as_str().to_owned(),
-            to: target.as_str().to_owned(),
-        };
-        match (from, target) {
-            (DropState::Closed, t) if t != DropState::Closed => return Err(refuse().into()),
-            (_, DropState::Paused) => override_state = Some(OverrideState::Paused),
-            (_, DropState::Closed) => override_state = Some(OverrideState::Closed),
-            (_, DropState::Live) => {
-                override_state = None;
-                // Going live before the scheduled start means starting now.
-                if batch.now < starts_at {
-                    starts_at = batch.now;
-                }
-            }
-            (_, DropState::Scheduled) => return Err(refuse().into()),
-        }
+        schedule = schedule.set_state(current.state, target, batch.now)?;
     }
+    let DropSchedule {
+        starts_at,
+        ends_at,
+        override_state,
+    } = schedule;
     if ends_at <= starts_at {
         return Err(Refusal::invalid("ends_at must be after starts_at").into());
     }

@@ -6,6 +6,7 @@ use rusqlite::{named_params, Connection, OptionalExtension, Row};
 
 use crate::domain::clock::{from_millis, rfc3339};
 use crate::domain::drop::rules;
+use crate::domain::inventory::decide_attempt;
 use crate::domain::views::{HoldState, HoldView, OrderView};
 use crate::domain::{
     Allowance, BuyerId, DropId, DropState, HoldId, HoldRef, OrderId, Refusal, SkuStock,
@@ -137,17 +138,20 @@ pub(crate) fn place(
             buyer.as_str(),
         )?;
     }
-    Allowance {
+    let allowance = Allowance {
         limit,
         used: used - units(&due_holds),
-    }
-    .check(cmd.quantity)?;
+    };
+    // The stock check needs the SKU's due holds only if the buyer's own do not free enough.
     let due_of_sku: i64 = due_holds
         .iter()
         .filter(|h| h.1 == cmd.sku)
         .map(|h| h.3)
         .sum();
-    if !all_due_swept && stock.available() + due_of_sku < cmd.quantity {
+    if allowance.check(cmd.quantity).is_ok()
+        && !all_due_swept
+        && stock.available() + due_of_sku < cmd.quantity
+    {
         for hold in due(
             conn,
             DUE_OF_SKU,
@@ -170,7 +174,7 @@ pub(crate) fn place(
         held: stock.held - due_of_sku,
         ..stock
     };
-    freed.hold(&cmd.sku, cmd.quantity)?;
+    decide_attempt(allowance, freed, &cmd.sku, cmd.quantity)?;
 
     // Decided: from here on it writes.
     for (hold_seq, sku, owner, quantity, _) in &due_holds {

@@ -270,3 +270,32 @@ pub fn latest_head(conn: &Connection, drop_id: &str) -> Result<Option<SignedHead
         .optional()?;
     Ok(head)
 }
+
+const HISTORY: &str = "SELECT position, entry, hash FROM ledger WHERE drop_id = :drop
+                       ORDER BY position";
+
+/// Every stored entry of `drop_id`'s ledger in order (its position, canonical text and hash),
+/// handed to `each` one at a time so a long history never sits in memory whole.
+pub fn history(
+    conn: &Connection,
+    drop_id: &str,
+    mut each: impl FnMut(i64, &str, &[u8]),
+) -> Result<(), StoreError> {
+    let mut stmt = conn.prepare(HISTORY)?;
+    let mut rows = stmt.query(named_params! {":drop": drop_id})?;
+    while let Some(row) = rows.next()? {
+        let position: i64 = row.get(0)?;
+        let entry = row.get_ref(1)?.as_str().map_err(rusqlite::Error::from)?;
+        let hash = row.get_ref(2)?.as_blob().map_err(rusqlite::Error::from)?;
+        each(position, entry, hash);
+    }
+    Ok(())
+}
+
+/// The secret salt `drop_id`'s buyers are named with in its ledger, if it has a ledger.
+pub fn salt(conn: &Connection, drop_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    Ok(conn
+        .prepare_cached(HEAD)?
+        .query_row(named_params! {":drop": drop_id}, |r| r.get(0))
+        .optional()?)
+}

@@ -28,6 +28,7 @@ mod operations;
 mod outside;
 mod pages;
 mod paid;
+mod replay;
 mod replication;
 mod replication_outage;
 mod request_ids;

@@ -1,0 +1,500 @@
+//! Replaying a drop's ledger: from its `created` entry, every entry in order rebuilds the drop's
+//! state (stock, holds, each buyer's units, schedule), and every numbered attempt is decided
+//! again by the writer's own rule ([`decide_attempt`]) at the time the writer took it. An
+//! outcome the rule does not give, or an entry the state does not allow (a release of a hold
+//! that is not active, an expiry before its time, a restock to another total), is a mismatch:
+//! reported, and the recorded fact is applied all the same so the rest is still checked. No
+//! I/O here: the CLI reads the ledger from a restored database.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use chrono::{DateTime, Duration, Utc};
+use serde::Serialize;
+
+use crate::domain::inventory::decide_attempt;
+use crate::domain::ledger::{Entry, Event};
+use crate::domain::views::DropPatch;
+use crate::domain::{Allowance, DropSchedule, DropState, SkuStock};
+
+/// An active or confirmed hold, as the ledger made it.
+#[derive(Debug, Clone)]
+struct Hold {
+    buyer: String,
+    sku: String,
+    quantity: i64,
+    expires_at: DateTime<Utc>,
+    confirmed: bool,
+}
+
+/// A held attempt, kept for "why did I lose?".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Win {
+    pub attempt_seq: i64,
+    pub position: i64,
+    pub at: String,
+    pub buyer: String,
+    pub sku: String,
+    pub quantity: i64,
+}
+
+/// One of a buyer's attempts, and what stood before it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Attempted {
+    pub attempt_seq: i64,
+    pub position: i64,
+    pub at: String,
+    pub sku: String,
+    pub quantity: i64,
+    pub outcome: String,
+    /// Units of the SKU a buyer could take at that moment (stock less live holds and sales).
+    pub available: i64,
+    /// The buyer's own units in the drop at that moment, against the limit.
+    pub used: i64,
+    pub limit: i64,
+    /// Attempts on the same SKU that were held before this one, in order.
+    pub won_before: Vec<Win>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Mismatch {
+    pub position: i64,
+    pub what: String,
+}
+
+/// What a replay found.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    pub entries: i64,
+    pub attempts: i64,
+    pub held: i64,
+    pub refused: i64,
+    /// Outcomes the rule reproduced.
+    pub reproduced: i64,
+    pub mismatches: Vec<Mismatch>,
+    /// The asked-about buyer's attempts, if a buyer was named.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub buyer: Option<Vec<Attempted>>,
+}
+
+/// A drop's state as its ledger rebuilds it.
+pub struct Replay {
+    schedule: DropSchedule,
+    limit: i64,
+    hold_seconds: i64,
+    stock: BTreeMap<String, SkuStock>,
+    holds: HashMap<String, Hold>,
+    /// Active holds by expiry, so the due ones are found without a scan.
+    expiring: BTreeSet<(DateTime<Utc>, String)>,
+    units: HashMap<String, i64>,
+    wins: Vec<Win>,
+    /// The buyer (ledger name) whose attempts are explained.
+    watch: Option<String>,
+    report: Report,
+    next_position: i64,
+}
+
+fn time(text: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// Why a ledger cannot be replayed at all.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unreplayable {
+    #[error(
+        "the ledger does not start with the drop's creation (its first entry is {0}): the drop \
+         was made before the ledger existed, so its early history is not in it"
+    )]
+    NoCreation(String),
+    #[error("entry {0}: a time that is not RFC 3339")]
+    BadTime(i64),
+    #[error(
+        "the ledger's creation entry does not say how long holds last; pass --hold-seconds \
+         (the drop's `hold_seconds` when it was created)"
+    )]
+    NoHoldSeconds,
+}
+
+impl Replay {
+    /// Starts from the drop's `created` entry. `hold_seconds` stands in for entries written
+    /// before creation recorded it; `watch` names a buyer (as the ledger does) to explain.
+    pub fn start(
+        first: &Entry,
+        hold_seconds: Option<i64>,
+        watch: Option<String>,
+    ) -> Result<Replay, Unreplayable> {
+        let Event::Created {
+            skus,
+            per_buyer_limit,
+            starts_at,
+            ends_at,
+            hold_seconds: recorded,
+        } = &first.event
+        else {
+            return Err(Unreplayable::NoCreation(kind(&first.event).into()));
+        };
+        let bad = || Unreplayable::BadTime(first.position);
+        let schedule = DropSchedule {
+            starts_at: time(starts_at).ok_or_else(bad)?,
+            ends_at: time(ends_at).ok_or_else(bad)?,
+            override_state: None,
+        };
+        let mut replay = Replay {
+            schedule,
+            limit: *per_buyer_limit,
+            hold_seconds: recorded
+                .or(hold_seconds)
+                .ok_or(Unreplayable::NoHoldSeconds)?,
+            stock: skus
+                .iter()
+                .map(|s| {
+                    let stock = SkuStock {
+                        total: s.stock,
+                        held: 0,
+                        sold: 0,
+                    };
+                    (s.sku.clone(), stock)
+                })
+                .collect(),
+            holds: HashMap::new(),
+            expiring: BTreeSet::new(),
+            units: HashMap::new(),
+            wins: Vec::new(),
+            report: Report {
+                buyer: watch.as_ref().map(|_| Vec::new()),
+                ..Report::default()
+            },
+            watch,
+            next_position: first.position + 1,
+        };
+        replay.report.entries = 1;
+        Ok(replay)
+    }
+
+    fn mismatch(&mut self, position: i64, what: String) {
+        self.report.mismatches.push(Mismatch { position, what });
+    }
+
+    /// Applies the next entry, checking it against the state before it.
+    pub fn apply(&mut self, entry: &Entry) -> Result<(), Unreplayable> {
+        let position = entry.position;
+        if position != self.next_position {
+            self.mismatch(
+                position,
+                format!(
+                    "position {position} where {} comes next",
+                    self.next_position
+                ),
+            );
+        }
+        self.next_position = position + 1;
+        self.report.entries += 1;
+        let now = time(&entry.at).ok_or(Unreplayable::BadTime(position))?;
+        match &entry.event {
+            Event::Created { .. } => self.mismatch(position, "a second creation".into()),
+            Event::Attempt {
+                attempt_seq,
+                buyer,
+                sku,
+                quantity,
+                outcome,
+                hold_id,
+            } => self.attempt(
+                entry,
+                now,
+                (*attempt_seq, buyer, sku, *quantity, outcome),
+                hold_id.as_deref(),
+            ),
+            Event::Release {
+                hold_id,
+                sku,
+                quantity,
+            } => self.end(position, "release", hold_id, (sku, *quantity), None),
+            Event::Expiry {
+                hold_id,
+                sku,
+                quantity,
+            } => self.end(position, "expiry", hold_id, (sku, *quantity), Some(now)),
+            Event::Confirmation {
+                hold_id,
+                sku,
+                quantity,
+                ..
+            } => self.confirm(position, now, hold_id, (sku, *quantity)),
+            Event::Restock { sku, delta, stock } => {
+                match self.stock.get(sku).map(|s| s.restock(sku, *delta)) {
+                    Some(Ok(next)) => {
+                        if next.total != *stock {
+                            self.mismatch(
+                                position,
+                                format!(
+                                    "restock of {sku} by {delta} gives {}, not {stock}",
+                                    next.total
+                                ),
+                            );
+                        }
+                        let next = SkuStock {
+                            total: *stock,
+                            ..next
+                        };
+                        self.stock.insert(sku.clone(), next);
+                    }
+                    Some(Err(refusal)) => {
+                        self.mismatch(position, format!("restock refused by the rule: {refusal}"))
+                    }
+                    None => self.mismatch(position, format!("restock of unknown SKU {sku}")),
+                }
+            }
+            Event::Edit { changes } => self.edit(position, now, changes),
+            Event::Closed { .. } => {
+                if self.schedule.state_at(now) != DropState::Closed {
+                    self.mismatch(position, "closed before its ends_at".into());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Active holds past their expiry at `now` that no entry ended yet: they count for nothing.
+    fn due(&self, now: DateTime<Utc>) -> impl Iterator<Item = &Hold> {
+        self.expiring
+            .range(..=(now, String::from("\u{10FFFF}")))
+            .filter_map(|(_, id)| self.holds.get(id))
+    }
+
+    /// Units of `sku` held by holds still running at `now`.
+    fn live_held(&self, sku: &str, now: DateTime<Utc>) -> i64 {
+        let held = self.stock.get(sku).map_or(0, |s| s.held);
+        held - self
+            .due(now)
+            .filter(|h| h.sku == sku)
+            .map(|h| h.quantity)
+            .sum::<i64>()
+    }
+
+    /// The buyer's units at `now`: running holds and orders.
+    fn used(&self, buyer: &str, now: DateTime<Utc>) -> i64 {
+        let units = self.units.get(buyer).copied().unwrap_or(0);
+        units
+            - self
+                .due(now)
+                .filter(|h| h.buyer == buyer)
+                .map(|h| h.quantity)
+                .sum::<i64>()
+    }
+
+    fn attempt(
+        &mut self,
+        entry: &Entry,
+        now: DateTime<Utc>,
+        (attempt_seq, buyer, sku, quantity, outcome): (i64, &str, &str, i64, &str),
+        hold_id: Option<&str>,
+    ) {
+        let position = entry.position;
+        self.report.attempts += 1;
+        let state = self.schedule.state_at(now);
+        let Some(stock) = self.stock.get(sku).copied() else {
+            self.mismatch(position, format!("attempt on unknown SKU {sku}"));
+            return;
+        };
+        let used = self.used(buyer, now);
+        let freed = SkuStock {
+            held: self.live_held(sku, now),
+            ..stock
+        };
+        let decided = if state != DropState::Live {
+            // The writer numbers attempts on a live drop only.
+            format!("drop-not-live ({})", state.as_str())
+        } else {
+            let allowance = Allowance {
+                limit: self.limit,
+                used,
+            };
+            match decide_attempt(allowance, freed, sku, quantity) {
+                Ok(_) => "held".to_owned(),
+                Err(refusal) => refusal.code().to_owned(),
+            }
+        };
+        if decided == outcome {
+            self.report.reproduced += 1;
+        } else {
+            self.mismatch(
+                position,
+                format!("attempt {attempt_seq} was answered {outcome}; the rule gives {decided}"),
+            );
+        }
+        if self.watch.as_deref() == Some(buyer) {
+            let won_before = self.wins.iter().filter(|w| w.sku == sku).cloned().collect();
+            let mine = Attempted {
+                attempt_seq,
+                position,
+                at: entry.at.clone(),
+                sku: sku.to_owned(),
+                quantity,
+                outcome: outcome.to_owned(),
+                available: freed.available(),
+                used,
+                limit: self.limit,
+                won_before,
+            };
+            if let Some(list) = &mut self.report.buyer {
+                list.push(mine);
+            }
+        }
+        // What was answered is what happened.
+        if outcome != "held" {
+            self.report.refused += 1;
+            return;
+        }
+        self.report.held += 1;
+        let Some(hold_id) = hold_id else {
+            self.mismatch(
+                position,
+                format!("held attempt {attempt_seq} names no hold"),
+            );
+            return;
+        };
+        let expires_at = now + Duration::seconds(self.hold_seconds);
+        self.expiring.insert((expires_at, hold_id.to_owned()));
+        self.holds.insert(
+            hold_id.to_owned(),
+            Hold {
+                buyer: buyer.to_owned(),
+                sku: sku.to_owned(),
+                quantity,
+                expires_at,
+                confirmed: false,
+            },
+        );
+        *self.units.entry(buyer.to_owned()).or_default() += quantity;
+        if let Some(s) = self.stock.get_mut(sku) {
+            s.held += quantity;
+        }
+        self.wins.push(Win {
+            attempt_seq,
+            position,
+            at: entry.at.clone(),
+            buyer: buyer.to_owned(),
+            sku: sku.to_owned(),
+            quantity,
+        });
+    }
+
+    /// The active hold `hold_id`, if it is one and matches the entry's SKU and quantity.
+    fn active(&mut self, position: i64, what: &str, hold_id: &str, unit: (&str, i64)) -> bool {
+        match self.holds.get(hold_id) {
+            Some(h) if h.confirmed => {
+                self.mismatch(position, format!("{what} of {hold_id}, already confirmed"));
+                false
+            }
+            Some(h) if h.sku != unit.0 || h.quantity != unit.1 => {
+                let found = format!("{} x{}", h.sku, h.quantity);
+                self.mismatch(position, format!("{what} of {hold_id}: it held {found}"));
+                false
+            }
+            Some(_) => true,
+            None => {
+                self.mismatch(position, format!("{what} of {hold_id}, not an active hold"));
+                false
+            }
+        }
+    }
+
+    fn end(
+        &mut self,
+        position: i64,
+        what: &str,
+        hold_id: &str,
+        unit: (&str, i64),
+        expired_at: Option<DateTime<Utc>>,
+    ) {
+        if !self.active(position, what, hold_id, unit) {
+            return;
+        }
+        let Some(hold) = self.holds.remove(hold_id) else {
+            return;
+        };
+        self.expiring.remove(&(hold.expires_at, hold_id.to_owned()));
+        if expired_at.is_some_and(|now| hold.expires_at > now) {
+            self.mismatch(position, format!("{hold_id} expired before its time"));
+        }
+        *self.units.entry(hold.buyer).or_default() -= hold.quantity;
+        if let Some(s) = self.stock.get_mut(&hold.sku) {
+            s.held -= hold.quantity;
+        }
+    }
+
+    fn confirm(&mut self, position: i64, now: DateTime<Utc>, hold_id: &str, unit: (&str, i64)) {
+        if !self.active(position, "confirmation", hold_id, unit) {
+            return;
+        }
+        let Some(hold) = self.holds.get_mut(hold_id) else {
+            return;
+        };
+        let expired = hold.expires_at <= now;
+        hold.confirmed = true;
+        let key = (hold.expires_at, hold_id.to_owned());
+        let (sku, quantity) = (hold.sku.clone(), hold.quantity);
+        self.expiring.remove(&key);
+        if expired {
+            self.mismatch(position, format!("{hold_id} confirmed after it expired"));
+        }
+        if let Some(s) = self.stock.get_mut(&sku) {
+            *s = s.confirm(quantity);
+        }
+    }
+
+    fn edit(&mut self, position: i64, now: DateTime<Utc>, changes: &serde_json::Value) {
+        let patch: DropPatch = match serde_json::from_value(changes.clone()) {
+            Ok(patch) => patch,
+            Err(err) => {
+                self.mismatch(position, format!("an edit that is not a drop patch: {err}"));
+                return;
+            }
+        };
+        let from = self.schedule.state_at(now);
+        let mut schedule = DropSchedule {
+            starts_at: patch.starts_at.unwrap_or(self.schedule.starts_at),
+            ends_at: patch.ends_at.unwrap_or(self.schedule.ends_at),
+            ..self.schedule
+        };
+        if let Some(target) = patch.state {
+            match schedule.set_state(from, target, now) {
+                Ok(next) => schedule = next,
+                Err(refusal) => {
+                    self.mismatch(position, format!("an edit the rule refuses: {refusal}"));
+                    return;
+                }
+            }
+        }
+        self.schedule = schedule;
+        if let Some(limit) = patch.per_buyer_limit {
+            self.limit = limit;
+        }
+        if let Some(seconds) = patch.hold_seconds {
+            self.hold_seconds = seconds;
+        }
+    }
+
+    /// The report, once every entry is applied.
+    pub fn finish(self) -> Report {
+        self.report
+    }
+}
+
+fn kind(event: &Event) -> &'static str {
+    match event {
+        Event::Created { .. } => "created",
+        Event::Closed { .. } => "closed",
+        Event::Attempt { .. } => "attempt",
+        Event::Release { .. } => "release",
+        Event::Expiry { .. } => "expiry",
+        Event::Confirmation { .. } => "confirmation",
+        Event::Restock { .. } => "restock",
+        Event::Edit { .. } => "edit",
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,118 @@
+//! Replays of hand-made ledgers: faithful ones, and ones the rule contradicts.
+
+use super::*;
+use crate::domain::ledger::SkuStock as Stock;
+
+const T0: &str = "2026-12-01T18:00:00.000Z";
+
+fn at(seconds: i64) -> String {
+    let t0 = time(T0).expect("time");
+    crate::domain::clock::rfc3339(t0 + Duration::seconds(seconds))
+}
+
+fn entry(position: i64, seconds: i64, event: Event) -> Entry {
+    Entry {
+        position,
+        at: at(seconds),
+        event,
+    }
+}
+
+fn attempt(seq: i64, buyer: &str, outcome: &str, hold: Option<&str>) -> Event {
+    Event::Attempt {
+        attempt_seq: seq,
+        buyer: buyer.into(),
+        sku: "S1".into(),
+        quantity: 1,
+        outcome: outcome.into(),
+        hold_id: hold.map(str::to_owned),
+    }
+}
+
+fn created() -> Entry {
+    entry(
+        1,
+        0,
+        Event::Created {
+            skus: vec![Stock {
+                sku: "S1".into(),
+                stock: 1,
+            }],
+            per_buyer_limit: 1,
+            starts_at: at(-60),
+            ends_at: at(3600),
+            hold_seconds: Some(60),
+        },
+    )
+}
+
+fn run(entries: &[Entry], watch: Option<&str>) -> Report {
+    let mut replay = Replay::start(&created(), None, watch.map(str::to_owned)).expect("starts");
+    for e in entries {
+        replay.apply(e).expect("applies");
+    }
+    replay.finish()
+}
+
+#[test]
+fn a_faithful_history_replays_without_mismatch() {
+    let report = run(
+        &[
+            entry(2, 1, attempt(1, "a", "held", Some("h1"))),
+            entry(3, 2, attempt(2, "b", "sold-out", None)),
+            entry(4, 3, attempt(3, "a", "limit-exceeded", None)),
+            // Past h1's expiry, not swept: it counts for nothing.
+            entry(5, 61, attempt(4, "b", "held", Some("h2"))),
+            entry(6, 62, attempt(5, "c", "sold-out", None)),
+        ],
+        Some("b"),
+    );
+    assert_eq!(report.mismatches, vec![]);
+    assert_eq!((report.attempts, report.reproduced), (5, 5));
+    let mine = report.buyer.expect("b's attempts");
+    assert_eq!(mine.len(), 2);
+    assert_eq!(mine[0].won_before.len(), 1, "a won before b's first");
+    assert_eq!(mine[0].available, 0);
+    assert_eq!(mine[1].available, 1, "a's hold had run out");
+}
+
+#[test]
+fn an_outcome_the_rule_does_not_give_is_reported() {
+    let report = run(
+        &[
+            entry(2, 1, attempt(1, "a", "held", Some("h1"))),
+            entry(3, 2, attempt(2, "b", "held", Some("h2"))),
+            entry(
+                4,
+                10,
+                Event::Expiry {
+                    hold_id: "h1".into(),
+                    sku: "S1".into(),
+                    quantity: 1,
+                },
+            ),
+        ],
+        None,
+    );
+    let what: Vec<&str> = report.mismatches.iter().map(|m| m.what.as_str()).collect();
+    assert_eq!(
+        what,
+        [
+            "attempt 2 was answered held; the rule gives sold-out",
+            "h1 expired before its time"
+        ]
+    );
+    assert_eq!(report.reproduced, 1);
+}
+
+#[test]
+fn an_attempt_after_the_close_or_a_ledger_without_creation_is_caught() {
+    let report = run(&[entry(2, 4000, attempt(1, "a", "held", Some("h1")))], None);
+    assert_eq!(report.mismatches.len(), 1);
+    assert!(report.mismatches[0].what.contains("drop-not-live (closed)"));
+    let not_created = entry(1, 0, attempt(1, "a", "held", Some("h1")));
+    assert!(matches!(
+        Replay::start(&not_created, Some(60), None),
+        Err(Unreplayable::NoCreation(_))
+    ));
+}
