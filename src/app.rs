@@ -41,6 +41,8 @@ pub struct Settings {
     pub workers: Option<usize>,
     /// Benchmark baseline only (hidden flag): one transaction per write on a pool of writers.
     pub naive_writes: bool,
+    /// Benchmark baseline: no fairness ledger (and so no receipts).
+    pub without_ledger: bool,
     /// How long an idempotency key is remembered after its first use.
     pub idempotency_retention: Duration,
     /// Most due holds one writer batch expires (not a flag: tests lower it to see a partial sweep).
@@ -99,6 +101,7 @@ impl Settings {
             token_policy: TokenPolicy::default(),
             workers: None,
             naive_writes: false,
+            without_ledger: false,
             idempotency_retention: defaults::IDEMPOTENCY_RETENTION,
             sweep_limit: defaults::SWEEP_LIMIT,
             box_id: None,
@@ -233,6 +236,7 @@ impl Application {
                 box_id: settings.box_id.clone(),
                 outbox_retention: settings.outbox.retention,
                 ledger_key: Some(ledger_keys.signer.clone()),
+                ledger: !settings.without_ledger,
             },
             clock.clone(),
             Some(hub.clone() as Arc<dyn crate::store::CommitListener>),

@@ -14,7 +14,7 @@ mod sse;
 mod wrk;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -217,6 +217,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         eprintln!("wrote {}", out.display());
         return Ok(());
     }
+    // The ledger's cost, measured in the same rounds: a second server that chains nothing.
+    let bare_dir = tempfile::tempdir().context("creating a temporary data directory")?;
+    let bare = match &own {
+        Some(_) => Some(Baseline::start(bare_dir.path(), &own_secret, &args, &ctx)?),
+        None => None,
+    };
     let mut report = Report::new(&args, own.is_some());
     let wrk = if args.skip_wrk {
         None
@@ -276,6 +282,27 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         )?;
         report.add(Phase::new("ceiling", round, &ceiling[0], usage));
 
+        // Which of the two goes first alternates, so neither has the warmer machine.
+        let without_ledger = |report: &mut Report| -> anyhow::Result<()> {
+            let Some(bare) = &bare else {
+                return Ok(());
+            };
+            let drop = format!("bench-{run_id}-bare-{round}");
+            bare.admin.create_drop(&drop, 1_000_000_000)?;
+            let (results, usage) = phase(
+                "stampede without ledger",
+                &[stampede(&drop)],
+                &bare.server,
+                &bare.ctx,
+            )?;
+            let mut p = Phase::new("stampede without ledger", round, &results[0], usage);
+            p.invariants = verify(&bare.server, &drop, &results[0], None)?;
+            report.add(p);
+            Ok(())
+        };
+        if round % 2 == 0 {
+            without_ledger(&mut report)?;
+        }
         let big = format!("bench-{run_id}-big-{round}");
         admin.create_drop(&big, 1_000_000_000)?;
         let (results, usage) = phase("stampede", &[stampede(&big)], &own, &ctx)?;
@@ -284,6 +311,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         p.wal_max_mb = last_wal_max.get();
         p.invariants = verify(&own, &big, &results[0], None)?;
         report.add(p);
+        if round % 2 == 1 {
+            without_ledger(&mut report)?;
+        }
 
         let small = format!("bench-{run_id}-small-{round}");
         admin.create_drop(&small, 100)?;
@@ -409,6 +439,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     p.catch_up_p99_ms = Some(results[1].catch_up.value_at_quantile(0.99) as f64 / 1000.0);
     report.add(p);
 
+    if let Some(Baseline {
+        server: Some(srv), ..
+    }) = bare
+    {
+        srv.stop()?;
+    }
     if let Some(srv) = own.take() {
         srv.stop()?;
         let attacked = tempfile::tempdir().context("creating a temporary data directory")?;
@@ -458,6 +494,33 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         bail!("an invariant was broken: see the report");
     }
     Ok(())
+}
+
+/// A second server without the fairness ledger, for the stampede's rate without it.
+struct Baseline {
+    server: Option<OwnServer>,
+    ctx: Arc<Ctx>,
+    admin: Admin,
+}
+
+impl Baseline {
+    fn start(dir: &Path, secret: &str, args: &BenchArgs, like: &Ctx) -> anyhow::Result<Self> {
+        let admin_key = server::create_admin_key(dir)?;
+        let srv = OwnServer::start(dir, secret, &args.synchronous, &["--without-ledger"])?;
+        let addr = loopback_addr(&srv.base)?;
+        let ctx = Arc::new(Ctx {
+            addr,
+            host: HeaderValue::from_str(&addr.to_string())?,
+            tokens: like.tokens.clone(),
+            run_id: format!("{}-bare", like.run_id),
+        });
+        let admin = Admin::new(&srv.base, &admin_key)?;
+        Ok(Self {
+            server: Some(srv),
+            ctx,
+            admin,
+        })
+    }
 }
 
 /// Only loopback targets: the benchmark never loads anything but this machine.

@@ -144,6 +144,11 @@ pub struct ServeArgs {
     #[cfg(feature = "bench")]
     #[arg(long, hide = true)]
     pub naive_writes: bool,
+    /// Benchmark baseline: the writer chains nothing (no ledger, no receipts), to measure what
+    /// the ledger costs.
+    #[cfg(feature = "bench")]
+    #[arg(long, hide = true)]
+    pub without_ledger: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -176,6 +181,10 @@ pub(super) fn settings(args: &ServeArgs) -> anyhow::Result<Settings> {
         naive_writes: args.naive_writes,
         #[cfg(not(feature = "bench"))]
         naive_writes: false,
+        #[cfg(feature = "bench")]
+        without_ledger: args.without_ledger,
+        #[cfg(not(feature = "bench"))]
+        without_ledger: false,
         idempotency_retention: args.idempotency_retention,
         sweep_limit: defaults::SWEEP_LIMIT,
         admission: AdmissionConfig {

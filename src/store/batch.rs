@@ -44,6 +44,8 @@ pub(crate) struct Batch<'a> {
     pub ledger_key: Option<&'a LedgerKey>,
     /// The last hold attempt's arrival number and ledger position, for its receipt.
     pub last_attempt: Option<(i64, i64)>,
+    /// Whether changes are chained (off only in the benchmark's baseline).
+    pub chains: bool,
     /// Each drop's ledger position before this batch (read on the first attempt).
     ledger_base: HashMap<DropId, i64>,
     /// What the flush chained and signed, for the receipts.
@@ -74,6 +76,7 @@ impl<'a> Batch<'a> {
             ledger_key,
             last_attempt: None,
             ledger_base: HashMap::new(),
+            chains: true,
             chained: ledger::Chained::default(),
         }
     }
@@ -133,6 +136,9 @@ impl<'a> Batch<'a> {
 
     /// Records what happened to `drop_id` in its ledger, in this transaction.
     pub fn record(&mut self, drop_id: &DropId, event: Event) {
+        if !self.chains {
+            return;
+        }
         self.ledger.push(PendingEntry {
             drop_id: drop_id.clone(),
             event,

@@ -187,6 +187,7 @@ where
     let attempt = batch.attempt.take();
     // A numbered attempt is chained in the drop's ledger, and its record keeps its place.
     let mut position = None;
+    let ledger_entry = ledger_entry.filter(|_| batch.chains);
     if let (Some(seq), Some(drop), Some(describe)) = (attempt, drop, ledger_entry) {
         let event = describe(&result, seq);
         let drop_id = DropId::from_trusted(drop.to_owned());

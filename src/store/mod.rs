@@ -84,6 +84,8 @@ pub struct StoreConfig {
     pub outbox_retention: std::time::Duration,
     /// Signs each drop's ledger head after every batch that appended to it.
     pub ledger_key: Option<Arc<crate::domain::ledger::LedgerKey>>,
+    /// False only for the benchmark's baseline without the fairness ledger.
+    pub ledger: bool,
 }
 
 /// The open store: the writer's handle, its thread, and the read pool.

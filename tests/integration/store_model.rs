@@ -47,6 +47,7 @@ fn open_store(path: &std::path::Path, synchronous: Synchronous, clock: ManualClo
             sweep_limit: 2_000,
             box_id: None,
             ledger_key: None,
+            ledger: true,
         },
         Arc::new(clock),
         None,

@@ -30,6 +30,7 @@ pub(super) struct WriterLoop {
     pub(super) sweep_limit: i64,
     pub(super) box_id: Option<String>,
     pub(super) ledger_key: Option<Arc<crate::domain::ledger::LedgerKey>>,
+    pub(super) ledger: bool,
     pub(super) next_expiry: Arc<AtomicI64>,
     /// When the next drop's close falls due (Unix ms; `i64::MAX` for none).
     pub(super) next_close: i64,
@@ -209,6 +210,7 @@ impl WriterLoop {
         let chores = BatchChores {
             box_id: self.box_id.as_deref(),
             ledger_key: self.ledger_key.as_deref(),
+            ledger: self.ledger,
             sweep: true,
             sweep_limit: self.sweep_limit,
             close,

@@ -52,6 +52,8 @@ pub(super) struct BatchChores<'a> {
     pub(super) box_id: Option<&'a str>,
     /// Signs the ledger heads the batch moves.
     pub(super) ledger_key: Option<&'a crate::domain::ledger::LedgerKey>,
+    /// Chain the batch's changes (off only in the benchmark's baseline without the ledger).
+    pub(super) ledger: bool,
     /// Expire due holds first, at most `sweep_limit`.
     pub(super) sweep: bool,
     pub(super) sweep_limit: i64,
@@ -179,6 +181,7 @@ pub(super) fn run_batch(
             return fail_all(queue, &err);
         }
         let mut batch = Batch::new(now, memory, keys, chores.box_id, chores.ledger_key);
+        batch.chains = chores.ledger;
         let mut failed: Option<(Option<usize>, StoreError)> = None;
         if sweep {
             match holds::expire_due(conn, &mut batch, chores.sweep_limit) {

@@ -173,6 +173,7 @@ pub(crate) fn spawn(
         sweep_limit: config.sweep_limit.max(1),
         box_id: config.box_id.clone(),
         ledger_key: config.ledger_key.clone(),
+        ledger: config.ledger,
         wal_frames: (0, 0),
         next_expiry: next_expiry.clone(),
         next_close: i64::MIN,
