@@ -192,28 +192,18 @@ CREATE UNIQUE INDEX audit_log_idempotency ON audit_log (actor, idempotency_key)
 
 -- The fairness ledger: per drop, every change of the drop as a typed entry in one hash chain
 -- (`hash` = SHA-256 of the previous entry's hash and `entry`, the entry's canonical JSON).
--- `ledgers` holds each drop's chain head and the secret salt its buyers' names are hashed with;
--- `ledger_heads` the writer's Ed25519 signature over the head after each batch that appended.
+-- `ledgers` holds the secret salt each drop's buyers' names are hashed with; the chain's head
+-- is its last entry, and the last entry of each batch carries the writer's Ed25519 signature
+-- over the head it made (`key_id`, `signature`; added by ALTER TABLE, hence the spelling, as
+-- the dropped columns of `ledgers` are).
 CREATE TABLE ledgers (
     drop_id  TEXT    PRIMARY KEY,
-    salt     BLOB    NOT NULL,
-    position INTEGER NOT NULL,
-    hash     BLOB    NOT NULL
-) STRICT, WITHOUT ROWID;
+    salt     BLOB    NOT NULL) STRICT, WITHOUT ROWID;
 
 CREATE TABLE ledger (
     drop_id  TEXT    NOT NULL,
     position INTEGER NOT NULL,
     entry    TEXT    NOT NULL,
-    hash     BLOB    NOT NULL,
-    PRIMARY KEY (drop_id, position)
-) STRICT, WITHOUT ROWID;
-
-CREATE TABLE ledger_heads (
-    drop_id   TEXT    NOT NULL,
-    position  INTEGER NOT NULL,
-    at        INTEGER NOT NULL,
-    key_id    TEXT    NOT NULL,
-    signature BLOB    NOT NULL,
+    hash     BLOB    NOT NULL, key_id TEXT, signature BLOB,
     PRIMARY KEY (drop_id, position)
 ) STRICT, WITHOUT ROWID;

@@ -20,15 +20,14 @@ pub(crate) struct PendingEntry {
     pub event: Event,
 }
 
-const OPEN: &str = "INSERT INTO ledgers (drop_id, salt, position, hash)
-                    VALUES (:drop, :salt, 0, zeroblob(32))";
-const HEAD: &str = "SELECT salt, position, hash FROM ledgers WHERE drop_id = :drop";
-const APPEND: &str = "INSERT INTO ledger (drop_id, position, entry, hash)
-                      VALUES (:drop, :position, :entry, :hash)";
-const ADVANCE: &str = "UPDATE ledgers SET position = :position, hash = :hash
-                       WHERE drop_id = :drop";
-const SIGNED: &str = "INSERT INTO ledger_heads (drop_id, position, at, key_id, signature)
-                      VALUES (:drop, :position, :at, :key_id, :signature)";
+const OPEN: &str = "INSERT INTO ledgers (drop_id, salt) VALUES (:drop, :salt)";
+const SALT: &str = "SELECT salt FROM ledgers WHERE drop_id = :drop";
+/// The chain's end is its last entry: nothing else is written per batch to keep it.
+const LAST: &str = "SELECT position, hash FROM ledger WHERE drop_id = :drop
+                    ORDER BY position DESC LIMIT 1";
+/// The batch's last entry of a drop carries the signature over the head it makes.
+const APPEND: &str = "INSERT INTO ledger (drop_id, position, entry, hash, key_id, signature)
+                      VALUES (:drop, :position, :entry, :hash, :key_id, :signature)";
 
 /// Starts a new drop's chain, with the salt its buyers' names are hashed with.
 pub(crate) fn open(conn: &Connection, drop_id: &str) -> rusqlite::Result<()> {
@@ -70,12 +69,20 @@ impl Chained {
     }
 }
 
-const POSITION: &str = "SELECT position FROM ledgers WHERE drop_id = :drop";
+/// Where `drop_id`'s chain stands (before the batch's entries): its last position and hash.
+fn last(conn: &Connection, drop_id: &str) -> rusqlite::Result<(i64, [u8; 32])> {
+    Ok(conn
+        .prepare_cached(LAST)?
+        .query_row(named_params! {":drop": drop_id}, |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()?
+        .unwrap_or((0, ledger::GENESIS)))
+}
 
-/// Where `drop_id`'s chain stands (before the batch's entries).
+/// The position of `drop_id`'s last entry (before the batch's entries).
 pub(crate) fn position(conn: &Connection, drop_id: &str) -> rusqlite::Result<i64> {
-    conn.prepare_cached(POSITION)?
-        .query_row(named_params! {":drop": drop_id}, |r| r.get(0))
+    Ok(last(conn, drop_id)?.0)
 }
 
 /// Chains `pending` onto each drop's ledger, in order, and signs every head it moved. A drop
@@ -99,11 +106,12 @@ pub(crate) fn append(
         }
     }
     for drop_id in drops {
-        let (salt, mut position, mut hash): (Vec<u8>, i64, [u8; 32]) =
-            conn.prepare_cached(HEAD)?
-                .query_row(named_params! {":drop": drop_id.as_str()}, |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                })?;
+        let salt: Vec<u8> = conn
+            .prepare_cached(SALT)?
+            .query_row(named_params! {":drop": drop_id.as_str()}, |r| r.get(0))?;
+        let (mut position, mut hash) = last(conn, drop_id.as_str())?;
+        // Chained in memory first: the last row carries the head's signature.
+        let mut rows: Vec<(i64, Vec<u8>, [u8; 32])> = Vec::new();
         for pending in pending.iter_mut().filter(|p| p.drop_id == drop_id) {
             position += 1;
             let mut attempt_by = None;
@@ -127,21 +135,20 @@ pub(crate) fn append(
                     .attempts
                     .insert((drop_id.clone(), position), (hash, buyer));
             }
+            rows.push((position, text, hash));
+        }
+        let signed = key.map(|key| key.sign(drop_id.as_str(), position, &hash, at.clone()));
+        let last_row = rows.len().saturating_sub(1);
+        for (i, (position, text, hash)) in rows.iter().enumerate() {
+            let seal = signed.as_ref().filter(|_| i == last_row);
+            let signature = seal.map(|s| hex::decode(&s.signature).unwrap_or_default());
             conn.prepare_cached(APPEND)?.execute(named_params! {
                 ":drop": drop_id.as_str(), ":position": position,
-                ":entry": std::str::from_utf8(&text).unwrap_or_default(), ":hash": &hash[..],
+                ":entry": std::str::from_utf8(text).unwrap_or_default(), ":hash": &hash[..],
+                ":key_id": seal.map(|s| s.head.key_id.as_str()), ":signature": signature,
             })?;
         }
-        conn.prepare_cached(ADVANCE)?.execute(named_params! {
-            ":drop": drop_id.as_str(), ":position": position, ":hash": &hash[..],
-        })?;
-        if let Some(key) = key {
-            let signed = key.sign(drop_id.as_str(), position, &hash, at.clone());
-            let signature = hex::decode(&signed.signature).unwrap_or_default();
-            conn.prepare_cached(SIGNED)?.execute(named_params! {
-                ":drop": drop_id.as_str(), ":position": position, ":at": now_ms,
-                ":key_id": key.id(), ":signature": signature,
-            })?;
+        if let Some(signed) = signed {
             chained.heads.insert(drop_id.clone(), signed);
         }
     }
@@ -150,11 +157,10 @@ pub(crate) fn append(
 }
 
 const ENTRY: &str = "SELECT entry, hash FROM ledger WHERE drop_id = :drop AND position = :position";
-const HEAD_AFTER: &str = "SELECT h.position, h.at, h.key_id, h.signature, l.hash
-                          FROM ledger_heads h
-                          JOIN ledger l ON l.drop_id = h.drop_id AND l.position = h.position
-                          WHERE h.drop_id = :drop AND h.position >= :position
-                          ORDER BY h.position LIMIT 1";
+const HEAD_AFTER: &str = "SELECT position, entry, key_id, signature, hash FROM ledger
+                          WHERE drop_id = :drop AND position >= :position
+                            AND signature IS NOT NULL
+                          ORDER BY position LIMIT 1";
 
 /// The receipt of the attempt at `position`, rebuilt from its entry and the head signed after
 /// its batch (the first at or after it): what its first answer carried.
@@ -202,16 +208,27 @@ pub(crate) fn receipt(
     }))
 }
 
+/// A signed head from the ledger row that carries it: the head's time is its entry's.
 fn head_from_row(r: &rusqlite::Row<'_>, drop_id: &str) -> rusqlite::Result<SignedHead> {
+    #[derive(serde::Deserialize)]
+    struct At {
+        at: String,
+    }
     let hash: Vec<u8> = r.get(4)?;
     let signature: Vec<u8> = r.get(3)?;
+    let entry: String = r.get(1)?;
+    let at = serde_json::from_str::<At>(&entry)
+        .map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Text, e.into())
+        })?
+        .at;
     Ok(SignedHead {
         head: Head {
             kind: ledger::HEAD_TYPE.into(),
             drop_id: drop_id.to_owned(),
             position: r.get(0)?,
             hash: hex::encode(hash),
-            at: rfc3339(from_millis(r.get(1)?)),
+            at,
             key_id: r.get(2)?,
         },
         signature: hex::encode(signature),
@@ -255,10 +272,9 @@ pub fn page(
     Ok(rows)
 }
 
-const LATEST: &str = "SELECT h.position, h.at, h.key_id, h.signature, l.hash
-                      FROM ledger_heads h
-                      JOIN ledger l ON l.drop_id = h.drop_id AND l.position = h.position
-                      WHERE h.drop_id = :drop ORDER BY h.position DESC LIMIT 1";
+const LATEST: &str = "SELECT position, entry, key_id, signature, hash FROM ledger
+                      WHERE drop_id = :drop AND signature IS NOT NULL
+                      ORDER BY position DESC LIMIT 1";
 
 /// The latest signed head of `drop_id`'s chain, if it has one.
 pub fn latest_head(conn: &Connection, drop_id: &str) -> Result<Option<SignedHead>, StoreError> {
@@ -295,7 +311,7 @@ pub fn history(
 /// The secret salt `drop_id`'s buyers are named with in its ledger, if it has a ledger.
 pub fn salt(conn: &Connection, drop_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
     Ok(conn
-        .prepare_cached(HEAD)?
+        .prepare_cached(SALT)?
         .query_row(named_params! {":drop": drop_id}, |r| r.get(0))
         .optional()?)
 }

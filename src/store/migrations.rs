@@ -88,4 +88,41 @@ mod tests {
         migrate(&mut conn).expect("second run");
         assert_eq!(schema_of(&conn), before);
     }
+
+    #[test]
+    fn the_schedule_step_moves_each_head_signature_onto_its_entry() {
+        let mut conn = Connection::open_in_memory().expect("in-memory db");
+        for (_, sql) in &MIGRATIONS[..7] {
+            conn.execute_batch(sql).expect("an earlier step applies");
+        }
+        conn.pragma_update(None, "user_version", 7)
+            .expect("version");
+        conn.execute_batch(
+            "INSERT INTO ledgers VALUES ('d', x'00', 2, x'22');
+             INSERT INTO ledger VALUES ('d', 1, '{}', x'11'), ('d', 2, '{}', x'22');
+             INSERT INTO ledger_heads VALUES ('d', 2, 0, 'k1', x'5151');",
+        )
+        .expect("a version-7 ledger");
+        migrate(&mut conn).expect("migrates");
+        let rows: Vec<(i64, Option<String>, Option<Vec<u8>>)> = conn
+            .prepare("SELECT position, key_id, signature FROM ledger ORDER BY position")
+            .expect("prepares")
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .expect("runs")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        assert_eq!(
+            rows,
+            vec![
+                (1, None, None),
+                (2, Some("k1".into()), Some(vec![0x51, 0x51]))
+            ]
+        );
+        let salt: Vec<u8> = conn
+            .query_row("SELECT salt FROM ledgers WHERE drop_id = 'd'", [], |r| {
+                r.get(0)
+            })
+            .expect("the salt stays");
+        assert_eq!(salt, vec![0]);
+    }
 }
