@@ -111,7 +111,9 @@ pub fn canonical_entry(entry: &Entry) -> Vec<u8> {
         out.push(b',');
     }
     fn int(out: &mut Vec<u8>, key: &str, value: i64) {
-        out.extend_from_slice(format!("\"{key}\":{value},").as_bytes());
+        use std::io::Write;
+        // Writing into a Vec cannot fail.
+        let _ = write!(out, "\"{key}\":{value},");
     }
     let mut out = Vec::with_capacity(256);
     out.push(b'{');

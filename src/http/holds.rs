@@ -296,10 +296,9 @@ fn sold_out_in_memory(
 
 /// The first answer for an Idempotency-Key, or its replay, marked as such.
 fn respond<T: Serialize>(answer: Answer<T>, success: StatusCode) -> HttpResponse {
-    let receipt = match answer.receipt {
-        Some(ReceiptPart::Sealed(receipt)) => Some(receipt),
-        _ => None,
-    };
+    let receipt = answer
+        .receipt
+        .filter(|r| !matches!(r, ReceiptPart::Pending { .. }));
     let mut res = match (answer.result, receipt) {
         (Ok(value), None) => HttpResponse::build(success).json(value),
         (Ok(value), Some(receipt)) => {

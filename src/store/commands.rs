@@ -295,23 +295,26 @@ impl Command {
     }
 
     /// Completes a hold attempt's receipt with what its batch chained and signed.
-    pub(crate) fn seal(&mut self, chained: &super::ledger::Chained) {
+    pub(crate) fn seal(&mut self, chained: &mut super::ledger::Chained) {
         let Command::PlaceHold(_, _, reply) = self else {
             return;
         };
         let Some(Ok(answer)) = reply.result.as_mut() else {
             return;
         };
+        if !matches!(answer.receipt, Some(ReceiptPart::Pending { .. })) {
+            return;
+        }
         if let Some(ReceiptPart::Pending {
             drop_id,
             attempt_seq,
             position,
             outcome,
-        }) = &answer.receipt
+        }) = answer.receipt.take()
         {
             answer.receipt = chained
-                .receipt(drop_id, *attempt_seq, *position, outcome)
-                .map(|r| ReceiptPart::Sealed(Box::new(r)));
+                .take_receipt(&drop_id, attempt_seq, position, outcome)
+                .map(|r| ReceiptPart::Fresh(Box::new(r)));
         }
     }
 

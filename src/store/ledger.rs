@@ -4,6 +4,7 @@
 //! the changes themselves.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use rusqlite::{named_params, Connection, OptionalExtension};
 
@@ -42,30 +43,73 @@ pub(crate) fn open(conn: &Connection, drop_id: &str) -> rusqlite::Result<()> {
 #[derive(Default)]
 pub(crate) struct Chained {
     pub at: String,
-    pub attempts: HashMap<(DropId, i64), ([u8; 32], String)>,
-    pub heads: HashMap<DropId, SignedHead>,
+    /// Per drop, its attempts' positions, entry hashes and buyer names, in chain order.
+    pub attempts: HashMap<DropId, Vec<(i64, [u8; 32], String)>>,
+    pub heads: HashMap<DropId, Arc<SignedHead>>,
 }
 
 impl Chained {
-    /// The receipt of the attempt at `position` of `drop_id`, if the batch chained and signed it.
-    pub(crate) fn receipt(
-        &self,
+    /// The receipt of the attempt at `position` of `drop_id`, if the batch chained and signed
+    /// it. Each is taken once: its buyer name moves into it, and the head is shared.
+    pub(crate) fn take_receipt(
+        &mut self,
         drop_id: &DropId,
         attempt_seq: i64,
         position: i64,
-        outcome: &str,
-    ) -> Option<Receipt> {
-        let (hash, buyer) = self.attempts.get(&(drop_id.clone(), position))?;
-        Some(Receipt {
-            drop_id: drop_id.to_string(),
+        outcome: String,
+    ) -> Option<FreshReceipt> {
+        let head = self.heads.get(drop_id)?.clone();
+        let attempts = self.attempts.get_mut(drop_id)?;
+        let i = attempts.binary_search_by_key(&position, |a| a.0).ok()?;
+        let (_, entry_hash, buyer) = &mut attempts[i];
+        Some(FreshReceipt {
             attempt_seq,
-            received_at: self.at.clone(),
-            outcome: outcome.to_owned(),
             position,
-            entry_hash: hex::encode(hash),
-            buyer: buyer.clone(),
-            head: self.heads.get(drop_id)?.clone(),
+            outcome,
+            entry_hash: *entry_hash,
+            buyer: std::mem::take(buyer),
+            head,
         })
+    }
+}
+
+/// A receipt as the batch that decided it seals it, cheaply (the head shared by the batch's
+/// receipts); it serializes exactly as [`Receipt`] does, so a replay rebuilt from the rows is
+/// the same bytes.
+#[derive(Debug, Clone)]
+pub struct FreshReceipt {
+    attempt_seq: i64,
+    position: i64,
+    outcome: String,
+    entry_hash: [u8; 32],
+    buyer: String,
+    head: Arc<SignedHead>,
+}
+
+impl serde::Serialize for FreshReceipt {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[derive(serde::Serialize)]
+        struct AsReceipt<'a> {
+            drop_id: &'a str,
+            attempt_seq: i64,
+            received_at: &'a str,
+            outcome: &'a str,
+            position: i64,
+            entry_hash: String,
+            buyer: &'a str,
+            head: &'a SignedHead,
+        }
+        AsReceipt {
+            drop_id: &self.head.head.drop_id,
+            attempt_seq: self.attempt_seq,
+            received_at: &self.head.head.at,
+            outcome: &self.outcome,
+            position: self.position,
+            entry_hash: hex::encode(self.entry_hash),
+            buyer: &self.buyer,
+            head: &self.head,
+        }
+        .serialize(serializer)
     }
 }
 
@@ -110,6 +154,7 @@ pub(crate) fn append(
             .prepare_cached(SALT)?
             .query_row(named_params! {":drop": drop_id.as_str()}, |r| r.get(0))?;
         let (mut position, mut hash) = last(conn, drop_id.as_str())?;
+        let mut attempts = Vec::new();
         // Chained in memory first: the last row carries the head's signature.
         let mut rows: Vec<(i64, Vec<u8>, [u8; 32])> = Vec::new();
         for pending in pending.iter_mut().filter(|p| p.drop_id == drop_id) {
@@ -131,9 +176,7 @@ pub(crate) fn append(
             let text = ledger::canonical_entry(&entry);
             hash = ledger::chain(&hash, &text);
             if let Some(buyer) = attempt_by {
-                chained
-                    .attempts
-                    .insert((drop_id.clone(), position), (hash, buyer));
+                attempts.push((position, hash, buyer));
             }
             rows.push((position, text, hash));
         }
@@ -149,7 +192,10 @@ pub(crate) fn append(
             })?;
         }
         if let Some(signed) = signed {
-            chained.heads.insert(drop_id.clone(), signed);
+            chained.heads.insert(drop_id.clone(), Arc::new(signed));
+        }
+        if !attempts.is_empty() {
+            chained.attempts.insert(drop_id.clone(), attempts);
         }
     }
     pending.clear();

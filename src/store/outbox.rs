@@ -104,9 +104,13 @@ pub fn last_seq(conn: &Connection) -> rusqlite::Result<i64> {
         .query_row([], |r| r.get(0))
 }
 
+/// Events are numbered in commit order and stamped with the batch's time, so everything before
+/// the first event inside the window is older than it: finding that one reads the front of the
+/// table, where a filter on `created_at` alone would read all of it every second.
 const PRUNE: &str = "DELETE FROM outbox WHERE seq IN (
                          SELECT seq FROM outbox
-                         WHERE created_at < :cutoff
+                         WHERE seq < coalesce((SELECT seq FROM outbox WHERE created_at >= :cutoff
+                                               ORDER BY seq LIMIT 1), 9223372036854775807)
                            AND seq <= (SELECT coalesce(min(delivered_seq), 9223372036854775807)
                                        FROM webhooks WHERE state = 'active')
                          ORDER BY seq LIMIT :limit)";

@@ -47,5 +47,18 @@ pub enum ReceiptPart {
         position: i64,
         outcome: String,
     },
+    /// Rebuilt from the rows (a replay under the key).
     Sealed(Box<crate::domain::ledger::Receipt>),
+    /// Sealed by the batch that decided it.
+    Fresh(Box<super::ledger::FreshReceipt>),
+}
+
+impl serde::Serialize for ReceiptPart {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            ReceiptPart::Sealed(receipt) => receipt.serialize(serializer),
+            ReceiptPart::Fresh(receipt) => receipt.serialize(serializer),
+            ReceiptPart::Pending { .. } => serializer.serialize_none(),
+        }
+    }
 }

@@ -205,13 +205,17 @@ impl WriterLoop {
             self.next_prune = Instant::now() + PRUNE_EVERY;
         }
         let close = self.next_close <= now.timestamp_millis();
+        // The earliest expiry of an active hold, as of the last commit: before it nothing is
+        // due, and the sweep's query (re-planned at every new time it is given) is skipped.
+        let sweep = self.next_expiry.load(Ordering::Acquire) <= now.timestamp_millis();
         // A new drop or an edit may move the next close.
         let reschedules = close || queue.iter().any(Command::may_reschedule);
         let chores = BatchChores {
             box_id: self.box_id.as_deref(),
             ledger_key: self.ledger_key.as_deref(),
             ledger: self.ledger,
-            sweep: true,
+            sweep,
+            none_due: !sweep,
             sweep_limit: self.sweep_limit,
             close,
             prune,

@@ -57,6 +57,8 @@ pub(super) struct BatchChores<'a> {
     /// Expire due holds first, at most `sweep_limit`.
     pub(super) sweep: bool,
     pub(super) sweep_limit: i64,
+    /// No active hold is due at the batch's time (the writer knows the earliest expiry).
+    pub(super) none_due: bool,
     /// Commit the close of drops whose `ends_at` has passed.
     pub(super) close: bool,
     /// Delete idempotency records past the retention window.
@@ -182,6 +184,7 @@ pub(super) fn run_batch(
         }
         let mut batch = Batch::new(now, memory, keys, chores.box_id, chores.ledger_key);
         batch.chains = chores.ledger;
+        batch.all_due_swept = chores.none_due;
         let mut failed: Option<(Option<usize>, StoreError)> = None;
         if sweep {
             match holds::expire_due(conn, &mut batch, chores.sweep_limit) {
@@ -259,7 +262,7 @@ pub(super) fn run_batch(
         let announced = !batch.events.is_empty();
         let events = std::mem::take(&mut batch.events);
         let endpoints_changed = batch.endpoints_changed;
-        let chained = std::mem::take(&mut batch.chained);
+        let mut chained = std::mem::take(&mut batch.chained);
         drop(batch);
         if let Err(err) = committed {
             let err = StoreError::from(err);
@@ -317,7 +320,7 @@ pub(super) fn run_batch(
         }
         publish(conn, listener, touched, now);
         if let Some(listener) = listener.filter(|_| !chained.heads.is_empty()) {
-            let heads: Vec<_> = chained.heads.values().cloned().collect();
+            let heads: Vec<_> = chained.heads.values().map(|h| (**h).clone()).collect();
             listener.signed(&heads);
         }
         if let Some(listener) = listener {
@@ -338,7 +341,7 @@ pub(super) fn run_batch(
             }
         }
         for mut cmd in queue.drain(..) {
-            cmd.seal(&chained);
+            cmd.seal(&mut chained);
             cmd.answer(None);
         }
         return BatchRun {
