@@ -302,13 +302,15 @@ fn respond<T: Serialize>(answer: Answer<T>, success: StatusCode) -> HttpResponse
     let mut res = match (answer.result, receipt) {
         (Ok(value), None) => HttpResponse::build(success).json(value),
         (Ok(value), Some(receipt)) => {
-            // The answer's own members, then its receipt.
-            let body = serde_json::to_string(&value).unwrap_or_default();
-            let receipt = serde_json::to_string(&receipt).unwrap_or_default();
-            let body = format!(
-                "{},\"receipt\":{receipt}}}",
-                body.strip_suffix('}').unwrap_or(&body)
-            );
+            // The answer's own members, then its receipt, written into one buffer.
+            let mut body = Vec::with_capacity(1024);
+            let _ = serde_json::to_writer(&mut body, &value);
+            if body.last() == Some(&b'}') {
+                body.pop();
+            }
+            body.extend_from_slice(b",\"receipt\":");
+            let _ = serde_json::to_writer(&mut body, &receipt);
+            body.push(b'}');
             HttpResponse::build(success)
                 .content_type("application/json")
                 .body(body)

@@ -48,6 +48,8 @@ pub(crate) struct Batch<'a> {
     pub chains: bool,
     /// Each drop's ledger position before this batch (read on the first attempt).
     ledger_base: HashMap<DropId, i64>,
+    /// Entries recorded so far in this batch, per drop.
+    recorded: HashMap<DropId, i64>,
     /// What the flush chained and signed, for the receipts.
     pub chained: ledger::Chained,
 }
@@ -76,6 +78,7 @@ impl<'a> Batch<'a> {
             ledger_key,
             last_attempt: None,
             ledger_base: HashMap::new(),
+            recorded: HashMap::new(),
             chains: true,
             chained: ledger::Chained::default(),
         }
@@ -139,6 +142,12 @@ impl<'a> Batch<'a> {
         if !self.chains {
             return;
         }
+        match self.recorded.get_mut(drop_id) {
+            Some(n) => *n += 1,
+            None => {
+                self.recorded.insert(drop_id.clone(), 1);
+            }
+        }
         self.ledger.push(PendingEntry {
             drop_id: drop_id.clone(),
             event,
@@ -160,7 +169,7 @@ impl<'a> Batch<'a> {
                 base
             }
         };
-        let before = self.ledger.iter().filter(|p| &p.drop_id == drop_id).count() as i64;
+        let before = self.recorded.get(drop_id).copied().unwrap_or(0);
         self.record(drop_id, event);
         Ok(base + before + 1)
     }
