@@ -8,6 +8,10 @@ CREATE INDEX drops_closing ON drops (ends_at) WHERE closed_at IS NULL;
 -- Drops an admin closed before this step were closed then; their schedule has nothing to add.
 UPDATE drops SET closed_at = CAST(unixepoch('subsec') * 1000 AS INTEGER)
     WHERE override_state = 'closed';
+-- Drops whose end had passed before this step closed then, by the clock: announcing those
+-- closes now, perhaps months later, would tell webhooks something false.
+UPDATE drops SET closed_at = ends_at
+    WHERE closed_at IS NULL AND ends_at <= CAST(unixepoch('subsec') * 1000 AS INTEGER);
 
 -- A batch's chain head is its last entry, and the head's signature rides on that entry's row:
 -- two pages fewer written per batch than a head row and a signature row of their own.
