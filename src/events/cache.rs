@@ -68,6 +68,9 @@ pub(super) struct EntryState {
     pub head: Option<serde_json::Value>,
     pub head_news: bool,
     pub head_sent: Option<std::time::Instant>,
+    /// The head at the close went out (it is sent at once; later ones, of orders confirmed
+    /// after the close, keep the second's spacing).
+    pub close_head_sent: bool,
 }
 
 pub(super) struct Entry {
@@ -87,6 +90,7 @@ impl Entry {
                 head: None,
                 head_news: false,
                 head_sent: None,
+                close_head_sent: false,
             }),
             subscribers: Subscribers::default(),
         })

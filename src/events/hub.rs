@@ -178,8 +178,9 @@ impl Hub {
                 let published = st.published_state;
                 let message = st.pending.take_message(version, published, keep_alive);
                 // The chain's head, about once a second while it moves, and at once at the close.
+                let at_close = st.current.view.state == DropState::Closed && !st.close_head_sent;
                 let head_due = st.head_news
-                    && (st.current.view.state == DropState::Closed
+                    && (at_close
                         || st
                             .head_sent
                             .is_none_or(|at| at.elapsed() >= std::time::Duration::from_secs(1)));
@@ -187,6 +188,7 @@ impl Hub {
                 let head = if head_due {
                     st.head_news = false;
                     st.head_sent = Some(Instant::now());
+                    st.close_head_sent |= at_close;
                     st.head
                         .as_ref()
                         .map(|head| super::sse::event(version, "ledger", head))
