@@ -46,6 +46,10 @@ pub(super) fn run(args: &ReplayArgs) -> anyhow::Result<()> {
             let path = restored.path().join("dropd.db");
             let txid = super::restore::restore_latest(url, &path)?;
             eprintln!("restored {url} to txid {txid:016x}");
+            // A replica of an older dropd: the restored copy is ours to bring up to date.
+            let mut conn = store::open::open_for_cli(&path)?;
+            store::migrations::migrate(&mut conn)?;
+            drop(conn);
             path
         }
         (None, Some(db)) => db.clone(),
@@ -55,6 +59,15 @@ pub(super) fn run(args: &ReplayArgs) -> anyhow::Result<()> {
         bail!("{} does not exist", path.display());
     }
     let conn = store::open::open_reader(&path)?;
+    let version = store::migrations::version_of(&conn)?;
+    if version != store::migrations::latest_version() {
+        bail!(
+            "{} is at schema version {version}; this dropd reads version {}: replay a restored \
+             copy (--replica) or a copy a server of this version has opened",
+            path.display(),
+            store::migrations::latest_version()
+        );
+    }
     let salt = rows::salt(&conn, &args.drop)?
         .with_context(|| format!("drop {} has no ledger in this database", args.drop))?;
     let watch = match (&args.buyer, &args.buyer_ref) {
@@ -62,12 +75,17 @@ pub(super) fn run(args: &ReplayArgs) -> anyhow::Result<()> {
         (None, Some(name)) => Some(name.clone()),
         (None, None) => None,
     };
-    let hold_seconds = args.hold_seconds.or_else(|| {
-        store::drops::get_view(&conn, &args.drop, chrono::Utc::now())
-            .ok()
-            .flatten()
-            .map(|d| d.hold_seconds)
-    });
+    // Only for ledgers whose creation entry does not say: the first hold lasted as long as
+    // holds did until an edit (which the ledger has) changed it.
+    let hold_seconds = match args.hold_seconds {
+        Some(seconds) => Some(seconds),
+        None => rows::first_hold_seconds(&conn, &args.drop)?.or_else(|| {
+            store::drops::get_view(&conn, &args.drop, chrono::Utc::now())
+                .ok()
+                .flatten()
+                .map(|d| d.hold_seconds)
+        }),
+    };
 
     let mut previous = GENESIS;
     let mut broken: Option<String> = None;

@@ -93,10 +93,16 @@ pub struct Replay {
     next_position: i64,
 }
 
+/// A time as the writer compares it: stored and read in whole milliseconds, so a schedule
+/// given finer is judged as the database has it.
 fn time(text: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(text)
         .ok()
-        .map(|t| t.with_timezone(&Utc))
+        .map(|t| crate::domain::clock::from_millis(t.timestamp_millis()))
+}
+
+fn millis(t: DateTime<Utc>) -> DateTime<Utc> {
+    crate::domain::clock::from_millis(t.timestamp_millis())
 }
 
 /// Why a ledger cannot be replayed at all.
@@ -455,8 +461,8 @@ impl Replay {
         };
         let from = self.schedule.state_at(now);
         let mut schedule = DropSchedule {
-            starts_at: patch.starts_at.unwrap_or(self.schedule.starts_at),
-            ends_at: patch.ends_at.unwrap_or(self.schedule.ends_at),
+            starts_at: patch.starts_at.map_or(self.schedule.starts_at, millis),
+            ends_at: patch.ends_at.map_or(self.schedule.ends_at, millis),
             ..self.schedule
         };
         if let Some(target) = patch.state {

@@ -181,7 +181,7 @@ const UPDATE: &str = "UPDATE drops SET name = :name, description = :description,
                           starts_at = :starts_at, ends_at = :ends_at,
                           per_buyer_limit = :limit, hold_seconds = :hold_seconds,
                           override_state = :override, revision = revision + 1,
-                          closed_at = CASE WHEN :override = 'closed'
+                          closed_at = CASE WHEN :override = 'closed' OR :ends_at <= :now
                                            THEN COALESCE(closed_at, :now) ELSE closed_at END
                       WHERE id = :id";
 const UPDATE_PRICE: &str = "UPDATE skus SET price_amount = :amount, currency = :currency

@@ -354,6 +354,18 @@ pub fn history(
     Ok(())
 }
 
+const FIRST_HOLD: &str = "SELECT (expires_at - created_at) / 1000 FROM holds
+                          WHERE drop_id = :drop ORDER BY seq LIMIT 1";
+
+/// How long `drop_id`'s first hold lasted: its `hold_seconds` until any edit changed it, for
+/// ledgers whose creation entry does not say.
+pub fn first_hold_seconds(conn: &Connection, drop_id: &str) -> Result<Option<i64>, StoreError> {
+    Ok(conn
+        .prepare_cached(FIRST_HOLD)?
+        .query_row(named_params! {":drop": drop_id}, |r| r.get(0))
+        .optional()?)
+}
+
 /// The secret salt `drop_id`'s buyers are named with in its ledger, if it has a ledger.
 pub fn salt(conn: &Connection, drop_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
     Ok(conn

@@ -27,6 +27,11 @@ pub fn latest_version() -> i64 {
     MIGRATIONS.len() as i64
 }
 
+/// The schema version a database is at.
+pub fn version_of(conn: &Connection) -> Result<i64, StoreError> {
+    Ok(conn.query_row("PRAGMA user_version", [], |r| r.get(0))?)
+}
+
 pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if current > latest_version() {

@@ -473,6 +473,34 @@ async fn the_writer_commits_a_drops_close_and_signs_the_head_at_it() {
     assert_eq!(changes[0]["data"]["from"], "live");
     assert_eq!(changes[0]["data"]["to"], "closed");
 
+    // An edit that ends a drop now announces the close once; the writer adds none of its own.
+    let cut = live_spec("cut");
+    admin.create_drop(&cut).await;
+    let now = chrono::Utc::now();
+    let res = admin
+        .patch_drop("cut", &json!({"ends_at": now.to_rfc3339()}))
+        .await;
+    assert_eq!(res.status(), 200);
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    let outbox = admin
+        .admin(reqwest::Method::GET, "/v1/admin/outbox", None)
+        .await
+        .text()
+        .await
+        .expect("body");
+    let closes = outbox
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("json"))
+        .filter(|e| e["type"] == "drop.state_changed" && e["drop_id"] == "cut")
+        .count();
+    assert_eq!(closes, 1, "{outbox}");
+    let cut_ledger = get_text(&http, &format!("{}/v1/drops/cut/ledger", server.base)).await;
+    let kinds: Vec<String> = recompute(&cut_ledger)
+        .iter()
+        .map(|(e, _)| e["kind"].as_str().expect("kind").to_owned())
+        .collect();
+    assert_eq!(kinds, ["created", "edit"]);
+
     // A restart closes nothing twice.
     server.terminate();
     let server = ServerProcess::start(dir.path());

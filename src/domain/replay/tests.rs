@@ -116,3 +116,19 @@ fn an_attempt_after_the_close_or_a_ledger_without_creation_is_caught() {
         Err(Unreplayable::NoCreation(_))
     ));
 }
+
+#[test]
+fn a_schedule_finer_than_a_millisecond_is_judged_as_stored() {
+    // The writer stores times in whole milliseconds: a start half a millisecond after the
+    // batch's time is, for it, the batch's time.
+    let mut first = created();
+    if let Event::Created { starts_at, .. } = &mut first.event {
+        *starts_at = "2026-12-01T18:00:00.000500Z".into();
+    }
+    let mut replay = Replay::start(&first, None, None).expect("starts");
+    replay
+        .apply(&entry(2, 0, attempt(1, "a", "held", Some("h1"))))
+        .expect("applies");
+    let report = replay.finish();
+    assert_eq!(report.mismatches, vec![]);
+}

@@ -72,6 +72,8 @@ impl NaiveWriters {
                         box_id: naive.box_id.as_deref(),
                         sweep: true,
                         sweep_limit: crate::defaults::SWEEP_LIMIT,
+                        // The baseline does the same work per command, ledger included.
+                        ledger: true,
                         ..BatchChores::default()
                     },
                 );
