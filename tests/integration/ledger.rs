@@ -54,6 +54,19 @@ async fn get_text(http: &reqwest::Client, url: &str) -> String {
     res.text().await.expect("body")
 }
 
+/// Every event in the outbox export, oldest first.
+async fn outbox_events(admin: &crate::support::api::Api) -> Vec<Value> {
+    admin
+        .admin(reqwest::Method::GET, "/v1/admin/outbox", None)
+        .await
+        .text()
+        .await
+        .expect("body")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect()
+}
+
 /// Checks a signed head with the key `/v1/keys` lists under its id.
 fn verify_head(head: &Value, keys: &Value) {
     let key_id = head["key_id"].as_str().expect("key id");
@@ -458,18 +471,12 @@ async fn the_writer_commits_a_drops_close_and_signs_the_head_at_it() {
     .expect("json");
     assert_eq!(head, closed_head, "the close's head is the latest");
 
-    let outbox = admin
-        .admin(reqwest::Method::GET, "/v1/admin/outbox", None)
-        .await
-        .text()
-        .await
-        .expect("body");
-    let changes: Vec<Value> = outbox
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).expect("json"))
+    let outbox = outbox_events(&admin).await;
+    let changes: Vec<&Value> = outbox
+        .iter()
         .filter(|e| e["type"] == "drop.state_changed")
         .collect();
-    assert_eq!(changes.len(), 1, "{outbox}");
+    assert_eq!(changes.len(), 1, "{outbox:?}");
     assert_eq!(changes[0]["data"]["from"], "live");
     assert_eq!(changes[0]["data"]["to"], "closed");
 
@@ -482,18 +489,12 @@ async fn the_writer_commits_a_drops_close_and_signs_the_head_at_it() {
         .await;
     assert_eq!(res.status(), 200);
     tokio::time::sleep(std::time::Duration::from_millis(800)).await;
-    let outbox = admin
-        .admin(reqwest::Method::GET, "/v1/admin/outbox", None)
-        .await
-        .text()
-        .await
-        .expect("body");
+    let outbox = outbox_events(&admin).await;
     let closes = outbox
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).expect("json"))
+        .iter()
         .filter(|e| e["type"] == "drop.state_changed" && e["drop_id"] == "cut")
         .count();
-    assert_eq!(closes, 1, "{outbox}");
+    assert_eq!(closes, 1, "{outbox:?}");
     let cut_ledger = get_text(&http, &format!("{}/v1/drops/cut/ledger", server.base)).await;
     let kinds: Vec<String> = recompute(&cut_ledger)
         .iter()
