@@ -76,6 +76,22 @@ pub enum Event {
     },
 }
 
+impl Event {
+    /// Its `kind`, as the serialized entry names it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::Created { .. } => "created",
+            Event::Closed { .. } => "closed",
+            Event::Attempt { .. } => "attempt",
+            Event::Release { .. } => "release",
+            Event::Expiry { .. } => "expiry",
+            Event::Confirmation { .. } => "confirmation",
+            Event::Restock { .. } => "restock",
+            Event::Edit { .. } => "edit",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SkuStock {
@@ -133,7 +149,7 @@ pub fn canonical_entry(entry: &Entry) -> Vec<u8> {
             if let Some(hold_id) = hold_id {
                 text(&mut out, "hold_id", hold_id);
             }
-            text(&mut out, "kind", "attempt");
+            text(&mut out, "kind", entry.event.kind());
             text(&mut out, "outcome", outcome);
             int(&mut out, "position", position);
             int(&mut out, "quantity", *quantity);
@@ -150,12 +166,7 @@ pub fn canonical_entry(entry: &Entry) -> Vec<u8> {
             quantity,
         } => {
             text(&mut out, "hold_id", hold_id);
-            let kind = if matches!(entry.event, Event::Release { .. }) {
-                "release"
-            } else {
-                "expiry"
-            };
-            text(&mut out, "kind", kind);
+            text(&mut out, "kind", entry.event.kind());
             int(&mut out, "position", position);
             int(&mut out, "quantity", *quantity);
             text(&mut out, "sku", sku);
@@ -167,7 +178,7 @@ pub fn canonical_entry(entry: &Entry) -> Vec<u8> {
             quantity,
         } => {
             text(&mut out, "hold_id", hold_id);
-            text(&mut out, "kind", "confirmation");
+            text(&mut out, "kind", entry.event.kind());
             text(&mut out, "order_id", order_id);
             int(&mut out, "position", position);
             int(&mut out, "quantity", *quantity);

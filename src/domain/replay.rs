@@ -138,7 +138,7 @@ impl Replay {
             hold_seconds: recorded,
         } = &first.event
         else {
-            return Err(Unreplayable::NoCreation(kind(&first.event).into()));
+            return Err(Unreplayable::NoCreation(first.event.kind().into()));
         };
         let bad = || Unreplayable::BadTime(first.position);
         let schedule = DropSchedule {
@@ -486,19 +486,6 @@ impl Replay {
     /// The report, once every entry is applied.
     pub fn finish(self) -> Report {
         self.report
-    }
-}
-
-fn kind(event: &Event) -> &'static str {
-    match event {
-        Event::Created { .. } => "created",
-        Event::Closed { .. } => "closed",
-        Event::Attempt { .. } => "attempt",
-        Event::Release { .. } => "release",
-        Event::Expiry { .. } => "expiry",
-        Event::Confirmation { .. } => "confirmation",
-        Event::Restock { .. } => "restock",
-        Event::Edit { .. } => "edit",
     }
 }
 

@@ -33,7 +33,7 @@ pub fn version_of(conn: &Connection) -> Result<i64, StoreError> {
 }
 
 pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
-    let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let current = version_of(conn)?;
     if current > latest_version() {
         return Err(StoreError::Setup(format!(
             "the database is at schema version {current}, newer than this dropd knows ({}); \

@@ -9,36 +9,34 @@ use rusqlite::{named_params, Connection};
 use crate::domain::clock::{from_millis, rfc3339};
 use crate::domain::ledger::Event;
 use crate::domain::outbox::{EventKind, StateData};
-use crate::domain::{DropId, DropSchedule, OverrideState};
+use crate::domain::DropId;
 
 use super::batch::Batch;
+use super::drop_rows::load_rules;
 
-const DUE: &str = "SELECT id, starts_at, ends_at, override_state FROM drops
-                   WHERE closed_at IS NULL AND ends_at <= :now ORDER BY ends_at";
+const DUE: &str = "SELECT id FROM drops WHERE closed_at IS NULL AND ends_at <= :now
+                   ORDER BY ends_at";
 const MARK: &str = "UPDATE drops SET closed_at = :now WHERE id = :id";
 const NEXT: &str = "SELECT MIN(ends_at) FROM drops WHERE closed_at IS NULL";
 
 /// Commits the close of every drop whose `ends_at` has passed; returns how many.
 pub(crate) fn close_due(conn: &Connection, batch: &mut Batch<'_>) -> rusqlite::Result<usize> {
-    type Due = (String, i64, i64, Option<String>);
-    let due: Vec<Due> = conn
+    let due: Vec<String> = conn
         .prepare_cached(DUE)?
         .query_map(named_params! {":now": batch.now.timestamp_millis()}, |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            r.get(0)
         })?
         .collect::<Result<_, _>>()?;
-    for (id, starts_at, ends_at, override_state) in &due {
+    for id in &due {
+        let drop_id = DropId::from_trusted(id.clone());
+        let Some(rules) = load_rules(conn, &drop_id)? else {
+            continue;
+        };
         conn.prepare_cached(MARK)?
             .execute(named_params! {":now": batch.now.timestamp_millis(), ":id": id})?;
-        let ends_at = from_millis(*ends_at);
-        let schedule = DropSchedule {
-            starts_at: from_millis(*starts_at),
-            ends_at,
-            override_state: override_state.as_deref().and_then(OverrideState::parse),
-        };
+        let ends_at = rules.schedule.ends_at;
         // What buyers saw just before the close.
-        let before = schedule.state_at(ends_at - Duration::milliseconds(1));
-        let drop_id = DropId::from_trusted(id.clone());
+        let before = rules.schedule.state_at(ends_at - Duration::milliseconds(1));
         batch.record(
             &drop_id,
             Event::Closed {
