@@ -93,8 +93,8 @@ pub struct Replay {
     next_position: i64,
 }
 
-/// A time as the writer compares it: stored and read in whole milliseconds, so a schedule
-/// given finer is judged as the database has it.
+/// A time as the writer compares it, in whole milliseconds (ledgers written before the store
+/// recorded stored times carry finer schedule times).
 fn time(text: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(text)
         .ok()

@@ -155,8 +155,8 @@ pub(crate) fn create(
                 })
                 .collect(),
             per_buyer_limit: spec.per_buyer_limit,
-            starts_at: rfc3339(spec.starts_at),
-            ends_at: rfc3339(spec.ends_at),
+            starts_at: rfc3339(stored(spec.starts_at)),
+            ends_at: rfc3339(stored(spec.ends_at)),
             hold_seconds: Some(spec.hold_seconds),
         },
     );
@@ -321,8 +321,19 @@ pub(crate) fn adjust_stock(
 }
 
 /// What a `PATCH` set, for the ledger: the members it sent.
+/// A time as the database keeps it (whole milliseconds): what the ledger records is what the
+/// writer judges by.
+fn stored(t: DateTime<Utc>) -> DateTime<Utc> {
+    from_millis(t.timestamp_millis())
+}
+
 fn changes_of(patch: &DropPatch) -> serde_json::Value {
-    let mut value = serde_json::to_value(patch).unwrap_or_default();
+    let patch = DropPatch {
+        starts_at: patch.starts_at.map(stored),
+        ends_at: patch.ends_at.map(stored),
+        ..patch.clone()
+    };
+    let mut value = serde_json::to_value(&patch).unwrap_or_default();
     if let serde_json::Value::Object(map) = &mut value {
         map.retain(|_, v| !v.is_null());
     }
