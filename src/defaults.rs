@@ -52,6 +52,10 @@ pub const SSE_STALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// balancer moves traffic away before the listener closes.
 pub const DRAIN_GRACE_TEXT: &str = "5s";
 pub const DRAIN_GRACE: Duration = Duration::from_secs(5);
+/// How often a follower lists its replica for new files.
+pub const FOLLOW_INTERVAL_TEXT: &str = "1s";
+/// A follower whose view is older than this says 503 at `/readyz`.
+pub const MAX_LAG_TEXT: &str = "30s";
 /// A writer that has not gone round its loop for this long (it does every 200 ms when idle)
 /// is stuck: `/readyz` says so and the systemd watchdog is no longer fed.
 pub const WRITER_STUCK_AFTER: Duration = Duration::from_secs(5);
@@ -107,6 +111,8 @@ mod tests {
         assert_eq!(row("--sse-cpu-budget"), SSE_CPU_BUDGET.to_string());
         assert_eq!(row("--ip-rate"), IP_RATE.to_string());
         assert_eq!(row("--drain-grace"), DRAIN_GRACE_TEXT);
+        assert_eq!(row("--follow-interval"), FOLLOW_INTERVAL_TEXT);
+        assert_eq!(row("--max-lag"), MAX_LAG_TEXT);
         assert_eq!(row("--request-timeout"), REQUEST_TIMEOUT_TEXT);
         assert_eq!(row("--ip-burst"), IP_BURST.to_string());
         assert_eq!(row("--buyer-rate"), BUYER_RATE.to_string());

@@ -91,6 +91,30 @@ pub struct ServeArgs {
     /// LITESTREAM_ACCESS_KEY_ID/LITESTREAM_SECRET_ACCESS_KEY or AWS_*).
     #[arg(long, env = "DROPD_REPLICA")]
     pub replica: Option<String>,
+    /// Serve as a read-only follower of this replica (`file:///dir` or `s3://...`, as
+    /// --replica): restore its latest state into <data-dir>/follower.db, apply each new file as
+    /// it appears, serve drop reads and live stock from it, and send everything else to
+    /// --leader-url.
+    #[arg(long, env = "DROPD_FOLLOW", value_name = "URL",
+          conflicts_with_all = ["replica", "config", "demo", "ack_after_replicated"])]
+    pub follow: Option<String>,
+    /// A follower's leader (its public URL): writes and buyers' own reads get 307 to the same
+    /// path there.
+    #[arg(long, env = "DROPD_LEADER_URL", requires = "follow", value_parser = parse_leader_url)]
+    pub leader_url: Option<String>,
+    /// A follower answers what it does not serve with 421 not-leader naming the leader's URL,
+    /// instead of a 307 redirect to it.
+    #[arg(long, env = "DROPD_NO_REDIRECT", requires = "follow")]
+    pub no_redirect: bool,
+    /// How often a follower lists its replica for new files.
+    #[arg(long, env = "DROPD_FOLLOW_INTERVAL", default_value = defaults::FOLLOW_INTERVAL_TEXT,
+          value_parser = parse_positive)]
+    pub follow_interval: Duration,
+    /// A follower further behind its replica than this says 503 at /readyz (the time since it
+    /// last found nothing more to apply).
+    #[arg(long, env = "DROPD_MAX_LAG", default_value = defaults::MAX_LAG_TEXT,
+          value_parser = parse_positive)]
+    pub max_lag: Duration,
     /// `off` lifts the write limits below (benchmarks, or a proxy in front that limits).
     #[arg(long, env = "DROPD_RATE_LIMIT", value_enum, default_value_t = Switch::On)]
     pub rate_limit: Switch,
@@ -157,6 +181,22 @@ pub enum Switch {
     Off,
 }
 
+fn parse_positive(text: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(text).map_err(|e| format!("{text:?}: {e}"))?;
+    if d.is_zero() {
+        return Err("must be longer than zero".into());
+    }
+    Ok(d)
+}
+
+fn parse_leader_url(text: &str) -> Result<String, String> {
+    let url = url::Url::parse(text).map_err(|e| format!("{text:?}: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(format!("{text:?}: an http:// or https:// URL with a host"));
+    }
+    Ok(text.trim_end_matches('/').to_owned())
+}
+
 fn parse_retention(text: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(text).map_err(|e| format!("{text:?}: {e}"))?;
     if d < Duration::from_secs(1) {
@@ -213,6 +253,20 @@ pub(super) fn settings(args: &ServeArgs) -> anyhow::Result<Settings> {
         replica,
         ack_after_replicated: args.ack_after_replicated,
         outbox: args.webhooks.config(),
+        follow: args
+            .follow
+            .as_ref()
+            .map(|url| -> anyhow::Result<_> {
+                Ok(crate::app::FollowSettings {
+                    target: ReplicaTarget::parse_url(url)
+                        .with_context(|| format!("--follow {url}"))?,
+                    interval: args.follow_interval,
+                    leader_url: args.leader_url.clone(),
+                    redirect: !args.no_redirect,
+                    max_lag: args.max_lag,
+                })
+            })
+            .transpose()?,
     })
 }
 

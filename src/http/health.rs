@@ -31,7 +31,12 @@ pub struct Liveness {
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct Readiness {
     status: &'static str,
-    writer: WriterReadiness,
+    /// Null on a follower, which has no writer.
+    writer: Option<WriterReadiness>,
+    /// On a follower (`serve --follow`): the TXID it serves, the replica's, and how far
+    /// behind it is (`behind_txids`, `behind_seconds`); null on a leader.
+    #[schema(value_type = Option<Object>)]
+    follower: Option<serde_json::Value>,
     /// Without a replica, null; else its `state` (`starting`, `ok`, `failing`), and for
     /// operators (admin listener, or an admin key) its URL, TXID, errors and counters.
     #[schema(value_type = Option<Object>)]
@@ -47,6 +52,7 @@ problems!(ReadyProblems: EVERY, &[Code::Unavailable]);
 
 /// Ready for buyers: 503 with the reason while starting, draining, or when the writer is
 /// stuck, its queue saturated or the disk full. A failing replica does not make it unready.
+/// A follower is unready while it is further behind its replica than `--max-lag`.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses((status = 200, description = "ready", body = Readiness), ReadyProblems))]
 pub async fn readyz(
@@ -59,6 +65,9 @@ pub async fn readyz(
             Code::Unavailable,
             format!("the server is {phase}"),
         ));
+    }
+    if let Some(role) = &state.follower {
+        return follower_readiness(role);
     }
     if !state.writer.is_running() {
         return Err(ApiError::new(
@@ -99,9 +108,44 @@ pub async fn readyz(
     });
     Ok(HttpResponse::Ok().json(Readiness {
         status: "ready",
-        writer: WriterReadiness {
+        writer: Some(WriterReadiness {
             queue_depth: writer.queue_depth,
-        },
+        }),
+        follower: None,
         replica,
+    }))
+}
+
+/// A follower is ready while its copy is at most `--max-lag` old; its lag is public (it says
+/// nothing an operator would hide), so a load balancer can weigh followers by it.
+fn follower_readiness(
+    role: &crate::http::follower::FollowerRole,
+) -> Result<HttpResponse, ApiError> {
+    let snapshot = role.status.snapshot(std::time::SystemTime::now());
+    if snapshot.behind_seconds > role.max_lag.as_secs_f64() {
+        let why = snapshot
+            .error
+            .as_deref()
+            .map_or(String::new(), |e| format!(" (last error: {e})"));
+        return Err(ApiError::new(
+            Code::Unavailable,
+            format!(
+                "the follower is {:.1} s behind its replica, more than --max-lag {} s; it                  serves TXID {} of {}{why}",
+                snapshot.behind_seconds,
+                role.max_lag.as_secs_f64(),
+                snapshot.txid,
+                snapshot.replica_txid
+            ),
+        )
+        .with_member(
+            "follower",
+            serde_json::to_value(&snapshot).unwrap_or_default(),
+        ));
+    }
+    Ok(HttpResponse::Ok().json(Readiness {
+        status: "ready",
+        writer: None,
+        follower: Some(serde_json::to_value(&snapshot).unwrap_or_default()),
+        replica: None,
     }))
 }

@@ -165,6 +165,16 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
             metrics::gauge!("dropd_replica_last_sync_age_seconds").set(age.as_secs_f64());
         }
     }
+    if let Some(role) = &state.follower {
+        let s = role.status.snapshot(std::time::SystemTime::now());
+        metrics::gauge!("dropd_follower_txid").set(s.txid() as f64);
+        metrics::gauge!("dropd_follower_replica_txid").set(s.replica_txid() as f64);
+        metrics::gauge!("dropd_follower_behind_txids").set(s.behind_txids as f64);
+        metrics::gauge!("dropd_follower_behind_seconds").set(s.behind_seconds);
+        metrics::gauge!("dropd_follower_files_applied").set(s.files_applied as f64);
+        metrics::gauge!("dropd_follower_rebuilds").set(s.rebuilds as f64);
+        metrics::gauge!("dropd_follower_up").set(if s.error.is_some() { 0.0 } else { 1.0 });
+    }
     let (cpu, rss, fds) = process_figures();
     if let Some(cpu) = cpu {
         metrics::gauge!("process_cpu_seconds_total").set(cpu);

@@ -8,6 +8,7 @@ mod drops;
 mod events;
 mod exports;
 pub mod extract;
+pub mod follower;
 mod health;
 mod holds;
 mod ledger;

@@ -48,6 +48,8 @@ pub struct AppState {
     pub budgets: crate::http::budget::Budgets,
     /// The ledger's public keys (`GET /v1/keys`).
     pub ledger_keys: Arc<Vec<crate::auth::ledger_keys::PublicKey>>,
+    /// `serve --follow`: a read-only follower of a replica, and where its writes go.
+    pub follower: Option<Arc<crate::http::follower::FollowerRole>>,
 }
 
 #[derive(Clone)]

@@ -5,6 +5,7 @@
 mod compact;
 pub mod config;
 mod error;
+pub mod follow;
 mod image;
 pub mod ltx;
 pub mod position;

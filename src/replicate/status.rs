@@ -105,7 +105,7 @@ impl ReplicaStatus {
     }
 }
 
-mod optional_time {
+pub(super) mod optional_time {
     use serde::Serializer;
     use std::time::SystemTime;
 

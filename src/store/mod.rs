@@ -15,6 +15,7 @@ mod drop_rows;
 pub mod drops;
 mod error;
 pub mod files;
+pub mod follower;
 mod guard;
 pub mod holds;
 pub mod idempotency;

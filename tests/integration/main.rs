@@ -16,6 +16,7 @@ mod disk_full;
 mod drain;
 mod events;
 mod exports;
+mod follow;
 mod fuzz;
 mod hot_path;
 mod idempotency;

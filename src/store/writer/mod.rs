@@ -220,6 +220,22 @@ pub(crate) fn spawn(
 }
 
 impl Writer {
+    /// A handle to no writer (a follower's): every command fails at once with
+    /// `WriterStopped`, and `is_running` is false. The follower's routes never send one.
+    pub fn detached() -> Self {
+        let (tx, _) = std::sync::mpsc::sync_channel(1);
+        Writer {
+            tx,
+            next_expiry: Arc::new(AtomicI64::new(i64::MAX)),
+            depth: Arc::new(AtomicI64::new(0)),
+            alive: Arc::new(AtomicBool::new(false)),
+            health: Arc::new(WriterHealth::new()),
+            queue_size: 1,
+            #[cfg(feature = "bench")]
+            naive: None,
+        }
+    }
+
     fn submit<T>(
         &self,
         make: impl FnOnce(Reply<T>) -> Command,

@@ -26,6 +26,15 @@ impl Events {
         if let Some(id) = last_event_id {
             req = req.header("Last-Event-ID", id.to_string());
         }
+        Self::from(req).await
+    }
+
+    /// A drop's stream on any server (a spawned binary, a follower).
+    pub async fn at(http: &reqwest::Client, base: &str, drop: &str) -> Events {
+        Self::from(http.get(format!("{base}/v1/drops/{drop}/events"))).await
+    }
+
+    async fn from(req: reqwest::RequestBuilder) -> Events {
         let res = req.send().await.expect("sent");
         assert_eq!(res.status(), 200);
         assert_eq!(res.headers()["content-type"], "text/event-stream");

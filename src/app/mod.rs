@@ -26,6 +26,10 @@ use crate::replicate::shipper::Shipper;
 use crate::replicate::status::ReplicaStatus;
 use crate::store::{ReadPool, Store, StoreConfig, Synchronous, Writer, WriterThread};
 
+mod follower;
+
+pub use follower::FollowSettings;
+
 pub const DB_FILE: &str = "dropd.db";
 
 #[derive(Debug, Clone)]
@@ -86,6 +90,8 @@ pub struct Settings {
     pub ack_after_replicated: bool,
     /// Webhook delivery and outbox retention.
     pub outbox: crate::outbox::OutboxConfig,
+    /// `--follow`: serve a read-only copy of this replica instead of a database of its own.
+    pub follow: Option<follower::FollowSettings>,
 }
 
 impl Settings {
@@ -121,6 +127,7 @@ impl Settings {
             replica: None,
             ack_after_replicated: false,
             outbox: crate::outbox::OutboxConfig::default(),
+            follow: None,
         }
     }
 
@@ -135,47 +142,28 @@ pub struct Application {
     admin_port: Option<u16>,
     server: Server,
     writer: Writer,
-    writer_thread: WriterThread,
+    /// None on a follower, which has no writer (nor control socket, nor outbox worker).
+    writer_thread: Option<WriterThread>,
     reads: ReadPool,
     tokens: TokenKeys,
     lifecycle: Lifecycle,
     hub: Arc<Hub>,
     shipper: Option<(ShipperGate, std::thread::JoinHandle<()>)>,
     replica_status: Option<Arc<ReplicaStatus>>,
-    control: crate::control::Control,
+    control: Option<crate::control::Control>,
     admin_keys: Arc<crate::auth::AdminKeyBook>,
     drain_grace: Duration,
     stuck_after: Duration,
-    outbox: crate::outbox::OutboxWorker,
+    outbox: Option<crate::outbox::OutboxWorker>,
+    follow: Option<follower::FollowThread>,
 }
 
 impl Application {
     pub fn build(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(&settings.data_dir).with_context(|| {
-            format!(
-                "creating the data directory {}",
-                settings.data_dir.display()
-            )
-        })?;
-        let secrets = auth::load_secrets(&settings.token_secrets, &settings.data_dir, true)?;
-        let tokens = TokenKeys::with_secrets(&secrets, settings.token_policy.clone())
-            .context("loading the buyer-token secrets")?;
-        let workers = settings
-            .workers
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
-        let hub = Hub::new(
-            HubConfig {
-                max_subscribers: settings.max_subscribers,
-                cpu_budget: settings.sse_cpu_budget,
-                // The benchmark opens thousands of streams from one address.
-                streams_per_ip: settings
-                    .admission
-                    .enabled
-                    .then_some(settings.streams_per_ip),
-                ..HubConfig::default()
-            },
-            clock.clone(),
-        );
+        if let Some(follow) = &settings.follow {
+            return follower::build(settings, follow, clock);
+        }
+        let (tokens, workers, hub) = common_parts(settings, &clock)?;
         // A database that does not exist yet next to a replica that holds one means a lost
         // machine not restored: shipping the new empty database would make it the replica's
         // latest state.
@@ -296,20 +284,7 @@ impl Application {
             store.writer.clone(),
             admin_keys.clone(),
         )?;
-        let listener = TcpListener::bind(&settings.listen)
-            .with_context(|| format!("binding {}", settings.listen))?;
-        let port = listener.local_addr()?.port();
-        let admin_listener = settings
-            .admin_listen
-            .as_ref()
-            .map(|addr| {
-                TcpListener::bind(addr).with_context(|| format!("binding --admin-listen {addr}"))
-            })
-            .transpose()?;
-        let admin_port = admin_listener
-            .as_ref()
-            .map(|l| l.local_addr().map(|a| a.port()))
-            .transpose()?;
+        let listeners = Listeners::bind(settings)?;
         let lifecycle = Lifecycle::default();
         let state = web::Data::new(AppState {
             webhook_targets: Arc::new(settings.outbox.targets.clone()),
@@ -323,7 +298,7 @@ impl Application {
             keys: store.keys.clone(),
             admin_keys: admin_keys.clone(),
             writer_stuck_after: settings.writer_stuck_after,
-            admin_port,
+            admin_port: listeners.admin_port,
             admission: crate::http::admission::Admission::new(settings.admission.clone()),
             demo: settings.demo,
             buyer_confirms: settings.buyer_confirms || settings.demo,
@@ -337,51 +312,29 @@ impl Application {
             ack_after_replicated,
             budgets: settings.request_budgets.clone(),
             ledger_keys: Arc::new(ledger_keys.public.clone()),
+            follower: None,
         });
-        let request_limits = web::Data::new(settings.request_limits);
-        let server = HttpServer::new(move || {
-            App::new()
-                .wrap(actix_web::middleware::from_fn(limits::guard))
-                .wrap(actix_web::middleware::from_fn(http::sides::route))
-                .wrap(ErrorHandlers::new().default_handler(problem::ensure_problem))
-                // Outermost: every answer, the framework's own included, gets its id.
-                .wrap(actix_web::middleware::from_fn(http::request_id::trace))
-                .app_data(state.clone())
-                .app_data(request_limits.clone())
-                .configure(http::configure)
-        })
-        .workers(workers)
-        .client_request_timeout(settings.request_limits.timeout)
-        .max_connections(settings.max_connections.div_ceil(workers).max(1))
-        .backlog(4096)
-        .disable_signals()
-        .shutdown_timeout(10)
-        .listen(listener)?;
-        // One server on both sockets: which routes answer is decided by the socket a request
-        // came in on (see `http::Side`).
-        let server = match admin_listener {
-            Some(admin) => server.listen(admin)?,
-            None => server,
-        }
-        .run();
+        let (port, admin_port) = (listeners.port, listeners.admin_port);
+        let server = listeners.serve(settings, state, workers)?;
         lifecycle.set_ready();
         Ok(Self {
             port,
             admin_port,
             server,
             writer: store.writer,
-            writer_thread: store.thread,
+            writer_thread: Some(store.thread),
             reads: store.reads,
             tokens,
             lifecycle,
             hub,
             shipper,
             replica_status,
-            control,
+            control: Some(control),
             admin_keys,
             drain_grace: settings.drain_grace,
             stuck_after: settings.writer_stuck_after,
-            outbox,
+            outbox: Some(outbox),
+            follow: None,
         })
     }
 
@@ -399,7 +352,9 @@ impl Application {
             .create_admin_key(name.into(), hash, "admin".into())
             .await
             .context("creating an admin key")?;
-        self.control.refresh();
+        if let Some(control) = &self.control {
+            control.refresh();
+        }
         Ok((key, id))
     }
 
@@ -440,6 +395,7 @@ impl Application {
             drain_grace: self.drain_grace,
             writer: self.writer.clone(),
             stuck_after: self.stuck_after,
+            follow_alive: self.follow.as_ref().map(follower::FollowThread::alive),
         }
     }
 
@@ -451,19 +407,25 @@ impl Application {
         // Before the writer stops: the control thread and the outbox worker may be waiting on
         // it (the worker reports its endpoints' progress as it stops).
         let control = self.control;
-        tokio::task::spawn_blocking(move || control.stop())
+        tokio::task::spawn_blocking(move || control.map(|c| c.stop()))
             .await
             .context("stopping the control socket")?;
         let outbox = self.outbox;
-        tokio::task::spawn_blocking(move || outbox.stop())
+        tokio::task::spawn_blocking(move || outbox.map(|o| o.stop()))
             .await
             .context("stopping the outbox worker")?;
         let writer = self.writer;
         let thread = self.writer_thread;
         let shipper = self.shipper;
+        let follow = self.follow;
         tokio::task::spawn_blocking(move || {
+            if let Some(follow) = follow {
+                follow.stop();
+            }
             writer.shutdown();
-            thread.join();
+            if let Some(thread) = thread {
+                thread.join();
+            }
             // The shipper's last sync ships what the writer committed last.
             if let Some((gate, thread)) = shipper {
                 gate.stop();
@@ -476,6 +438,107 @@ impl Application {
     }
 }
 
+/// What leaders and followers share: buyer-token keys, the HTTP worker count, the event hub.
+fn common_parts(
+    settings: &Settings,
+    clock: &Arc<dyn Clock>,
+) -> anyhow::Result<(TokenKeys, usize, Arc<Hub>)> {
+    std::fs::create_dir_all(&settings.data_dir).with_context(|| {
+        format!(
+            "creating the data directory {}",
+            settings.data_dir.display()
+        )
+    })?;
+    let secrets = auth::load_secrets(&settings.token_secrets, &settings.data_dir, true)?;
+    let tokens = TokenKeys::with_secrets(&secrets, settings.token_policy.clone())
+        .context("loading the buyer-token secrets")?;
+    let workers = settings
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let hub = Hub::new(
+        HubConfig {
+            max_subscribers: settings.max_subscribers,
+            cpu_budget: settings.sse_cpu_budget,
+            // The benchmark opens thousands of streams from one address.
+            streams_per_ip: settings
+                .admission
+                .enabled
+                .then_some(settings.streams_per_ip),
+            ..HubConfig::default()
+        },
+        clock.clone(),
+    );
+    Ok((tokens, workers, hub))
+}
+
+/// The sockets, bound before anything answers on them (tests ask for port 0).
+struct Listeners {
+    public: TcpListener,
+    port: u16,
+    admin: Option<TcpListener>,
+    admin_port: Option<u16>,
+}
+
+impl Listeners {
+    fn bind(settings: &Settings) -> anyhow::Result<Self> {
+        let public = TcpListener::bind(&settings.listen)
+            .with_context(|| format!("binding {}", settings.listen))?;
+        let port = public.local_addr()?.port();
+        let admin = settings
+            .admin_listen
+            .as_ref()
+            .map(|addr| {
+                TcpListener::bind(addr).with_context(|| format!("binding --admin-listen {addr}"))
+            })
+            .transpose()?;
+        let admin_port = admin
+            .as_ref()
+            .map(|l| l.local_addr().map(|a| a.port()))
+            .transpose()?;
+        Ok(Self {
+            public,
+            port,
+            admin,
+            admin_port,
+        })
+    }
+
+    fn serve(
+        self,
+        settings: &Settings,
+        state: web::Data<AppState>,
+        workers: usize,
+    ) -> anyhow::Result<Server> {
+        let request_limits = web::Data::new(settings.request_limits);
+        let server = HttpServer::new(move || {
+            App::new()
+                .wrap(actix_web::middleware::from_fn(limits::guard))
+                .wrap(actix_web::middleware::from_fn(http::follower::route))
+                .wrap(actix_web::middleware::from_fn(http::sides::route))
+                .wrap(ErrorHandlers::new().default_handler(problem::ensure_problem))
+                // Outermost: every answer, the framework's own included, gets its id.
+                .wrap(actix_web::middleware::from_fn(http::request_id::trace))
+                .app_data(state.clone())
+                .app_data(request_limits.clone())
+                .configure(http::configure)
+        })
+        .workers(workers)
+        .client_request_timeout(settings.request_limits.timeout)
+        .max_connections(settings.max_connections.div_ceil(workers).max(1))
+        .backlog(4096)
+        .disable_signals()
+        .shutdown_timeout(10)
+        .listen(self.public)?;
+        // One server on both sockets: which routes answer is decided by the socket a request
+        // came in on (see `http::Side`).
+        let server = match self.admin {
+            Some(admin) => server.listen(admin)?,
+            None => server,
+        };
+        Ok(server.run())
+    }
+}
+
 /// Stops a running application from elsewhere (signals, tests).
 #[derive(Clone)]
 pub struct AppHandle {
@@ -485,6 +548,8 @@ pub struct AppHandle {
     drain_grace: Duration,
     writer: Writer,
     stuck_after: Duration,
+    /// A follower's progress is its follow thread's, not a writer's.
+    follow_alive: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl AppHandle {
@@ -494,12 +559,21 @@ impl AppHandle {
     pub fn feed_watchdog(&self, every: Duration, ping: impl Fn() + Send + 'static) {
         let writer = self.writer.clone();
         let (stuck_after, lifecycle) = (self.stuck_after, self.lifecycle.clone());
+        let follow_alive = self.follow_alive.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             loop {
                 tick.tick().await;
                 if lifecycle.phase() == "stopped" {
                     break;
+                }
+                if let Some(alive) = &follow_alive {
+                    if alive.load(std::sync::atomic::Ordering::Relaxed) {
+                        ping();
+                    } else {
+                        tracing::error!("the follow thread stopped: not feeding the watchdog");
+                    }
+                    continue;
                 }
                 if writer.is_running() && writer.stats().quiet_for < stuck_after {
                     ping();
