@@ -12,6 +12,8 @@ use serde_json::{json, Value};
 use crate::support::api::{buyer_token, client, expect_problem, Api};
 use crate::support::litestream::{file_url, list_replica, litestream_command};
 use crate::support::process::{create_admin_key, ServerProcess};
+use crate::support::replica::wait_replicated;
+use crate::support::s3::S3Server;
 use crate::support::spec::live_spec;
 use crate::support::sse::Events;
 
@@ -408,5 +410,62 @@ async fn litestream_restore_follow_tracks_a_dropd_replica() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    lead.terminate();
+}
+
+/// The same through a real S3-protocol server: a follower of an S3 replica serves what the
+/// leader ships there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_of_an_s3_replica_serves_what_the_leader_ships() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let s3 = S3Server::start(&dir.path().join("s3"));
+    let url = s3.url("followed");
+    let lead_data = dir.path().join("leader");
+    let http = client();
+    let lead = ServerProcess::start_with(
+        &lead_data,
+        &["--replica", &url, "--sync-interval", "200ms"],
+        &S3Server::credentials(),
+    );
+    let admin = lead
+        .api(&http)
+        .with_admin_key(&create_admin_key(&lead_data));
+    admin.create_drop(&live_spec("early")).await;
+    wait_replicated(&admin, Duration::from_millis(200)).await;
+    let follow = ServerProcess::start_with(
+        &dir.path().join("follower"),
+        &["--follow", &url, "--follow-interval", "200ms"],
+        &S3Server::credentials(),
+    );
+    until_served(
+        &http,
+        &follow.base,
+        "/v1/drops/early",
+        Duration::from_secs(5),
+    )
+    .await;
+    admin.create_drop(&live_spec("late")).await;
+    until_served(
+        &http,
+        &follow.base,
+        "/v1/drops/late",
+        Duration::from_secs(5),
+    )
+    .await;
+    let res = lead
+        .api(&http)
+        .buyer("erin")
+        .hold("late", "S1", 4, "e1")
+        .await;
+    assert_eq!(res.status(), 201);
+    let leader_view = lead.api(&http).available("late", "S1").await;
+    until_available(
+        &follow.api(&http),
+        "late",
+        leader_view,
+        Duration::from_secs(5),
+    )
+    .await;
+    follow.terminate();
     lead.terminate();
 }
