@@ -260,7 +260,99 @@ impl Follower {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
+    use crate::replicate::ltx::Header;
+    use crate::replicate::replica::FileReplica;
+
+    /// What a copy would be: its pages and each commit's size.
+    #[derive(Default)]
+    struct Copy {
+        pages: BTreeMap<u32, u8>,
+        pending: BTreeMap<u32, u8>,
+        commits: Vec<u32>,
+    }
+
+    impl Apply for Copy {
+        fn begin(&mut self) -> Result<(), String> {
+            self.pending = self.pages.clone();
+            Ok(())
+        }
+        fn page(&mut self, pgno: u32, data: &[u8]) -> Result<(), String> {
+            self.pending.insert(pgno, data[0]);
+            Ok(())
+        }
+        fn commit(&mut self, pages: u32) -> Result<(), String> {
+            self.pending.retain(|pgno, _| *pgno <= pages);
+            self.pages = std::mem::take(&mut self.pending);
+            self.commits.push(pages);
+            Ok(())
+        }
+        fn rollback(&mut self) {
+            self.pending.clear();
+        }
+    }
+
+    /// One file of a database `commit` pages long; each page is filled with its byte.
+    fn ship(
+        replica: &FileReplica,
+        (level, min, max): (u32, u64, u64),
+        commit: u32,
+        pages: &[(u32, u8)],
+    ) {
+        let header = Header {
+            page_size: 512,
+            commit,
+            min_txid: min,
+            max_txid: max,
+            timestamp_ms: 1,
+            ..Header::default()
+        };
+        let data: Vec<(u32, Vec<u8>)> = pages.iter().map(|(n, b)| (*n, vec![*b; 512])).collect();
+        let bytes =
+            ltx::encode(&header, data.iter().map(|(n, d)| (*n, d.as_slice()))).expect("encode");
+        replica.write(level, &header, bytes).expect("write");
+    }
+
+    #[test]
+    fn a_follower_steps_along_the_files_and_rebuilds_across_a_gap() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let replica = Arc::new(FileReplica::new(dir.path().to_owned()));
+        let status = Arc::new(FollowStatus::new("file:///r".into()));
+        let mut follower = Follower {
+            replica: replica.clone(),
+            status: status.clone(),
+            txid: 2,
+            url: "file:///r".into(),
+        };
+        let mut copy = Copy::default();
+        // The files after TXID 2 are gone: only a snapshot at 5 and a change at 6 remain.
+        ship(&replica, (9, 1, 5), 3, &[(1, 5), (2, 5), (3, 5)]);
+        ship(&replica, (0, 6, 6), 3, &[(2, 6)]);
+        assert_eq!(follower.poll(&mut copy).expect("poll"), 2);
+        assert_eq!(follower.txid(), 6);
+        assert_eq!(copy.commits, vec![3], "the whole chain in one transaction");
+        assert_eq!(copy.pages, BTreeMap::from([(1, 5), (2, 6), (3, 5)]));
+        assert_eq!(status.snapshot(SystemTime::now()).rebuilds, 1);
+
+        // A compacted file reaching further wins over the level-0 files it folds.
+        ship(&replica, (0, 7, 7), 3, &[(3, 7)]);
+        ship(&replica, (0, 8, 8), 3, &[(1, 8), (2, 8)]);
+        ship(&replica, (1, 7, 8), 3, &[(1, 8), (2, 8), (3, 7)]);
+        assert_eq!(follower.poll(&mut copy).expect("poll"), 1);
+        assert_eq!(follower.txid(), 8);
+        assert_eq!(copy.pages, BTreeMap::from([(1, 8), (2, 8), (3, 7)]));
+
+        // A shrink drops the pages past the new end; nothing new applies nothing.
+        ship(&replica, (0, 9, 9), 2, &[(1, 9), (2, 9)]);
+        assert_eq!(follower.poll(&mut copy).expect("poll"), 1);
+        assert_eq!(copy.pages, BTreeMap::from([(1, 9), (2, 9)]));
+        assert_eq!(follower.poll(&mut copy).expect("poll"), 0);
+        let snapshot = status.snapshot(SystemTime::now());
+        assert_eq!((snapshot.txid(), snapshot.behind_txids), (9, 0));
+        assert_eq!(snapshot.rebuilds, 1);
+    }
 
     fn file(level: u32, min: u64, max: u64) -> LtxFile {
         LtxFile {
