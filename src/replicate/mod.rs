@@ -7,6 +7,7 @@ pub mod config;
 mod error;
 pub mod follow;
 mod image;
+pub mod lease;
 pub mod ltx;
 pub mod position;
 pub mod replica;

@@ -20,7 +20,74 @@ impl FileReplica {
     }
 }
 
+impl FileReplica {
+    /// Runs `f` holding an exclusive lock on `<root>/lease.lock`, so that reading, comparing
+    /// and replacing `lease.json` is one step for every process on this machine (and on a
+    /// shared filesystem whose locks work).
+    fn locked<T>(&self, f: impl FnOnce() -> Result<T, ReplicaError>) -> Result<T, ReplicaError> {
+        std::fs::create_dir_all(&self.root)
+            .map_err(io(format!("creating {}", self.root.display())))?;
+        let path = self.root.join("lease.lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io(format!("opening {}", path.display())))?;
+        lock.lock()
+            .map_err(io(format!("locking {}", path.display())))?;
+        let result = f();
+        drop(lock);
+        result
+    }
+
+    fn lease_version(bytes: &[u8]) -> String {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(bytes))
+    }
+
+    fn read_lease_unlocked(&self) -> Result<Option<(Vec<u8>, String)>, ReplicaError> {
+        let path = self.root.join(super::LEASE_NAME);
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                let version = Self::lease_version(&bytes);
+                Ok(Some((bytes, version)))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io(format!("reading {}", path.display()))(e)),
+        }
+    }
+}
+
 impl Replica for FileReplica {
+    fn read_lease(&self) -> Result<Option<(Vec<u8>, String)>, ReplicaError> {
+        self.locked(|| self.read_lease_unlocked())
+    }
+
+    fn write_lease(
+        &self,
+        bytes: Vec<u8>,
+        expected: Option<&str>,
+    ) -> Result<Option<String>, ReplicaError> {
+        self.locked(|| {
+            let current = self.read_lease_unlocked()?.map(|(_, v)| v);
+            if current.as_deref() != expected {
+                return Ok(None);
+            }
+            let path = self.root.join(super::LEASE_NAME);
+            let tmp = self.root.join(format!("{}.tmp", super::LEASE_NAME));
+            let write = || -> std::io::Result<()> {
+                let mut file = std::fs::File::create(&tmp)?;
+                file.write_all(&bytes)?;
+                file.sync_all()?;
+                std::fs::rename(&tmp, &path)
+            };
+            write().map_err(io(format!("writing {}", path.display())))?;
+            sync_dir(&self.root)?;
+            Ok(Some(Self::lease_version(&bytes)))
+        })
+    }
+
     fn list(&self) -> Result<Vec<LtxFile>, ReplicaError> {
         let mut files = Vec::new();
         let ltx_dir = self.root.join("ltx");

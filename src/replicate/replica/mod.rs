@@ -108,7 +108,20 @@ pub trait Replica: Send + Sync {
     fn refine_times(&self, _files: &mut [LtxFile]) -> Result<(), ReplicaError> {
         Ok(())
     }
+    /// The lease object beside the LTX files (`lease.json`, see `replicate::lease`) and its
+    /// version (an ETag; for a directory, a hash of its bytes). None: there is none.
+    fn read_lease(&self) -> Result<Option<(Vec<u8>, String)>, ReplicaError>;
+    /// Writes the lease only if it is still the version last read (`expected` None: only if
+    /// there is none). Returns the new version, or None when someone else wrote it first.
+    fn write_lease(
+        &self,
+        bytes: Vec<u8>,
+        expected: Option<&str>,
+    ) -> Result<Option<String>, ReplicaError>;
 }
+
+/// The lease object's name, beside the levels in the replica's path.
+pub const LEASE_NAME: &str = "lease.json";
 
 /// Level-9 files are snapshots: the whole database, `[1, X]`.
 pub const SNAPSHOT_LEVEL: u32 = 9;

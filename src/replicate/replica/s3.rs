@@ -135,6 +135,13 @@ impl S3Replica {
         }
     }
 
+    fn lease_key(&self) -> ObjectPath {
+        match self.prefix() {
+            Some(prefix) => ObjectPath::from(format!("{prefix}/{}", super::LEASE_NAME)),
+            None => ObjectPath::from(super::LEASE_NAME),
+        }
+    }
+
     fn describe(&self, key: &str) -> String {
         format!("s3://{}/{key}", self.target.bucket)
     }
@@ -308,6 +315,57 @@ impl Replica for S3Replica {
             });
         }
         Ok(files)
+    }
+
+    fn read_lease(&self) -> Result<Option<(Vec<u8>, String)>, ReplicaError> {
+        let key = self.lease_key();
+        let context = format!("reading {}", self.describe(key.as_ref()));
+        self.block_on(async {
+            let got = match self.client.get(&key).await {
+                Ok(got) => got,
+                Err(object_store::Error::NotFound { .. }) => return Ok(None),
+                Err(e) => return Err(store(context.clone())(e)),
+            };
+            let version = got.meta.e_tag.clone().ok_or_else(|| {
+                ReplicaError::Url(format!(
+                    "{context}: the store gave no ETag, so it cannot hold a lease"
+                ))
+            })?;
+            let bytes = got.bytes().await.map_err(store(context.clone()))?;
+            Ok(Some((bytes.to_vec(), version)))
+        })
+    }
+
+    fn write_lease(
+        &self,
+        bytes: Vec<u8>,
+        expected: Option<&str>,
+    ) -> Result<Option<String>, ReplicaError> {
+        let key = self.lease_key();
+        let context = format!("writing {}", self.describe(key.as_ref()));
+        // If-None-Match: * to create, If-Match: <etag> to replace.
+        let mode = match expected {
+            None => object_store::PutMode::Create,
+            Some(etag) => object_store::PutMode::Update(object_store::UpdateVersion {
+                e_tag: Some(etag.to_owned()),
+                version: None,
+            }),
+        };
+        let options = PutOptions {
+            mode,
+            ..PutOptions::default()
+        };
+        let put = self.block_on(self.client.put_opts(&key, PutPayload::from(bytes), options));
+        match put {
+            Ok(done) => done.e_tag.map(Some).ok_or_else(|| {
+                ReplicaError::Url(format!(
+                    "{context}: the store gave no ETag, so it cannot hold a lease"
+                ))
+            }),
+            Err(object_store::Error::AlreadyExists { .. })
+            | Err(object_store::Error::Precondition { .. }) => Ok(None),
+            Err(e) => Err(store(context)(e)),
+        }
     }
 
     fn read(&self, file: &LtxFile) -> Result<Vec<u8>, ReplicaError> {

@@ -266,6 +266,16 @@ mod tests {
         fn delete(&self, files: &[LtxFile]) -> Result<(), ReplicaError> {
             self.inner.delete(files)
         }
+        fn read_lease(&self) -> Result<Option<(Vec<u8>, String)>, ReplicaError> {
+            self.inner.read_lease()
+        }
+        fn write_lease(
+            &self,
+            bytes: Vec<u8>,
+            expected: Option<&str>,
+        ) -> Result<Option<String>, ReplicaError> {
+            self.inner.write_lease(bytes, expected)
+        }
     }
 
     #[test]
