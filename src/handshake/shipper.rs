@@ -54,7 +54,7 @@ impl ShipperGate {
     pub fn shipped(&self, epoch: u64, end: u64) {
         let mut state = self.0.lock();
         // An odd epoch is a checkpoint in progress: nothing read then counts.
-        if state.epoch == epoch && epoch % 2 == 0 {
+        if state.epoch == epoch && epoch.is_multiple_of(2) {
             state.shipped_end = end;
             state.replica_failing = false;
             self.0.release_commits(&mut state, epoch, end);
