@@ -52,6 +52,8 @@ pub const SSE_STALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// balancer moves traffic away before the listener closes.
 pub const DRAIN_GRACE_TEXT: &str = "5s";
 pub const DRAIN_GRACE: Duration = Duration::from_secs(5);
+/// How long a leader's lease on its replica lasts without renewal.
+pub const LEASE_TTL_TEXT: &str = "15s";
 /// How often a follower lists its replica for new files.
 pub const FOLLOW_INTERVAL_TEXT: &str = "1s";
 /// A follower whose view is older than this says 503 at `/readyz`.
@@ -113,6 +115,7 @@ mod tests {
         assert_eq!(row("--drain-grace"), DRAIN_GRACE_TEXT);
         assert_eq!(row("--follow-interval"), FOLLOW_INTERVAL_TEXT);
         assert_eq!(row("--max-lag"), MAX_LAG_TEXT);
+        assert_eq!(row("--lease-ttl"), LEASE_TTL_TEXT);
         assert_eq!(row("--request-timeout"), REQUEST_TIMEOUT_TEXT);
         assert_eq!(row("--ip-burst"), IP_BURST.to_string());
         assert_eq!(row("--buyer-rate"), BUYER_RATE.to_string());

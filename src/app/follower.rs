@@ -152,6 +152,7 @@ pub(super) fn build(
             redirect: follow.redirect,
             max_lag: follow.max_lag,
         })),
+        lease: None,
     });
     let (port, admin_port) = (listeners.port, listeners.admin_port);
     let server = listeners.serve(settings, state, workers)?;
@@ -174,6 +175,8 @@ pub(super) fn build(
         stuck_after: settings.writer_stuck_after,
         outbox: None,
         follow: Some(thread),
+        lease: None,
+        lease_lost: None,
     })
 }
 

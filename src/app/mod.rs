@@ -27,8 +27,10 @@ use crate::replicate::status::ReplicaStatus;
 use crate::store::{ReadPool, Store, StoreConfig, Synchronous, Writer, WriterThread};
 
 mod follower;
+mod lease;
 
 pub use follower::FollowSettings;
+pub use lease::HOLDER_FILE;
 
 pub const DB_FILE: &str = "dropd.db";
 
@@ -92,6 +94,8 @@ pub struct Settings {
     pub outbox: crate::outbox::OutboxConfig,
     /// `--follow`: serve a read-only copy of this replica instead of a database of its own.
     pub follow: Option<follower::FollowSettings>,
+    /// `--lease` with its `--lease-ttl`: lead the replica only while holding its lease.
+    pub lease: Option<Duration>,
 }
 
 impl Settings {
@@ -128,6 +132,7 @@ impl Settings {
             ack_after_replicated: false,
             outbox: crate::outbox::OutboxConfig::default(),
             follow: None,
+            lease: None,
         }
     }
 
@@ -156,6 +161,9 @@ pub struct Application {
     stuck_after: Duration,
     outbox: Option<crate::outbox::OutboxWorker>,
     follow: Option<follower::FollowThread>,
+    lease: Option<lease::Renewals>,
+    /// Set (with the reason) when another server took the lease: the stop is then an error.
+    lease_lost: Option<tokio::sync::watch::Receiver<Option<String>>>,
 }
 
 impl Application {
@@ -167,12 +175,25 @@ impl Application {
         // A database that does not exist yet next to a replica that holds one means a lost
         // machine not restored: shipping the new empty database would make it the replica's
         // latest state.
+        if settings.lease.is_some() && settings.replica.is_none() {
+            anyhow::bail!("--lease needs a replica to hold it in: give --replica or --config");
+        }
+        let mut held = None;
         let replica = match &settings.replica {
             Some(config) => {
                 let replica = config
                     .target
                     .open()
                     .with_context(|| format!("opening the replica {}", config.target))?;
+                if let Some(ttl) = settings.lease {
+                    held = Some(lease::take(
+                        &settings.data_dir,
+                        &settings.db_path(),
+                        &replica,
+                        &config.target.to_string(),
+                        ttl,
+                    )?);
+                }
                 if !settings.db_path().exists() {
                     refuse_unrestored(&*replica, &config.target, &settings.db_path())?;
                 }
@@ -238,11 +259,20 @@ impl Application {
             hub.preload(views);
         }
         let mut replica_status = None;
+        let lease_replica = replica.clone();
         let shipper = match (&settings.replica, handshake, replica) {
             (Some(config), Some(handshake), Some(replica)) => {
                 let gate = handshake.shipper;
                 let status = Arc::new(ReplicaStatus::new(config.target.to_string()));
                 replica_status = Some(status.clone());
+                // With a lease, the shipper uploads nothing once it is not held.
+                let replica: Arc<dyn crate::replicate::replica::Replica> = match &held {
+                    Some(lease) => Arc::new(crate::replicate::lease::Leased {
+                        inner: replica.clone(),
+                        lease: lease.clone(),
+                    }),
+                    None => replica.clone(),
+                };
                 let shipper = Shipper::new(
                     store.files.clone(),
                     replica,
@@ -313,9 +343,31 @@ impl Application {
             budgets: settings.request_budgets.clone(),
             ledger_keys: Arc::new(ledger_keys.public.clone()),
             follower: None,
+            lease: held.clone(),
         });
         let (port, admin_port) = (listeners.port, listeners.admin_port);
         let server = listeners.serve(settings, state, workers)?;
+        let (renewals, lease_lost) = match (held, lease_replica) {
+            (Some(lease), Some(replica)) => {
+                let (tell, lost) = tokio::sync::watch::channel(None::<String>);
+                let (server_handle, phase, events) =
+                    (server.handle(), lifecycle.clone(), hub.clone());
+                let mut watching = lost.clone();
+                // Deposed: stop answering at once, then stop as on SIGTERM.
+                tokio::spawn(async move {
+                    if watching.wait_for(Option::is_some).await.is_ok() {
+                        phase.set_draining();
+                        events.close();
+                        server_handle.stop(true).await;
+                    }
+                });
+                let renewals = lease::Renewals::start(lease, replica, move |why| {
+                    let _ = tell.send(Some(why));
+                })?;
+                (Some(renewals), Some(lost))
+            }
+            _ => (None, None),
+        };
         lifecycle.set_ready();
         Ok(Self {
             port,
@@ -335,6 +387,8 @@ impl Application {
             stuck_after: settings.writer_stuck_after,
             outbox: Some(outbox),
             follow: None,
+            lease: renewals,
+            lease_lost,
         })
     }
 
@@ -418,6 +472,12 @@ impl Application {
         let thread = self.writer_thread;
         let shipper = self.shipper;
         let follow = self.follow;
+        let renewals = self.lease;
+        let lost = self
+            .lease_lost
+            .as_ref()
+            .and_then(|lost| lost.borrow().clone());
+        let release = lost.is_none();
         tokio::task::spawn_blocking(move || {
             if let Some(follow) = follow {
                 follow.stop();
@@ -431,9 +491,16 @@ impl Application {
                 gate.stop();
                 let _ = thread.join();
             }
+            // After the shipper's last sync: the next leader finds everything shipped.
+            if let Some(renewals) = renewals {
+                renewals.stop(release);
+            }
         })
         .await
         .context("waiting for the writer to stop")?;
+        if let Some(why) = lost {
+            anyhow::bail!("stopped: {why}");
+        }
         served.context("the HTTP server failed")
     }
 }
@@ -512,6 +579,7 @@ impl Listeners {
         let request_limits = web::Data::new(settings.request_limits);
         let server = HttpServer::new(move || {
             App::new()
+                .wrap(actix_web::middleware::from_fn(http::lease::route))
                 .wrap(actix_web::middleware::from_fn(limits::guard))
                 .wrap(actix_web::middleware::from_fn(http::follower::route))
                 .wrap(actix_web::middleware::from_fn(http::sides::route))

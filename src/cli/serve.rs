@@ -115,6 +115,17 @@ pub struct ServeArgs {
     #[arg(long, env = "DROPD_MAX_LAG", default_value = defaults::MAX_LAG_TEXT,
           value_parser = parse_positive)]
     pub max_lag: Duration,
+    /// Lead the replica only while holding its lease (`lease.json` beside the LTX files, taken
+    /// and renewed with conditional writes): a second server on the same replica refuses to
+    /// start, naming the holder; after the holder stops (or its lease expires) another may take
+    /// over, restoring from the replica first. Without renewals for most of --lease-ttl, writes
+    /// get 503 lease-expired until one succeeds.
+    #[arg(long, env = "DROPD_LEASE")]
+    pub lease: bool,
+    /// How long a lease lasts without renewal (renewed every quarter of it).
+    #[arg(long, env = "DROPD_LEASE_TTL", default_value = defaults::LEASE_TTL_TEXT,
+          value_parser = parse_lease_ttl)]
+    pub lease_ttl: Duration,
     /// `off` lifts the write limits below (benchmarks, or a proxy in front that limits).
     #[arg(long, env = "DROPD_RATE_LIMIT", value_enum, default_value_t = Switch::On)]
     pub rate_limit: Switch,
@@ -185,6 +196,14 @@ fn parse_positive(text: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(text).map_err(|e| format!("{text:?}: {e}"))?;
     if d.is_zero() {
         return Err("must be longer than zero".into());
+    }
+    Ok(d)
+}
+
+fn parse_lease_ttl(text: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(text).map_err(|e| format!("{text:?}: {e}"))?;
+    if d < Duration::from_secs(1) {
+        return Err("the lease must last at least 1s: it is renewed every quarter of it".into());
     }
     Ok(d)
 }
@@ -267,6 +286,7 @@ pub(super) fn settings(args: &ServeArgs) -> anyhow::Result<Settings> {
                 })
             })
             .transpose()?,
+        lease: args.lease.then_some(args.lease_ttl),
     })
 }
 

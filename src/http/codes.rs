@@ -82,6 +82,7 @@ codes! {
     TooManySubscribers = "too-many-subscribers", 503, "Too many live-stock streams";
     ReplicaUnavailable = "replica-unavailable", 503, "Not yet confirmed by the replica";
     NotLeader = "not-leader", 421, "Read-only follower";
+    LeaseExpired = "lease-expired", 503, "Leader lease not held";
     InsufficientStorage = "insufficient-storage", 507, "Disk full";
     StorageReplaced = "storage-replaced", 503, "Database files replaced";
     WebhookTargetRefused = "webhook-target-refused", 422, "Webhook target refused";

@@ -37,6 +37,10 @@ pub struct Readiness {
     /// behind it is (`behind_txids`, `behind_seconds`); null on a leader.
     #[schema(value_type = Option<Object>)]
     follower: Option<serde_json::Value>,
+    /// With `--lease`: `holder`, `state` (`held`, `expired`, `lost`), `valid_for_seconds`,
+    /// `ttl_seconds`, `error`; null without.
+    #[schema(value_type = Option<Object>)]
+    lease: Option<serde_json::Value>,
     /// Without a replica, null; else its `state` (`starting`, `ok`, `failing`), and for
     /// operators (admin listener, or an admin key) its URL, TXID, errors and counters.
     #[schema(value_type = Option<Object>)]
@@ -86,6 +90,17 @@ pub async fn readyz(
     if writer.disk_full {
         return unready("the disk is full: the last commit failed for want of space".into());
     }
+    let lease = state.lease.as_ref().map(|l| l.snapshot());
+    if let Some(lease) = lease.as_ref().filter(|l| l.state != "held") {
+        return Err(ApiError::new(
+            Code::Unavailable,
+            format!(
+                "the replica's lease is {}: writes are refused until it is held again",
+                lease.state
+            ),
+        )
+        .with_member("lease", serde_json::to_value(lease).unwrap_or_default()));
+    }
     let depth = writer.queue_depth.max(0) as usize;
     if depth * 10 >= writer.queue_size * crate::defaults::QUEUE_SATURATED_TENTHS {
         return unready(format!(
@@ -112,6 +127,7 @@ pub async fn readyz(
             queue_depth: writer.queue_depth,
         }),
         follower: None,
+        lease: lease.map(|l| serde_json::to_value(l).unwrap_or_default()),
         replica,
     }))
 }
@@ -146,6 +162,7 @@ fn follower_readiness(
         status: "ready",
         writer: None,
         follower: Some(serde_json::to_value(&snapshot).unwrap_or_default()),
+        lease: None,
         replica: None,
     }))
 }

@@ -165,6 +165,11 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
             metrics::gauge!("dropd_replica_last_sync_age_seconds").set(age.as_secs_f64());
         }
     }
+    if let Some(lease) = &state.lease {
+        let s = lease.snapshot();
+        metrics::gauge!("dropd_lease_held").set(if s.state == "held" { 1.0 } else { 0.0 });
+        metrics::gauge!("dropd_lease_valid_seconds").set(s.valid_for_seconds);
+    }
     if let Some(role) = &state.follower {
         let s = role.status.snapshot(std::time::SystemTime::now());
         metrics::gauge!("dropd_follower_txid").set(s.txid() as f64);

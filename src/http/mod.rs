@@ -11,6 +11,7 @@ pub mod extract;
 pub mod follower;
 mod health;
 mod holds;
+pub mod lease;
 mod ledger;
 pub mod limits;
 pub mod metrics;

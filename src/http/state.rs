@@ -50,6 +50,8 @@ pub struct AppState {
     pub ledger_keys: Arc<Vec<crate::auth::ledger_keys::PublicKey>>,
     /// `serve --follow`: a read-only follower of a replica, and where its writes go.
     pub follower: Option<Arc<crate::http::follower::FollowerRole>>,
+    /// `--lease`: writes are acknowledged only while the replica's lease is held.
+    pub lease: Option<Arc<crate::replicate::lease::Lease>>,
 }
 
 #[derive(Clone)]

@@ -22,6 +22,7 @@ mod hot_path;
 mod idempotency;
 mod io_error;
 mod large;
+mod lease;
 mod ledger;
 mod lifecycle;
 mod litestream;
