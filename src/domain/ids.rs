@@ -171,14 +171,28 @@ pub fn parse_box_id(text: &str) -> Result<String, String> {
 }
 
 impl OrderId {
-    pub fn generate() -> Self {
-        Self(format!("ord_{}", uuid::Uuid::now_v7().simple()))
+    /// `ord_[<box>_]<uuid v7>`: like a hold's, an order's id names the box that made it, so a
+    /// proxy can route `GET /v1/orders/{order}` to it.
+    pub fn generate(box_id: Option<&str>) -> Self {
+        match box_id {
+            Some(b) => Self(format!("ord_{b}_{}", uuid::Uuid::now_v7().simple())),
+            None => Self(format!("ord_{}", uuid::Uuid::now_v7().simple())),
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn order_ids_carry_the_box_that_made_them() {
+        assert!(OrderId::generate(Some("eu1"))
+            .as_str()
+            .starts_with("ord_eu1_"));
+        let plain = OrderId::generate(None);
+        assert_eq!(plain.as_str().len(), "ord_".len() + 32);
+    }
 
     #[test]
     fn drop_ids_are_url_safe_slugs() {

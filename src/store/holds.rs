@@ -442,7 +442,7 @@ pub(crate) fn confirm(
     let price = sku.price.clone();
     sku.set(sku.stock.confirm(hold.quantity));
     end_hold(conn, hold_seq, HoldState::Confirmed, batch.now)?;
-    let order_id = OrderId::generate();
+    let order_id = OrderId::generate(batch.box_id);
     conn.prepare_cached(INSERT_ORDER)?.execute(named_params! {
         ":id": order_id.as_str(), ":hold_seq": hold_seq, ":hold": hold.hold_id, ":drop": hold.drop_id, ":sku": hold.sku,
         ":buyer": buyer.as_str(), ":quantity": hold.quantity, ":unit": price.amount,

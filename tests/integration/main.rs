@@ -34,6 +34,7 @@ mod replay;
 mod replication;
 mod replication_outage;
 mod request_ids;
+mod scale;
 mod slow_clients;
 mod stampede;
 mod store_model;
