@@ -1,7 +1,7 @@
 # The commands people run. `make test` is what CI runs (through .ci/run).
 CARGO ?= cargo
 
-.PHONY: all build run demo test test-deps fmt lint check bench bench-deps bench-sse bench-replication torture clean
+.PHONY: all build run demo test test-deps fmt lint check bench bench-deps bench-sse bench-replication bench-scale torture clean
 
 all: build
 
@@ -76,6 +76,15 @@ bench-sse:
 # BENCH_ARGS="--rates 2000 --replication-duration 10s --restore-size 100MB" for a quick look.
 bench-replication: $(LITESTREAM)
 	$(CARGO) run --release -- bench --replication $(BENCH_ARGS)
+
+# Sharded behind HAProxy (docs/scale-out.md): two leaders and a follower each behind the real
+# HAProxy on loopback; a stampede on two drops with 2,000 watchers on the followers, checked
+# for routing and overselling, and the proxy hop's cost. Writes target/bench/scale.json.
+# BENCH_ARGS="--duration 3s" for a quick look.
+bench-scale: bench-deps
+	@command -v haproxy >/dev/null || { \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy; }
+	$(CARGO) run --release -- bench --scale $(BENCH_ARGS)
 
 # Fault injection, not part of `make test`: cycles of a stampede with an S3 replica, each with
 # a random mix of SIGKILL (also during the whole-database image at start), outside readers,

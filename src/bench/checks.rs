@@ -92,6 +92,31 @@ impl Admin {
         })
     }
 
+    /// `GET path` as JSON (with the admin key, which public routes ignore).
+    pub(super) fn get_json(&self, path: &str) -> anyhow::Result<serde_json::Value> {
+        let addr = loopback_addr(&self.base)?;
+        let (key, path) = (self.key.clone(), path.to_owned());
+        self.rt.block_on(async move {
+            let stream = tokio::net::TcpStream::connect(addr).await?;
+            let (mut sender, conn) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+            tokio::spawn(conn);
+            let req = hyper::Request::get(path.as_str())
+                .header("host", addr.to_string())
+                .header("authorization", format!("Bearer {key}"))
+                .body(http_body_util::Full::new(bytes::Bytes::new()))?;
+            let res = sender.send_request(req).await?;
+            let status = res.status().as_u16();
+            let body = http_body_util::BodyExt::collect(res.into_body())
+                .await?
+                .to_bytes();
+            if status != 200 {
+                bail!("GET {path} answered {status}");
+            }
+            Ok(serde_json::from_slice(&body)?)
+        })
+    }
+
     pub(super) fn create_drop(&self, id: &str, stock: i64) -> anyhow::Result<()> {
         let now = chrono::Utc::now();
         let spec = json!({

@@ -9,6 +9,7 @@ mod load;
 mod raw;
 mod replication;
 mod report;
+mod scale;
 mod server;
 mod sse;
 mod wrk;
@@ -101,6 +102,58 @@ pub struct BenchArgs {
     /// The real litestream binary to compare with.
     #[arg(long, default_value = "target/litestream-venv/bin/litestream")]
     pub litestream: PathBuf,
+    /// Sharded behind HAProxy instead: two leaders, a follower each, the proxy in front; a
+    /// stampede on two drops with --watchers on the followers, and the proxy hop's cost.
+    /// Writes target/bench/scale.json.
+    #[arg(long)]
+    pub scale: bool,
+    /// Units of each of the two --scale drops.
+    #[arg(long, default_value_t = 5_000)]
+    pub scale_stock: i64,
+    /// The HAProxy configuration --scale runs.
+    #[arg(long, default_value = "docs/scale-out/haproxy.cfg")]
+    pub haproxy_config: PathBuf,
+}
+
+fn sign_tokens(secret: &str, buyers: usize) -> anyhow::Result<Vec<HeaderValue>> {
+    let keys = TokenKeys::new(secret.as_bytes())?;
+    eprintln!("signing {buyers} buyer tokens...");
+    (0..buyers)
+        .map(|b| {
+            let token = keys.mint(
+                &BuyerId::parse(&format!("bench-{b}")).map_err(anyhow::Error::msg)?,
+                Duration::from_secs(6 * 3600),
+            )?;
+            Ok(HeaderValue::from_str(&format!("Bearer {token}"))?)
+        })
+        .collect()
+}
+
+fn run_scale(args: &BenchArgs, secret: &str) -> anyhow::Result<()> {
+    let report = scale::run(&scale::Options {
+        connections: args.connections,
+        duration: args.duration,
+        watchers: watchers_that_fit(args.watchers, args.connections),
+        stock: args.scale_stock,
+        config: args.haproxy_config.clone(),
+        tokens: sign_tokens(secret, args.buyers)?,
+        secret: secret.to_owned(),
+        run_id: format!("{:x}", rand::random::<u32>()),
+    })?;
+    println!("{}", scale::markdown(&report));
+    let out = args.out.with_file_name("scale.json");
+    if let Some(parent) = out.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(&out, serde_json::to_string_pretty(&report)?)?;
+    eprintln!("wrote {}", out.display());
+    if !report.problems.is_empty() {
+        bail!(
+            "the sharded setup broke a rule: {}",
+            report.problems.join("; ")
+        );
+    }
+    Ok(())
 }
 
 /// Watchers that fit under this process's open-file limit, leaving room for the rest.
@@ -145,6 +198,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     let dir = tempfile::tempdir().context("creating a temporary data directory")?;
     let own_secret = hex::encode(rand::random::<[u8; 32]>());
+    if args.scale {
+        return run_scale(&args, &own_secret);
+    }
     let (mut own, base, admin_key, secret) = match &args.url {
         Some(url) => {
             let admin = args
@@ -171,17 +227,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
     };
     let addr = loopback_addr(&base)?;
-    let keys = TokenKeys::new(secret.as_bytes())?;
-    eprintln!("signing {} buyer tokens...", args.buyers);
-    let tokens = (0..args.buyers)
-        .map(|b| {
-            let token = keys.mint(
-                &BuyerId::parse(&format!("bench-{b}")).map_err(anyhow::Error::msg)?,
-                Duration::from_secs(6 * 3600),
-            )?;
-            Ok(HeaderValue::from_str(&format!("Bearer {token}"))?)
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let tokens = sign_tokens(&secret, args.buyers)?;
     let run_id = format!("{:x}", rand::random::<u32>());
     let mut ctx = Arc::new(Ctx {
         addr,
