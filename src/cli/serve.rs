@@ -120,7 +120,7 @@ pub struct ServeArgs {
     /// start, naming the holder; after the holder stops (or its lease expires) another may take
     /// over, restoring from the replica first. Without renewals for most of --lease-ttl, writes
     /// get 503 lease-expired until one succeeds.
-    #[arg(long, env = "DROPD_LEASE")]
+    #[arg(long, env = "DROPD_LEASE", conflicts_with = "follow")]
     pub lease: bool,
     /// How long a lease lasts without renewal (renewed every quarter of it).
     #[arg(long, env = "DROPD_LEASE_TTL", default_value = defaults::LEASE_TTL_TEXT,
