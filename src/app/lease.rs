@@ -63,7 +63,7 @@ pub(super) fn take(
     replica: &Arc<dyn Replica>,
     url: &str,
     ttl: Duration,
-) -> anyhow::Result<Arc<Lease>> {
+) -> anyhow::Result<Held> {
     let holder = holder_id(data_dir)?;
     // On its own thread: the S3 client blocks on its own runtime, never inside actix's.
     let (lease, taken) = std::thread::scope(|scope| {
@@ -74,6 +74,12 @@ pub(super) fn take(
     .map_err(|_| anyhow::anyhow!("taking the lease panicked"))?
     .with_context(|| format!("taking the lease on {url}"))?;
     tracing::info!(holder = lease.holder(), taken = ?taken, "the replica's lease is held");
+    // Renewed from now on: a restore longer than the lease must not let it lapse, nor let a
+    // third server take it while this one restores.
+    let (tell, lost) = tokio::sync::watch::channel(None::<String>);
+    let renewals = Renewals::start(lease.clone(), replica.clone(), move |why| {
+        let _ = tell.send(Some(why));
+    })?;
     let restore_needed = match &taken {
         Taken::TakenOver { from } => {
             if let Some(aside) = set_aside(db)? {
@@ -110,7 +116,18 @@ pub(super) fn take(
             );
         }
     }
-    Ok(lease)
+    Ok(Held {
+        lease,
+        renewals,
+        lost,
+    })
+}
+
+/// A lease taken and being renewed; `lost` says why once another server took it.
+pub(super) struct Held {
+    pub lease: Arc<Lease>,
+    pub renewals: Renewals,
+    pub lost: tokio::sync::watch::Receiver<Option<String>>,
 }
 
 /// The running `lease` thread.

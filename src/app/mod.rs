@@ -1,33 +1,34 @@
 //! Wiring: opens the store, starts the writer and the HTTP server on a listener it binds itself
 //! (so tests can ask for port 0), and runs the shutdown order.
 
-use std::net::TcpListener;
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::dev::{Server, ServerHandle};
-use actix_web::middleware::ErrorHandlers;
-use actix_web::{web, App, HttpServer};
+use actix_web::dev::Server;
+use actix_web::web;
 use anyhow::Context;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use crate::auth::{self, TokenKeys, TokenPolicy};
 use crate::defaults;
 use crate::domain::Clock;
-use crate::events::{Hub, HubConfig};
+use crate::events::Hub;
 use crate::handshake::{Handshake, ShipperGate};
 use crate::http::admission::AdmissionConfig;
-use crate::http::limits::{self, RequestLimits};
+use crate::http::limits::RequestLimits;
 use crate::http::state::{AppState, Lifecycle};
-use crate::http::{self, problem};
 use crate::replicate::config::ReplicationConfig;
 use crate::replicate::shipper::Shipper;
 use crate::replicate::status::ReplicaStatus;
 use crate::store::{ReadPool, Store, StoreConfig, Synchronous, Writer, WriterThread};
 
 mod follower;
+mod handle;
 mod lease;
+mod parts;
+
+pub use handle::AppHandle;
+use parts::{common_parts, metrics_handle, Listeners};
 
 pub use follower::FollowSettings;
 pub use lease::HOLDER_FILE;
@@ -259,7 +260,6 @@ impl Application {
             hub.preload(views);
         }
         let mut replica_status = None;
-        let lease_replica = replica.clone();
         let shipper = match (&settings.replica, handshake, replica) {
             (Some(config), Some(handshake), Some(replica)) => {
                 let gate = handshake.shipper;
@@ -267,9 +267,9 @@ impl Application {
                 replica_status = Some(status.clone());
                 // With a lease, the shipper uploads nothing once it is not held.
                 let replica: Arc<dyn crate::replicate::replica::Replica> = match &held {
-                    Some(lease) => Arc::new(crate::replicate::lease::Leased {
+                    Some(held) => Arc::new(crate::replicate::lease::Leased {
                         inner: replica.clone(),
-                        lease: lease.clone(),
+                        lease: held.lease.clone(),
                     }),
                     None => replica.clone(),
                 };
@@ -343,13 +343,12 @@ impl Application {
             budgets: settings.request_budgets.clone(),
             ledger_keys: Arc::new(ledger_keys.public.clone()),
             follower: None,
-            lease: held.clone(),
+            lease: held.as_ref().map(|h| h.lease.clone()),
         });
         let (port, admin_port) = (listeners.port, listeners.admin_port);
         let server = listeners.serve(settings, state, workers)?;
-        let (renewals, lease_lost) = match (held, lease_replica) {
-            (Some(lease), Some(replica)) => {
-                let (tell, lost) = tokio::sync::watch::channel(None::<String>);
+        let (renewals, lease_lost) = match held {
+            Some(lease::Held { renewals, lost, .. }) => {
                 let (server_handle, phase, events) =
                     (server.handle(), lifecycle.clone(), hub.clone());
                 let mut watching = lost.clone();
@@ -361,12 +360,9 @@ impl Application {
                         server_handle.stop(true).await;
                     }
                 });
-                let renewals = lease::Renewals::start(lease, replica, move |why| {
-                    let _ = tell.send(Some(why));
-                })?;
                 (Some(renewals), Some(lost))
             }
-            _ => (None, None),
+            None => (None, None),
         };
         lifecycle.set_ready();
         Ok(Self {
@@ -505,196 +501,6 @@ impl Application {
     }
 }
 
-/// What leaders and followers share: buyer-token keys, the HTTP worker count, the event hub.
-fn common_parts(
-    settings: &Settings,
-    clock: &Arc<dyn Clock>,
-) -> anyhow::Result<(TokenKeys, usize, Arc<Hub>)> {
-    std::fs::create_dir_all(&settings.data_dir).with_context(|| {
-        format!(
-            "creating the data directory {}",
-            settings.data_dir.display()
-        )
-    })?;
-    let secrets = auth::load_secrets(&settings.token_secrets, &settings.data_dir, true)?;
-    let tokens = TokenKeys::with_secrets(&secrets, settings.token_policy.clone())
-        .context("loading the buyer-token secrets")?;
-    let workers = settings
-        .workers
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
-    let hub = Hub::new(
-        HubConfig {
-            max_subscribers: settings.max_subscribers,
-            cpu_budget: settings.sse_cpu_budget,
-            // The benchmark opens thousands of streams from one address.
-            streams_per_ip: settings
-                .admission
-                .enabled
-                .then_some(settings.streams_per_ip),
-            ..HubConfig::default()
-        },
-        clock.clone(),
-    );
-    Ok((tokens, workers, hub))
-}
-
-/// The sockets, bound before anything answers on them (tests ask for port 0).
-struct Listeners {
-    public: TcpListener,
-    port: u16,
-    admin: Option<TcpListener>,
-    admin_port: Option<u16>,
-}
-
-impl Listeners {
-    fn bind(settings: &Settings) -> anyhow::Result<Self> {
-        let public = TcpListener::bind(&settings.listen)
-            .with_context(|| format!("binding {}", settings.listen))?;
-        let port = public.local_addr()?.port();
-        let admin = settings
-            .admin_listen
-            .as_ref()
-            .map(|addr| {
-                TcpListener::bind(addr).with_context(|| format!("binding --admin-listen {addr}"))
-            })
-            .transpose()?;
-        let admin_port = admin
-            .as_ref()
-            .map(|l| l.local_addr().map(|a| a.port()))
-            .transpose()?;
-        Ok(Self {
-            public,
-            port,
-            admin,
-            admin_port,
-        })
-    }
-
-    fn serve(
-        self,
-        settings: &Settings,
-        state: web::Data<AppState>,
-        workers: usize,
-    ) -> anyhow::Result<Server> {
-        let request_limits = web::Data::new(settings.request_limits);
-        let server = HttpServer::new(move || {
-            App::new()
-                .wrap(actix_web::middleware::from_fn(http::lease::route))
-                .wrap(actix_web::middleware::from_fn(limits::guard))
-                .wrap(actix_web::middleware::from_fn(http::follower::route))
-                .wrap(actix_web::middleware::from_fn(http::sides::route))
-                .wrap(ErrorHandlers::new().default_handler(problem::ensure_problem))
-                // Outermost: every answer, the framework's own included, gets its id.
-                .wrap(actix_web::middleware::from_fn(http::request_id::trace))
-                .app_data(state.clone())
-                .app_data(request_limits.clone())
-                .configure(http::configure)
-        })
-        .workers(workers)
-        .client_request_timeout(settings.request_limits.timeout)
-        .max_connections(settings.max_connections.div_ceil(workers).max(1))
-        .backlog(4096)
-        .disable_signals()
-        .shutdown_timeout(10)
-        .listen(self.public)?;
-        // One server on both sockets: which routes answer is decided by the socket a request
-        // came in on (see `http::Side`).
-        let server = match self.admin {
-            Some(admin) => server.listen(admin)?,
-            None => server,
-        };
-        Ok(server.run())
-    }
-}
-
-/// Stops a running application from elsewhere (signals, tests).
-#[derive(Clone)]
-pub struct AppHandle {
-    server: ServerHandle,
-    lifecycle: Lifecycle,
-    hub: Arc<Hub>,
-    drain_grace: Duration,
-    writer: Writer,
-    stuck_after: Duration,
-    /// A follower's progress is its follow thread's, not a writer's.
-    follow_alive: Option<Arc<std::sync::atomic::AtomicBool>>,
-}
-
-impl AppHandle {
-    /// Calls `ping` every `every` while the writer makes progress, and stops calling it while
-    /// the writer is stuck, so a supervisor that expects pings (systemd's watchdog) restarts a
-    /// process whose writer hung.
-    pub fn feed_watchdog(&self, every: Duration, ping: impl Fn() + Send + 'static) {
-        let writer = self.writer.clone();
-        let (stuck_after, lifecycle) = (self.stuck_after, self.lifecycle.clone());
-        let follow_alive = self.follow_alive.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            loop {
-                tick.tick().await;
-                if lifecycle.phase() == "stopped" {
-                    break;
-                }
-                if let Some(alive) = &follow_alive {
-                    if alive.load(std::sync::atomic::Ordering::Relaxed) {
-                        ping();
-                    } else {
-                        tracing::error!("the follow thread stopped: not feeding the watchdog");
-                    }
-                    continue;
-                }
-                if writer.is_running() && writer.stats().quiet_for < stuck_after {
-                    ping();
-                } else {
-                    tracing::error!(
-                        quiet_ms = writer.stats().quiet_for.as_millis() as u64,
-                        "the store writer makes no progress: not feeding the watchdog"
-                    );
-                }
-            }
-        });
-    }
-    /// Graceful: readiness goes false, new connections stop, in-flight requests finish.
-    pub async fn stop(&self) {
-        self.lifecycle.set_draining();
-        // Event streams never finish on their own: end them first, or the graceful stop would
-        // wait its whole timeout for them.
-        self.hub.close();
-        self.server.stop(true).await;
-    }
-
-    /// Stops on SIGTERM or SIGINT: `/readyz` says 503 at once while requests are still
-    /// served for the drain grace (a load balancer moves traffic away meanwhile; a second
-    /// signal cuts it short), then gracefully as `stop`.
-    pub fn stop_on_signals(&self) -> anyhow::Result<()> {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
-        let mut int = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
-        let handle = self.clone();
-        actix_web::rt::spawn(async move {
-            let name = tokio::select! {
-                _ = term.recv() => "SIGTERM",
-                _ = int.recv() => "SIGINT",
-            };
-            handle.lifecycle.set_draining();
-            let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
-            tracing::info!(
-                signal = name,
-                grace_ms = handle.drain_grace.as_millis() as u64,
-                "stopping: not ready, still serving for the drain grace; then the requests in \
-                 flight, then the writer"
-            );
-            tokio::select! {
-                _ = tokio::time::sleep(handle.drain_grace) => {}
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-            handle.stop().await;
-        });
-        Ok(())
-    }
-}
-
 fn refuse_unrestored(
     replica: &dyn crate::replicate::replica::Replica,
     target: &crate::replicate::replica::ReplicaTarget,
@@ -720,34 +526,6 @@ fn refuse_unrestored(
         );
     }
     Ok(())
-}
-
-/// One Prometheus recorder per process (tests build many applications in one process).
-fn metrics_handle() -> Option<PrometheusHandle> {
-    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            let builder = PrometheusBuilder::new().set_buckets_for_metric(
-                metrics_exporter_prometheus::Matcher::Full(
-                    "dropd_http_request_duration_seconds".into(),
-                ),
-                http::metrics::DURATION_BUCKETS,
-            );
-            let builder = builder.and_then(|b| {
-                b.set_buckets_for_metric(
-                    metrics_exporter_prometheus::Matcher::Full("dropd_http_sql_seconds".into()),
-                    http::metrics::SQL_BUCKETS,
-                )
-            });
-            match builder.and_then(|b| b.install_recorder()) {
-                Ok(handle) => Some(handle),
-                Err(err) => {
-                    tracing::warn!(error = %err, "metrics are disabled");
-                    None
-                }
-            }
-        })
-        .clone()
 }
 
 /// How long `dropd token` tokens last unless told.

@@ -146,7 +146,8 @@ fn follower_readiness(
         return Err(ApiError::new(
             Code::Unavailable,
             format!(
-                "the follower is {:.1} s behind its replica, more than --max-lag {} s; it                  serves TXID {} of {}{why}",
+                "the follower is {:.1} s behind its replica, more than --max-lag {} s; it \
+                 serves TXID {} of {}{why}",
                 snapshot.behind_seconds,
                 role.max_lag.as_secs_f64(),
                 snapshot.txid,

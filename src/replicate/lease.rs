@@ -207,10 +207,17 @@ impl Lease {
         let started = (Instant::now(), now_ms());
         let result = (|| {
             let bytes = self.record(started.1)?;
-            match replica.write_lease(bytes, Some(&version))? {
+            match replica.write_lease(bytes.clone(), Some(&version))? {
                 Some(version) => Ok(version),
                 None => {
                     let current = replica.read_lease()?;
+                    // A renewal the store applied but whose answer was lost leaves our own
+                    // bytes under a version we never heard of: it is ours.
+                    if let Some((written, version)) = &current {
+                        if *written == bytes {
+                            return Ok(version.clone());
+                        }
+                    }
                     let record = match current {
                         Some((bytes, _)) => Self::parse(&bytes)?,
                         None => Record {
