@@ -1,6 +1,7 @@
 -- The schema as the migrations in src/store/migrations/ leave it (a test checks they agree).
 -- Times are Unix milliseconds (UTC). Money is integer minor units plus an ISO 4217 code.
 
+-- `mode`: `fcfs`, or `queue` (see the queue tables below).
 -- `revision` grows only with admin edits of a drop's settings, never with a sale (`If-Match`);
 -- it was added by ALTER TABLE, which is why it is spelled as SQLite records it. `closed_at`: when
 -- the drop's close (by its schedule, committed by the writer, or by an admin) was committed.
@@ -18,7 +19,8 @@ CREATE TABLE drops (
     attempt_seq     INTEGER NOT NULL DEFAULT 0,
     -- grows with every committed change to the drop or its stock
     version         INTEGER NOT NULL DEFAULT 1,
-    created_at      INTEGER NOT NULL, revision INTEGER NOT NULL DEFAULT 1, closed_at INTEGER,
+    created_at      INTEGER NOT NULL, revision INTEGER NOT NULL DEFAULT 1, closed_at INTEGER, mode TEXT NOT NULL DEFAULT 'fcfs'
+    CHECK (mode = 'fcfs' OR mode = 'queue'),
     CHECK (ends_at > starts_at)
 ) STRICT;
 
@@ -206,4 +208,38 @@ CREATE TABLE ledger (
     entry    TEXT    NOT NULL,
     hash     BLOB    NOT NULL, key_id TEXT, signature BLOB,
     PRIMARY KEY (drop_id, position)
+) STRICT, WITHOUT ROWID;
+
+-- One row per queue drop. `seed` stays secret until `seeded_at` (the start, when the writer
+-- draws the pre-start joiners' places); its SHA-256 is in the ledger from the drop's creation.
+-- `joined` counts the entries, so a late arrival's place needs no scan.
+CREATE TABLE queues (
+    drop_id           TEXT    PRIMARY KEY REFERENCES drops (id),
+    seed              BLOB    NOT NULL,
+    admission_seconds INTEGER NOT NULL CHECK (admission_seconds > 0),
+    joined            INTEGER NOT NULL DEFAULT 0,
+    seeded_at         INTEGER
+) STRICT, WITHOUT ROWID;
+
+-- The serving number's history: from `at` it grows from `base` at `rate` per second unless
+-- `paused`. The first row is at the drop's start; each admin change of the rate appends one.
+CREATE TABLE queue_rates (
+    seq     INTEGER PRIMARY KEY,
+    drop_id TEXT    NOT NULL REFERENCES drops (id),
+    at      INTEGER NOT NULL,
+    base    INTEGER NOT NULL CHECK (base >= 0),
+    rate    INTEGER NOT NULL CHECK (rate >= 0),
+    paused  INTEGER NOT NULL CHECK (paused = 0 OR paused = 1)
+) STRICT;
+
+CREATE INDEX queue_rates_by_drop ON queue_rates (drop_id, seq);
+
+-- A buyer's one place in a drop's queue: NULL until the start draws it for those who joined
+-- before; a later arrival gets the next place when they join.
+CREATE TABLE queue_entries (
+    drop_id   TEXT    NOT NULL REFERENCES drops (id),
+    buyer     TEXT    NOT NULL,
+    joined_at INTEGER NOT NULL,
+    place     INTEGER,
+    PRIMARY KEY (drop_id, buyer)
 ) STRICT, WITHOUT ROWID;

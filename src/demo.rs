@@ -47,6 +47,9 @@ pub async fn ensure(
             sku("TEE-M", "Tee, size M", 3_500, 100),
             sku("TEE-L", "Tee, size L", 3_500, 50),
         ],
+        mode: Default::default(),
+        admission_rate: None,
+        admission_seconds: None,
     };
     match app
         .writer()

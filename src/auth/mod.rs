@@ -1,6 +1,7 @@
 //! Who may call: buyer tokens (HS256 JWTs, `tokens`), verified once per token per worker
 //! thread, and admin keys (random, stored as SHA-256).
 
+pub mod admission;
 pub mod ledger_keys;
 mod tokens;
 

@@ -105,6 +105,8 @@ pub struct TokenKeys {
     /// Tells these keys' cached verdicts from others' (tests run several servers in one
     /// process).
     pub(super) id: u64,
+    /// Signs and checks queue admissions with keys derived from the same secrets.
+    pub admissions: super::admission::AdmissionKeys,
 }
 
 /// A secret's public name: the start of its SHA-256, which says nothing about the secret.
@@ -157,6 +159,7 @@ impl TokenKeys {
             validation,
             policy,
             id: rand::random(),
+            admissions: super::admission::AdmissionKeys::from_secrets(secrets),
         })
     }
 

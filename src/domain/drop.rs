@@ -172,6 +172,7 @@ pub mod rules {
     use std::collections::HashSet;
 
     use crate::domain::inventory::MAX_STOCK;
+    use crate::domain::queue::{Mode, MAX_ADMISSION_RATE};
     use crate::domain::views::{DropPatch, NewDrop};
     use crate::domain::{Currency, DropId, Refusal, SkuCode};
 
@@ -229,6 +230,7 @@ pub mod rules {
         }
         check_limit(spec.per_buyer_limit)?;
         check_hold_seconds(spec.hold_seconds)?;
+        check_queue(spec)?;
         if spec.skus.is_empty() || spec.skus.len() > MAX_SKUS {
             return Err(Refusal::invalid(format!(
                 "a drop needs between 1 and {MAX_SKUS} skus"
@@ -267,6 +269,46 @@ pub mod rules {
         }
         for price in patch.prices.iter().flatten() {
             check_price(&price.sku, price.price.amount, &price.price.currency)?;
+        }
+        if let Some(rate) = patch.admission_rate {
+            check_rate(rate, 0)?;
+        }
+        Ok(())
+    }
+
+    fn check_rate(rate: i64, least: i64) -> Result<(), Refusal> {
+        if !(least..=MAX_ADMISSION_RATE).contains(&rate) {
+            return Err(Refusal::invalid(format!(
+                "admission_rate must be between {least} and {MAX_ADMISSION_RATE} buyers per second"
+            )));
+        }
+        Ok(())
+    }
+
+    fn check_queue(spec: &NewDrop) -> Result<(), Refusal> {
+        match spec.mode {
+            Mode::Fcfs => {
+                if spec.admission_rate.is_some() || spec.admission_seconds.is_some() {
+                    return Err(Refusal::invalid(
+                        "admission_rate and admission_seconds apply to queue drops (mode: queue)",
+                    ));
+                }
+            }
+            Mode::Queue => {
+                let Some(rate) = spec.admission_rate else {
+                    return Err(Refusal::invalid(
+                        "a queue drop needs admission_rate (buyers admitted per second)",
+                    ));
+                };
+                check_rate(rate, 1)?;
+                if let Some(seconds) = spec.admission_seconds {
+                    if !(30..=3600).contains(&seconds) {
+                        return Err(Refusal::invalid(
+                            "admission_seconds must be between 30 and 3600",
+                        ));
+                    }
+                }
+            }
         }
         Ok(())
     }

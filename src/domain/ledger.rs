@@ -74,6 +74,24 @@ pub enum Event {
     Edit {
         changes: Value,
     },
+    /// A queue opened for joining: the SHA-256 of the seed that will order it.
+    Queue {
+        commitment: String,
+        admission_rate: i64,
+        admission_seconds: i64,
+    },
+    /// A buyer joined the queue (their salted name, as in attempts).
+    Join {
+        buyer: String,
+        /// Their place, for a buyer who joined after the draw.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        place: Option<i64>,
+    },
+    /// The start drew the places of everyone who joined before it with this seed.
+    Seeded {
+        seed: String,
+        joined: i64,
+    },
 }
 
 impl Event {
@@ -88,6 +106,9 @@ impl Event {
             Event::Confirmation { .. } => "confirmation",
             Event::Restock { .. } => "restock",
             Event::Edit { .. } => "edit",
+            Event::Queue { .. } => "queue",
+            Event::Join { .. } => "join",
+            Event::Seeded { .. } => "seeded",
         }
     }
 }
@@ -188,7 +209,10 @@ pub fn canonical_entry(entry: &Entry) -> Vec<u8> {
         Event::Created { .. }
         | Event::Closed { .. }
         | Event::Restock { .. }
-        | Event::Edit { .. } => {
+        | Event::Edit { .. }
+        | Event::Queue { .. }
+        | Event::Join { .. }
+        | Event::Seeded { .. } => {
             return canonical(entry);
         }
     }

@@ -9,6 +9,7 @@ pub mod inventory;
 pub mod ledger;
 pub mod money;
 pub mod outbox;
+pub mod queue;
 pub mod refusal;
 pub mod replay;
 pub mod views;

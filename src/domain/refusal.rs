@@ -49,6 +49,14 @@ pub enum Refusal {
     InvalidTransition { from: String, to: String },
     #[error("the drop's settings are at revision {current}, not {expected}: read the drop again and reapply your change")]
     StaleRevision { expected: i64, current: i64 },
+    #[error("drop {drop_id} is first come, first served: it has no queue")]
+    NoQueue { drop_id: String },
+    #[error("the queue of drop {drop_id} is closed: the drop is {state}")]
+    QueueClosed { drop_id: String, state: String },
+    #[error("drop {drop_id} admits buyers from its queue: join it (POST /v1/drops/{drop_id}/queue) and send the admission token you get when your place is served in the Dropd-Admission header")]
+    NotAdmitted { drop_id: String },
+    #[error("your admission to drop {drop_id} expired at {expired_at}")]
+    AdmissionExpired { drop_id: String, expired_at: String },
 }
 
 impl Refusal {
@@ -68,6 +76,10 @@ impl Refusal {
             Refusal::StockBelowCommitted { .. } => "stock-below-committed",
             Refusal::InvalidTransition { .. } => "invalid-state-transition",
             Refusal::StaleRevision { .. } => "stale-revision",
+            Refusal::NoQueue { .. } => "no-queue",
+            Refusal::QueueClosed { .. } => "queue-closed",
+            Refusal::NotAdmitted { .. } => "not-admitted",
+            Refusal::AdmissionExpired { .. } => "admission-expired",
         }
     }
 
@@ -83,6 +95,8 @@ impl Refusal {
                 | Refusal::UnknownSku { .. }
                 | Refusal::NotFound { .. }
                 | Refusal::DropNotLive { .. }
+                | Refusal::NotAdmitted { .. }
+                | Refusal::AdmissionExpired { .. }
         )
     }
 

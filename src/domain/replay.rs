@@ -91,6 +91,9 @@ pub struct Replay {
     watch: Option<String>,
     report: Report,
     next_position: i64,
+    /// A queue drop's published commitment, and who joined before its draw.
+    queue: Option<String>,
+    early_joins: i64,
 }
 
 /// A time as the writer compares it, in whole milliseconds (ledgers written before the store
@@ -173,6 +176,8 @@ impl Replay {
             },
             watch,
             next_position: first.position + 1,
+            queue: None,
+            early_joins: 0,
         };
         replay.report.entries = 1;
         Ok(replay)
@@ -253,6 +258,24 @@ impl Replay {
                 }
             }
             Event::Edit { changes } => self.edit(position, now, changes),
+            Event::Queue { commitment, .. } => self.queue = Some(commitment.clone()),
+            Event::Join { place, .. } => {
+                if place.is_none() {
+                    self.early_joins += 1;
+                }
+            }
+            Event::Seeded { seed, joined } => {
+                let revealed = hex::decode(seed).map(|s| crate::domain::queue::commitment(&s));
+                if self.queue.as_deref() != revealed.as_deref().ok() {
+                    self.mismatch(position, "the revealed seed does not match the commitment".into());
+                }
+                if *joined != self.early_joins {
+                    self.mismatch(
+                        position,
+                        format!("the draw ordered {joined} buyers, {} joined before it", self.early_joins),
+                    );
+                }
+            }
             Event::Closed { .. } => {
                 if self.schedule.state_at(now) != DropState::Closed {
                     self.mismatch(position, "closed before its ends_at".into());

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::domain::clock::serde_rfc3339;
+use crate::domain::queue::{Admission, Mode};
 use crate::domain::{DropState, Money};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -40,6 +41,18 @@ pub struct NewDrop {
     pub hold_seconds: i64,
     #[schema(min_items = 1, max_items = 200)]
     pub skus: Vec<NewSku>,
+    /// `fcfs` (the default): first come, first served. `queue`: buyers join before the start,
+    /// are ordered by a seeded draw at the start and admitted at `admission_rate` per second.
+    #[serde(default)]
+    pub mode: Mode,
+    /// Buyers admitted per second (`queue` only, and required there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 100000)]
+    pub admission_rate: Option<i64>,
+    /// How long an admitted buyer may place holds (`queue` only; 300 unless given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 30, maximum = 3600)]
+    pub admission_seconds: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -66,6 +79,13 @@ pub struct DropPatch {
     pub state: Option<DropState>,
     /// New prices for some SKUs; an order takes its SKU's price at confirmation.
     pub prices: Option<Vec<SkuPricePatch>>,
+    /// A queue drop's admission rate from now on (buyers per second; 0 admits nobody).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 100000)]
+    pub admission_rate: Option<i64>,
+    /// Pauses (`true`) or resumes a queue drop's admission; the serving number stays put.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admission_paused: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -100,6 +120,36 @@ pub struct DropView {
     /// `If-Match` is checked against.
     pub revision: i64,
     pub skus: Vec<SkuView>,
+    pub mode: Mode,
+    /// A queue drop's queue (absent for `fcfs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<QueueView>,
+}
+
+/// A queue drop's public queue: its commitment from the start, its seed once drawn, and what
+/// the serving number follows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[schema(as = Queue)]
+pub struct QueueView {
+    /// Buyers admitted per second.
+    pub admission_rate: i64,
+    pub admission_paused: bool,
+    /// How long an admitted buyer may place holds.
+    pub admission_seconds: i64,
+    /// Buyers in the queue.
+    pub joined: i64,
+    /// SHA-256 (hex) of the seed, published when the queue opened.
+    pub commitment: String,
+    /// The seed (hex), revealed when the places were drawn at the start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_rfc3339")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub seeded_at: Option<DateTime<Utc>>,
+    /// The serving number's history (see `domain::queue::Admission`); not part of the API.
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub admission: Admission,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

@@ -71,6 +71,8 @@ pub(super) struct EntryState {
     /// The head at the close went out (it is sent at once; later ones, of orders confirmed
     /// after the close, keep the second's spacing).
     pub close_head_sent: bool,
+    /// When a queue drop's serving number last went out (a `queue` message once a second).
+    pub queue_sent: Option<std::time::Instant>,
 }
 
 pub(super) struct Entry {
@@ -91,6 +93,7 @@ impl Entry {
                 head_news: false,
                 head_sent: None,
                 close_head_sent: false,
+                queue_sent: None,
             }),
             subscribers: Subscribers::default(),
         })

@@ -115,6 +115,8 @@ pub(crate) mod tests {
                 held: 100 - available,
                 sold: 0,
             }],
+            mode: Default::default(),
+            queue: None,
         }
     }
 

@@ -195,12 +195,13 @@ impl Hub {
                 } else {
                     None
                 };
-                (message, st.current.snapshot.clone(), version, head)
+                let queue = queue_message(&mut st, version, now);
+                (message, st.current.snapshot.clone(), version, head.into_iter().chain(queue))
             };
-            for message in message.iter().chain(head.iter()) {
+            for message in message.into_iter().chain(head) {
                 let outcome = self
                     .fanout
-                    .send(&entry.subscribers, message, &snapshot, version);
+                    .send(&entry.subscribers, &message, &snapshot, version);
                 sent += outcome.queued;
                 self.stats
                     .lagged
@@ -285,6 +286,35 @@ impl CommitListener for Hub {
             }
         }
     }
+}
+
+/// A queue drop's serving number, rate and queue length, once a second while it is not
+/// closed: every page works out its own position and wait from it, without a message of its
+/// own. Its id is the drop's version, as for every message of the stream.
+fn queue_message(
+    st: &mut super::cache::EntryState,
+    version: i64,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Option<bytes::Bytes> {
+    let queue = st.current.view.queue.as_ref()?;
+    if st.current.view.state == DropState::Closed
+        || st
+            .queue_sent
+            .is_some_and(|at| at.elapsed() < std::time::Duration::from_secs(1))
+    {
+        return None;
+    }
+    st.queue_sent = Some(Instant::now());
+    let data = serde_json::json!({
+        "drop_id": st.current.view.id,
+        "serving": queue.admission.serving_at(now.timestamp_millis()),
+        "admission_rate": queue.admission_rate,
+        "admission_paused": queue.admission_paused,
+        "joined": queue.joined,
+        "seeded": queue.seeded_at.is_some(),
+        "at": crate::domain::clock::rfc3339(now),
+    });
+    Some(super::sse::event(version, "queue", &data))
 }
 
 #[cfg(test)]

@@ -86,6 +86,10 @@ codes! {
     InsufficientStorage = "insufficient-storage", 507, "Disk full";
     StorageReplaced = "storage-replaced", 503, "Database files replaced";
     WebhookTargetRefused = "webhook-target-refused", 422, "Webhook target refused";
+    NoQueue = "no-queue", 409, "Drop has no queue";
+    QueueClosed = "queue-closed", 409, "Queue closed";
+    NotAdmitted = "not-admitted", 403, "Not admitted from the queue";
+    AdmissionExpired = "admission-expired", 410, "Admission expired";
     Internal = "internal", 500, "Internal Server Error";
 }
 
@@ -115,6 +119,10 @@ impl Code {
             Refusal::StockBelowCommitted { .. } => Code::StockBelowCommitted,
             Refusal::InvalidTransition { .. } => Code::InvalidStateTransition,
             Refusal::StaleRevision { .. } => Code::StaleRevision,
+            Refusal::NoQueue { .. } => Code::NoQueue,
+            Refusal::QueueClosed { .. } => Code::QueueClosed,
+            Refusal::NotAdmitted { .. } => Code::NotAdmitted,
+            Refusal::AdmissionExpired { .. } => Code::AdmissionExpired,
         }
     }
 }

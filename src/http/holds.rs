@@ -51,6 +51,17 @@ struct RetryKey {
     idempotency_key: String,
 }
 
+/// A queue drop's admission.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)] // read by `queue::admitted_until`; this names it for the document
+struct AdmissionParam {
+    /// On a queue drop: the token `GET /v1/drops/{drop}/queue` gives once the buyer's place
+    /// is served. Ignored on other drops.
+    #[param(rename = "Dropd-Admission")]
+    dropd_admission: Option<String>,
+}
+
 /// A hold as its attempt is answered: the hold, and the attempt's receipt (a refusal from the
 /// writer carries the same `receipt` member in its problem body).
 #[derive(utoipa::ToSchema)]
@@ -70,13 +81,17 @@ problems!(CreateHoldProblems: EVERY, SPLIT, ADMITTED, BUYER, IDEMPOTENT, BODY, W
     Code::DropNotLive,
     Code::UnknownSku,
     Code::ReplicaUnavailable,
+    Code::NotAdmitted,
+    Code::AdmissionExpired,
 ]);
 
-/// Hold units for the buyer: the first to reach the writer wins.
+/// Hold units for the buyer: the first to reach the writer wins. On a queue drop, only with
+/// the admission token (`Dropd-Admission`) the buyer's queue place earned.
 #[utoipa::path(post, path = "/v1/drops/{drop}/holds", tag = "buyers", security(("buyer" = [])),
     params(
         ("drop" = String, Path, description = "the drop's id"),
         RetryKey,
+        AdmissionParam,
     ),
     request_body = HoldRequest,
     responses(
@@ -86,6 +101,7 @@ problems!(CreateHoldProblems: EVERY, SPLIT, ADMITTED, BUYER, IDEMPOTENT, BODY, W
     ))]
 pub async fn create_hold(
     state: web::Data<AppState>,
+    http: HttpRequest,
     _: IpAdmitted,
     Buyer(buyer): Buyer,
     IdemKey(key): IdemKey,
@@ -133,11 +149,13 @@ pub async fn create_hold(
         buyer,
         key,
     };
+    let admitted_until = super::queue::admitted_until(&state, &http, &drop_id, &req.buyer)?;
     let body = body.into_inner();
     let cmd = PlaceHold {
         drop_id,
         sku: body.sku,
         quantity: body.quantity,
+        admitted_until,
     };
     let answer = match state.writer.place_hold(req, cmd).await {
         Err(StoreError::Overloaded) => {

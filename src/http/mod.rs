@@ -17,6 +17,7 @@ pub mod limits;
 pub mod metrics;
 pub mod openapi;
 mod orders;
+mod queue;
 mod pages;
 pub mod payments;
 pub mod problem;
@@ -73,6 +74,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .service(get("/v1/drops/{drop}/events", events::stream_drop_events))
             .service(get("/v1/drops/{drop}/ledger", ledger::export_ledger))
             .service(get("/v1/drops/{drop}/ledger/head", ledger::ledger_head))
+            .service(only(
+                at("/v1/drops/{drop}/queue")
+                    .route(web::post().to(queue::join_queue))
+                    .route(web::get().to(queue::get_queue))
+                    .route(web::head().to(queue::get_queue)),
+                "GET, HEAD, POST",
+            ))
             .service(get("/v1/keys", ledger::list_keys))
             .service(only(
                 at("/v1/holds/{hold}")

@@ -67,6 +67,12 @@ pub(crate) enum Command {
         hold_id: HoldId,
         reply: Reply<Result<HoldView, Refusal>>,
     },
+    /// A buyer joins a queue drop's queue (once; again answers their place).
+    JoinQueue {
+        buyer: BuyerId,
+        drop_id: DropId,
+        reply: Reply<Result<super::queue::QueueEntry, Refusal>>,
+    },
     CreateDrop {
         act: Acting,
         spec: NewDrop,
@@ -209,6 +215,15 @@ impl Command {
                     holds::release(c, batch, buyer, hold_id)
                 })?));
             }
+            Command::JoinQueue {
+                buyer,
+                drop_id,
+                reply,
+            } => {
+                reply.hold(Ok(decided(conn, |c| {
+                    super::queue::join(c, batch, buyer, drop_id)
+                })?));
+            }
             Command::RequestCheckout {
                 buyer,
                 hold_id,
@@ -280,6 +295,7 @@ impl Command {
             Command::ReleaseHold { reply, .. } | Command::RequestCheckout { reply, .. } => {
                 reply.send(failure)
             }
+            Command::JoinQueue { reply, .. } => reply.send(failure),
             Command::CreateDrop { reply, .. }
             | Command::UpdateDrop { reply, .. }
             | Command::AdjustStock { reply, .. } => reply.send(failure),

@@ -4,6 +4,7 @@
 use rusqlite::{named_params, Connection, OptionalExtension};
 
 use crate::domain::clock::from_millis;
+use crate::domain::queue::Mode;
 use crate::domain::{Currency, DropId, DropSchedule, Money, OverrideState, SkuStock};
 
 /// What the writer needs to judge an attempt on a drop.
@@ -12,9 +13,11 @@ pub(crate) struct DropRules {
     pub schedule: DropSchedule,
     pub per_buyer_limit: i64,
     pub hold_seconds: i64,
+    pub mode: Mode,
 }
 
-const RULES: &str = "SELECT starts_at, ends_at, override_state, per_buyer_limit, hold_seconds
+const RULES: &str = "SELECT starts_at, ends_at, override_state, per_buyer_limit, hold_seconds,
+                            mode
                      FROM drops WHERE id = :id";
 
 pub(crate) fn load_rules(
@@ -34,6 +37,7 @@ pub(crate) fn load_rules(
                 },
                 per_buyer_limit: r.get(3)?,
                 hold_seconds: r.get(4)?,
+                mode: Mode::parse(&r.get::<_, String>(5)?).unwrap_or_default(),
             })
         })
         .optional()

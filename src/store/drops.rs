@@ -5,6 +5,7 @@ use rusqlite::{named_params, Connection, OptionalExtension, Row};
 
 use crate::domain::clock::from_millis;
 use crate::domain::drop::rules;
+use crate::domain::queue::Mode;
 use crate::domain::views::{DropPatch, DropView, NewDrop, SkuView};
 use crate::domain::{
     Currency, DropId, DropSchedule, DropState, Money, OverrideState, Refusal, SkuStock,
@@ -20,10 +21,10 @@ use super::tx::Outcome;
 use super::StoreError;
 
 const VIEW: &str = "SELECT id, name, description, starts_at, ends_at, per_buyer_limit,
-                           hold_seconds, override_state, version, revision
+                           hold_seconds, override_state, version, revision, mode
                     FROM drops WHERE id = :id";
 const LIST: &str = "SELECT id, name, description, starts_at, ends_at, per_buyer_limit,
-                           hold_seconds, override_state, version, revision
+                           hold_seconds, override_state, version, revision, mode
                     FROM drops ORDER BY starts_at, id";
 const SKUS: &str = "SELECT sku, name, price_amount, currency, stock_total, held, sold
                     FROM skus WHERE drop_id = :drop ORDER BY position";
@@ -49,6 +50,8 @@ fn drop_from_row(r: &Row<'_>, now: DateTime<Utc>) -> rusqlite::Result<DropView> 
         version: r.get(8)?,
         revision: r.get(9)?,
         skus: Vec::new(),
+        mode: Mode::parse(&r.get::<_, String>(10)?).unwrap_or_default(),
+        queue: None,
     })
 }
 
@@ -74,6 +77,9 @@ fn load_skus(conn: &Connection, view: &mut DropView) -> rusqlite::Result<()> {
         })
     })?;
     view.skus = rows.collect::<Result<_, _>>()?;
+    if view.mode == Mode::Queue {
+        view.queue = super::queue::view(conn, &view.id)?;
+    }
     Ok(())
 }
 
@@ -105,9 +111,9 @@ pub fn list_views(conn: &Connection, now: DateTime<Utc>) -> Result<Vec<DropView>
 }
 
 const INSERT_DROP: &str = "INSERT INTO drops (id, name, description, starts_at, ends_at,
-                               per_buyer_limit, hold_seconds, created_at)
+                               per_buyer_limit, hold_seconds, created_at, mode)
                            VALUES (:id, :name, :description, :starts_at, :ends_at,
-                               :limit, :hold_seconds, :now)";
+                               :limit, :hold_seconds, :now, :mode)";
 const INSERT_SKU: &str = "INSERT INTO skus (drop_id, sku, name, price_amount, currency, position,
                               stock_total)
                           VALUES (:drop, :sku, :name, :amount, :currency, :position, :stock)";
@@ -133,7 +139,7 @@ pub(crate) fn create(
         ":id": spec.id, ":name": spec.name, ":description": spec.description,
         ":starts_at": spec.starts_at.timestamp_millis(), ":ends_at": spec.ends_at.timestamp_millis(),
         ":limit": spec.per_buyer_limit, ":hold_seconds": spec.hold_seconds,
-        ":now": batch.now.timestamp_millis(),
+        ":now": batch.now.timestamp_millis(), ":mode": spec.mode.as_str(),
     })?;
     for (position, sku) in spec.skus.iter().enumerate() {
         conn.prepare_cached(INSERT_SKU)?.execute(named_params! {
@@ -160,6 +166,17 @@ pub(crate) fn create(
             hold_seconds: Some(spec.hold_seconds),
         },
     );
+    if let (Mode::Queue, Some(rate)) = (spec.mode, spec.admission_rate) {
+        super::queue::open(
+            conn,
+            batch,
+            &DropId::from_trusted(spec.id.clone()),
+            stored(spec.starts_at),
+            rate,
+            spec.admission_seconds
+                .unwrap_or(super::queue::ADMISSION_SECONDS),
+        )?;
+    }
     view_after_change(conn, batch, &spec.id)
 }
 
@@ -233,6 +250,23 @@ pub(crate) fn update(
     if ends_at <= starts_at {
         return Err(Refusal::invalid("ends_at must be after starts_at").into());
     }
+    let admits = patch.admission_rate.is_some() || patch.admission_paused.is_some();
+    match &current.queue {
+        None if admits => {
+            return Err(Refusal::invalid(
+                "admission_rate and admission_paused apply to queue drops (mode: queue)",
+            )
+            .into())
+        }
+        Some(queue) if queue.seeded_at.is_some() && starts_at != current.starts_at => {
+            return Err(Refusal::invalid(
+                "the queue's places were drawn at the start: a queue drop's start cannot move \
+                 after it",
+            )
+            .into())
+        }
+        _ => {}
+    }
     for price in patch.prices.iter().flatten() {
         if !current.skus.iter().any(|s| s.sku == price.sku) {
             return Err(Refusal::UnknownSku {
@@ -253,6 +287,16 @@ pub(crate) fn update(
         ":now": batch.now.timestamp_millis(),
         ":id": drop_id.as_str(),
     })?;
+    if current.queue.is_some() && (admits || starts_at != current.starts_at) {
+        super::queue::set_admission(
+            conn,
+            drop_id,
+            batch.now,
+            starts_at,
+            patch.admission_rate,
+            patch.admission_paused,
+        )?;
+    }
     for price in patch.prices.iter().flatten() {
         conn.prepare_cached(UPDATE_PRICE)?.execute(named_params! {
             ":amount": price.price.amount, ":currency": price.price.currency.as_str(),

@@ -7,6 +7,7 @@ use rusqlite::{named_params, Connection, OptionalExtension, Row};
 use crate::domain::clock::{from_millis, rfc3339};
 use crate::domain::drop::rules;
 use crate::domain::inventory::decide_attempt;
+use crate::domain::queue::Mode;
 use crate::domain::views::{HoldState, HoldView, OrderView};
 use crate::domain::{
     Allowance, BuyerId, DropId, DropState, HoldId, HoldRef, OrderId, Refusal, SkuStock,
@@ -105,6 +106,26 @@ pub(crate) fn place(
             state: state.as_str().to_owned(),
         }
         .into());
+    }
+    // A queue drop admits only buyers its queue served (the handler checked the token's
+    // signature; the writer judges its time by the batch's clock, as everything else).
+    if drop.rules.mode == Mode::Queue {
+        match cmd.admitted_until {
+            None => {
+                return Err(Refusal::NotAdmitted {
+                    drop_id: cmd.drop_id.to_string(),
+                }
+                .into())
+            }
+            Some(until) if until <= now.timestamp_millis() => {
+                return Err(Refusal::AdmissionExpired {
+                    drop_id: cmd.drop_id.to_string(),
+                    expired_at: rfc3339(from_millis(until)),
+                }
+                .into())
+            }
+            Some(_) => {}
+        }
     }
     let (limit, hold_seconds) = (drop.rules.per_buyer_limit, drop.rules.hold_seconds);
     let stock = drop

@@ -160,9 +160,13 @@ pub(crate) fn append(
         for pending in pending.iter_mut().filter(|p| p.drop_id == drop_id) {
             position += 1;
             let mut attempt_by = None;
-            if let Event::Attempt { buyer, .. } = &mut pending.event {
-                *buyer = ledger::buyer_ref(&salt, buyer);
-                attempt_by = Some(buyer.clone());
+            match &mut pending.event {
+                Event::Attempt { buyer, .. } => {
+                    *buyer = ledger::buyer_ref(&salt, buyer);
+                    attempt_by = Some(buyer.clone());
+                }
+                Event::Join { buyer, .. } => *buyer = ledger::buyer_ref(&salt, buyer),
+                _ => {}
             }
             // The pending entries are cleared after: take each event rather than copy it.
             let placeholder = Event::Edit {

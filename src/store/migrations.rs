@@ -21,6 +21,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ("audit log", include_str!("migrations/0006_audit.sql")),
     ("ledger", include_str!("migrations/0007_ledger.sql")),
     ("schedule", include_str!("migrations/0008_schedule.sql")),
+    ("queue", include_str!("migrations/0009_queue.sql")),
 ];
 
 pub fn latest_version() -> i64 {

@@ -28,6 +28,7 @@ pub mod open;
 pub mod orders;
 pub mod outbox;
 mod read_pool;
+pub mod queue;
 mod requests;
 mod schedule;
 mod tx;

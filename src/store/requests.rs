@@ -18,6 +18,8 @@ pub struct PlaceHold {
     pub drop_id: DropId,
     pub sku: String,
     pub quantity: i64,
+    /// Until when (Unix ms) the buyer's verified admission token admits them, on a queue drop.
+    pub admitted_until: Option<i64>,
 }
 
 #[derive(Debug, Clone)]

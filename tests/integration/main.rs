@@ -30,6 +30,7 @@ mod operations;
 mod outside;
 mod pages;
 mod paid;
+mod queue;
 mod replay;
 mod replication;
 mod replication_outage;

@@ -74,6 +74,9 @@ fn drop_spec(id: &str, stock: i64) -> NewDrop {
             },
             stock,
         }],
+        mode: Default::default(),
+        admission_rate: None,
+        admission_seconds: None,
     }
 }
 
@@ -104,6 +107,7 @@ fn run(stock: i64, ops: Vec<Op>) -> Result<(), TestCaseError> {
                     drop_id: dropd::domain::DropId::parse("p").expect("id"),
                     sku: "S".into(),
                     quantity,
+                    admitted_until: None,
                 };
                 let answer = rt
                     .block_on(writer.place_hold(req(&buyer), cmd))
@@ -203,6 +207,7 @@ async fn a_failing_command_is_dropped_from_its_batch_and_the_rest_commit() {
                 drop_id: dropd::domain::DropId::parse("first").expect("id"),
                 sku: "S".into(),
                 quantity: 1,
+                admitted_until: None,
             },
         )
         .await

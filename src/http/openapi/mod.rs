@@ -15,7 +15,7 @@ use utoipa::OpenApi;
 use crate::http::codes::Code;
 use crate::http::{
     admin, drops, events, exports, health, holds, ledger, metrics, orders, pages, payments,
-    webhooks,
+    queue, webhooks,
 };
 
 #[derive(OpenApi)]
@@ -33,6 +33,8 @@ use crate::http::{
         events::stream_drop_events,
         events::stream_my_events,
         holds::create_hold,
+        queue::join_queue,
+        queue::get_queue,
         holds::get_hold,
         holds::release_hold,
         holds::confirm_hold,

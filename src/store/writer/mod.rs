@@ -297,6 +297,20 @@ impl Writer {
         .await
     }
 
+    /// `buyer` joins `drop_id`'s queue; answers their entry (again: the one they have).
+    pub async fn join_queue(
+        &self,
+        buyer: BuyerId,
+        drop_id: DropId,
+    ) -> Result<Result<crate::store::queue::QueueEntry, Refusal>, StoreError> {
+        self.ask(|reply| Command::JoinQueue {
+            buyer,
+            drop_id,
+            reply,
+        })
+        .await
+    }
+
     pub async fn request_checkout(
         &self,
         buyer: BuyerId,

@@ -180,6 +180,42 @@ impl Api {
             .await
     }
 
+    /// `POST /v1/drops/{drop}/queue`.
+    pub async fn join_queue(&self, drop: &str) -> reqwest::Response {
+        self.as_buyer(self.http.post(self.url(&format!("/v1/drops/{drop}/queue"))))
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// `GET /v1/drops/{drop}/queue`, which must answer 200.
+    pub async fn queue_place(&self, drop: &str) -> Value {
+        let res = self
+            .as_buyer(self.http.get(self.url(&format!("/v1/drops/{drop}/queue"))))
+            .send()
+            .await
+            .expect("request sent");
+        assert_eq!(res.status(), 200, "queue place of {drop}");
+        res.json().await.expect("json body")
+    }
+
+    /// A hold carrying a queue admission token.
+    pub async fn hold_admitted(
+        &self,
+        drop: &str,
+        sku: &str,
+        key: &str,
+        admission: &str,
+    ) -> reqwest::Response {
+        self.as_buyer(self.http.post(self.url(&format!("/v1/drops/{drop}/holds"))))
+            .header("Idempotency-Key", key)
+            .header("Dropd-Admission", admission)
+            .json(&json!({"sku": sku, "quantity": 1}))
+            .send()
+            .await
+            .expect("request sent")
+    }
+
     pub async fn hold(&self, drop: &str, sku: &str, quantity: i64, key: &str) -> reqwest::Response {
         self.try_hold(drop, sku, quantity, key)
             .await
