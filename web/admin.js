@@ -65,7 +65,12 @@ let renderedDrops = "";
 
 function renderDrops(drops) {
   // Rebuild only on change, so a button is not replaced under the operator's pointer.
-  const json = JSON.stringify(drops);
+  // A queue's serving number moves every second: shown in place, it does not rebuild the rows.
+  const json = JSON.stringify(drops.map((d) => d.queue ? { ...d, queue: { ...d.queue, serving: 0 } } : d));
+  for (const drop of drops) {
+    const serving = document.querySelector(`.drop[data-drop="${CSS.escape(drop.id)}"] .serving`);
+    if (serving && drop.queue) serving.textContent = drop.queue.serving;
+  }
   if (json === renderedDrops) return;
   renderedDrops = json;
   const root = $("#drops");
@@ -85,8 +90,26 @@ function renderDrops(drops) {
       }
       div.querySelector("tbody").appendChild(tr);
     }
-    for (const button of div.querySelectorAll("button")) {
+    for (const button of div.querySelectorAll("button[data-state]")) {
       button.addEventListener("click", () => setState(drop.id, button.dataset.state));
+    }
+    if (drop.queue) {
+      const q = document.createElement("p");
+      q.className = "queue";
+      q.innerHTML = `Queue: <span class=joined></span> joined, serving <span class=serving></span>
+        at <input class=rate type=number min=0 max=100000 size=6> buyers/s
+        <button class=set-rate>Set rate</button> <button class=admission></button>
+        <span class=admission-state></span>`;
+      q.querySelector(".joined").textContent = drop.queue.joined;
+      q.querySelector(".serving").textContent = drop.queue.serving;
+      q.querySelector(".rate").value = drop.queue.admission_rate;
+      q.querySelector(".admission-state").textContent = drop.queue.admission_paused ? "admission paused" : (drop.queue.seeded ? "admitting" : "waiting for the start");
+      const toggle = q.querySelector("button.admission");
+      toggle.textContent = drop.queue.admission_paused ? "Resume admission" : "Pause admission";
+      toggle.addEventListener("click", () => setAdmission(drop.id, { admission_paused: !drop.queue.admission_paused }));
+      q.querySelector("button.set-rate").addEventListener("click", () =>
+        setAdmission(drop.id, { admission_rate: Number(q.querySelector(".rate").value) }));
+      div.insertBefore(q, div.querySelector("table"));
     }
     root.appendChild(div);
   }
@@ -97,6 +120,10 @@ async function admin(method, path, body) {
   const data = await res.json().catch(() => null);
   if (!res.ok) say(data ? `${data.code}: ${data.detail}` : `HTTP ${res.status}`, "error");
   return res.ok;
+}
+
+async function setAdmission(id, change) {
+  if (await admin("PATCH", `/v1/admin/drops/${encodeURIComponent(id)}`, change)) say(`${id}: admission updated.`, "ok");
 }
 
 async function setState(id, state) {

@@ -22,7 +22,12 @@ const MESSAGES = {
   "hold-confirmed": () => "This hold is already confirmed.",
   "overloaded": () => "Too many buyers right now: try again in a moment.",
   "unauthorized": (p) => `Your token was not accepted: ${p.detail}`,
+  "not-admitted": () => "This drop admits buyers from its queue: join it and wait for your turn.",
+  "admission-expired": () => "Your turn in the queue has passed.",
+  "queue-closed": () => "The queue is closed.",
 };
+// A queue drop: the buyer's place (from GET .../queue) and the admission token it earned.
+let myPlace = null;
 
 function say(text, kind = "") {
   const el = $("#message");
@@ -51,6 +56,7 @@ async function api(method, path, body) {
   const headers = { "Content-Type": "application/json" };
   if (token) headers.Authorization = `Bearer ${token}`;
   if (method === "POST") headers["Idempotency-Key"] = crypto.randomUUID();
+  if (myPlace && myPlace.admission) headers["Dropd-Admission"] = myPlace.admission.token;
   const res = await fetch(path, { method, headers, body: body ? JSON.stringify(body) : undefined });
   const data = res.status === 204 ? null : await res.json().catch(() => null);
   return { ok: res.ok, status: res.status, data };
@@ -120,7 +126,19 @@ function renderDrop(drop) {
       <p class="muted">Limit <span id="limit"></span> per buyer; a hold lasts <span id="hold-seconds"></span> s.</p>
       <div id="skus"></div>
     </div>
+    <div id="queue" class="card" hidden>
+      <p id="queue-status"></p>
+      <button id="join">Join the queue</button>
+    </div>
     <div id="hold" class="card" hidden></div>`;
+  myPlace = null;
+  if (drop.queue) {
+    $("#queue").hidden = false;
+    $("#queue-status").textContent = "Everyone who joins before the start gets a place drawn at random at the start: there is no need to come early.";
+    $("#join").disabled = !token;
+    $("#join").addEventListener("click", () => joinQueue(drop.id));
+    if (token) loadPlace(drop.id);
+  }
   const skus = $("#skus");
   for (const sku of drop.skus) {
     const row = document.createElement("div");
@@ -156,7 +174,7 @@ function updateDrop(fields) {
   }
   for (const button of view.querySelectorAll("button.hold")) {
     const available = Number(button.parentElement.querySelector(".available").textContent);
-    button.disabled = current.state !== "live" || available === 0 || !token;
+    button.disabled = !canHold(available);
   }
   tick();
 }
@@ -167,7 +185,54 @@ function updateStock(sku, available) {
   const el = row.querySelector(".available");
   el.textContent = available;
   el.classList.toggle("zero", available === 0);
-  row.querySelector("button").disabled = available === 0 || current.state !== "live" || !token;
+  row.querySelector("button").disabled = !canHold(available);
+}
+
+function canHold(available) {
+  const admitted = !current.queue || (myPlace && myPlace.standing === "admitted");
+  return available > 0 && current.state === "live" && !!token && admitted;
+}
+
+async function joinQueue(dropId) {
+  const res = await api("POST", `/v1/drops/${encodeURIComponent(dropId)}/queue`);
+  if (!res.ok) return sayProblem(res.data || {});
+  showPlace(res.data);
+}
+
+async function loadPlace(dropId) {
+  const res = await api("GET", `/v1/drops/${encodeURIComponent(dropId)}/queue`);
+  if (res.ok) showPlace(res.data);
+}
+
+// Where the buyer stands; between reads of their place, the stream's serving number moves it.
+function showPlace(place, serving = place.serving, rate = place.admission_rate, paused = place.admission_paused) {
+  myPlace = place;
+  $("#join").hidden = true;
+  const status = $("#queue-status");
+  if (place.place === null) {
+    status.textContent = "You are in the queue. Places are drawn at the start.";
+  } else if (place.standing === "admitted") {
+    status.textContent = `It's your turn (place ${place.place}): hold before ${new Date(place.admission.expires_at).toLocaleTimeString()}.`;
+  } else if (place.standing === "expired") {
+    status.textContent = `Your turn (place ${place.place}) has passed.`;
+  } else {
+    const ahead = Math.max(0, place.place - 1 - serving);
+    const wait = paused || rate === 0 ? "admission is paused" : `about ${Math.ceil(ahead / rate)} s`;
+    status.textContent = `Place ${place.place}: ${ahead} ahead of you, ${wait}.`;
+  }
+  status.dataset.standing = place.standing;
+  updateDrop({});
+}
+
+function onQueue(message) {
+  if (!myPlace) return;
+  const drawn = myPlace.place === null && message.seeded;
+  const served = myPlace.standing === "waiting" && message.serving >= myPlace.place;
+  // Only a change of standing needs the server (it signs the admission); the rest is arithmetic.
+  if (drawn || served) return loadPlace(current.id);
+  if (myPlace.standing === "waiting") {
+    showPlace(myPlace, message.serving, message.admission_rate, message.admission_paused);
+  }
 }
 
 function tick() {
@@ -194,6 +259,7 @@ async function showDrop(id) {
     for (const sku of JSON.parse(e.data).skus) updateStock(sku.sku, sku.available);
   });
   stream.addEventListener("drop", (e) => updateDrop(JSON.parse(e.data)));
+  stream.addEventListener("queue", (e) => onQueue(JSON.parse(e.data)));
 }
 
 async function hold(dropId, sku) {

@@ -57,7 +57,8 @@ pub fn rank_key(seed: &[u8], buyer_ref: &str) -> [u8; 32] {
 /// The pre-start joiners in serving order (place 1 first): by rank key, then by name (a tie of
 /// 256-bit keys never happens, but the order stays total).
 pub fn seeded_order<'a>(seed: &[u8], refs: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
-    let mut keyed: Vec<([u8; 32], &str)> = refs.into_iter().map(|r| (rank_key(seed, r), r)).collect();
+    let mut keyed: Vec<([u8; 32], &str)> =
+        refs.into_iter().map(|r| (rank_key(seed, r), r)).collect();
     keyed.sort_unstable();
     keyed.into_iter().map(|(_, r)| r).collect()
 }
@@ -190,7 +191,11 @@ mod tests {
     #[test]
     fn serving_grows_at_the_rate_and_stops_while_paused() {
         let admission = Admission {
-            segments: vec![at(1_000, 0, 10, false), at(3_000, 20, 0, true), at(5_000, 20, 100, false)],
+            segments: vec![
+                at(1_000, 0, 10, false),
+                at(3_000, 20, 0, true),
+                at(5_000, 20, 100, false),
+            ],
         };
         assert_eq!(admission.serving_at(0), 0);
         assert_eq!(admission.serving_at(1_000), 0);
@@ -203,7 +208,11 @@ mod tests {
     #[test]
     fn a_place_is_admitted_when_serving_first_reaches_it() {
         let admission = Admission {
-            segments: vec![at(1_000, 0, 10, false), at(3_000, 20, 0, true), at(5_000, 20, 100, false)],
+            segments: vec![
+                at(1_000, 0, 10, false),
+                at(3_000, 20, 0, true),
+                at(5_000, 20, 100, false),
+            ],
         };
         assert_eq!(admission.admitted_at(1), Some(1_100));
         assert_eq!(admission.admitted_at(20), Some(3_000));
@@ -211,7 +220,10 @@ mod tests {
         for place in 1..200 {
             let t = admission.admitted_at(place).expect("admitted at some time");
             assert!(admission.serving_at(t) >= place, "place {place} at {t}");
-            assert!(admission.serving_at(t - 1) < place, "place {place} before {t}");
+            assert!(
+                admission.serving_at(t - 1) < place,
+                "place {place} before {t}"
+            );
         }
         let paused = Admission {
             segments: vec![at(0, 5, 10, true)],
@@ -236,11 +248,17 @@ mod tests {
             segments: vec![at(0, 0, 1, false)],
         };
         assert_eq!(standing(&admission, None, 10, 500).0, Standing::Pending);
-        assert_eq!(standing(&admission, Some(5), 4_000, 500).0, Standing::Waiting);
+        assert_eq!(
+            standing(&admission, Some(5), 4_000, 500).0,
+            Standing::Waiting
+        );
         assert_eq!(
             standing(&admission, Some(5), 5_100, 500),
             (Standing::Admitted, Some(5_500))
         );
-        assert_eq!(standing(&admission, Some(5), 5_500, 500).0, Standing::Expired);
+        assert_eq!(
+            standing(&admission, Some(5), 5_500, 500).0,
+            Standing::Expired
+        );
     }
 }

@@ -267,12 +267,18 @@ impl Replay {
             Event::Seeded { seed, joined } => {
                 let revealed = hex::decode(seed).map(|s| crate::domain::queue::commitment(&s));
                 if self.queue.as_deref() != revealed.as_deref().ok() {
-                    self.mismatch(position, "the revealed seed does not match the commitment".into());
+                    self.mismatch(
+                        position,
+                        "the revealed seed does not match the commitment".into(),
+                    );
                 }
                 if *joined != self.early_joins {
                     self.mismatch(
                         position,
-                        format!("the draw ordered {joined} buyers, {} joined before it", self.early_joins),
+                        format!(
+                            "the draw ordered {joined} buyers, {} joined before it",
+                            self.early_joins
+                        ),
                     );
                 }
             }

@@ -196,7 +196,12 @@ impl Hub {
                     None
                 };
                 let queue = queue_message(&mut st, version, now);
-                (message, st.current.snapshot.clone(), version, head.into_iter().chain(queue))
+                (
+                    message,
+                    st.current.snapshot.clone(),
+                    version,
+                    head.into_iter().chain(queue),
+                )
             };
             for message in message.into_iter().chain(head) {
                 let outcome = self

@@ -200,13 +200,23 @@ async fn admin_stats(state: &AppState) -> Result<web::Bytes, ApiError> {
         .iter()
         .map(|cached| {
             let view = &cached.view;
-            serde_json::json!({
+            let mut drop = serde_json::json!({
                 "id": view.id, "name": view.name, "version": view.version,
                 "state": view.state_at(now),
                 "skus": view.skus.iter().map(|s| serde_json::json!({
                     "sku": s.sku, "stock": s.stock, "available": s.available, "held": s.held, "sold": s.sold,
                 })).collect::<Vec<_>>(),
-            })
+            });
+            if let Some(queue) = &view.queue {
+                drop["queue"] = serde_json::json!({
+                    "joined": queue.joined,
+                    "serving": queue.admission.serving_at(now.timestamp_millis()),
+                    "admission_rate": queue.admission_rate,
+                    "admission_paused": queue.admission_paused,
+                    "seeded": queue.seeded_at.is_some(),
+                });
+            }
+            drop
         })
         .collect();
     let attempts: serde_json::Map<String, serde_json::Value> = crate::stats::attempts()

@@ -10,10 +10,10 @@ use crate::domain::clock::{from_millis, serde_rfc3339};
 use crate::domain::queue::{standing, Standing};
 use crate::domain::views::QueueView;
 use crate::domain::{BuyerId, DropId};
-use crate::http::extract::IpAdmitted;
 use crate::http::codes::Code;
 use crate::http::drops::parse_drop_id;
 use crate::http::extract::Buyer;
+use crate::http::extract::IpAdmitted;
 use crate::http::openapi::problems::{problems, ADMITTED, BUYER, EVERY, READ, SPLIT, WRITE};
 use crate::http::problem::ApiError;
 use crate::http::state::AppState;
@@ -55,7 +55,12 @@ pub struct QueuePlace {
     pub admission: Option<AdmissionToken>,
 }
 
-fn place_of(state: &AppState, entry: &QueueEntry, queue: &QueueView, buyer: &BuyerId) -> QueuePlace {
+fn place_of(
+    state: &AppState,
+    entry: &QueueEntry,
+    queue: &QueueView,
+    buyer: &BuyerId,
+) -> QueuePlace {
     let now = state.clock.now().timestamp_millis();
     let serving = queue.admission.serving_at(now);
     let (standing, until) = standing(

@@ -162,7 +162,8 @@ const DUE: &str = "SELECT q.drop_id FROM queues q JOIN drops d ON d.id = q.drop_
                    WHERE q.seeded_at IS NULL AND d.starts_at <= :now ORDER BY d.starts_at";
 const UNSEEDED: &str = "SELECT seed, seeded_at FROM queues WHERE drop_id = :drop";
 const WAITING: &str = "SELECT buyer FROM queue_entries WHERE drop_id = :drop AND place IS NULL";
-const PLACE: &str = "UPDATE queue_entries SET place = :place WHERE drop_id = :drop AND buyer = :buyer";
+const PLACE: &str =
+    "UPDATE queue_entries SET place = :place WHERE drop_id = :drop AND buyer = :buyer";
 const MARK_SEEDED: &str = "UPDATE queues SET seeded_at = :now WHERE drop_id = :drop";
 
 /// Draws the places of every queue whose drop has started; returns how many were drawn.
@@ -210,9 +211,8 @@ fn seed(conn: &Connection, batch: &mut Batch<'_>, drop_id: &DropId) -> rusqlite:
             ":place": i as i64 + 1, ":drop": drop_id.as_str(), ":buyer": buyer,
         })?;
     }
-    conn.prepare_cached(MARK_SEEDED)?.execute(
-        named_params! {":now": batch.now.timestamp_millis(), ":drop": drop_id.as_str()},
-    )?;
+    conn.prepare_cached(MARK_SEEDED)?
+        .execute(named_params! {":now": batch.now.timestamp_millis(), ":drop": drop_id.as_str()})?;
     batch.record(
         drop_id,
         Event::Seeded {
@@ -259,7 +259,10 @@ pub(crate) fn set_admission(
     let Some(current) = history.current().copied() else {
         return Ok(());
     };
-    let (rate, paused) = (rate.unwrap_or(current.rate), paused.unwrap_or(current.paused));
+    let (rate, paused) = (
+        rate.unwrap_or(current.rate),
+        paused.unwrap_or(current.paused),
+    );
     let seeded: Option<i64> = conn
         .prepare_cached(STATE)?
         .query_row(named_params! {":drop": drop_id.as_str()}, |r| r.get(1))?;

@@ -232,3 +232,63 @@ async fn the_verify_page_accepts_a_good_receipt_and_refuses_a_tampered_one() {
     page.close().await;
     app.stop().await;
 }
+
+/// A queue drop's page: join, see the draw and one's place move, hold once served; the
+/// operator page pauses its admission.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_page_shows_the_place_admits_when_served_and_the_operator_pauses_it() {
+    let app = spawn_app().await;
+    let start = crate::support::app::start_time() + chrono::Duration::minutes(10);
+    let mut spec = live_drop("queued-page", 5, 1);
+    spec["starts_at"] = json!(start.to_rfc3339());
+    spec["mode"] = json!("queue");
+    spec["admission_rate"] = json!(1);
+    app.create_drop(&spec).await;
+    let driver = Driver::start().await;
+    let profiles = tempfile::tempdir().expect("temp dir");
+    let page = driver.session(&profiles.path().join("buyer")).await;
+    let token = app.token("alice");
+    page.goto(&format!("{}/?token={token}#/drops/queued-page", app.base))
+        .await;
+    page.wait_text("#queue-status", |t| t.contains("drawn at random"))
+        .await;
+    page.click("#join").await;
+    page.wait_text("#queue-status", |t| {
+        t.contains("Places are drawn at the start")
+    })
+    .await;
+
+    // The start draws the places; the page hears it on the live stream and shows its place.
+    app.clock.set(start);
+    app.writer.sync().await.expect("a batch");
+    page.wait_text("#queue-status", |t| t.starts_with("Place 1: 0 ahead"))
+        .await;
+    let hold = r#".sku[data-sku="S1"] button.hold"#;
+    // A second on, the serving number reaches the place: the page fetches its admission.
+    app.clock.advance(chrono::Duration::seconds(1));
+    page.wait_text("#queue-status", |t| t.starts_with("It's your turn"))
+        .await;
+    page.click(hold).await;
+    page.wait_text("#message", |t| t.starts_with("Held")).await;
+    page.save_screenshot("queue-page.png").await;
+
+    let ops = driver.session(&profiles.path().join("ops")).await;
+    ops.goto(&format!("{}/admin", app.base)).await;
+    ops.type_into("#key-input", &app.admin_key).await;
+    ops.click("#key-form button").await;
+    let row = r#".drop[data-drop="queued-page"]"#;
+    ops.wait_text(&format!("{row} .joined"), |t| t == "1").await;
+    ops.wait_text(&format!("{row} .admission-state"), |t| t == "admitting")
+        .await;
+    ops.click(&format!("{row} button.admission")).await;
+    ops.wait_text(&format!("{row} .admission-state"), |t| {
+        t == "admission paused"
+    })
+    .await;
+    let view = app.get_json("/v1/drops/queued-page").await;
+    assert_eq!(view["queue"]["admission_paused"], true);
+    ops.save_screenshot("queue-operator-page.png").await;
+    page.close().await;
+    ops.close().await;
+    app.stop().await;
+}

@@ -88,7 +88,10 @@ async fn the_seeded_draw_orders_early_joiners_and_admission_follows_the_rate() {
         .as_str()
         .expect("a commitment is published")
         .to_owned();
-    assert!(created["queue"].get("seed").is_none(), "the seed stays secret");
+    assert!(
+        created["queue"].get("seed").is_none(),
+        "the seed stays secret"
+    );
     let opened = ledger(&app, drop).await;
     assert!(
         opened
@@ -123,7 +126,10 @@ async fn the_seeded_draw_orders_early_joiners_and_admission_follows_the_rate() {
     let again = app.buyer(&arrivals[0]).join_queue(drop).await;
     assert_eq!(again.status(), 200, "joining twice keeps the one place");
     let first: Value = again.json().await.expect("json");
-    assert_eq!(app.get_json(&format!("/v1/drops/{drop}")).await["queue"]["joined"], BUYERS);
+    assert_eq!(
+        app.get_json(&format!("/v1/drops/{drop}")).await["queue"]["joined"],
+        BUYERS
+    );
 
     // The start: the writer draws with the seed and reveals it.
     app.clock.set(start_time() + Duration::minutes(10));
@@ -134,7 +140,11 @@ async fn the_seeded_draw_orders_early_joiners_and_admission_follows_the_rate() {
         .find(|e| e["kind"] == "seeded")
         .expect("the draw is in the ledger");
     let seed = hex::decode(seeded["seed"].as_str().expect("seed")).expect("hex");
-    assert_eq!(hex::encode(Sha256::digest(&seed)), commitment, "the seed keeps the commitment");
+    assert_eq!(
+        hex::encode(Sha256::digest(&seed)),
+        commitment,
+        "the seed keeps the commitment"
+    );
     assert_eq!(seeded["joined"], BUYERS);
     let refs: Vec<String> = entries
         .iter()
@@ -152,10 +162,23 @@ async fn the_seeded_draw_orders_early_joiners_and_admission_follows_the_rate() {
     for (buyer, place) in buyers.iter().zip(&now) {
         let p = place["place"].as_i64().expect("a place after the draw");
         let name = place["buyer_ref"].as_str().expect("buyer_ref");
-        assert_eq!(expected.get(name), Some(&p), "{buyer}'s place is the recomputed one");
-        assert!(by_place.insert(p, buyer.clone()).is_none(), "place {p} twice");
+        assert_eq!(
+            expected.get(name),
+            Some(&p),
+            "{buyer}'s place is the recomputed one"
+        );
+        assert!(
+            by_place.insert(p, buyer.clone()).is_none(),
+            "place {p} twice"
+        );
     }
-    assert_eq!(first["joined_at"], now[buyers.iter().position(|b| *b == arrivals[0]).expect("joined")]["joined_at"]);
+    assert_eq!(
+        first["joined_at"],
+        now[buyers
+            .iter()
+            .position(|b| *b == arrivals[0])
+            .expect("joined")]["joined_at"]
+    );
     let arrival_rank: HashMap<&String, usize> =
         arrivals.iter().enumerate().map(|(i, b)| (b, i)).collect();
     assert!(
@@ -189,14 +212,23 @@ async fn the_seeded_draw_orders_early_joiners_and_admission_follows_the_rate() {
     let next = buyer_at(2 * RATE + 1).queue_place(drop).await;
     assert_eq!(next["standing"], "waiting");
     assert_eq!(next["serving"], 2 * RATE);
-    assert!(next["estimated_wait_seconds"].is_null(), "no estimate while paused");
+    assert!(
+        next["estimated_wait_seconds"].is_null(),
+        "no estimate while paused"
+    );
     let res = app
         .api()
-        .patch_drop(drop, &json!({"admission_paused": false, "admission_rate": 50}))
+        .patch_drop(
+            drop,
+            &json!({"admission_paused": false, "admission_rate": 50}),
+        )
         .await;
     assert_eq!(res.status(), 200);
     step(&app, Duration::seconds(1)).await;
-    assert_eq!(buyer_at(2 * RATE + 50).queue_place(drop).await["standing"], "admitted");
+    assert_eq!(
+        buyer_at(2 * RATE + 50).queue_place(drop).await["standing"],
+        "admitted"
+    );
     let behind = buyer_at(2 * RATE + 51).queue_place(drop).await;
     assert_eq!(behind["standing"], "waiting");
     assert_eq!(behind["ahead"], 0);
@@ -229,11 +261,11 @@ async fn the_seeded_draw_orders_early_joiners_and_admission_follows_the_rate() {
         .hold_admitted(drop, "S1", "borrowed", &token)
         .await;
     expect_problem(borrowed, 403, "not-admitted").await;
-    let held = buyer_at(1).hold_admitted(drop, "S1", "with-token", &token).await;
+    let held = buyer_at(1)
+        .hold_admitted(drop, "S1", "with-token", &token)
+        .await;
     assert_eq!(held.status(), 201);
-    let late_token = buyer_at(2)
-        .queue_place(drop)
-        .await["admission"]["token"]
+    let late_token = buyer_at(2).queue_place(drop).await["admission"]["token"]
         .as_str()
         .expect("token")
         .to_owned();
@@ -266,7 +298,9 @@ async fn queue_refusals_have_their_codes() {
         .await;
     expect_problem(res, 422, "validation-failed").await;
     let mut spec = queue_spec("needs-rate");
-    spec.as_object_mut().expect("object").remove("admission_rate");
+    spec.as_object_mut()
+        .expect("object")
+        .remove("admission_rate");
     let res = app
         .api()
         .admin(reqwest::Method::POST, "/v1/admin/drops", Some(&spec))

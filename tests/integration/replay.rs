@@ -64,7 +64,16 @@ async fn make_history(app: &TestApp, sync: Duration) -> Answered {
         held: Vec::new(),
         loser: (String::new(), Value::Null),
     };
-    // A stampede on S1: 40 buyers at once; the writer numbers those that reach it.
+    // A stampede on S1: 40 buyers at once; the writer numbers those that reach it. It is held
+    // in one batch for a moment first, so on a loaded machine too the stampede reaches it
+    // rather than trickling in after the page already shows the drop sold out.
+    let writer = app.writer.clone();
+    let stall = tokio::spawn(async move {
+        writer
+            .stall_for_tests(std::time::Duration::from_millis(500))
+            .await
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     let answers = futures::future::join_all((0..40).map(|i| async move {
         let buyer = format!("b{i}");
         let res = app.buyer(&buyer).hold("fair", "S1", 1, "k1").await;
@@ -72,6 +81,7 @@ async fn make_history(app: &TestApp, sync: Duration) -> Answered {
         (buyer, status, res.json::<Value>().await.expect("json"))
     }))
     .await;
+    stall.await.expect("joined").expect("the writer stalled");
     for (buyer, status, body) in answers {
         if status == 201 {
             answered

@@ -14,8 +14,8 @@ use utoipa::OpenApi;
 
 use crate::http::codes::Code;
 use crate::http::{
-    admin, drops, events, exports, health, holds, ledger, metrics, orders, pages, payments,
-    queue, webhooks,
+    admin, drops, events, exports, health, holds, ledger, metrics, orders, pages, payments, queue,
+    webhooks,
 };
 
 #[derive(OpenApi)]

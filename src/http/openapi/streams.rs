@@ -19,6 +19,22 @@ pub struct StockEvent {
     pub skus: Vec<SkuAvailable>,
 }
 
+/// `queue`: a queue drop's serving number, once a second; a page's position is
+/// `place - 1 - serving` and its wait `ceil(position / admission_rate)`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct QueueEvent {
+    pub drop_id: String,
+    pub serving: i64,
+    pub admission_rate: i64,
+    pub admission_paused: bool,
+    pub joined: i64,
+    /// Whether the start drew the places yet.
+    pub seeded: bool,
+    #[schema(format = DateTime)]
+    pub at: String,
+}
+
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub struct SkuAvailable {
@@ -86,6 +102,18 @@ pub struct OperatorDrop {
     pub version: i64,
     pub state: DropState,
     pub skus: Vec<OperatorSku>,
+    /// A queue drop's queue, as of the message.
+    pub queue: Option<OperatorQueue>,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct OperatorQueue {
+    pub joined: i64,
+    pub serving: i64,
+    pub admission_rate: i64,
+    pub admission_paused: bool,
+    pub seeded: bool,
 }
 
 #[derive(ToSchema)]
@@ -193,12 +221,14 @@ impl PartialSchema for LiveEvent {
                  version, a `drop` with the state), then sends `stock` and `drop` as commits \
                  change the drop (coalesced, at most a few a second; a sell-out at once), \
                  `ledger` with the drop's signed chain head about once a second while it \
-                 moves, and `: keep-alive` comments when idle.",
+                 moves, `queue` once a second on a queue drop, and `: keep-alive` comments \
+                 when idle.",
             ))
             .item(event("snapshot", "Drop", true))
             .item(event("stock", "StockEvent", true))
             .item(event("drop", "DropEvent", true))
             .item(event("ledger", "SignedHead", true))
+            .item(event("queue", "QueueEvent", true))
             .item(
                 ObjectBuilder::new()
                     .property(
@@ -224,6 +254,7 @@ impl ToSchema for LiveEvent {
             (SkuAvailable::name().into(), SkuAvailable::schema()),
             (DropEvent::name().into(), DropEvent::schema()),
             (SkuLabel::name().into(), SkuLabel::schema()),
+            (QueueEvent::name().into(), QueueEvent::schema()),
         ]);
     }
 }
@@ -295,6 +326,7 @@ impl ToSchema for OperatorEvent {
         schemas.extend([
             (OperatorStats::name().into(), OperatorStats::schema()),
             (OperatorDrop::name().into(), OperatorDrop::schema()),
+            (OperatorQueue::name().into(), OperatorQueue::schema()),
             (OperatorSku::name().into(), OperatorSku::schema()),
         ]);
     }
