@@ -1,7 +1,7 @@
 # The commands people run. `make test` is what CI runs (through .ci/run).
 CARGO ?= cargo
 
-.PHONY: all build run demo test test-deps fmt lint check bench bench-deps bench-sse bench-replication bench-scale torture clean
+.PHONY: all build run demo test test-deps fmt lint check bench bench-deps bench-sse bench-replication bench-scale bench-queue torture clean
 
 all: build
 
@@ -76,6 +76,12 @@ bench-sse:
 # BENCH_ARGS="--rates 2000 --replication-duration 10s --restore-size 100MB" for a quick look.
 bench-replication: $(LITESTREAM)
 	$(CARGO) run --release -- bench --replication $(BENCH_ARGS)
+
+# Queue drops: joins/s into the pre-queue against hold attempts/s, an admitted buyer's read of
+# their place against /healthz, and the admission rate held against the one set. Writes
+# target/bench/queue.json.
+bench-queue:
+	$(CARGO) run --release -- bench --queue $(BENCH_ARGS)
 
 # Sharded behind HAProxy (docs/scale-out.md): two leaders and a follower each behind the real
 # HAProxy on loopback; a stampede on two drops with 2,000 watchers on the followers, checked

@@ -126,25 +126,37 @@ impl Admin {
             "per_buyer_limit": 1000, "hold_seconds": 3600,
             "skus": [{"sku": "S1", "name": "S1", "price": {"amount": 1000, "currency": "EUR"}, "stock": stock}]
         });
+        let status = self.send("POST", "/v1/admin/drops", &spec)?;
+        if status != 201 {
+            bail!("creating benchmark drop {id} answered {status}");
+        }
+        Ok(())
+    }
+
+    /// An admin request with a JSON body; returns the status.
+    pub(super) fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> anyhow::Result<u16> {
         let addr = loopback_addr(&self.base)?;
-        let body = serde_json::to_vec(&spec)?;
-        let key = self.key.clone();
-        let status = self.rt.block_on(async move {
+        let body = serde_json::to_vec(body)?;
+        let (key, path, method) = (self.key.clone(), path.to_owned(), method.to_owned());
+        self.rt.block_on(async move {
             let stream = tokio::net::TcpStream::connect(addr).await?;
             let (mut sender, conn) =
                 hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
             tokio::spawn(conn);
-            let req = hyper::Request::post("/v1/admin/drops")
+            let req = hyper::Request::builder()
+                .method(method.as_str())
+                .uri(path.as_str())
                 .header("host", addr.to_string())
                 .header("authorization", format!("Bearer {key}"))
                 .header("content-type", "application/json")
                 .body(http_body_util::Full::new(bytes::Bytes::from(body)))?;
             let res = sender.send_request(req).await?;
             anyhow::Ok(res.status().as_u16())
-        })?;
-        if status != 201 {
-            bail!("creating benchmark drop {id} answered {status}");
-        }
-        Ok(())
+        })
     }
 }

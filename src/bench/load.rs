@@ -35,6 +35,11 @@ pub enum Workload {
     Scalp { drop: String },
     /// A flooding host: holds under many buyers' tokens, all from one address.
     Flood { drop: String },
+    /// `POST /v1/drops/{drop}/queue`: buyers joining a queue drop's pre-queue.
+    Join { drop: String },
+    /// `GET /v1/drops/{drop}/queue`: buyers reading their place (and, once served, their
+    /// signed admission).
+    QueuePlace { drop: String },
 }
 
 /// How long watchers keep reading after the phase, to see the final state arrive.
@@ -197,6 +202,8 @@ async fn drive(
             | Workload::HoldForwarded { .. }
             | Workload::Scalp { .. }
             | Workload::Flood { .. }
+            | Workload::Join { .. }
+            | Workload::QueuePlace { .. }
     ) {
         // One timer per connection, not per request: a server that stops answering ends the
         // connection's loop 30 s after the phase.

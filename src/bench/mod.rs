@@ -6,6 +6,7 @@ mod attack;
 mod checks;
 mod cpu;
 mod load;
+mod queue;
 mod raw;
 mod replication;
 mod report;
@@ -107,6 +108,10 @@ pub struct BenchArgs {
     /// Writes target/bench/scale.json.
     #[arg(long)]
     pub scale: bool,
+    /// Queue drops instead: joins against hold attempts, admitted reads against /healthz, and
+    /// the admission rate held. Writes target/bench/queue.json.
+    #[arg(long)]
+    pub queue: bool,
     /// Units of each of the two --scale drops.
     #[arg(long, default_value_t = 5_000)]
     pub scale_stock: i64,
@@ -127,6 +132,29 @@ fn sign_tokens(secret: &str, buyers: usize) -> anyhow::Result<Vec<HeaderValue>> 
             Ok(HeaderValue::from_str(&format!("Bearer {token}"))?)
         })
         .collect()
+}
+
+fn run_queue(args: &BenchArgs, secret: &str) -> anyhow::Result<()> {
+    let report = queue::run(&queue::Options {
+        connections: args.connections,
+        duration: args.duration,
+        tokens: sign_tokens(secret, args.buyers)?,
+        secret: secret.to_owned(),
+        run_id: format!("{:x}", rand::random::<u32>()),
+        synchronous: args.synchronous.clone(),
+    })?;
+    println!("{}", queue::markdown(&report));
+    let out = args.out.with_file_name("queue.json");
+    if let Some(parent) = out.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(&out, serde_json::to_vec_pretty(&report)?)?;
+    eprintln!("wrote {}", out.display());
+    if report.problems.is_empty() {
+        Ok(())
+    } else {
+        anyhow::bail!("the queue benchmark's checks failed")
+    }
 }
 
 fn run_scale(args: &BenchArgs, secret: &str) -> anyhow::Result<()> {
@@ -200,6 +228,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let own_secret = hex::encode(rand::random::<[u8; 32]>());
     if args.scale {
         return run_scale(&args, &own_secret);
+    }
+    if args.queue {
+        return run_queue(&args, &own_secret);
     }
     let (mut own, base, admin_key, secret) = match &args.url {
         Some(url) => {

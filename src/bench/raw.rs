@@ -113,6 +113,18 @@ pub(super) async fn drive(
             format!("GET /v1/drops/{drop} HTTP/1.1\r\nHost: {host}\r\n\r\n"),
             false,
         ),
+        // A buyer's token and nothing else: written below, ended there.
+        Workload::Join { drop } => (
+            format!(
+                "POST /v1/drops/{drop}/queue HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\n\
+                 Authorization: "
+            ),
+            true,
+        ),
+        Workload::QueuePlace { drop } => (
+            format!("GET /v1/drops/{drop}/queue HTTP/1.1\r\nHost: {host}\r\nAuthorization: "),
+            true,
+        ),
         _ => {
             let drop = match workload {
                 Workload::Hold { drop }
@@ -166,12 +178,19 @@ pub(super) async fn drive(
                 }
                 _ => {}
             }
-            let _ = write!(
-                req,
-                "\r\nIdempotency-Key: {}-{phase}-{index}-{i}\r\n\r\n",
-                ctx.run_id
-            );
-            req.extend_from_slice(HOLD_BODY);
+            if matches!(
+                workload,
+                Workload::Join { .. } | Workload::QueuePlace { .. }
+            ) {
+                req.extend_from_slice(b"\r\n\r\n");
+            } else {
+                let _ = write!(
+                    req,
+                    "\r\nIdempotency-Key: {}-{phase}-{index}-{i}\r\n\r\n",
+                    ctx.run_id
+                );
+                req.extend_from_slice(HOLD_BODY);
+            }
         }
         let started = Instant::now();
         match conn.exchange(&req).await {
