@@ -174,6 +174,19 @@ fn print_report(drop: &str, watch: Option<&str>, report: &Report) {
     for m in &report.mismatches {
         println!("MISMATCH at entry {}: {}", m.position, m.what);
     }
+    if let Some(draw) = &report.queue {
+        println!(
+            "queue: the seeded draw ordered {} buyers; the seed {} its commitment{}",
+            draw.drawn,
+            if draw.commitment_kept {
+                "matches"
+            } else {
+                "does NOT match"
+            },
+            draw.place
+                .map_or(String::new(), |p| format!("; the named buyer's place: {p}"))
+        );
+    }
     let (Some(name), Some(attempts)) = (watch, &report.buyer) else {
         return;
     };

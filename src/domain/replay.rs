@@ -74,6 +74,20 @@ pub struct Report {
     /// The asked-about buyer's attempts, if a buyer was named.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub buyer: Option<Vec<Attempted>>,
+    /// A queue drop's draw, recomputed from the revealed seed and the `join` entries.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue: Option<QueueDraw>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct QueueDraw {
+    /// Buyers the draw ordered (those who joined before the start).
+    pub drawn: i64,
+    /// The revealed seed's SHA-256 is the commitment published when the queue opened.
+    pub commitment_kept: bool,
+    /// The named buyer's place, recomputed (a late arrival's as recorded).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub place: Option<i64>,
 }
 
 /// A drop's state as its ledger rebuilds it.
@@ -93,7 +107,7 @@ pub struct Replay {
     next_position: i64,
     /// A queue drop's published commitment, and who joined before its draw.
     queue: Option<String>,
-    early_joins: i64,
+    early_joins: Vec<String>,
 }
 
 /// A time as the writer compares it, in whole milliseconds (ledgers written before the store
@@ -172,12 +186,13 @@ impl Replay {
             wins: Vec::new(),
             report: Report {
                 buyer: watch.as_ref().map(|_| Vec::new()),
+                queue: None,
                 ..Report::default()
             },
             watch,
             next_position: first.position + 1,
             queue: None,
-            early_joins: 0,
+            early_joins: Vec::new(),
         };
         replay.report.entries = 1;
         Ok(replay)
@@ -259,29 +274,18 @@ impl Replay {
             }
             Event::Edit { changes } => self.edit(position, now, changes),
             Event::Queue { commitment, .. } => self.queue = Some(commitment.clone()),
-            Event::Join { place, .. } => {
-                if place.is_none() {
-                    self.early_joins += 1;
+            Event::Join { buyer, place } => match place {
+                None => self.early_joins.push(buyer.clone()),
+                Some(place) => {
+                    if self.watch.as_deref() == Some(buyer.as_str()) {
+                        self.report
+                            .queue
+                            .get_or_insert_with(QueueDraw::default)
+                            .place = Some(*place);
+                    }
                 }
-            }
-            Event::Seeded { seed, joined } => {
-                let revealed = hex::decode(seed).map(|s| crate::domain::queue::commitment(&s));
-                if self.queue.as_deref() != revealed.as_deref().ok() {
-                    self.mismatch(
-                        position,
-                        "the revealed seed does not match the commitment".into(),
-                    );
-                }
-                if *joined != self.early_joins {
-                    self.mismatch(
-                        position,
-                        format!(
-                            "the draw ordered {joined} buyers, {} joined before it",
-                            self.early_joins
-                        ),
-                    );
-                }
-            }
+            },
+            Event::Seeded { seed, joined } => self.draw(position, seed, *joined),
             Event::Closed { .. } => {
                 if self.schedule.state_at(now) != DropState::Closed {
                     self.mismatch(position, "closed before its ends_at".into());
@@ -289,6 +293,38 @@ impl Replay {
             }
         }
         Ok(())
+    }
+
+    /// The draw again: the seed against its commitment, and the order it gives.
+    fn draw(&mut self, position: i64, seed: &str, joined: i64) {
+        let seed = hex::decode(seed).unwrap_or_default();
+        let kept = self.queue.as_deref() == Some(crate::domain::queue::commitment(&seed).as_str());
+        if !kept {
+            self.mismatch(
+                position,
+                "the revealed seed does not match the commitment".into(),
+            );
+        }
+        if joined != self.early_joins.len() as i64 {
+            self.mismatch(
+                position,
+                format!(
+                    "the draw ordered {joined} buyers, {} joined before it",
+                    self.early_joins.len()
+                ),
+            );
+        }
+        let order =
+            crate::domain::queue::seeded_order(&seed, self.early_joins.iter().map(String::as_str));
+        let place = self
+            .watch
+            .as_deref()
+            .and_then(|w| order.iter().position(|r| *r == w).map(|i| i as i64 + 1));
+        self.report.queue = Some(QueueDraw {
+            drawn: order.len() as i64,
+            commitment_kept: kept,
+            place,
+        });
     }
 
     /// Active holds past their expiry at `now` that no entry ended yet: they count for nothing.

@@ -283,6 +283,26 @@ async fn the_seeded_draw_orders_early_joiners_and_admission_follows_the_rate() {
     assert_eq!(late["place"], BUYERS as i64 + 1);
     let distinct: HashSet<i64> = by_place.keys().copied().collect();
     assert_eq!(distinct.len(), BUYERS);
+
+    // `dropd replay` recomputes the draw from the ledger alone, for one buyer too.
+    let someone = &now[17];
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dropd"))
+        .args(["replay", "--db"])
+        .arg(&app.db_path)
+        .args(["--drop", drop, "--json", "--buyer-ref"])
+        .arg(someone["buyer_ref"].as_str().expect("buyer_ref"))
+        .output()
+        .expect("dropd runs");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    assert!(
+        out.status.success(),
+        "{report} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(report["mismatches"], json!([]), "{report}");
+    assert_eq!(report["queue"]["drawn"], BUYERS);
+    assert_eq!(report["queue"]["commitment_kept"], true);
+    assert_eq!(report["queue"]["place"], someone["place"]);
     app.stop().await;
 }
 
