@@ -126,7 +126,16 @@ pub fn run(opts: &Options) -> anyhow::Result<QueueReport> {
     anyhow::ensure!(status == 200, "starting the queue drop answered {status}");
     std::thread::sleep(Duration::from_secs(1));
     eprintln!("phase admitted buyers reading their place (each read signs an admission)...");
-    let reads = one(&ctx, 3, Workload::QueuePlace { drop: queue() }, opts)?;
+    // Only buyers who joined read a place: the join phase went through the tokens in order,
+    // so nearly all of the first `fresh` did; the checks below count any that did not.
+    let joined_first = (joins.outcome("held") as usize * 9 / 10).max(1);
+    let readers = Arc::new(Ctx {
+        tokens: opts.tokens[..joined_first.min(opts.tokens.len())].to_vec(),
+        addr: ctx.addr,
+        host: ctx.host.clone(),
+        run_id: ctx.run_id.clone(),
+    });
+    let reads = one(&readers, 3, Workload::QueuePlace { drop: queue() }, opts)?;
 
     eprintln!("phase the admission rate held at {MEASURED_RATE}/s...");
     let status = admin.send(
@@ -151,8 +160,11 @@ pub fn run(opts: &Options) -> anyhow::Result<QueueReport> {
         ));
     }
     let admitted = reads.outcome("ok");
-    if admitted == 0 {
-        problems.push("no admitted read answered 200".into());
+    if admitted == 0 || admitted < reads.requests {
+        problems.push(format!(
+            "{} of {} place reads answered 200",
+            admitted, reads.requests
+        ));
     }
     server.stop()?;
     Ok(QueueReport {
@@ -181,7 +193,7 @@ pub fn markdown(r: &QueueReport) -> String {
          | POST .../queue (join) | {:.0} | {:.2} x hold attempts | |\n\
          | POST .../holds (first come) | {:.0} | | |\n\
          | GET .../queue, admitted (signs the admission) | {:.0} | {:.2} x /healthz | {:.2} |\n\n\
-         fresh joins: {}; admission rate set {} /s, held {:.1} /s over 3 s of wall clock\n",
+         joins that made an entry: {} (a buyer joining again is answered 200); admission rate set {} /s, held {:.1} /s over 3 s of wall clock\n",
         r.connections,
         r.duration_s,
         r.health_per_s,
