@@ -474,6 +474,7 @@ impl Application {
             .as_ref()
             .and_then(|lost| lost.borrow().clone());
         let release = lost.is_none();
+        let shipped = self.replica_status.clone();
         tokio::task::spawn_blocking(move || {
             if let Some(follow) = follow {
                 follow.stop();
@@ -487,9 +488,16 @@ impl Application {
                 gate.stop();
                 let _ = thread.join();
             }
-            // After the shipper's last sync: the next leader finds everything shipped.
+            // After the shipper's last sync: the next leader finds everything shipped, unless
+            // that sync failed, and then the lease runs out instead of being handed on early.
+            let last_sync_failed = shipped.is_some_and(|s| s.snapshot().error.is_some());
+            if last_sync_failed && release {
+                tracing::warn!(
+                    "the last sync to the replica failed: the lease is kept until it expires"
+                );
+            }
             if let Some(renewals) = renewals {
-                renewals.stop(release);
+                renewals.stop(release && !last_sync_failed);
             }
         })
         .await
