@@ -168,6 +168,29 @@ pub fn run(
     })
 }
 
+/// One workload on `connections` connections for `duration`: one phase's figures.
+pub(super) fn phase(
+    ctx: &Arc<Ctx>,
+    phase: usize,
+    workload: Workload,
+    opts: &impl PhaseShape,
+) -> anyhow::Result<GroupResult> {
+    let groups = [Group {
+        workload,
+        connections: opts.connections(),
+    }];
+    let mut results = run(ctx.clone(), phase, &groups, opts.duration(), 1_000_000)?;
+    results
+        .pop()
+        .ok_or_else(|| anyhow::anyhow!("a phase without its result"))
+}
+
+/// How wide and how long a phase runs.
+pub(super) trait PhaseShape {
+    fn connections(&self) -> usize;
+    fn duration(&self) -> Duration;
+}
+
 pub(super) async fn connect(
     ctx: &Ctx,
 ) -> anyhow::Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>> {

@@ -14,7 +14,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::checks::Admin;
-use super::load::{self, Ctx, Group, GroupResult, Workload};
+use super::load::{self, Ctx, Workload};
 use super::server::{create_admin_key, OwnServer};
 
 pub struct Options {
@@ -49,20 +49,6 @@ pub struct QueueReport {
 const QUEUE_DROP: &str = "bench-queue";
 const FCFS_DROP: &str = "bench-queue-fcfs";
 const MEASURED_RATE: i64 = 500;
-
-fn one(
-    ctx: &Arc<Ctx>,
-    phase: usize,
-    workload: Workload,
-    opts: &Options,
-) -> anyhow::Result<GroupResult> {
-    let groups = [Group {
-        workload,
-        connections: opts.connections,
-    }];
-    let mut results = load::run(ctx.clone(), phase, &groups, opts.duration, 1_000_000)?;
-    results.pop().context("a phase without its result")
-}
 
 /// The serving number one joined buyer reads, and when.
 fn serving(base: &str, token: &HeaderValue) -> anyhow::Result<(i64, Instant)> {
@@ -106,9 +92,9 @@ pub fn run(opts: &Options) -> anyhow::Result<QueueReport> {
         "phase health, joins, hold attempts ({} connections)...",
         opts.connections
     );
-    let health = one(&ctx, 0, Workload::Health, opts)?;
-    let joins = one(&ctx, 1, Workload::Join { drop: queue() }, opts)?;
-    let holds = one(
+    let health = load::phase(&ctx, 0, Workload::Health, opts)?;
+    let joins = load::phase(&ctx, 1, Workload::Join { drop: queue() }, opts)?;
+    let holds = load::phase(
         &ctx,
         2,
         Workload::Hold {
@@ -135,7 +121,7 @@ pub fn run(opts: &Options) -> anyhow::Result<QueueReport> {
         host: ctx.host.clone(),
         run_id: ctx.run_id.clone(),
     });
-    let reads = one(&readers, 3, Workload::QueuePlace { drop: queue() }, opts)?;
+    let reads = load::phase(&readers, 3, Workload::QueuePlace { drop: queue() }, opts)?;
 
     eprintln!("phase the admission rate held at {MEASURED_RATE}/s...");
     let status = admin.send(
@@ -216,4 +202,14 @@ pub fn markdown(r: &QueueReport) -> String {
         }
     }
     out
+}
+
+impl load::PhaseShape for Options {
+    fn connections(&self) -> usize {
+        self.connections
+    }
+
+    fn duration(&self) -> Duration {
+        self.duration
+    }
 }

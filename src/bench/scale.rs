@@ -145,20 +145,6 @@ fn ctx(base: &str, opts: &Options) -> anyhow::Result<Arc<Ctx>> {
     }))
 }
 
-fn one(
-    ctx: &Arc<Ctx>,
-    phase: usize,
-    workload: Workload,
-    opts: &Options,
-) -> anyhow::Result<GroupResult> {
-    let groups = [Group {
-        workload,
-        connections: opts.connections,
-    }];
-    let mut results = load::run(ctx.clone(), phase, &groups, opts.duration, 1_000_000)?;
-    results.pop().context("a phase without its result")
-}
-
 fn hop(route: &'static str, direct: &GroupResult, proxied: &GroupResult) -> HopFigures {
     HopFigures {
         route,
@@ -243,13 +229,13 @@ pub fn run(opts: &Options) -> anyhow::Result<ScaleReport> {
     );
 
     eprintln!("phase hop: /healthz and a drop read, direct and through the proxy...");
-    let health_direct = one(&leader_a, 0, Workload::Health, opts)?;
-    let health_proxied = one(&proxied, 1, Workload::Health, opts)?;
+    let health_direct = load::phase(&leader_a, 0, Workload::Health, opts)?;
+    let health_proxied = load::phase(&proxied, 1, Workload::Health, opts)?;
     let read = || Workload::ReadDrop {
         drop: drops[0].clone(),
     };
-    let read_direct = one(&follower_a, 2, read(), opts)?;
-    let read_proxied = one(&proxied, 3, read(), opts)?;
+    let read_direct = load::phase(&follower_a, 2, read(), opts)?;
+    let read_proxied = load::phase(&proxied, 3, read(), opts)?;
 
     eprintln!(
         "phase stampede: both drops at once through the proxy, {} watchers on the followers...",
@@ -380,4 +366,14 @@ pub fn markdown(r: &ScaleReport) -> String {
         format!("\nPROBLEMS:\n- {}\n", r.problems.join("\n- "))
     };
     out
+}
+
+impl load::PhaseShape for Options {
+    fn connections(&self) -> usize {
+        self.connections
+    }
+
+    fn duration(&self) -> Duration {
+        self.duration
+    }
 }
