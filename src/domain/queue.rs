@@ -175,6 +175,50 @@ pub fn standing(
     }
 }
 
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct QueueDraw {
+    /// Buyers the draw ordered (those who joined before the start).
+    pub drawn: i64,
+    /// The revealed seed's SHA-256 is the commitment published when the queue opened.
+    pub commitment_kept: bool,
+    /// The named buyer's place, recomputed (a late arrival's as recorded).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub place: Option<i64>,
+}
+
+impl QueueDraw {
+    /// The draw again from what the ledger holds: the seed against its commitment, the count
+    /// against the pre-start joins, and `watch`'s place. Returns what does not agree.
+    pub fn recompute(
+        commitment: &str,
+        seed_hex: &str,
+        joined: i64,
+        early: &[String],
+        watch: Option<&str>,
+    ) -> (QueueDraw, Vec<String>) {
+        let seed = hex::decode(seed_hex).unwrap_or_default();
+        let kept = commitment == self::commitment(&seed);
+        let mut faults = Vec::new();
+        if !kept {
+            faults.push("the revealed seed does not match the commitment".to_owned());
+        }
+        if joined != early.len() as i64 {
+            faults.push(format!(
+                "the draw ordered {joined} buyers, {} joined before it",
+                early.len()
+            ));
+        }
+        let order = seeded_order(&seed, early.iter().map(String::as_str));
+        let place = watch.and_then(|w| order.iter().position(|r| *r == w).map(|i| i as i64 + 1));
+        let draw = QueueDraw {
+            drawn: order.len() as i64,
+            commitment_kept: kept,
+            place,
+        };
+        (draw, faults)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

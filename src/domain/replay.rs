@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use crate::domain::inventory::decide_attempt;
 use crate::domain::ledger::{Entry, Event};
+pub use crate::domain::queue::QueueDraw;
 use crate::domain::views::DropPatch;
 use crate::domain::{Allowance, DropSchedule, DropState, SkuStock};
 
@@ -77,17 +78,6 @@ pub struct Report {
     /// A queue drop's draw, recomputed from the revealed seed and the `join` entries.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub queue: Option<QueueDraw>,
-}
-
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct QueueDraw {
-    /// Buyers the draw ordered (those who joined before the start).
-    pub drawn: i64,
-    /// The revealed seed's SHA-256 is the commitment published when the queue opened.
-    pub commitment_kept: bool,
-    /// The named buyer's place, recomputed (a late arrival's as recorded).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub place: Option<i64>,
 }
 
 /// A drop's state as its ledger rebuilds it.
@@ -297,34 +287,18 @@ impl Replay {
 
     /// The draw again: the seed against its commitment, and the order it gives.
     fn draw(&mut self, position: i64, seed: &str, joined: i64) {
-        let seed = hex::decode(seed).unwrap_or_default();
-        let kept = self.queue.as_deref() == Some(crate::domain::queue::commitment(&seed).as_str());
-        if !kept {
-            self.mismatch(
-                position,
-                "the revealed seed does not match the commitment".into(),
-            );
+        let commitment = self.queue.as_deref().unwrap_or_default();
+        let (draw, faults) = QueueDraw::recompute(
+            commitment,
+            seed,
+            joined,
+            &self.early_joins,
+            self.watch.as_deref(),
+        );
+        for fault in faults {
+            self.mismatch(position, fault);
         }
-        if joined != self.early_joins.len() as i64 {
-            self.mismatch(
-                position,
-                format!(
-                    "the draw ordered {joined} buyers, {} joined before it",
-                    self.early_joins.len()
-                ),
-            );
-        }
-        let order =
-            crate::domain::queue::seeded_order(&seed, self.early_joins.iter().map(String::as_str));
-        let place = self
-            .watch
-            .as_deref()
-            .and_then(|w| order.iter().position(|r| *r == w).map(|i| i as i64 + 1));
-        self.report.queue = Some(QueueDraw {
-            drawn: order.len() as i64,
-            commitment_kept: kept,
-            place,
-        });
+        self.report.queue = Some(draw);
     }
 
     /// Active holds past their expiry at `now` that no entry ended yet: they count for nothing.

@@ -78,7 +78,7 @@ pub async fn known_drop(state: &AppState, path: &str) -> Result<DropId, ApiError
         .ok_or_else(|| ApiError::not_found(format!("drop {path} not found")))
 }
 
-fn load_failed(err: crate::events::LoadError) -> ApiError {
+pub(crate) fn load_failed(err: crate::events::LoadError) -> ApiError {
     tracing::error!(error = %err, "loading drops into memory failed");
     ApiError::internal()
 }

@@ -11,7 +11,7 @@ use crate::domain::queue::{standing, Standing};
 use crate::domain::views::QueueView;
 use crate::domain::{BuyerId, DropId};
 use crate::http::codes::Code;
-use crate::http::drops::parse_drop_id;
+use crate::http::drops::{load_failed, parse_drop_id};
 use crate::http::extract::Buyer;
 use crate::http::extract::IpAdmitted;
 use crate::http::openapi::problems::{problems, ADMITTED, BUYER, EVERY, READ, SPLIT, WRITE};
@@ -105,10 +105,7 @@ async fn queue_of(state: &AppState, drop_id: &DropId) -> Result<QueueView, ApiEr
         .hub
         .get_or_load(drop_id)
         .await
-        .map_err(|err| {
-            tracing::error!(error = %err, "loading drops into memory failed");
-            ApiError::internal()
-        })?
+        .map_err(load_failed)?
         .ok_or_else(|| ApiError::not_found(format!("drop {drop_id} not found")))?;
     cached.view.queue.clone().ok_or_else(|| {
         crate::domain::Refusal::NoQueue {
