@@ -92,6 +92,26 @@ pub enum Event {
         seed: String,
         joined: i64,
     },
+    /// A buyer joined a sold-out SKU's waiting list (their salted name).
+    Wait {
+        buyer: String,
+        sku: String,
+        quantity: i64,
+    },
+    /// A buyer left a SKU's waiting list before an offer reached them.
+    Unwait {
+        buyer: String,
+        sku: String,
+    },
+    /// Freed units became an offer hold for a waiter: numbered in the arrival order like an
+    /// attempt, ending their wait.
+    Offer {
+        attempt_seq: i64,
+        buyer: String,
+        sku: String,
+        quantity: i64,
+        hold_id: String,
+    },
 }
 
 impl Event {
@@ -109,6 +129,9 @@ impl Event {
             Event::Queue { .. } => "queue",
             Event::Join { .. } => "join",
             Event::Seeded { .. } => "seeded",
+            Event::Wait { .. } => "wait",
+            Event::Unwait { .. } => "unwait",
+            Event::Offer { .. } => "offer",
         }
     }
 }
@@ -212,7 +235,10 @@ pub fn canonical_entry(entry: &Entry) -> Vec<u8> {
         | Event::Edit { .. }
         | Event::Queue { .. }
         | Event::Join { .. }
-        | Event::Seeded { .. } => {
+        | Event::Seeded { .. }
+        | Event::Wait { .. }
+        | Event::Unwait { .. }
+        | Event::Offer { .. } => {
             return canonical(entry);
         }
     }

@@ -13,6 +13,7 @@ pub mod queue;
 pub mod refusal;
 pub mod replay;
 pub mod views;
+pub mod waitlist;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use drop::{DropSchedule, DropState, OverrideState};

@@ -29,6 +29,7 @@ kinds! {
     DropStateChanged = "drop.state_changed",
     StockAdjusted = "stock.adjusted",
     CheckoutRequested = "checkout.requested",
+    WaitlistOffered = "waitlist.offered",
 }
 
 impl EventKind {
@@ -37,7 +38,8 @@ impl EventKind {
     }
 }
 
-/// `data` of `hold.created`, `hold.expired` and `hold.released`.
+/// `data` of `hold.created`, `hold.expired`, `hold.released` and `waitlist.offered` (an offer
+/// hold made for a waiter from freed units).
 #[derive(Debug, serde::Serialize)]
 pub struct HoldData<'a> {
     pub hold_id: &'a str,

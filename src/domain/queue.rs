@@ -40,6 +40,30 @@ impl Mode {
 
 pub const MAX_ADMISSION_RATE: i64 = 100_000;
 
+/// Whether a request on a drop in `mode` carries an admission that still runs at `now_ms` (the
+/// handler checked the token's signature; its time is judged by the writer's clock).
+pub fn check_admission(
+    mode: Mode,
+    admitted_until: Option<i64>,
+    now_ms: i64,
+    drop_id: &str,
+) -> Result<(), crate::domain::Refusal> {
+    use crate::domain::Refusal;
+    if mode != Mode::Queue {
+        return Ok(());
+    }
+    match admitted_until {
+        None => Err(Refusal::NotAdmitted {
+            drop_id: drop_id.to_owned(),
+        }),
+        Some(until) if until <= now_ms => Err(Refusal::AdmissionExpired {
+            drop_id: drop_id.to_owned(),
+            expired_at: crate::domain::clock::rfc3339(crate::domain::clock::from_millis(until)),
+        }),
+        Some(_) => Ok(()),
+    }
+}
+
 /// The published commitment to a seed: SHA-256 of its bytes, hex.
 pub fn commitment(seed: &[u8]) -> String {
     hex::encode(Sha256::digest(seed))

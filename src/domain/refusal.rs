@@ -57,6 +57,8 @@ pub enum Refusal {
     NotAdmitted { drop_id: String },
     #[error("your admission to drop {drop_id} expired at {expired_at}")]
     AdmissionExpired { drop_id: String, expired_at: String },
+    #[error("{sku} is not sold out ({available} available): place a hold instead of waiting")]
+    NotSoldOut { sku: String, available: i64 },
 }
 
 impl Refusal {
@@ -80,6 +82,7 @@ impl Refusal {
             Refusal::QueueClosed { .. } => "queue-closed",
             Refusal::NotAdmitted { .. } => "not-admitted",
             Refusal::AdmissionExpired { .. } => "admission-expired",
+            Refusal::NotSoldOut { .. } => "not-sold-out",
         }
     }
 

@@ -78,6 +78,8 @@ pub struct Report {
     /// A queue drop's draw, recomputed from the revealed seed and the `join` entries.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub queue: Option<QueueDraw>,
+    /// Offers made to waiters from freed units (each checked like an attempt).
+    pub offers: i64,
 }
 
 /// A drop's state as its ledger rebuilds it.
@@ -98,6 +100,8 @@ pub struct Replay {
     /// A queue drop's published commitment, and who joined before its draw.
     queue: Option<String>,
     early_joins: Vec<String>,
+    /// Each SKU's waiters, in the order they joined.
+    waiting: HashMap<String, Vec<waitlist::Waiter>>,
 }
 
 /// A time as the writer compares it, in whole milliseconds (ledgers written before the store
@@ -183,6 +187,7 @@ impl Replay {
             next_position: first.position + 1,
             queue: None,
             early_joins: Vec::new(),
+            waiting: HashMap::new(),
         };
         replay.report.entries = 1;
         Ok(replay)
@@ -276,6 +281,19 @@ impl Replay {
                 }
             },
             Event::Seeded { seed, joined } => self.draw(position, seed, *joined),
+            Event::Wait {
+                buyer,
+                sku,
+                quantity,
+            } => self.wait(position, buyer, sku, *quantity),
+            Event::Unwait { buyer, sku } => self.unwait(position, buyer, sku),
+            Event::Offer {
+                attempt_seq,
+                buyer,
+                sku,
+                quantity,
+                hold_id,
+            } => self.offer(entry, now, (*attempt_seq, buyer, sku, *quantity), hold_id),
             Event::Closed { .. } => {
                 if self.schedule.state_at(now) != DropState::Closed {
                     self.mismatch(position, "closed before its ends_at".into());
@@ -530,3 +548,4 @@ impl Replay {
 
 #[cfg(test)]
 mod tests;
+mod waitlist;

@@ -90,6 +90,7 @@ codes! {
     QueueClosed = "queue-closed", 409, "Queue closed";
     NotAdmitted = "not-admitted", 403, "Not admitted from the queue";
     AdmissionExpired = "admission-expired", 410, "Admission expired";
+    NotSoldOut = "not-sold-out", 409, "Not sold out";
     Internal = "internal", 500, "Internal Server Error";
 }
 
@@ -123,6 +124,7 @@ impl Code {
             Refusal::QueueClosed { .. } => Code::QueueClosed,
             Refusal::NotAdmitted { .. } => Code::NotAdmitted,
             Refusal::AdmissionExpired { .. } => Code::AdmissionExpired,
+            Refusal::NotSoldOut { .. } => Code::NotSoldOut,
         }
     }
 }

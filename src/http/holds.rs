@@ -55,7 +55,7 @@ struct RetryKey {
 #[derive(utoipa::IntoParams)]
 #[into_params(parameter_in = Header)]
 #[allow(dead_code)] // read by `queue::admitted_until`; this names it for the document
-struct AdmissionParam {
+pub(crate) struct AdmissionParam {
     /// On a queue drop: the token `GET /v1/drops/{drop}/queue` gives once the buyer's place
     /// is served. Ignored on other drops.
     #[param(rename = "Dropd-Admission")]

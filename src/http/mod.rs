@@ -24,6 +24,7 @@ mod queue;
 pub mod request_id;
 pub mod sides;
 pub mod state;
+mod waitlist;
 mod webhooks;
 
 use actix_web::{web, HttpResponse};
@@ -80,6 +81,18 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     .route(web::get().to(queue::get_queue))
                     .route(web::head().to(queue::get_queue)),
                 "GET, HEAD, POST",
+            ))
+            .service(only(
+                at("/v1/drops/{drop}/waitlist")
+                    .route(web::post().to(waitlist::join_waitlist))
+                    .route(web::get().to(waitlist::get_waitlist))
+                    .route(web::head().to(waitlist::get_waitlist)),
+                "GET, HEAD, POST",
+            ))
+            .service(only(
+                at("/v1/drops/{drop}/waitlist/{sku}")
+                    .route(web::delete().to(waitlist::leave_waitlist)),
+                "DELETE",
             ))
             .service(get("/v1/keys", ledger::list_keys))
             .service(only(

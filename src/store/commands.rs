@@ -11,10 +11,12 @@ use super::audit::{self, json, Acted, Acting, Entry};
 use super::batch::Batch;
 use super::cost::{self, Cost};
 use super::requests::{Answer, ConfirmHold, IdempotentRequest, PlaceHold, ReceiptPart};
-use super::tx::decided;
+use super::tx::{chore, decided};
+use super::waitlist::{self, JoinWaitlist};
 use super::webhooks::{self, WebhookAnswer, WebhookChange};
 use super::{admin_acts, admin_keys, checkout, holds, idempotency, StoreError};
 use crate::domain::ledger::Event;
+use crate::domain::waitlist::WaitlistEntry;
 
 /// Where a command's answer goes, and the answer while the batch has not committed yet.
 /// What the writer sends back: the answer, and what the command cost the database (charged
@@ -72,6 +74,18 @@ pub(crate) enum Command {
         buyer: BuyerId,
         drop_id: DropId,
         reply: Reply<Result<super::queue::QueueEntry, Refusal>>,
+    },
+    /// A buyer waits for a sold-out SKU (once; again answers their entry).
+    JoinWaitlist {
+        buyer: BuyerId,
+        cmd: JoinWaitlist,
+        reply: Reply<Result<WaitlistEntry, Refusal>>,
+    },
+    LeaveWaitlist {
+        buyer: BuyerId,
+        drop_id: DropId,
+        sku: String,
+        reply: Reply<Result<WaitlistEntry, Refusal>>,
     },
     CreateDrop {
         act: Acting,
@@ -143,6 +157,8 @@ impl Command {
         }
         match self {
             Command::PlaceHold(req, cmd, reply) => {
+                // Waiters are owed the SKU's free and due units before anyone attempts.
+                chore(waitlist::settle(conn, batch, &cmd.drop_id, &cmd.sku))?;
                 let drop = Some(cmd.drop_id.as_str());
                 batch.last_attempt = None;
                 let entry = |result: &Result<HoldView, Refusal>, attempt_seq| Event::Attempt {
@@ -224,6 +240,19 @@ impl Command {
                     super::queue::join(c, batch, buyer, drop_id)
                 })?));
             }
+            Command::JoinWaitlist { buyer, cmd, reply } => {
+                reply.hold(Ok(decided(conn, |c| waitlist::join(c, batch, buyer, cmd))?));
+            }
+            Command::LeaveWaitlist {
+                buyer,
+                drop_id,
+                sku,
+                reply,
+            } => {
+                reply.hold(Ok(decided(conn, |c| {
+                    waitlist::leave(c, batch, buyer, drop_id, sku)
+                })?));
+            }
             Command::RequestCheckout {
                 buyer,
                 hold_id,
@@ -296,6 +325,9 @@ impl Command {
                 reply.send(failure)
             }
             Command::JoinQueue { reply, .. } => reply.send(failure),
+            Command::JoinWaitlist { reply, .. } | Command::LeaveWaitlist { reply, .. } => {
+                reply.send(failure)
+            }
             Command::CreateDrop { reply, .. }
             | Command::UpdateDrop { reply, .. }
             | Command::AdjustStock { reply, .. } => reply.send(failure),

@@ -339,7 +339,6 @@ pub(crate) fn adjust_stock(
     })?;
     let stock = row.stock.restock(sku, delta)?;
     save_stock(conn, drop_id.as_str(), sku, stock)?;
-    let view = view_after_change(conn, batch, drop_id.as_str())?;
     batch.record(
         drop_id,
         Event::Restock {
@@ -348,6 +347,10 @@ pub(crate) fn adjust_stock(
             stock: stock.total,
         },
     );
+    // Added units go to the SKU's waiters first; the answer shows the stock after their offers.
+    super::waitlist::offer(conn, batch, drop_id, sku)?;
+    batch.memory.flush(conn)?;
+    let view = view_after_change(conn, batch, drop_id.as_str())?;
     batch.announce(
         drop_id,
         EventKind::StockAdjusted,

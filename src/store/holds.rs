@@ -7,7 +7,7 @@ use rusqlite::{named_params, Connection, OptionalExtension, Row};
 use crate::domain::clock::{from_millis, rfc3339};
 use crate::domain::drop::rules;
 use crate::domain::inventory::decide_attempt;
-use crate::domain::queue::Mode;
+use crate::domain::queue::check_admission;
 use crate::domain::views::{HoldState, HoldView, OrderView};
 use crate::domain::{
     Allowance, BuyerId, DropId, DropState, HoldId, HoldRef, OrderId, Refusal, SkuStock,
@@ -19,6 +19,7 @@ use super::batch::Batch;
 use super::memory::{DropMemory, Memory};
 use super::requests::{ConfirmHold, PlaceHold};
 use super::tx::Outcome;
+use super::waitlist;
 use super::StoreError;
 
 const INSERT: &str = "INSERT INTO holds (secret, box, drop_id, sku, buyer, quantity, attempt_seq,
@@ -107,26 +108,13 @@ pub(crate) fn place(
         }
         .into());
     }
-    // A queue drop admits only buyers its queue served (the handler checked the token's
-    // signature; the writer judges its time by the batch's clock, as everything else).
-    if drop.rules.mode == Mode::Queue {
-        match cmd.admitted_until {
-            None => {
-                return Err(Refusal::NotAdmitted {
-                    drop_id: cmd.drop_id.to_string(),
-                }
-                .into())
-            }
-            Some(until) if until <= now.timestamp_millis() => {
-                return Err(Refusal::AdmissionExpired {
-                    drop_id: cmd.drop_id.to_string(),
-                    expired_at: rfc3339(from_millis(until)),
-                }
-                .into())
-            }
-            Some(_) => {}
-        }
-    }
+    // A queue drop admits only buyers its queue served.
+    check_admission(
+        drop.rules.mode,
+        cmd.admitted_until,
+        now.timestamp_millis(),
+        cmd.drop_id.as_str(),
+    )?;
     let (limit, hold_seconds) = (drop.rules.per_buyer_limit, drop.rules.hold_seconds);
     let stock = drop
         .sku(conn, cmd.drop_id.as_str(), &cmd.sku)?
@@ -202,21 +190,21 @@ pub(crate) fn place(
         end_hold(conn, *hold_seq, HoldState::Expired, now)?;
         give_back(conn, drop, cmd.drop_id.as_str(), sku, owner, *quantity)?;
     }
-    let sku = drop
-        .sku(conn, cmd.drop_id.as_str(), &cmd.sku)?
-        .ok_or(StoreError::Internal("a SKU memory had is gone"))?;
-    let held = sku.stock.hold(&cmd.sku, cmd.quantity)?;
-    sku.set(held);
-    drop.add_units(buyer.as_str(), cmd.quantity);
-
-    let secret = HoldId::new_secret();
     let expires_at = now + Duration::seconds(hold_seconds);
-    conn.prepare_cached(INSERT)?.execute(named_params! {
-        ":secret": secret, ":box": batch.box_id, ":drop": cmd.drop_id.as_str(), ":sku": cmd.sku,
-        ":buyer": buyer.as_str(), ":quantity": cmd.quantity, ":seq": attempt_seq,
-        ":now": now.timestamp_millis(), ":expires": expires_at.timestamp_millis(),
-    })?;
-    let hold_id = HoldId::numbered(batch.box_id, conn.last_insert_rowid(), secret);
+    let (hold_id, held) = insert(
+        conn,
+        batch.box_id,
+        drop,
+        &NewHold {
+            drop_id: cmd.drop_id.as_str(),
+            sku: &cmd.sku,
+            buyer: buyer.as_str(),
+            quantity: cmd.quantity,
+            attempt_seq,
+            now,
+            expires_at,
+        },
+    )?;
     for (_, sku, owner, quantity, id) in &due_holds {
         announce_expired(batch, &cmd.drop_id, (id, sku, owner, *quantity));
     }
@@ -241,6 +229,13 @@ pub(crate) fn place(
             &SoldOutData { sku: &cmd.sku },
         );
     }
+    // The buyer's own due holds of other SKUs ended here: their units are owed to waiters.
+    let mut freed: Vec<&str> = due_holds.iter().map(|h| h.1.as_str()).collect();
+    freed.sort_unstable();
+    freed.dedup();
+    for sku in freed {
+        waitlist::offer(conn, batch, &cmd.drop_id, sku)?;
+    }
     Ok(HoldView {
         hold_id: hold_text,
         drop_id: cmd.drop_id.to_string(),
@@ -252,6 +247,42 @@ pub(crate) fn place(
         state: HoldState::Active,
         order_id: None,
     })
+}
+
+/// A hold to write, decided already: the caller checked the stock and the buyer's limit.
+pub(crate) struct NewHold<'a> {
+    pub drop_id: &'a str,
+    pub sku: &'a str,
+    pub buyer: &'a str,
+    pub quantity: i64,
+    pub attempt_seq: i64,
+    pub now: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Holds the units in memory and writes the hold; answers its id and the SKU's stock after.
+pub(crate) fn insert(
+    conn: &Connection,
+    box_id: Option<&str>,
+    drop: &mut DropMemory,
+    new: &NewHold<'_>,
+) -> Result<(HoldId, SkuStock), Outcome> {
+    let sku = drop
+        .sku(conn, new.drop_id, new.sku)?
+        .ok_or(StoreError::Internal("a SKU memory had is gone"))?;
+    let held = sku.stock.hold(new.sku, new.quantity)?;
+    sku.set(held);
+    drop.add_units(new.buyer, new.quantity);
+    let secret = HoldId::new_secret();
+    conn.prepare_cached(INSERT)?.execute(named_params! {
+        ":secret": secret, ":box": box_id, ":drop": new.drop_id, ":sku": new.sku,
+        ":buyer": new.buyer, ":quantity": new.quantity, ":seq": new.attempt_seq,
+        ":now": new.now.timestamp_millis(), ":expires": new.expires_at.timestamp_millis(),
+    })?;
+    Ok((
+        HoldId::numbered(box_id, conn.last_insert_rowid(), secret),
+        held,
+    ))
 }
 
 /// An ended hold's units go back on sale and stop counting for its buyer.
@@ -554,6 +585,12 @@ pub(crate) fn release(
         },
     );
     hold.state = HoldState::Released;
+    waitlist::offer(
+        conn,
+        batch,
+        &DropId::from_trusted(hold.drop_id.clone()),
+        &hold.sku,
+    )?;
     Ok(hold)
 }
 
@@ -592,7 +629,31 @@ pub(crate) fn expire_due(
         let drop_id = DropId::from_trusted(drop_id.clone());
         announce_expired(batch, &drop_id, (id, sku, buyer, *quantity));
     }
+    // Offered once everything due is back, so a waiter is offered what all of it frees.
+    let mut freed: Vec<(&String, &String)> = due.iter().map(|h| (&h.1, &h.2)).collect();
+    freed.sort_unstable();
+    freed.dedup();
+    for (drop_id, sku) in freed {
+        waitlist::offer(conn, batch, &DropId::from_trusted(drop_id.clone()), sku)?;
+    }
     Ok(due.len())
+}
+
+/// Ends every due hold of one SKU (before an attempt on it, when waiters are owed its units).
+pub(crate) fn expire_due_of_sku(
+    conn: &Connection,
+    batch: &mut Batch<'_>,
+    drop_id: &DropId,
+    sku: &str,
+) -> Result<(), Outcome> {
+    let due_holds = due(conn, DUE_OF_SKU, batch.now, drop_id.as_str(), ":sku", sku)?;
+    for (hold_seq, sku, owner, quantity, id) in &due_holds {
+        let drop = drop_memory(conn, batch.memory, drop_id.as_str())?;
+        give_back(conn, drop, drop_id.as_str(), sku, owner, *quantity)?;
+        end_hold(conn, *hold_seq, HoldState::Expired, batch.now)?;
+        announce_expired(batch, drop_id, (id, sku, owner, *quantity));
+    }
+    Ok(())
 }
 
 /// When the next active hold expires, if any.

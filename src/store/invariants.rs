@@ -23,6 +23,12 @@ const OVER_LIMIT: &str = "SELECT h.drop_id, h.buyer, SUM(h.quantity), d.per_buye
      GROUP BY h.drop_id, h.buyer HAVING SUM(h.quantity) > d.per_buyer_limit
      LIMIT 1";
 
+/// An offer is a hold of the waiter's, for the SKU they waited for.
+const STRAY_OFFER: &str = "SELECT w.seq FROM waitlist w LEFT JOIN holds h ON h.seq = w.hold_seq
+     WHERE w.state = 'offered' AND (h.seq IS NULL OR h.buyer != w.buyer OR h.sku != w.sku
+                                    OR h.drop_id != w.drop_id OR h.quantity > w.quantity)
+     LIMIT 1";
+
 /// What is wrong, if anything: `Ok(Err(description))` for a broken invariant.
 pub fn check_invariants(conn: &Connection) -> Result<Result<(), String>, StoreError> {
     let rows: Vec<SkuAudit> = conn
@@ -56,6 +62,16 @@ pub fn check_invariants(conn: &Connection) -> Result<Result<(), String>, StoreEr
     if let Some((drop, buyer, units, limit)) = over {
         return Ok(Err(format!(
             "{buyer} has {units} units of {drop}, over the limit of {limit}"
+        )));
+    }
+    let stray: Option<i64> = conn
+        .prepare(STRAY_OFFER)?
+        .query_map([], |r| r.get(0))?
+        .next()
+        .transpose()?;
+    if let Some(seq) = stray {
+        return Ok(Err(format!(
+            "waiting-list entry {seq} was offered a hold that is not its buyer's units of its SKU"
         )));
     }
     Ok(Ok(()))

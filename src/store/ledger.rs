@@ -165,7 +165,10 @@ pub(crate) fn append(
                     *buyer = ledger::buyer_ref(&salt, buyer);
                     attempt_by = Some(buyer.clone());
                 }
-                Event::Join { buyer, .. } => *buyer = ledger::buyer_ref(&salt, buyer),
+                Event::Join { buyer, .. }
+                | Event::Wait { buyer, .. }
+                | Event::Unwait { buyer, .. }
+                | Event::Offer { buyer, .. } => *buyer = ledger::buyer_ref(&salt, buyer),
                 _ => {}
             }
             // The pending entries are cleared after: take each event rather than copy it.

@@ -43,9 +43,13 @@ pub(crate) struct DropMemory {
 pub(crate) struct SkuMemory {
     pub stock: SkuStock,
     pub price: Money,
+    /// Buyers on the SKU's waiting list: freed units go to them first (see `waitlist`).
+    pub waiters: i64,
     dirty: bool,
 }
 
+const WAITERS: &str = "SELECT COUNT(*) FROM waitlist
+                       WHERE drop_id = :drop AND sku = :sku AND state = 'waiting'";
 const SEQ: &str = "SELECT attempt_seq FROM drops WHERE id = :id";
 const UNITS_BY_BUYER: &str = "SELECT buyer, SUM(quantity) FROM holds
                               WHERE drop_id = :drop AND state IN ('active', 'confirmed')
@@ -150,6 +154,13 @@ impl Memory {
                         mem.stock
                     ));
                 }
+                let waiting = waiters(conn, drop_id.as_str(), sku).map_err(failed)?;
+                if waiting != mem.waiters {
+                    return Err(format!(
+                        "{drop_id}/{sku}: memory has {} waiters, the database {waiting}",
+                        mem.waiters
+                    ));
+                }
             }
             if let Some(buyers) = &drop.buyers {
                 let counted = units_by_buyer(conn, drop_id).map_err(failed)?;
@@ -165,6 +176,11 @@ impl Memory {
         }
         Ok(())
     }
+}
+
+fn waiters(conn: &Connection, drop_id: &str, sku: &str) -> rusqlite::Result<i64> {
+    conn.prepare_cached(WAITERS)?
+        .query_row(named_params! {":drop": drop_id, ":sku": sku}, |r| r.get(0))
 }
 
 fn units_by_buyer(conn: &Connection, drop_id: &DropId) -> rusqlite::Result<HashMap<String, i64>> {
@@ -194,11 +210,13 @@ impl DropMemory {
             let Some(row) = drops::load_sku(conn, drop_id, sku)? else {
                 return Ok(None);
             };
+            let waiters = waiters(conn, drop_id, sku)?;
             self.skus.insert(
                 sku.to_owned(),
                 SkuMemory {
                     stock: row.stock,
                     price: row.price,
+                    waiters,
                     dirty: false,
                 },
             );

@@ -22,6 +22,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ("ledger", include_str!("migrations/0007_ledger.sql")),
     ("schedule", include_str!("migrations/0008_schedule.sql")),
     ("queue", include_str!("migrations/0009_queue.sql")),
+    ("waitlist", include_str!("migrations/0010_waitlist.sql")),
 ];
 
 pub fn latest_version() -> i64 {

@@ -32,6 +32,7 @@ mod read_pool;
 mod requests;
 mod schedule;
 mod tx;
+pub mod waitlist;
 pub mod webhooks;
 mod writer;
 

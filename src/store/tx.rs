@@ -65,3 +65,13 @@ pub(crate) fn decided<T>(
     }
     Ok(result)
 }
+
+/// Runs work the writer does on its own account (a sweep, a waiting list's offers): it cannot be
+/// refused, only fail.
+pub(crate) fn chore(result: Result<(), Outcome>) -> Result<(), StoreError> {
+    match result {
+        Ok(()) => Ok(()),
+        Err(Outcome::Failed(err)) => Err(err),
+        Err(Outcome::Refused(_)) => Err(StoreError::Internal("the writer's own work was refused")),
+    }
+}

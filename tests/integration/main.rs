@@ -41,5 +41,6 @@ mod stampede;
 mod store_model;
 mod tokens;
 mod torture;
+mod waitlist;
 mod watchdog;
 mod webhooks;

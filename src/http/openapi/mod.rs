@@ -15,7 +15,7 @@ use utoipa::OpenApi;
 use crate::http::codes::Code;
 use crate::http::{
     admin, drops, events, exports, health, holds, ledger, metrics, orders, pages, payments, queue,
-    webhooks,
+    waitlist, webhooks,
 };
 
 #[derive(OpenApi)]
@@ -35,6 +35,9 @@ use crate::http::{
         holds::create_hold,
         queue::join_queue,
         queue::get_queue,
+        waitlist::join_waitlist,
+        waitlist::get_waitlist,
+        waitlist::leave_waitlist,
         holds::get_hold,
         holds::release_hold,
         holds::confirm_hold,

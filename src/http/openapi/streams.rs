@@ -135,7 +135,7 @@ pub struct OutboxLine {
     /// Unique per event: receivers deduplicate by it (delivery is at least once).
     pub id: String,
     /// `hold.created`, `hold.expired`, `hold.released`, `order.created`, `drop.sold_out`,
-    /// `drop.state_changed`, `stock.adjusted` or `checkout.requested`.
+    /// `drop.state_changed`, `stock.adjusted`, `checkout.requested` or `waitlist.offered`.
     #[serde(rename = "type")]
     pub kind: String,
     #[schema(format = DateTime)]
@@ -280,6 +280,7 @@ impl PartialSchema for BuyerEvent {
                                 "hold.released",
                                 "order.created",
                                 "checkout.requested",
+                                "waitlist.offered",
                             ])),
                     )
                     .required("event")

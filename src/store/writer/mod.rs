@@ -311,6 +311,32 @@ impl Writer {
         .await
     }
 
+    /// `buyer` waits for a sold-out SKU; answers their entry (again: the one they have).
+    pub async fn join_waitlist(
+        &self,
+        buyer: BuyerId,
+        cmd: crate::store::waitlist::JoinWaitlist,
+    ) -> Result<Result<crate::domain::waitlist::WaitlistEntry, Refusal>, StoreError> {
+        self.ask(|reply| Command::JoinWaitlist { buyer, cmd, reply })
+            .await
+    }
+
+    /// `buyer` leaves a SKU's waiting list; answers the entry as it ends.
+    pub async fn leave_waitlist(
+        &self,
+        buyer: BuyerId,
+        drop_id: DropId,
+        sku: String,
+    ) -> Result<Result<crate::domain::waitlist::WaitlistEntry, Refusal>, StoreError> {
+        self.ask(|reply| Command::LeaveWaitlist {
+            buyer,
+            drop_id,
+            sku,
+            reply,
+        })
+        .await
+    }
+
     pub async fn request_checkout(
         &self,
         buyer: BuyerId,

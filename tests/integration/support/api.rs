@@ -199,6 +199,49 @@ impl Api {
         res.json().await.expect("json body")
     }
 
+    /// `POST /v1/drops/{drop}/waitlist`.
+    pub async fn join_waitlist(&self, drop: &str, sku: &str, quantity: i64) -> reqwest::Response {
+        self.as_buyer(
+            self.http
+                .post(self.url(&format!("/v1/drops/{drop}/waitlist"))),
+        )
+        .json(&json!({"sku": sku, "quantity": quantity}))
+        .send()
+        .await
+        .expect("request sent")
+    }
+
+    /// The buyer's entry for `sku` in `GET /v1/drops/{drop}/waitlist` (the newest), which
+    /// must exist.
+    pub async fn waitlist_entry(&self, drop: &str, sku: &str) -> Value {
+        let res = self
+            .as_buyer(
+                self.http
+                    .get(self.url(&format!("/v1/drops/{drop}/waitlist"))),
+            )
+            .send()
+            .await
+            .expect("request sent");
+        assert_eq!(res.status(), 200, "waiting list of {drop}");
+        let body: Value = res.json().await.expect("json body");
+        body["entries"]
+            .as_array()
+            .and_then(|entries| entries.iter().find(|e| e["sku"] == sku))
+            .cloned()
+            .unwrap_or_else(|| panic!("no entry for {sku} in {body}"))
+    }
+
+    /// `DELETE /v1/drops/{drop}/waitlist/{sku}`.
+    pub async fn leave_waitlist(&self, drop: &str, sku: &str) -> reqwest::Response {
+        self.as_buyer(
+            self.http
+                .delete(self.url(&format!("/v1/drops/{drop}/waitlist/{sku}"))),
+        )
+        .send()
+        .await
+        .expect("request sent")
+    }
+
     /// A hold carrying a queue admission token.
     pub async fn hold_admitted(
         &self,

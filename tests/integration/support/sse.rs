@@ -29,6 +29,16 @@ impl Events {
         Self::from(req).await
     }
 
+    /// A buyer's own stream (`GET /v1/me/events`).
+    pub async fn mine(app: &TestApp, sub: &str) -> Events {
+        Self::from(
+            app.client
+                .get(app.url("/v1/me/events"))
+                .bearer_auth(app.token(sub)),
+        )
+        .await
+    }
+
     /// A drop's stream on any server (a spawned binary, a follower).
     pub async fn at(http: &reqwest::Client, base: &str, drop: &str) -> Events {
         Self::from(http.get(format!("{base}/v1/drops/{drop}/events"))).await
