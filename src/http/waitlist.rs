@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::waitlist::WaitlistEntry;
 use crate::http::codes::Code;
-use crate::http::drops::parse_drop_id;
+use crate::http::drops::{known_drop, parse_drop_id};
 use crate::http::extract::{Buyer, IpAdmitted};
 use crate::http::holds::AdmissionParam;
 use crate::http::openapi::problems::{problems, ADMITTED, BODY, BUYER, EVERY, READ, SPLIT, WRITE};
@@ -93,7 +93,7 @@ pub async fn get_waitlist(
     Buyer(buyer): Buyer,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let drop_id = parse_drop_id(&path)?;
+    let drop_id = known_drop(&state, &path).await?;
     let id = drop_id.to_string();
     let entries = state
         .read(move |conn, _| waitlist::of_buyer(conn, &id, &buyer))

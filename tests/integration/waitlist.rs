@@ -191,6 +191,7 @@ async fn freed_units_go_to_waiters_in_order_within_their_limits() {
         "not-found",
     )
     .await;
+    expect_problem(app.buyer("k").waitlist("nope").await, 404, "not-found").await;
 
     // The rest of the business heard of every offer.
     let outbox = app

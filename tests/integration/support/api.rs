@@ -214,14 +214,7 @@ impl Api {
     /// The buyer's entry for `sku` in `GET /v1/drops/{drop}/waitlist` (the newest), which
     /// must exist.
     pub async fn waitlist_entry(&self, drop: &str, sku: &str) -> Value {
-        let res = self
-            .as_buyer(
-                self.http
-                    .get(self.url(&format!("/v1/drops/{drop}/waitlist"))),
-            )
-            .send()
-            .await
-            .expect("request sent");
+        let res = self.waitlist(drop).await;
         assert_eq!(res.status(), 200, "waiting list of {drop}");
         let body: Value = res.json().await.expect("json body");
         body["entries"]
@@ -232,6 +225,17 @@ impl Api {
     }
 
     /// `DELETE /v1/drops/{drop}/waitlist/{sku}`.
+    /// `GET /v1/drops/{drop}/waitlist` as this buyer.
+    pub async fn waitlist(&self, drop: &str) -> reqwest::Response {
+        self.as_buyer(
+            self.http
+                .get(self.url(&format!("/v1/drops/{drop}/waitlist"))),
+        )
+        .send()
+        .await
+        .expect("request sent")
+    }
+
     pub async fn leave_waitlist(&self, drop: &str, sku: &str) -> reqwest::Response {
         self.as_buyer(
             self.http
