@@ -81,12 +81,16 @@ function renderDrops(drops) {
     div.dataset.drop = drop.id;
     div.innerHTML = `<h3><span class=name></span> <span class="state ${drop.state}">${drop.state}</span>
       <button data-state="paused">Pause</button> <button data-state="live">Resume</button> <button data-state="closed">Close</button></h3>
-      <table><thead><tr><th>SKU</th><th>stock</th><th>available</th><th>held</th><th>sold</th></tr></thead><tbody></tbody></table>`;
+      <table><thead><tr><th>SKU</th><th>stock</th><th>available</th><th>held</th><th>sold</th><th>waiting</th></tr></thead><tbody></tbody></table>`;
     div.querySelector(".name").textContent = `${drop.name} (${drop.id}, v${drop.version})`;
     for (const sku of drop.skus) {
       const tr = document.createElement("tr");
-      for (const v of [sku.sku, sku.stock, sku.available, sku.held, sku.sold]) {
-        const td = document.createElement("td"); td.textContent = v; tr.appendChild(td);
+      tr.dataset.sku = sku.sku;
+      for (const field of ["sku", "stock", "available", "held", "sold", "waiting"]) {
+        const td = document.createElement("td");
+        td.className = field;
+        td.textContent = sku[field];
+        tr.appendChild(td);
       }
       div.querySelector("tbody").appendChild(tr);
     }

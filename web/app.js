@@ -25,9 +25,15 @@ const MESSAGES = {
   "not-admitted": () => "This drop admits buyers from its queue: join it and wait for your turn.",
   "admission-expired": () => "Your turn in the queue has passed.",
   "queue-closed": () => "The queue is closed.",
+  "not-sold-out": (p) => `${p.available} left: hold one instead of waiting.`,
 };
 // A queue drop: the buyer's place (from GET .../queue) and the admission token it earned.
 let myPlace = null;
+// The buyer's waiting-list entries in this drop (GET .../waitlist), and when they were read.
+let myWaits = [];
+let waitsReadAt = 0;
+// The hold the page shows (`{hold_id, sku}`), until it is paid for or released.
+let shownHold = null;
 
 function say(text, kind = "") {
   const el = $("#message");
@@ -130,8 +136,12 @@ function renderDrop(drop) {
       <p id="queue-status"></p>
       <button id="join">Join the queue</button>
     </div>
+    <div id="waitlist" class="card" hidden></div>
     <div id="hold" class="card" hidden></div>`;
   myPlace = null;
+  myWaits = [];
+  shownHold = null;
+  if (token) loadWaitlist(drop.id);
   if (drop.queue) {
     $("#queue").hidden = false;
     $("#queue-status").textContent = "Everyone who joins before the start gets a place drawn at random at the start: there is no need to come early.";
@@ -144,10 +154,11 @@ function renderDrop(drop) {
     const row = document.createElement("div");
     row.className = "sku";
     row.dataset.sku = sku.sku;
-    row.innerHTML = `<span class=name></span><span class=price></span><span class=available></span><button class=hold>Hold</button>`;
+    row.innerHTML = `<span class=name></span><span class=price></span><span class=available></span><button class=hold>Hold</button><button class=wait hidden>Join the waiting list</button>`;
     row.querySelector(".name").textContent = sku.name;
     row.querySelector(".price").textContent = money(sku.price);
-    row.querySelector("button").addEventListener("click", () => hold(drop.id, sku.sku));
+    row.querySelector("button.hold").addEventListener("click", () => hold(drop.id, sku.sku));
+    row.querySelector("button.wait").addEventListener("click", () => joinWaitlist(drop.id, sku.sku));
     skus.appendChild(row);
   }
   updateDrop(drop);
@@ -172,9 +183,8 @@ function updateDrop(fields) {
       updateStock(sku.sku, sku.available);
     }
   }
-  for (const button of view.querySelectorAll("button.hold")) {
-    const available = Number(button.parentElement.querySelector(".available").textContent);
-    button.disabled = !canHold(available);
+  for (const row of view.querySelectorAll(".sku")) {
+    showButtons(row, Number(row.querySelector(".available").textContent));
   }
   tick();
 }
@@ -185,12 +195,68 @@ function updateStock(sku, available) {
   const el = row.querySelector(".available");
   el.textContent = available;
   el.classList.toggle("zero", available === 0);
-  row.querySelector("button").disabled = !canHold(available);
+  showButtons(row, available);
+}
+
+// Hold while there is stock; once it is gone, the waiting list in its place (unless the buyer
+// is on it already, or holds the SKU's offer).
+function showButtons(row, available) {
+  const sku = row.dataset.sku;
+  const waiting = myWaits.some((w) => w.sku === sku && w.state === "waiting");
+  const offered = shownHold && shownHold.sku === sku;
+  const wait = available === 0 && mayAct() && !waiting && !offered;
+  row.querySelector("button.hold").disabled = !canHold(available);
+  row.querySelector("button.hold").hidden = wait;
+  row.querySelector("button.wait").hidden = !wait;
+}
+
+function mayAct() {
+  const admitted = !current.queue || (myPlace && myPlace.standing === "admitted");
+  return current.state === "live" && !!token && admitted;
 }
 
 function canHold(available) {
-  const admitted = !current.queue || (myPlace && myPlace.standing === "admitted");
-  return available > 0 && current.state === "live" && !!token && admitted;
+  return available > 0 && mayAct();
+}
+
+async function joinWaitlist(dropId, sku) {
+  const res = await api("POST", `/v1/drops/${encodeURIComponent(dropId)}/waitlist`, { sku, quantity: 1 });
+  if (!res.ok) return sayProblem(res.data || {});
+  say(`You are on the waiting list for ${sku}: freed units are offered in turn.`, "ok");
+  listenToMine();
+  await loadWaitlist(dropId);
+}
+
+async function leaveWaitlist(dropId, sku) {
+  const res = await api("DELETE", `/v1/drops/${encodeURIComponent(dropId)}/waitlist/${encodeURIComponent(sku)}`);
+  if (!res.ok) return sayProblem(res.data || {});
+  say(`You left the waiting list for ${sku}.`);
+  await loadWaitlist(dropId);
+}
+
+// Reads the buyer's entries; an offer that arrived shows as the buyer's hold.
+async function loadWaitlist(dropId, offered = null) {
+  waitsReadAt = Date.now();
+  const res = await api("GET", `/v1/drops/${encodeURIComponent(dropId)}/waitlist`);
+  if (!res.ok || !current || current.id !== dropId) return;
+  myWaits = res.data.entries;
+  const panel = $("#waitlist");
+  panel.textContent = "";
+  for (const entry of myWaits.filter((w) => w.state === "waiting")) {
+    const p = document.createElement("p");
+    p.className = "wait-entry";
+    p.dataset.sku = entry.sku;
+    p.innerHTML = `<span class=wait-status></span> <button class=leave>Leave</button>`;
+    p.querySelector(".wait-status").textContent = `Waiting list for ${entry.sku}: you are number ${entry.position} in line.`;
+    p.querySelector("button").addEventListener("click", () => leaveWaitlist(dropId, entry.sku));
+    panel.appendChild(p);
+  }
+  panel.hidden = !panel.childElementCount;
+  if (myWaits.some((w) => w.state === "waiting")) listenToMine();
+  if (offered && myWaits.some((w) => w.state === "offered" && w.hold_id === offered.hold_id)) {
+    showHold(offered, `Offered from the waiting list: ${offered.quantity} x ${offered.sku}. Pay before the time runs out.`);
+  }
+  updateDrop({});
 }
 
 async function joinQueue(dropId) {
@@ -242,6 +308,10 @@ function tick() {
     : current.state === "live" ? `ends in ${remaining(current.ends_at)}` : "";
   const hold = $("#hold-remaining");
   if (hold) hold.textContent = remaining(hold.dataset.until);
+  // Others ahead are offered or leave: the place is read again every few seconds while waiting.
+  if (myWaits.some((w) => w.state === "waiting") && Date.now() - waitsReadAt > 5000) {
+    loadWaitlist(current.id);
+  }
   if (current.state === "scheduled" && new Date(current.starts_at) <= Date.now()) {
     updateDrop({ state: "live" });
   }
@@ -266,8 +336,12 @@ async function hold(dropId, sku) {
   say("Holding...");
   const res = await api("POST", `/v1/drops/${encodeURIComponent(dropId)}/holds`, { sku, quantity: 1 });
   if (!res.ok) return sayProblem(res.data || {});
-  const h = res.data;
-  say(`Held 1 x ${sku}. Pay before the time runs out.`, "ok");
+  showHold(res.data, `Held 1 x ${sku}. Pay before the time runs out.`);
+}
+
+function showHold(h, message) {
+  shownHold = { hold_id: h.hold_id, sku: h.sku };
+  say(message, "ok");
   const panel = $("#hold");
   panel.hidden = false;
   panel.innerHTML = `<p>Your hold on <strong></strong> (arrival #${h.attempt_seq}) expires in
@@ -282,6 +356,7 @@ async function hold(dropId, sku) {
 function bought(order) {
   if (!paying || order.hold_id !== paying) return;
   paying = null;
+  shownHold = null;
   $("#hold").hidden = false;
   $("#hold").innerHTML = `<p>Order <code></code> confirmed: ${money(order.total)}.</p>`;
   $("#hold code").textContent = order.order_id;
@@ -325,6 +400,11 @@ function listenToMine() {
           if (paying) checkHold(paying);
           await readEvents(res, (name, data) => {
             if (name === "order.created") bought(data);
+            if (name === "waitlist.offered" && current) loadWaitlist(current.id, data);
+            if (name === "hold.expired" && shownHold && data.hold_id === shownHold.hold_id) {
+              shownHold = null;
+              if (current) updateDrop({});
+            }
             if (name === "hold.expired" && data.hold_id === paying) {
               paying = null;
               sayProblem({ code: "hold-expired" });
@@ -368,6 +448,8 @@ async function releaseHold(holdId) {
   const res = await api("DELETE", `/v1/holds/${holdId}`);
   if (!res.ok) return sayProblem(res.data || {});
   $("#hold").hidden = true;
+  shownHold = null;
+  updateDrop({});
   say("Released: the item is back on sale.");
 }
 

@@ -12,6 +12,7 @@ use crate::http::openapi::streams::OperatorEvent;
 use crate::http::problem::ApiError;
 use crate::http::state::AppState;
 use crate::store::audit::Acted;
+use crate::store::waitlist;
 
 problems!(CreateDropProblems: EVERY, SPLIT, ADMIN, BODY, WRITE, &[Code::DropExists]);
 
@@ -195,6 +196,7 @@ async fn admin_stats(state: &AppState) -> Result<web::Bytes, ApiError> {
         tracing::error!(error = %err, "loading drops for the operator page failed");
         ApiError::internal()
     })?;
+    let waiting = state.read(|conn, _| waitlist::counts(conn)).await?;
     let now = state.clock.now();
     let drops: Vec<serde_json::Value> = drops
         .iter()
@@ -205,6 +207,7 @@ async fn admin_stats(state: &AppState) -> Result<web::Bytes, ApiError> {
                 "state": view.state_at(now),
                 "skus": view.skus.iter().map(|s| serde_json::json!({
                     "sku": s.sku, "stock": s.stock, "available": s.available, "held": s.held, "sold": s.sold,
+                    "waiting": waiting.get(&(view.id.to_string(), s.sku.clone())).copied().unwrap_or(0),
                 })).collect::<Vec<_>>(),
             });
             if let Some(queue) = &view.queue {

@@ -1,6 +1,8 @@
 //! Waiting lists in the database: buyers waiting for a sold-out SKU, and the offers the writer
 //! makes them from freed units, in the same transaction that freed them.
 
+use std::collections::HashMap;
+
 use chrono::Duration;
 use rusqlite::{named_params, Connection, OptionalExtension};
 
@@ -268,15 +270,14 @@ pub fn of_buyer(
     Ok(entries)
 }
 
-/// Waiters per SKU of a drop, for the operator.
-pub fn counts(conn: &Connection, drop_id: &str) -> Result<Vec<(String, i64)>, StoreError> {
-    const COUNTS: &str = "SELECT sku, COUNT(*) FROM waitlist
-                          WHERE drop_id = :drop AND state = 'waiting' GROUP BY sku";
+/// Waiters per drop and SKU, for the operator page (read once a second while it is open: the
+/// waiting entries' index alone).
+pub fn counts(conn: &Connection) -> Result<HashMap<(String, String), i64>, StoreError> {
+    const COUNTS: &str = "SELECT drop_id, sku, COUNT(*) FROM waitlist
+                          WHERE state = 'waiting' GROUP BY drop_id, sku";
     Ok(conn
         .prepare_cached(COUNTS)?
-        .query_map(named_params! {":drop": drop_id}, |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })?
+        .query_map([], |r| Ok(((r.get(0)?, r.get(1)?), r.get(2)?)))?
         .collect::<Result<_, _>>()?)
 }
 

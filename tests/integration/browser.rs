@@ -292,3 +292,72 @@ async fn a_queue_page_shows_the_place_admits_when_served_and_the_operator_pauses
     ops.close().await;
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sold_out_page_joins_the_waiting_list_and_shows_the_offer_when_a_unit_comes_free() {
+    let app = spawn_app().await;
+    let drop = "waiting-page";
+    app.create_drop(&live_drop(drop, 1, 1)).await;
+    let held: serde_json::Value = app
+        .buyer("alice")
+        .hold(drop, "S1", 1, "alice-1")
+        .await
+        .json()
+        .await
+        .expect("hold json");
+    let driver = Driver::start().await;
+    let profiles = tempfile::tempdir().expect("temp dir");
+    let page = driver.session(&profiles.path().join("bob")).await;
+    let token = app.token("bob");
+    page.goto(&format!("{}/?token={token}#/drops/{drop}", app.base))
+        .await;
+    let sku = r#".sku[data-sku="S1"]"#;
+    page.wait_text(&format!("{sku} .available"), |t| t == "0")
+        .await;
+    // Sold out: the page offers the waiting list instead of a hold.
+    let wait = format!("{sku} button.wait");
+    page.wait_text(&wait, |t| t == "Join the waiting list")
+        .await;
+    page.click(&wait).await;
+    page.wait_text("#waitlist .wait-status", |t| {
+        t.contains("you are number 1 in line")
+    })
+    .await;
+    assert_eq!(
+        page.text(&wait).await.unwrap_or_default(),
+        "",
+        "joined once"
+    );
+
+    let ops = driver.session(&profiles.path().join("ops")).await;
+    ops.goto(&format!("{}/admin", app.base)).await;
+    ops.type_into("#key-input", &app.admin_key).await;
+    ops.click("#key-form button").await;
+    let row = format!(r#".drop[data-drop="{drop}"] tr[data-sku="S1"]"#);
+    ops.wait_text(&format!("{row} td.waiting"), |t| t == "1")
+        .await;
+
+    // Alice lets go: the unit is Bob's offer, and his page shows it as his hold, unreloaded.
+    let held_id = held["hold_id"].as_str().expect("hold id");
+    assert_eq!(app.buyer("alice").release(held_id).await.status(), 204);
+    page.wait_text("#message", |t| {
+        t.starts_with("Offered from the waiting list: 1 x S1")
+    })
+    .await;
+    page.wait_text("#hold-remaining", |t| t.ends_with('s'))
+        .await;
+    assert_eq!(
+        page.text(&wait).await.unwrap_or_default(),
+        "",
+        "holding the offer, Bob is not asked to wait again"
+    );
+    page.save_screenshot("waitlist-page.png").await;
+    ops.wait_text(&format!("{row} td.waiting"), |t| t == "0")
+        .await;
+    ops.wait_text(&format!("{row} td.held"), |t| t == "1").await;
+    let entry = app.buyer("bob").waitlist_entry(drop, "S1").await;
+    assert_eq!(entry["state"], "offered");
+    page.close().await;
+    ops.close().await;
+    app.stop().await;
+}

@@ -124,6 +124,8 @@ pub struct OperatorSku {
     pub available: i64,
     pub held: i64,
     pub sold: i64,
+    /// Buyers on the SKU's waiting list.
+    pub waiting: i64,
 }
 
 /// One event as a webhook receives it (`seq` only in the export, where it is the position).
