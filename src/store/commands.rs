@@ -14,7 +14,7 @@ use super::requests::{Answer, ConfirmHold, IdempotentRequest, PlaceHold, Receipt
 use super::tx::{chore, decided};
 use super::waitlist::{self, JoinWaitlist};
 use super::webhooks::{self, WebhookAnswer, WebhookChange};
-use super::{admin_acts, admin_keys, checkout, holds, idempotency, StoreError};
+use super::{admin_acts, admin_keys, checkout, expiry, holds, idempotency, StoreError};
 use crate::domain::ledger::Event;
 use crate::domain::waitlist::WaitlistEntry;
 
@@ -158,7 +158,7 @@ impl Command {
         match self {
             Command::PlaceHold(req, cmd, reply) => {
                 // Waiters are owed the SKU's free and due units before anyone attempts.
-                chore(waitlist::settle(conn, batch, &cmd.drop_id, &cmd.sku))?;
+                chore(expiry::settle(conn, batch, &cmd.drop_id, &cmd.sku))?;
                 let drop = Some(cmd.drop_id.as_str());
                 batch.last_attempt = None;
                 let entry = |result: &Result<HoldView, Refusal>, attempt_seq| Event::Attempt {

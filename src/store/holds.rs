@@ -1,4 +1,5 @@
-//! Holds: placing, confirming (which makes an order), releasing and expiring.
+//! Holds: placing, confirming (which makes an order) and releasing. Their rows are written in
+//! `hold_rows`; holds that reach their time end in `expiry`.
 
 use crate::domain::ledger::Event;
 use chrono::{DateTime, Duration, Utc};
@@ -16,77 +17,11 @@ use crate::domain::{
 use crate::domain::outbox::{EventKind, HoldData, OrderData, SoldOutData};
 
 use super::batch::Batch;
-use super::memory::{DropMemory, Memory};
+use super::hold_rows::{drop_memory, end_hold, give_back, insert, NewHold};
 use super::requests::{ConfirmHold, PlaceHold};
 use super::tx::Outcome;
-use super::waitlist;
 use super::StoreError;
-
-const INSERT: &str = "INSERT INTO holds (secret, box, drop_id, sku, buyer, quantity, attempt_seq,
-                          state, created_at, expires_at)
-                      VALUES (:secret, :box, :drop, :sku, :buyer, :quantity, :seq, 'active', :now,
-                          :expires)";
-/// Holds due at the batch's time that the sweep has not ended yet (through the partial index on
-/// active holds' expiry, so only due holds are read).
-const DUE_OF_BUYER: &str = "SELECT seq, sku, buyer, quantity, id FROM holds
-                            WHERE state = 'active' AND expires_at <= :now
-                              AND drop_id = :drop AND buyer = :buyer";
-const DUE_OF_SKU: &str = "SELECT seq, sku, buyer, quantity, id FROM holds
-                          WHERE state = 'active' AND expires_at <= :now
-                            AND drop_id = :drop AND sku = :sku";
-
-/// A due hold: number, SKU, buyer, quantity, public id.
-type DueHold = (i64, String, String, i64, String);
-
-fn due(
-    conn: &Connection,
-    sql: &str,
-    now: DateTime<Utc>,
-    drop_id: &str,
-    name: &str,
-    value: &str,
-) -> rusqlite::Result<Vec<DueHold>> {
-    conn.prepare_cached(sql)?
-        .query_map(
-            &[
-                (":now", &now.timestamp_millis() as &dyn rusqlite::ToSql),
-                (":drop", &drop_id),
-                (name, &value),
-            ],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
-        )?
-        .collect()
-}
-
-/// `hold.expired` for a hold the batch ended at its time.
-fn announce_expired(batch: &mut Batch<'_>, drop_id: &DropId, hold: (&str, &str, &str, i64)) {
-    let (hold_id, sku, buyer, quantity) = hold;
-    batch.announce_for(
-        buyer,
-        drop_id,
-        EventKind::HoldExpired,
-        &HoldData {
-            hold_id,
-            sku,
-            quantity,
-            buyer,
-            attempt_seq: None,
-            expires_at: None,
-        },
-    );
-    batch.record(
-        drop_id,
-        Event::Expiry {
-            hold_id: hold_id.to_owned(),
-            sku: sku.to_owned(),
-            quantity,
-        },
-    );
-}
-
-fn units(holds: &[DueHold]) -> i64 {
-    holds.iter().map(|h| h.3).sum()
-}
+use super::{expiry, waitlist};
 
 pub(crate) fn place(
     conn: &Connection,
@@ -138,18 +73,11 @@ pub(crate) fn place(
     // has none; otherwise the database says which are due, and they end before this hold.
     let mut due_holds = Vec::new();
     if !all_due_swept && used + cmd.quantity > limit {
-        due_holds = due(
-            conn,
-            DUE_OF_BUYER,
-            now,
-            cmd.drop_id.as_str(),
-            ":buyer",
-            buyer.as_str(),
-        )?;
+        due_holds = expiry::due_of_buyer(conn, now, &cmd.drop_id, buyer)?;
     }
     let allowance = Allowance {
         limit,
-        used: used - units(&due_holds),
+        used: used - expiry::units(&due_holds),
     };
     // The stock check needs the SKU's due holds only if the buyer's own do not free enough.
     let due_of_sku: i64 = due_holds
@@ -161,14 +89,7 @@ pub(crate) fn place(
         && !all_due_swept
         && stock.available() + due_of_sku < cmd.quantity
     {
-        for hold in due(
-            conn,
-            DUE_OF_SKU,
-            now,
-            cmd.drop_id.as_str(),
-            ":sku",
-            &cmd.sku,
-        )? {
+        for hold in expiry::due_of_sku(conn, now, &cmd.drop_id, &cmd.sku)? {
             if !due_holds.iter().any(|known| known.0 == hold.0) {
                 due_holds.push(hold);
             }
@@ -206,7 +127,7 @@ pub(crate) fn place(
         },
     )?;
     for (_, sku, owner, quantity, id) in &due_holds {
-        announce_expired(batch, &cmd.drop_id, (id, sku, owner, *quantity));
+        expiry::announce_expired(batch, &cmd.drop_id, (id, sku, owner, *quantity));
     }
     let hold_text = hold_id.to_string();
     batch.announce_for(
@@ -247,72 +168,6 @@ pub(crate) fn place(
         state: HoldState::Active,
         order_id: None,
     })
-}
-
-/// A hold to write, decided already: the caller checked the stock and the buyer's limit.
-pub(crate) struct NewHold<'a> {
-    pub drop_id: &'a str,
-    pub sku: &'a str,
-    pub buyer: &'a str,
-    pub quantity: i64,
-    pub attempt_seq: i64,
-    pub now: DateTime<Utc>,
-    pub expires_at: DateTime<Utc>,
-}
-
-/// Holds the units in memory and writes the hold; answers its id and the SKU's stock after.
-pub(crate) fn insert(
-    conn: &Connection,
-    box_id: Option<&str>,
-    drop: &mut DropMemory,
-    new: &NewHold<'_>,
-) -> Result<(HoldId, SkuStock), Outcome> {
-    let sku = drop
-        .sku(conn, new.drop_id, new.sku)?
-        .ok_or(StoreError::Internal("a SKU memory had is gone"))?;
-    let held = sku.stock.hold(new.sku, new.quantity)?;
-    sku.set(held);
-    drop.add_units(new.buyer, new.quantity);
-    let secret = HoldId::new_secret();
-    conn.prepare_cached(INSERT)?.execute(named_params! {
-        ":secret": secret, ":box": box_id, ":drop": new.drop_id, ":sku": new.sku,
-        ":buyer": new.buyer, ":quantity": new.quantity, ":seq": new.attempt_seq,
-        ":now": new.now.timestamp_millis(), ":expires": new.expires_at.timestamp_millis(),
-    })?;
-    Ok((
-        HoldId::numbered(box_id, conn.last_insert_rowid(), secret),
-        held,
-    ))
-}
-
-/// An ended hold's units go back on sale and stop counting for its buyer.
-fn give_back(
-    conn: &Connection,
-    drop: &mut DropMemory,
-    drop_id: &str,
-    sku: &str,
-    buyer: &str,
-    quantity: i64,
-) -> Result<(), Outcome> {
-    // Foreign keys guarantee the SKU of a hold exists.
-    let mem = drop.sku(conn, drop_id, sku)?.ok_or(StoreError::Internal(
-        "a hold names a SKU that does not exist",
-    ))?;
-    mem.set(mem.stock.release(quantity));
-    drop.add_units(buyer, -quantity);
-    Ok(())
-}
-
-fn drop_memory<'m>(
-    conn: &Connection,
-    memory: &'m mut Memory,
-    drop_id: &str,
-) -> Result<&'m mut DropMemory, Outcome> {
-    Ok(memory
-        .drop_mut(conn, &DropId::from_trusted(drop_id.to_owned()))?
-        .ok_or(StoreError::Internal(
-            "a hold names a drop that does not exist",
-        ))?)
 }
 
 const SELECT_NUMBERED: &str = "SELECT h.id, h.drop_id, h.sku, h.quantity, h.attempt_seq,
@@ -421,24 +276,11 @@ pub(crate) fn load_owned(
         .ok_or_else(|| Refusal::not_found(format!("hold {hold_id}")).into())
 }
 
-const END: &str = "UPDATE holds SET state = :state, ended_at = :now WHERE seq = :seq";
 const INSERT_ORDER: &str = "INSERT INTO orders (id, hold_seq, hold_id, drop_id, sku, buyer,
                                 quantity, unit_amount, currency, total_amount, payment_ref,
                                 created_at)
                             VALUES (:id, :hold_seq, :hold, :drop, :sku, :buyer, :quantity, :unit,
                                 :currency, :total, :payment_ref, :now)";
-
-fn end_hold(
-    conn: &Connection,
-    hold_seq: i64,
-    state: HoldState,
-    now: DateTime<Utc>,
-) -> rusqlite::Result<()> {
-    conn.prepare_cached(END)?.execute(
-        named_params! {":state": state.as_str(), ":now": now.timestamp_millis(), ":seq": hold_seq},
-    )?;
-    Ok(())
-}
 
 /// A hold that may still become an order: active, and not past its time (the batch's sweep
 /// expires a bounded number of holds; one it has not reached yet is past its time all the same).
@@ -592,74 +434,4 @@ pub(crate) fn release(
         &hold.sku,
     )?;
     Ok(hold)
-}
-
-const DUE: &str = "SELECT seq, drop_id, sku, quantity, buyer, id FROM holds
-                   WHERE state = 'active' AND expires_at <= :now
-                   ORDER BY expires_at LIMIT :limit";
-const NEXT_EXPIRY: &str = "SELECT MIN(expires_at) FROM holds WHERE state = 'active'";
-
-/// Expires up to `limit` holds that are due at the batch's time; returns how many.
-pub(crate) fn expire_due(
-    conn: &Connection,
-    batch: &mut Batch<'_>,
-    limit: i64,
-) -> Result<usize, Outcome> {
-    type Due = (i64, String, String, i64, String, String);
-    let due: Vec<Due> = conn
-        .prepare_cached(DUE)?
-        .query_map(
-            named_params! {":now": batch.now.timestamp_millis(), ":limit": limit},
-            |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                ))
-            },
-        )?
-        .collect::<Result<_, _>>()?;
-    for (hold_seq, drop_id, sku, quantity, buyer, id) in &due {
-        let drop = drop_memory(conn, batch.memory, drop_id)?;
-        give_back(conn, drop, drop_id, sku, buyer, *quantity)?;
-        end_hold(conn, *hold_seq, HoldState::Expired, batch.now)?;
-        let drop_id = DropId::from_trusted(drop_id.clone());
-        announce_expired(batch, &drop_id, (id, sku, buyer, *quantity));
-    }
-    // Offered once everything due is back, so a waiter is offered what all of it frees.
-    let mut freed: Vec<(&String, &String)> = due.iter().map(|h| (&h.1, &h.2)).collect();
-    freed.sort_unstable();
-    freed.dedup();
-    for (drop_id, sku) in freed {
-        waitlist::offer(conn, batch, &DropId::from_trusted(drop_id.clone()), sku)?;
-    }
-    Ok(due.len())
-}
-
-/// Ends every due hold of one SKU (before an attempt on it, when waiters are owed its units).
-pub(crate) fn expire_due_of_sku(
-    conn: &Connection,
-    batch: &mut Batch<'_>,
-    drop_id: &DropId,
-    sku: &str,
-) -> Result<(), Outcome> {
-    let due_holds = due(conn, DUE_OF_SKU, batch.now, drop_id.as_str(), ":sku", sku)?;
-    for (hold_seq, sku, owner, quantity, id) in &due_holds {
-        let drop = drop_memory(conn, batch.memory, drop_id.as_str())?;
-        give_back(conn, drop, drop_id.as_str(), sku, owner, *quantity)?;
-        end_hold(conn, *hold_seq, HoldState::Expired, batch.now)?;
-        announce_expired(batch, drop_id, (id, sku, owner, *quantity));
-    }
-    Ok(())
-}
-
-/// When the next active hold expires, if any.
-pub(crate) fn next_expiry(conn: &Connection) -> rusqlite::Result<Option<DateTime<Utc>>> {
-    let ms: Option<i64> = conn
-        .prepare_cached(NEXT_EXPIRY)?
-        .query_row([], |r| r.get(0))?;
-    Ok(ms.map(from_millis))
 }

@@ -16,7 +16,7 @@ use crate::domain::waitlist::{
 use crate::domain::{Allowance, BuyerId, DropId, DropState, Refusal};
 
 use super::batch::Batch;
-use super::holds::{self, NewHold};
+use super::hold_rows::{self, NewHold};
 use super::tx::Outcome;
 use super::StoreError;
 
@@ -281,29 +281,6 @@ pub fn counts(conn: &Connection) -> Result<HashMap<(String, String), i64>, Store
         .collect::<Result<_, _>>()?)
 }
 
-/// Before an attempt on a SKU with waiters: its due holds end and every free unit goes to the
-/// waiters, so the attempt competes only for what no waiter can take.
-pub(crate) fn settle(
-    conn: &Connection,
-    batch: &mut Batch<'_>,
-    drop_id: &DropId,
-    sku: &str,
-) -> Result<(), Outcome> {
-    let waiters = match batch.memory.drop_mut(conn, drop_id)? {
-        Some(drop) => drop
-            .sku(conn, drop_id.as_str(), sku)?
-            .map_or(0, |s| s.waiters),
-        None => 0,
-    };
-    if waiters == 0 {
-        return Ok(());
-    }
-    if !batch.all_due_swept {
-        holds::expire_due_of_sku(conn, batch, drop_id, sku)?;
-    }
-    offer(conn, batch, drop_id, sku)
-}
-
 /// Hands the SKU's free units to its waiters in order, as offer holds: each waiter gets what is
 /// free up to what they asked and their limit leaves; one at their limit keeps their place.
 pub(crate) fn offer(
@@ -360,7 +337,7 @@ pub(crate) fn offer(
             };
             let attempt_seq = drop.next_seq();
             let expires_at = now + Duration::seconds(seconds);
-            let (hold_id, _) = holds::insert(
+            let (hold_id, _) = hold_rows::insert(
                 conn,
                 batch.box_id,
                 drop,

@@ -14,7 +14,7 @@ use super::super::commands::Command;
 use super::super::files::DbFiles;
 use super::super::keys::KeyBook;
 use super::super::memory::Memory;
-use super::super::{holds, idempotency, schedule, CommitListener, StoreError};
+use super::super::{expiry, idempotency, schedule, CommitListener, StoreError};
 use super::group_commit::{run_batch, BatchChores, Verifier};
 use super::{
     CHECKPOINT_SPACING, CHECKPOINT_WAL_BYTES, EXIT_STORAGE_REPLACED, IDLE_TICK,
@@ -120,7 +120,7 @@ impl WriterLoop {
 
     fn try_idle_work(&mut self) {
         let now = self.clock.now();
-        match holds::next_expiry(&self.conn) {
+        match expiry::next_expiry(&self.conn) {
             Ok(Some(due)) if due <= now => {
                 self.try_run_batch(&mut Vec::new());
             }
@@ -184,7 +184,7 @@ impl WriterLoop {
 
     /// Tells the HTTP workers when the next hold falls due.
     fn publish_next_expiry(&self) {
-        let next = match holds::next_expiry(&self.conn) {
+        let next = match expiry::next_expiry(&self.conn) {
             Ok(next) => next.map_or(i64::MAX, |t| t.timestamp_millis()),
             Err(err) => {
                 tracing::warn!(error = %err, "could not read the next hold expiry");
@@ -242,7 +242,7 @@ impl WriterLoop {
                 }
                 // Before memory hears of the commit, so no view of it is paired with an
                 // expiry from before it.
-                let next = holds::next_expiry(conn)
+                let next = expiry::next_expiry(conn)
                     .map(|n| n.map_or(i64::MAX, |t| t.timestamp_millis()))
                     .unwrap_or(i64::MIN);
                 next_expiry.store(next, Ordering::Release);
