@@ -128,6 +128,9 @@ async fn paying_waits_for_the_payment_service_and_the_order_arrives_on_the_buyer
     let token = buyer_token("payer");
     page.goto(&format!("{}/?token={token}#/drops/pay-web", server.base))
         .await;
+    // The drop is drawn once its read comes back: click what is there.
+    page.wait_text(r#".sku[data-sku="S1"] .available"#, |t| !t.is_empty())
+        .await;
     page.click(r#".sku[data-sku="S1"] button.hold"#).await;
     page.wait_text("#message", |t| t.starts_with("Held")).await;
     page.click("#pay").await;
