@@ -1,11 +1,12 @@
 -- The schema as the migrations in src/store/migrations/ leave it (a test checks they agree).
 -- Times are Unix milliseconds (UTC). Money is integer minor units plus an ISO 4217 code.
 
--- `mode`: `fcfs`, or `queue` (see the queue tables below).
--- `revision` grows only with admin edits of a drop's settings, never with a sale (`If-Match`);
--- it was added by ALTER TABLE, which is why it is spelled as SQLite records it. `closed_at`: when
+-- `mode`: `fcfs`, `queue` or `draw` (see the queue and draw tables below). `revision` grows
+-- only with admin edits of a drop's settings, never with a sale (`If-Match`). `closed_at`: when
 -- the drop's close (by its schedule, committed by the writer, or by an admin) was committed.
-CREATE TABLE drops (
+-- Rebuilt by the draws step (to widen `mode`), which is why its name is quoted as SQLite
+-- records a renamed table.
+CREATE TABLE "drops" (
     id              TEXT    PRIMARY KEY,
     name            TEXT    NOT NULL,
     description     TEXT    NOT NULL DEFAULT '',
@@ -13,14 +14,13 @@ CREATE TABLE drops (
     ends_at         INTEGER NOT NULL,
     per_buyer_limit INTEGER NOT NULL CHECK (per_buyer_limit > 0),
     hold_seconds    INTEGER NOT NULL CHECK (hold_seconds > 0),
-    -- an admin's pause or early close on top of the schedule
     override_state  TEXT    CHECK (override_state IN ('paused', 'closed')),
-    -- the last attempt_seq handed out; attempts are stamped in the order the writer takes them
     attempt_seq     INTEGER NOT NULL DEFAULT 0,
-    -- grows with every committed change to the drop or its stock
     version         INTEGER NOT NULL DEFAULT 1,
-    created_at      INTEGER NOT NULL, revision INTEGER NOT NULL DEFAULT 1, closed_at INTEGER, mode TEXT NOT NULL DEFAULT 'fcfs'
-    CHECK (mode = 'fcfs' OR mode = 'queue'),
+    created_at      INTEGER NOT NULL,
+    revision        INTEGER NOT NULL DEFAULT 1,
+    closed_at       INTEGER,
+    mode            TEXT    NOT NULL DEFAULT 'fcfs' CHECK (mode IN ('fcfs', 'queue', 'draw')),
     CHECK (ends_at > starts_at)
 ) STRICT;
 
@@ -266,3 +266,32 @@ CREATE TABLE waitlist (
 CREATE UNIQUE INDEX waitlist_waiting ON waitlist (drop_id, sku, buyer) WHERE state = 'waiting';
 CREATE INDEX waitlist_next ON waitlist (drop_id, sku, rank, seq) WHERE state = 'waiting';
 CREATE INDEX waitlist_by_buyer ON waitlist (drop_id, buyer);
+
+-- One row per raffle. `seed` stays secret until `drawn_at` (the start); its SHA-256 is in the
+-- ledger from the drop's creation. `entered` counts the entries, `winners` the entries the draw
+-- gave units to.
+CREATE TABLE draws (
+    drop_id  TEXT    PRIMARY KEY REFERENCES drops (id),
+    seed     BLOB    NOT NULL,
+    entered  INTEGER NOT NULL DEFAULT 0,
+    drawn_at INTEGER,
+    winners  INTEGER
+) STRICT, WITHOUT ROWID;
+
+-- A buyer's one entry per SKU. The draw sets `rank` (their place in the SKU's drawn order) and
+-- `won` (units won; 0 for an entry not drawn, which then waits on the SKU's waiting list), and
+-- `hold_seq` names the winner's hold.
+CREATE TABLE draw_entries (
+    drop_id    TEXT    NOT NULL,
+    sku        TEXT    NOT NULL,
+    buyer      TEXT    NOT NULL,
+    quantity   INTEGER NOT NULL CHECK (quantity > 0),
+    entered_at INTEGER NOT NULL,
+    rank       INTEGER,
+    won        INTEGER CHECK (won >= 0),
+    hold_seq   INTEGER REFERENCES holds (seq),
+    PRIMARY KEY (drop_id, sku, buyer),
+    FOREIGN KEY (drop_id, sku) REFERENCES skus (drop_id, sku)
+) STRICT, WITHOUT ROWID;
+
+CREATE INDEX draw_entries_by_buyer ON draw_entries (drop_id, buyer);

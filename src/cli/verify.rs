@@ -9,12 +9,18 @@ use clap::Args;
 use serde_json::Value;
 
 use crate::domain::ledger::{self, Receipt, GENESIS};
+use crate::domain::replay::{DrawCheck, Replay};
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
     /// A receipt: the `receipt` member of a hold answer or refusal, or the whole answer.
-    #[arg(long)]
-    pub receipt: PathBuf,
+    #[arg(long, required_unless_present = "draw")]
+    pub receipt: Option<PathBuf>,
+    /// Instead of a receipt: recompute a raffle's winners from the ledger alone (its entries,
+    /// its stock and the revealed seed, checked against the commitment) and check every win,
+    /// with the whole drop's history re-decided as `dropd replay` does.
+    #[arg(long, conflicts_with = "receipt")]
+    pub draw: bool,
     /// The drop's ledger: its URL (`.../v1/drops/{drop}/ledger`) or a file of its lines.
     #[arg(long)]
     pub ledger: String,
@@ -138,13 +144,50 @@ pub fn check(receipt: &Value, ledger_text: &str, keys: &Value) -> anyhow::Result
     })
 }
 
+/// A raffle's winners recomputed from the ledger's lines; an error names what does not hold.
+pub fn check_draw(ledger_text: &str) -> anyhow::Result<DrawCheck> {
+    let entries = ledger::check_lines(ledger_text.lines(), GENESIS)?;
+    let mut entries = entries.into_iter().map(|(entry, _)| entry);
+    let first = entries.next().context("the ledger is empty")?;
+    let mut replay = Replay::start(&first, None, None)?;
+    for entry in entries {
+        replay.apply(&entry)?;
+    }
+    let report = replay.finish();
+    let Some(draw) = report.draw else {
+        bail!("the ledger holds no raffle (a drop with mode: draw)");
+    };
+    if !report.mismatches.is_empty() {
+        let lines: Vec<String> = report
+            .mismatches
+            .iter()
+            .map(|m| format!("  position {}: {}", m.position, m.what))
+            .collect();
+        bail!(
+            "the ledger does not hold up ({} mismatches):\n{}",
+            lines.len(),
+            lines.join("\n")
+        );
+    }
+    Ok(draw)
+}
+
 pub fn run(args: &VerifyArgs) -> anyhow::Result<()> {
+    let ledger_text = fetch(&args.ledger)?;
+    let Some(receipt_path) = &args.receipt else {
+        let draw = check_draw(&ledger_text)?;
+        println!(
+            "draw verified: the revealed seed matches its commitment; {} entries drawn again \
+             give the ledger's {} winners, each held for what the draw gives",
+            draw.entries, draw.winners
+        );
+        return Ok(());
+    };
     let receipt: Value = serde_json::from_str(
-        &std::fs::read_to_string(&args.receipt)
-            .with_context(|| format!("reading {}", args.receipt.display()))?,
+        &std::fs::read_to_string(receipt_path)
+            .with_context(|| format!("reading {}", receipt_path.display()))?,
     )
     .context("the receipt is not JSON")?;
-    let ledger_text = fetch(&args.ledger)?;
     let keys_source = match &args.keys {
         Some(keys) => keys.clone(),
         None => keys_beside(&args.ledger)?,

@@ -287,10 +287,10 @@ pub mod rules {
 
     fn check_queue(spec: &NewDrop) -> Result<(), Refusal> {
         match spec.mode {
-            Mode::Fcfs => {
+            Mode::Fcfs | Mode::Draw => {
                 if spec.admission_rate.is_some() || spec.admission_seconds.is_some() {
                     return Err(Refusal::invalid(
-                        "admission_rate and admission_seconds apply to queue drops (mode: queue)",
+                        "admission_rate and admission_seconds apply only to queue drops (mode: queue)",
                     ));
                 }
             }

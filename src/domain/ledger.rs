@@ -98,6 +98,29 @@ pub enum Event {
         sku: String,
         quantity: i64,
     },
+    /// A raffle opened for entries: the SHA-256 of the seed that will draw its winners.
+    Draw {
+        commitment: String,
+    },
+    /// A buyer entered the raffle for a SKU (their salted name).
+    Enter {
+        buyer: String,
+        sku: String,
+        quantity: i64,
+    },
+    /// The start drew the winners of every entry with this seed.
+    Drawn {
+        seed: String,
+        entries: i64,
+    },
+    /// A drawn entry won units: a hold for the winner, numbered like an attempt.
+    Win {
+        attempt_seq: i64,
+        buyer: String,
+        sku: String,
+        quantity: i64,
+        hold_id: String,
+    },
     /// A buyer left a SKU's waiting list before an offer reached them.
     Unwait {
         buyer: String,
@@ -132,6 +155,10 @@ impl Event {
             Event::Wait { .. } => "wait",
             Event::Unwait { .. } => "unwait",
             Event::Offer { .. } => "offer",
+            Event::Draw { .. } => "draw",
+            Event::Enter { .. } => "enter",
+            Event::Drawn { .. } => "drawn",
+            Event::Win { .. } => "win",
         }
     }
 }
@@ -238,7 +265,11 @@ pub fn canonical_entry(entry: &Entry) -> Vec<u8> {
         | Event::Seeded { .. }
         | Event::Wait { .. }
         | Event::Unwait { .. }
-        | Event::Offer { .. } => {
+        | Event::Offer { .. }
+        | Event::Draw { .. }
+        | Event::Enter { .. }
+        | Event::Drawn { .. }
+        | Event::Win { .. } => {
             return canonical(entry);
         }
     }

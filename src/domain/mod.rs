@@ -3,6 +3,7 @@
 //! writer's transaction; the property tests call them directly.
 
 pub mod clock;
+pub mod draw;
 pub mod drop;
 pub mod ids;
 pub mod inventory;

@@ -30,6 +30,8 @@ kinds! {
     StockAdjusted = "stock.adjusted",
     CheckoutRequested = "checkout.requested",
     WaitlistOffered = "waitlist.offered",
+    DrawWon = "draw.won",
+    DrawLost = "draw.lost",
 }
 
 impl EventKind {
@@ -50,6 +52,16 @@ pub struct HoldData<'a> {
     pub attempt_seq: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<String>,
+}
+
+/// `data` of `draw.lost`: an entry the draw did not reach; it waits on the SKU's waiting list
+/// at its drawn place (`rank`).
+#[derive(Debug, serde::Serialize)]
+pub struct LostData<'a> {
+    pub sku: &'a str,
+    pub quantity: i64,
+    pub buyer: &'a str,
+    pub rank: i64,
 }
 
 /// `data` of `order.created`.

@@ -19,6 +19,8 @@ pub enum Mode {
     Fcfs,
     /// A randomized pre-queue, then admission at `admission_rate` buyers per second.
     Queue,
+    /// A raffle: entries before the start, a seeded draw of the winners at it.
+    Draw,
 }
 
 impl Mode {
@@ -26,6 +28,7 @@ impl Mode {
         match self {
             Mode::Fcfs => "fcfs",
             Mode::Queue => "queue",
+            Mode::Draw => "draw",
         }
     }
 
@@ -33,6 +36,7 @@ impl Mode {
         match text {
             "fcfs" => Some(Mode::Fcfs),
             "queue" => Some(Mode::Queue),
+            "draw" => Some(Mode::Draw),
             _ => None,
         }
     }

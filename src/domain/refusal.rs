@@ -59,6 +59,10 @@ pub enum Refusal {
     AdmissionExpired { drop_id: String, expired_at: String },
     #[error("{sku} is not sold out ({available} available): place a hold instead of waiting")]
     NotSoldOut { sku: String, available: i64 },
+    #[error("drop {drop_id} is not a raffle (mode: draw): hold its units instead")]
+    NoDraw { drop_id: String },
+    #[error("the entries of drop {drop_id} closed at its start ({starts_at}), when the winners were drawn")]
+    EntriesClosed { drop_id: String, starts_at: String },
 }
 
 impl Refusal {
@@ -83,6 +87,8 @@ impl Refusal {
             Refusal::NotAdmitted { .. } => "not-admitted",
             Refusal::AdmissionExpired { .. } => "admission-expired",
             Refusal::NotSoldOut { .. } => "not-sold-out",
+            Refusal::NoDraw { .. } => "no-draw",
+            Refusal::EntriesClosed { .. } => "entries-closed",
         }
     }
 

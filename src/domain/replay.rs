@@ -16,6 +16,7 @@ use crate::domain::ledger::{Entry, Event};
 pub use crate::domain::queue::QueueDraw;
 use crate::domain::views::DropPatch;
 use crate::domain::{Allowance, DropSchedule, DropState, SkuStock};
+pub use draw::DrawCheck;
 
 /// An active or confirmed hold, as the ledger made it.
 #[derive(Debug, Clone)]
@@ -80,6 +81,9 @@ pub struct Report {
     pub queue: Option<QueueDraw>,
     /// Offers made to waiters from freed units (each checked like an attempt).
     pub offers: i64,
+    /// A raffle's entries and winners, recomputed from the revealed seed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub draw: Option<draw::DrawCheck>,
 }
 
 /// A drop's state as its ledger rebuilds it.
@@ -102,6 +106,9 @@ pub struct Replay {
     early_joins: Vec<String>,
     /// Each SKU's waiters, in the order they joined.
     waiting: HashMap<String, Vec<waitlist::Waiter>>,
+    /// The SKUs in the drop's order (the draw takes them so).
+    sku_order: Vec<String>,
+    raffle: Option<draw::Raffle>,
 }
 
 /// A time as the writer compares it, in whole milliseconds (ledgers written before the store
@@ -188,6 +195,8 @@ impl Replay {
             queue: None,
             early_joins: Vec::new(),
             waiting: HashMap::new(),
+            sku_order: skus.iter().map(|s| s.sku.clone()).collect(),
+            raffle: None,
         };
         replay.report.entries = 1;
         Ok(replay)
@@ -294,6 +303,25 @@ impl Replay {
                 quantity,
                 hold_id,
             } => self.offer(entry, now, (*attempt_seq, buyer, sku, *quantity), hold_id),
+            Event::Draw { commitment } => self.open_draw(commitment),
+            Event::Enter {
+                buyer,
+                sku,
+                quantity,
+            } => self.enter(position, now, (buyer, sku, *quantity)),
+            Event::Drawn { seed, entries } => self.drawn(position, seed, *entries),
+            Event::Win {
+                attempt_seq,
+                buyer,
+                sku,
+                quantity,
+                hold_id,
+            } => self.win(
+                position,
+                now,
+                (*attempt_seq, buyer, sku, *quantity),
+                hold_id,
+            ),
             Event::Closed { .. } => {
                 if self.schedule.state_at(now) != DropState::Closed {
                     self.mismatch(position, "closed before its ends_at".into());
@@ -541,11 +569,13 @@ impl Replay {
     }
 
     /// The report, once every entry is applied.
-    pub fn finish(self) -> Report {
+    pub fn finish(mut self) -> Report {
+        self.finish_draw();
         self.report
     }
 }
 
+mod draw;
 #[cfg(test)]
 mod tests;
 mod waitlist;

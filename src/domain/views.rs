@@ -124,6 +124,29 @@ pub struct DropView {
     /// A queue drop's queue (absent for `fcfs`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue: Option<QueueView>,
+    /// A raffle's draw (`mode: draw` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub draw: Option<DrawView>,
+}
+
+/// A raffle's public draw: its commitment from the open, its seed and winners once drawn at the
+/// start, so anyone can recompute the winners from the ledger's `enter` entries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[schema(as = Draw)]
+pub struct DrawView {
+    /// SHA-256 (hex) of the seed, published when the drop opened for entries.
+    pub commitment: String,
+    /// Entries so far (one per buyer and SKU).
+    pub entered: i64,
+    /// The seed (hex), revealed at the draw.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_rfc3339")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub drawn_at: Option<DateTime<Utc>>,
+    /// Entries that won units, once drawn.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub winners: Option<i64>,
 }
 
 /// A queue drop's public queue: its commitment from the start, its seed once drawn, and what

@@ -58,7 +58,9 @@ pub fn diff(old: &DropView, new: &DropView) -> Changes {
             json!(new.hold_seconds),
         ),
     ];
-    for (name, before, after) in pairs {
+    // The draw's count of entries, then its seed and winners, reach every page.
+    let draw = ("draw", json!(old.draw), json!(new.draw));
+    for (name, before, after) in pairs.into_iter().chain([draw]) {
         if before != after {
             changes.fields.insert(name.into(), after);
         }
@@ -117,6 +119,7 @@ pub(crate) mod tests {
             }],
             mode: Default::default(),
             queue: None,
+            draw: None,
         }
     }
 

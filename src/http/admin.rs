@@ -210,6 +210,9 @@ async fn admin_stats(state: &AppState) -> Result<web::Bytes, ApiError> {
                     "waiting": waiting.get(&(view.id.to_string(), s.sku.clone())).copied().unwrap_or(0),
                 })).collect::<Vec<_>>(),
             });
+            if let Some(draw) = &view.draw {
+                drop["draw"] = serde_json::json!(draw);
+            }
             if let Some(queue) = &view.queue {
                 drop["queue"] = serde_json::json!({
                     "joined": queue.joined,

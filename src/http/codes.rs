@@ -91,6 +91,8 @@ codes! {
     NotAdmitted = "not-admitted", 403, "Not admitted from the queue";
     AdmissionExpired = "admission-expired", 410, "Admission expired";
     NotSoldOut = "not-sold-out", 409, "Not sold out";
+    NoDraw = "no-draw", 409, "Drop is not a raffle";
+    EntriesClosed = "entries-closed", 409, "Entries closed";
     Internal = "internal", 500, "Internal Server Error";
 }
 
@@ -125,6 +127,8 @@ impl Code {
             Refusal::NotAdmitted { .. } => Code::NotAdmitted,
             Refusal::AdmissionExpired { .. } => Code::AdmissionExpired,
             Refusal::NotSoldOut { .. } => Code::NotSoldOut,
+            Refusal::NoDraw { .. } => Code::NoDraw,
+            Refusal::EntriesClosed { .. } => Code::EntriesClosed,
         }
     }
 }

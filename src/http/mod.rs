@@ -4,6 +4,7 @@ mod admin;
 pub mod admission;
 pub mod budget;
 pub mod codes;
+mod draw;
 mod drops;
 mod events;
 mod exports;
@@ -80,6 +81,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     .route(web::post().to(queue::join_queue))
                     .route(web::get().to(queue::get_queue))
                     .route(web::head().to(queue::get_queue)),
+                "GET, HEAD, POST",
+            ))
+            .service(only(
+                at("/v1/drops/{drop}/entries")
+                    .route(web::post().to(draw::enter_draw))
+                    .route(web::get().to(draw::get_entries))
+                    .route(web::head().to(draw::get_entries)),
                 "GET, HEAD, POST",
             ))
             .service(only(

@@ -10,11 +10,13 @@ use crate::domain::{BuyerId, DropId, HoldId, Refusal};
 use super::audit::{self, json, Acted, Acting, Entry};
 use super::batch::Batch;
 use super::cost::{self, Cost};
+use super::draw::{self, EnterDraw};
 use super::requests::{Answer, ConfirmHold, IdempotentRequest, PlaceHold, ReceiptPart};
 use super::tx::{chore, decided};
 use super::waitlist::{self, JoinWaitlist};
 use super::webhooks::{self, WebhookAnswer, WebhookChange};
 use super::{admin_acts, admin_keys, checkout, expiry, holds, idempotency, StoreError};
+use crate::domain::draw::DrawEntry;
 use crate::domain::ledger::Event;
 use crate::domain::waitlist::WaitlistEntry;
 
@@ -86,6 +88,11 @@ pub(crate) enum Command {
         drop_id: DropId,
         sku: String,
         reply: Reply<Result<WaitlistEntry, Refusal>>,
+    },
+    EnterDraw {
+        buyer: BuyerId,
+        cmd: EnterDraw,
+        reply: Reply<Result<DrawEntry, Refusal>>,
     },
     CreateDrop {
         act: Acting,
@@ -253,6 +260,9 @@ impl Command {
                     waitlist::leave(c, batch, buyer, drop_id, sku)
                 })?));
             }
+            Command::EnterDraw { buyer, cmd, reply } => {
+                reply.hold(Ok(decided(conn, |c| draw::enter(c, batch, buyer, cmd))?));
+            }
             Command::RequestCheckout {
                 buyer,
                 hold_id,
@@ -328,6 +338,7 @@ impl Command {
             Command::JoinWaitlist { reply, .. } | Command::LeaveWaitlist { reply, .. } => {
                 reply.send(failure)
             }
+            Command::EnterDraw { reply, .. } => reply.send(failure),
             Command::CreateDrop { reply, .. }
             | Command::UpdateDrop { reply, .. }
             | Command::AdjustStock { reply, .. } => reply.send(failure),

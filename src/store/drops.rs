@@ -52,6 +52,7 @@ fn drop_from_row(r: &Row<'_>, now: DateTime<Utc>) -> rusqlite::Result<DropView> 
         skus: Vec::new(),
         mode: Mode::parse(&r.get::<_, String>(10)?).unwrap_or_default(),
         queue: None,
+        draw: None,
     })
 }
 
@@ -77,8 +78,10 @@ fn load_skus(conn: &Connection, view: &mut DropView) -> rusqlite::Result<()> {
         })
     })?;
     view.skus = rows.collect::<Result<_, _>>()?;
-    if view.mode == Mode::Queue {
-        view.queue = super::queue::view(conn, &view.id)?;
+    match view.mode {
+        Mode::Queue => view.queue = super::queue::view(conn, &view.id)?,
+        Mode::Draw => view.draw = super::draw::view(conn, &view.id)?,
+        Mode::Fcfs => {}
     }
     Ok(())
 }
@@ -176,6 +179,9 @@ pub(crate) fn create(
             spec.admission_seconds
                 .unwrap_or(super::queue::ADMISSION_SECONDS),
         )?;
+    }
+    if spec.mode == Mode::Draw {
+        super::draw::open(conn, batch, &DropId::from_trusted(spec.id.clone()))?;
     }
     view_after_change(conn, batch, &spec.id)
 }

@@ -168,7 +168,9 @@ pub(crate) fn append(
                 Event::Join { buyer, .. }
                 | Event::Wait { buyer, .. }
                 | Event::Unwait { buyer, .. }
-                | Event::Offer { buyer, .. } => *buyer = ledger::buyer_ref(&salt, buyer),
+                | Event::Offer { buyer, .. }
+                | Event::Enter { buyer, .. }
+                | Event::Win { buyer, .. } => *buyer = ledger::buyer_ref(&salt, buyer),
                 _ => {}
             }
             // The pending entries are cleared after: take each event rather than copy it.

@@ -23,6 +23,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ("schedule", include_str!("migrations/0008_schedule.sql")),
     ("queue", include_str!("migrations/0009_queue.sql")),
     ("waitlist", include_str!("migrations/0010_waitlist.sql")),
+    ("draws", include_str!("migrations/0011_draws.sql")),
 ];
 
 pub fn latest_version() -> i64 {
@@ -43,16 +44,49 @@ pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
             latest_version()
         )));
     }
+    if current == latest_version() {
+        return Ok(());
+    }
+    // A step may rebuild a table others refer to (SQLite's way to change a CHECK): foreign keys
+    // are off while the steps run, as SQLite's procedure for it says, and checked before each
+    // step commits.
+    let enforced: bool = conn.query_row("PRAGMA foreign_keys", [], |r| r.get(0))?;
+    conn.pragma_update(None, "foreign_keys", false)?;
+    let result = run_steps(conn, current);
+    conn.pragma_update(None, "foreign_keys", enforced)?;
+    result
+}
+
+fn run_steps(conn: &mut Connection, current: i64) -> Result<(), StoreError> {
     for (index, (name, sql)) in MIGRATIONS.iter().enumerate().skip(current as usize) {
         let version = index as i64 + 1;
+        let failed = |e: rusqlite::Error| {
+            StoreError::Setup(format!("migration {version} ({name}) failed: {e}"))
+        };
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        tx.execute_batch(sql)
-            .map_err(|e| StoreError::Setup(format!("migration {version} ({name}) failed: {e}")))?;
+        // Rows an outside process left dangling before are not this step's to refuse.
+        let before = dangling(&tx).map_err(failed)?;
+        tx.execute_batch(sql).map_err(failed)?;
+        let after = dangling(&tx).map_err(failed)?;
+        if after > before {
+            return Err(StoreError::Setup(format!(
+                "migration {version} ({name}) would leave {} rows referring to rows that do \
+                 not exist",
+                after - before
+            )));
+        }
         tx.pragma_update(None, "user_version", version)?;
         tx.commit()?;
         tracing::info!(version, name, "applied schema migration");
     }
     Ok(())
+}
+
+/// Rows whose foreign key names no row.
+fn dangling(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row("SELECT COUNT(*) FROM pragma_foreign_key_check", [], |r| {
+        r.get(0)
+    })
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ mod checkout;
 pub mod checkpoint;
 mod commands;
 pub mod cost;
+pub mod draw;
 mod drop_rows;
 pub mod drops;
 mod error;

@@ -17,12 +17,15 @@ use super::drop_rows::load_rules;
 const DUE: &str = "SELECT id FROM drops WHERE closed_at IS NULL AND ends_at <= :now
                    ORDER BY ends_at";
 const MARK: &str = "UPDATE drops SET closed_at = :now WHERE id = :id";
-// A queue's draw at its drop's start is due on the same clock.
+// A queue's draw, and a raffle's, at its drop's start are due on the same clock.
 const NEXT: &str = "SELECT MIN(t) FROM (
                         SELECT MIN(ends_at) AS t FROM drops WHERE closed_at IS NULL
                         UNION ALL
                         SELECT MIN(d.starts_at) FROM queues q JOIN drops d ON d.id = q.drop_id
-                        WHERE q.seeded_at IS NULL)";
+                        WHERE q.seeded_at IS NULL
+                        UNION ALL
+                        SELECT MIN(d.starts_at) FROM draws w JOIN drops d ON d.id = w.drop_id
+                        WHERE w.drawn_at IS NULL)";
 
 /// Commits the close of every drop whose `ends_at` has passed; returns how many.
 pub(crate) fn close_due(conn: &Connection, batch: &mut Batch<'_>) -> rusqlite::Result<usize> {

@@ -156,27 +156,50 @@ pub(crate) fn join(
             .optional()?
             .flatten()
             .unwrap_or(i64::MAX),
+        // Behind the entries the draw did not reach, which wait at their drawn places.
+        Mode::Draw => i64::MAX,
         Mode::Fcfs => 0,
     };
-    conn.prepare_cached(INSERT)?.execute(named_params! {
-        ":drop": drop_id, ":sku": cmd.sku, ":buyer": buyer.as_str(), ":quantity": cmd.quantity,
-        ":rank": rank, ":now": now.timestamp_millis(),
-    })?;
-    let seq = conn.last_insert_rowid();
-    if let Some(sku) = drop.sku(conn, drop_id, &cmd.sku)? {
-        sku.waiters += 1;
-    }
-    batch.record(
+    let seq = enqueue(
+        conn,
+        batch,
         &cmd.drop_id,
-        Event::Wait {
-            buyer: buyer.to_string(),
-            sku: cmd.sku.clone(),
-            quantity: cmd.quantity,
-        },
-    );
+        (&cmd.sku, buyer, cmd.quantity),
+        rank,
+    )?;
     let mut entry = entry(conn, seq)?;
     entry.fresh = true;
     Ok(entry)
+}
+
+/// Puts a buyer on a SKU's waiting list at `rank` (ties in arrival order); answers the entry's
+/// number. The caller checked they may wait.
+pub(crate) fn enqueue(
+    conn: &Connection,
+    batch: &mut Batch<'_>,
+    drop_id: &DropId,
+    (sku, buyer, quantity): (&str, &BuyerId, i64),
+    rank: i64,
+) -> Result<i64, Outcome> {
+    conn.prepare_cached(INSERT)?.execute(named_params! {
+        ":drop": drop_id.as_str(), ":sku": sku, ":buyer": buyer.as_str(), ":quantity": quantity,
+        ":rank": rank, ":now": batch.now.timestamp_millis(),
+    })?;
+    let seq = conn.last_insert_rowid();
+    if let Some(drop) = batch.memory.drop_mut(conn, drop_id)? {
+        if let Some(mem) = drop.sku(conn, drop_id.as_str(), sku)? {
+            mem.waiters += 1;
+        }
+    }
+    batch.record(
+        drop_id,
+        Event::Wait {
+            buyer: buyer.to_string(),
+            sku: sku.to_owned(),
+            quantity,
+        },
+    );
+    Ok(seq)
 }
 
 /// `buyer` leaves a SKU's waiting list. Leaving again, or after the offer came, answers the

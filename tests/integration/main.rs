@@ -14,6 +14,7 @@ mod budgets;
 mod crash;
 mod disk_full;
 mod drain;
+mod draw;
 mod events;
 mod exports;
 mod follow;

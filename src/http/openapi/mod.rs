@@ -14,8 +14,8 @@ use utoipa::OpenApi;
 
 use crate::http::codes::Code;
 use crate::http::{
-    admin, drops, events, exports, health, holds, ledger, metrics, orders, pages, payments, queue,
-    waitlist, webhooks,
+    admin, draw, drops, events, exports, health, holds, ledger, metrics, orders, pages, payments,
+    queue, waitlist, webhooks,
 };
 
 #[derive(OpenApi)]
@@ -35,6 +35,8 @@ use crate::http::{
         holds::create_hold,
         queue::join_queue,
         queue::get_queue,
+        draw::enter_draw,
+        draw::get_entries,
         waitlist::join_waitlist,
         waitlist::get_waitlist,
         waitlist::leave_waitlist,

@@ -58,6 +58,9 @@ pub struct DropEvent {
     pub ends_at: Option<String>,
     #[schema(required = false, nullable = false)]
     pub per_buyer_limit: Option<i64>,
+    /// A raffle's draw: entries counted, then its seed and winners.
+    #[schema(required = false, nullable = false)]
+    pub draw: Option<crate::domain::views::DrawView>,
     #[schema(required = false, nullable = false)]
     pub hold_seconds: Option<i64>,
     /// Every SKU, when a name or price changed.
@@ -104,6 +107,8 @@ pub struct OperatorDrop {
     pub skus: Vec<OperatorSku>,
     /// A queue drop's queue, as of the message.
     pub queue: Option<OperatorQueue>,
+    /// A raffle's draw, as of the message.
+    pub draw: Option<crate::domain::views::DrawView>,
 }
 
 #[derive(ToSchema)]
@@ -137,7 +142,8 @@ pub struct OutboxLine {
     /// Unique per event: receivers deduplicate by it (delivery is at least once).
     pub id: String,
     /// `hold.created`, `hold.expired`, `hold.released`, `order.created`, `drop.sold_out`,
-    /// `drop.state_changed`, `stock.adjusted`, `checkout.requested` or `waitlist.offered`.
+    /// `drop.state_changed`, `stock.adjusted`, `checkout.requested`, `waitlist.offered`,
+    /// `draw.won` or `draw.lost`.
     #[serde(rename = "type")]
     pub kind: String,
     #[schema(format = DateTime)]
@@ -283,6 +289,8 @@ impl PartialSchema for BuyerEvent {
                                 "order.created",
                                 "checkout.requested",
                                 "waitlist.offered",
+                                "draw.won",
+                                "draw.lost",
                             ])),
                     )
                     .required("event")

@@ -13,7 +13,7 @@ use super::super::keys::KeyBook;
 use super::super::memory::Memory;
 use super::super::outbox::{self, OutboxBell};
 use super::super::tx::Outcome;
-use super::super::{drops, expiry, idempotency, schedule, CommitListener, StoreError};
+use super::super::{draw, drops, expiry, idempotency, schedule, CommitListener, StoreError};
 
 /// Commands that may fail alone in one batch before the rest is failed too: each failure costs
 /// a re-run of the batch, so a bug that hits every command must not cost n² executions.
@@ -189,6 +189,15 @@ pub(super) fn run_batch(
         if sweep {
             match expiry::expire_due(conn, &mut batch, chores.sweep_limit) {
                 Ok(expired) => batch.all_due_swept = (expired as i64) < chores.sweep_limit,
+                Err(Outcome::Failed(err)) => failed = Some((None, err)),
+                Err(Outcome::Refused(refusal)) => {
+                    failed = Some((None, StoreError::Internal(refusal.code())))
+                }
+            }
+        }
+        if close && failed.is_none() {
+            match draw::draw_due(conn, &mut batch) {
+                Ok(_) => {}
                 Err(Outcome::Failed(err)) => failed = Some((None, err)),
                 Err(Outcome::Refused(refusal)) => {
                     failed = Some((None, StoreError::Internal(refusal.code())))

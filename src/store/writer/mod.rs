@@ -321,6 +321,16 @@ impl Writer {
             .await
     }
 
+    /// `buyer` enters a raffle for a SKU; answers their entry (again: the one they have).
+    pub async fn enter_draw(
+        &self,
+        buyer: BuyerId,
+        cmd: crate::store::draw::EnterDraw,
+    ) -> Result<Result<crate::domain::draw::DrawEntry, Refusal>, StoreError> {
+        self.ask(|reply| Command::EnterDraw { buyer, cmd, reply })
+            .await
+    }
+
     /// `buyer` leaves a SKU's waiting list; answers the entry as it ends.
     pub async fn leave_waitlist(
         &self,

@@ -225,6 +225,33 @@ impl Api {
     }
 
     /// `DELETE /v1/drops/{drop}/waitlist/{sku}`.
+    /// `POST /v1/drops/{drop}/entries`: enter a raffle.
+    pub async fn enter_draw(&self, drop: &str, sku: &str, quantity: i64) -> reqwest::Response {
+        self.as_buyer(
+            self.http
+                .post(self.url(&format!("/v1/drops/{drop}/entries"))),
+        )
+        .json(&json!({"sku": sku, "quantity": quantity}))
+        .send()
+        .await
+        .expect("request sent")
+    }
+
+    /// The buyer's raffle entries in `drop`, which must answer 200.
+    pub async fn draw_entries(&self, drop: &str) -> Vec<Value> {
+        let res = self
+            .as_buyer(
+                self.http
+                    .get(self.url(&format!("/v1/drops/{drop}/entries"))),
+            )
+            .send()
+            .await
+            .expect("request sent");
+        assert_eq!(res.status(), 200, "entries of {drop}");
+        let body: Value = res.json().await.expect("json body");
+        body["entries"].as_array().cloned().unwrap_or_default()
+    }
+
     /// `GET /v1/drops/{drop}/waitlist` as this buyer.
     pub async fn waitlist(&self, drop: &str) -> reqwest::Response {
         self.as_buyer(
