@@ -97,6 +97,14 @@ function renderDrops(drops) {
     for (const button of div.querySelectorAll("button[data-state]")) {
       button.addEventListener("click", () => setState(drop.id, button.dataset.state));
     }
+    if (drop.draw) {
+      const d = document.createElement("p");
+      d.className = "draw";
+      d.textContent = drop.draw.drawn_at
+        ? `Raffle: ${drop.draw.entered} entries, drawn at ${new Date(drop.draw.drawn_at).toLocaleString()}: ${drop.draw.winners} winners (seed ${drop.draw.seed.slice(0, 16)}...)`
+        : `Raffle: ${drop.draw.entered} entries so far; drawn at the start (commitment ${drop.draw.commitment.slice(0, 16)}...)`;
+      div.insertBefore(d, div.querySelector("table"));
+    }
     if (drop.queue) {
       const q = document.createElement("p");
       q.className = "queue";

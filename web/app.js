@@ -26,6 +26,7 @@ const MESSAGES = {
   "admission-expired": () => "Your turn in the queue has passed.",
   "queue-closed": () => "The queue is closed.",
   "not-sold-out": (p) => `${p.available} left: hold one instead of waiting.`,
+  "entries-closed": () => "Entries are closed: the winners were drawn at the start.",
 };
 // A queue drop: the buyer's place (from GET .../queue) and the admission token it earned.
 let myPlace = null;
@@ -34,6 +35,8 @@ let myWaits = [];
 let waitsReadAt = 0;
 // The hold the page shows (`{hold_id, sku}`), until it is paid for or released.
 let shownHold = null;
+// A raffle: the buyer's entries (GET .../entries).
+let myEntries = [];
 
 function say(text, kind = "") {
   const el = $("#message");
@@ -136,11 +139,18 @@ function renderDrop(drop) {
       <p id="queue-status"></p>
       <button id="join">Join the queue</button>
     </div>
+    <div id="draw" class="card" hidden><p id="draw-about"></p><div id="draw-status"></div></div>
     <div id="waitlist" class="card" hidden></div>
     <div id="hold" class="card" hidden></div>`;
   myPlace = null;
   myWaits = [];
   shownHold = null;
+  myEntries = [];
+  if (drop.draw) {
+    $("#draw").hidden = false;
+    $("#draw-about").textContent = `A raffle: enter before ${new Date(drop.starts_at).toLocaleString()}; the winners are drawn at random then (entering early buys nothing), and everyone else waits in drawn order for units a winner does not pay for.`;
+    if (token) loadEntries(drop.id);
+  }
   if (token) loadWaitlist(drop.id);
   if (drop.queue) {
     $("#queue").hidden = false;
@@ -154,11 +164,12 @@ function renderDrop(drop) {
     const row = document.createElement("div");
     row.className = "sku";
     row.dataset.sku = sku.sku;
-    row.innerHTML = `<span class=name></span><span class=price></span><span class=available></span><button class=hold>Hold</button><button class=wait hidden>Join the waiting list</button>`;
+    row.innerHTML = `<span class=name></span><span class=price></span><span class=available></span><button class=hold>Hold</button><button class=wait hidden>Join the waiting list</button><button class=enter hidden>Enter the draw</button>`;
     row.querySelector(".name").textContent = sku.name;
     row.querySelector(".price").textContent = money(sku.price);
     row.querySelector("button.hold").addEventListener("click", () => hold(drop.id, sku.sku));
     row.querySelector("button.wait").addEventListener("click", () => joinWaitlist(drop.id, sku.sku));
+    row.querySelector("button.enter").addEventListener("click", () => enterDraw(drop.id, sku.sku));
     skus.appendChild(row);
   }
   updateDrop(drop);
@@ -205,9 +216,49 @@ function showButtons(row, available) {
   const waiting = myWaits.some((w) => w.sku === sku && w.state === "waiting");
   const offered = shownHold && shownHold.sku === sku;
   const wait = available === 0 && mayAct() && !waiting && !offered;
+  // Before a raffle's draw, entering is the only way in.
+  const entering = !!current.draw && !current.draw.drawn_at;
+  const entered = myEntries.some((e) => e.sku === sku);
   row.querySelector("button.hold").disabled = !canHold(available);
-  row.querySelector("button.hold").hidden = wait;
-  row.querySelector("button.wait").hidden = !wait;
+  row.querySelector("button.hold").hidden = wait || entering;
+  row.querySelector("button.wait").hidden = !wait || entering;
+  row.querySelector("button.enter").hidden = !(entering && !!token && !entered);
+}
+
+async function enterDraw(dropId, sku) {
+  const res = await api("POST", `/v1/drops/${encodeURIComponent(dropId)}/entries`, { sku, quantity: 1 });
+  if (!res.ok) return sayProblem(res.data || {});
+  say(`You are in the draw for ${sku}.`, "ok");
+  listenToMine();
+  await loadEntries(dropId);
+}
+
+// The buyer's entries and, once drawn, their results: a win shows as the buyer's hold.
+async function loadEntries(dropId) {
+  const res = await api("GET", `/v1/drops/${encodeURIComponent(dropId)}/entries`);
+  if (!res.ok || !current || current.id !== dropId) return;
+  myEntries = res.data.entries;
+  if (myEntries.length) listenToMine();
+  const status = $("#draw-status");
+  status.textContent = "";
+  for (const entry of myEntries) {
+    const p = document.createElement("p");
+    p.className = `entry ${entry.outcome}`;
+    p.dataset.sku = entry.sku;
+    p.textContent = entry.outcome === "pending" ? `Entered for ${entry.sku}: the winners are drawn at the start.`
+      : entry.outcome === "won" ? `You won ${entry.won} x ${entry.sku}!`
+      : `Not drawn for ${entry.sku} (drawn place ${entry.rank}): you wait for it on the waiting list.`;
+    status.appendChild(p);
+  }
+  const won = myEntries.find((e) => e.outcome === "won" && e.hold_id);
+  if (won && !shownHold) {
+    const hold = await api("GET", `/v1/holds/${won.hold_id}`);
+    if (hold.ok && hold.data.state === "active") {
+      showHold(hold.data, `You won ${won.won} x ${won.sku} in the draw. Pay before the time runs out.`);
+    }
+  }
+  if (myEntries.some((e) => e.outcome === "lost")) await loadWaitlist(dropId);
+  updateDrop({});
 }
 
 function mayAct() {
@@ -401,6 +452,7 @@ function listenToMine() {
           await readEvents(res, (name, data) => {
             if (name === "order.created") bought(data);
             if (name === "waitlist.offered" && current) loadWaitlist(current.id, data);
+            if ((name === "draw.won" || name === "draw.lost") && current) loadEntries(current.id);
             if (name === "hold.expired" && shownHold && data.hold_id === shownHold.hold_id) {
               shownHold = null;
               if (current) updateDrop({});

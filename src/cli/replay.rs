@@ -187,6 +187,25 @@ fn print_report(drop: &str, watch: Option<&str>, report: &Report) {
                 .map_or(String::new(), |p| format!("; the named buyer's place: {p}"))
         );
     }
+    if let Some(draw) = &report.draw {
+        println!(
+            "raffle: {} entries; the seed {} its commitment; {} wins, {} the draw gives missing",
+            draw.entries,
+            if draw.commitment_kept {
+                "matches"
+            } else {
+                "does NOT match"
+            },
+            draw.winners,
+            draw.missing
+        );
+    }
+    if report.offers > 0 {
+        println!(
+            "waiting lists: {} offers, each checked like an attempt",
+            report.offers
+        );
+    }
     let (Some(name), Some(attempts)) = (watch, &report.buyer) else {
         return;
     };

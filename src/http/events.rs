@@ -86,9 +86,9 @@ pub async fn stream_drop_events(
 problems!(MyEventsProblems: EVERY, SPLIT, BUYER, &[Code::TooManyStreams, Code::Unavailable]);
 
 /// Your own news as server-sent events: each `hold.created`, `hold.expired`, `hold.released`,
-/// `waitlist.offered`, `checkout.requested` and `order.created` about your holds (the outbox
-/// event's `data`), so a page sees a waiting-list offer arrive and its hold become an order when
-/// the payment service confirms it. Authenticated with the bearer header
+/// `waitlist.offered`, `draw.won`, `draw.lost`, `checkout.requested` and `order.created` about
+/// you (the outbox event's `data`), so a page sees a raffle's result or a waiting-list offer
+/// arrive and its hold become an order when the payment service confirms it. Authenticated with the bearer header
 /// (read it with `fetch` streaming: EventSource cannot send headers, and tokens stay out of
 /// URLs). Not resumable: after a reconnect, read the hold.
 #[utoipa::path(get, path = "/v1/me/events", tag = "buyers", security(("buyer" = [])),

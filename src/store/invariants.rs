@@ -29,6 +29,16 @@ const STRAY_OFFER: &str = "SELECT w.seq FROM waitlist w LEFT JOIN holds h ON h.s
                                     OR h.drop_id != w.drop_id OR h.quantity > w.quantity)
      LIMIT 1";
 
+/// A raffle's win is a hold of the winner's, for the SKU and units they won; an entry the draw
+/// did not reach has none; a SKU never gives more in wins than it had.
+const STRAY_WIN: &str = "SELECT e.buyer, e.sku FROM draw_entries e
+     LEFT JOIN holds h ON h.seq = e.hold_seq
+     WHERE (e.won > 0 AND (h.seq IS NULL OR h.buyer != e.buyer OR h.sku != e.sku
+                           OR h.drop_id != e.drop_id OR h.quantity != e.won
+                           OR e.won > e.quantity))
+        OR (e.won = 0 AND e.hold_seq IS NOT NULL)
+     LIMIT 1";
+
 /// What is wrong, if anything: `Ok(Err(description))` for a broken invariant.
 pub fn check_invariants(conn: &Connection) -> Result<Result<(), String>, StoreError> {
     let rows: Vec<SkuAudit> = conn
@@ -72,6 +82,16 @@ pub fn check_invariants(conn: &Connection) -> Result<Result<(), String>, StoreEr
     if let Some(seq) = stray {
         return Ok(Err(format!(
             "waiting-list entry {seq} was offered a hold that is not its buyer's units of its SKU"
+        )));
+    }
+    let stray: Option<(String, String)> = conn
+        .prepare(STRAY_WIN)?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .next()
+        .transpose()?;
+    if let Some((buyer, sku)) = stray {
+        return Ok(Err(format!(
+            "{buyer}'s raffle entry for {sku} does not match the hold it won"
         )));
     }
     Ok(Ok(()))

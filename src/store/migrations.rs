@@ -122,6 +122,48 @@ mod tests {
     }
 
     #[test]
+    fn the_draws_step_rebuilds_drops_keeping_every_row_and_reference() {
+        let mut conn = Connection::open_in_memory().expect("in-memory db");
+        conn.pragma_update(None, "foreign_keys", true)
+            .expect("foreign keys on");
+        for (_, sql) in &MIGRATIONS[..10] {
+            conn.execute_batch(sql).expect("an earlier step applies");
+        }
+        conn.pragma_update(None, "user_version", 10)
+            .expect("version");
+        conn.execute_batch(
+            "INSERT INTO drops (id, name, starts_at, ends_at, per_buyer_limit, hold_seconds,
+                                created_at, mode)
+                 VALUES ('d', 'D', 1, 2, 1, 60, 0, 'queue');
+             INSERT INTO skus (drop_id, sku, name, price_amount, currency, position, stock_total)
+                 VALUES ('d', 'S1', 'S', 1, 'EUR', 0, 5);",
+        )
+        .expect("a version-10 drop");
+        migrate(&mut conn).expect("migrates");
+        let (mode, skus): (String, i64) = conn
+            .query_row(
+                "SELECT mode, (SELECT COUNT(*) FROM skus WHERE drop_id = d.id) FROM drops d",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .expect("the drop is kept");
+        assert_eq!((mode.as_str(), skus), ("queue", 1));
+        assert_eq!(dangling(&conn).expect("checks"), 0);
+        let enforced: bool = conn
+            .query_row("PRAGMA foreign_keys", [], |r| r.get(0))
+            .expect("pragma");
+        assert!(enforced, "foreign keys are on again after the migrations");
+        conn.execute("UPDATE drops SET mode = 'draw' WHERE id = 'd'", [])
+            .expect("the wider mode is allowed");
+        let orphan = conn.execute(
+            "INSERT INTO skus (drop_id, sku, name, price_amount, currency, position, stock_total)
+             VALUES ('nope', 'S1', 'S', 1, 'EUR', 0, 5)",
+            [],
+        );
+        assert!(orphan.is_err(), "skus still refer to drops");
+    }
+
+    #[test]
     fn migrating_twice_changes_nothing() {
         let mut conn = Connection::open_in_memory().expect("in-memory db");
         migrate(&mut conn).expect("first run");

@@ -364,3 +364,73 @@ async fn a_sold_out_page_joins_the_waiting_list_and_shows_the_offer_when_a_unit_
     ops.close().await;
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_raffle_page_enters_the_draw_and_shows_its_result_when_drawn() {
+    let app = spawn_app().await;
+    let drop = "raffle-page";
+    let start = crate::support::app::start_time() + chrono::Duration::minutes(10);
+    let mut spec = live_drop(drop, 1, 1);
+    spec["starts_at"] = json!(start.to_rfc3339());
+    spec["mode"] = json!("draw");
+    app.create_drop(&spec).await;
+    let driver = Driver::start().await;
+    let profiles = tempfile::tempdir().expect("temp dir");
+    let page = driver.session(&profiles.path().join("alice")).await;
+    let token = app.token("alice");
+    page.goto(&format!("{}/?token={token}#/drops/{drop}", app.base))
+        .await;
+    page.wait_text("#draw-about", |t| t.starts_with("A raffle"))
+        .await;
+    let enter = r#".sku[data-sku="S1"] button.enter"#;
+    page.wait_text(enter, |t| t == "Enter the draw").await;
+    page.click(enter).await;
+    page.wait_text("#draw-status .entry", |t| t.starts_with("Entered for S1"))
+        .await;
+    assert_eq!(
+        page.text(enter).await.unwrap_or_default(),
+        "",
+        "entered once"
+    );
+    assert_eq!(
+        app.buyer("bob").enter_draw(drop, "S1", 1).await.status(),
+        201
+    );
+
+    let ops = driver.session(&profiles.path().join("ops")).await;
+    ops.goto(&format!("{}/admin", app.base)).await;
+    ops.type_into("#key-input", &app.admin_key).await;
+    ops.click("#key-form button").await;
+    let row = format!(r#".drop[data-drop="{drop}"] .draw"#);
+    ops.wait_text(&row, |t| t.starts_with("Raffle: 2 entries so far"))
+        .await;
+
+    // The start draws one of the two; Alice's page shows what the server says she got.
+    app.clock.set(start);
+    app.writer.sync().await.expect("a batch");
+    let alice = app.buyer("alice").draw_entries(drop).await;
+    let shown = match alice[0]["outcome"].as_str() {
+        Some("won") => {
+            page.wait_text("#message", |t| t.starts_with("You won 1 x S1 in the draw"))
+                .await;
+            page.wait_text("#hold-remaining", |t| t.ends_with('s'))
+                .await;
+            "won"
+        }
+        Some("lost") => {
+            page.wait_text("#waitlist .wait-status", |t| {
+                t.contains("you are number 1 in line")
+            })
+            .await;
+            "lost"
+        }
+        other => panic!("alice's entry is {other:?} after the draw"),
+    };
+    let status = page.text("#draw-status .entry").await.unwrap_or_default();
+    assert_eq!(status.starts_with("You won"), shown == "won", "{status}");
+    page.save_screenshot("raffle-page.png").await;
+    ops.wait_text(&row, |t| t.contains("1 winners")).await;
+    page.close().await;
+    ops.close().await;
+    app.stop().await;
+}
