@@ -14,13 +14,14 @@ CREATE TABLE "drops" (
     ends_at         INTEGER NOT NULL,
     per_buyer_limit INTEGER NOT NULL CHECK (per_buyer_limit > 0),
     hold_seconds    INTEGER NOT NULL CHECK (hold_seconds > 0),
-    override_state  TEXT    CHECK (override_state IN ('paused', 'closed')),
+    override_state  TEXT    CHECK (override_state = 'paused' OR override_state = 'closed'),
     attempt_seq     INTEGER NOT NULL DEFAULT 0,
     version         INTEGER NOT NULL DEFAULT 1,
     created_at      INTEGER NOT NULL,
     revision        INTEGER NOT NULL DEFAULT 1,
     closed_at       INTEGER,
-    mode            TEXT    NOT NULL DEFAULT 'fcfs' CHECK (mode IN ('fcfs', 'queue', 'draw')),
+    mode            TEXT    NOT NULL DEFAULT 'fcfs'
+                            CHECK (mode = 'fcfs' OR mode = 'queue' OR mode = 'draw'),
     CHECK (ends_at > starts_at)
 ) STRICT;
 
@@ -44,7 +45,8 @@ CREATE TABLE skus (
 -- A hold's number is its row id; its public id is derived from the number and a random secret
 -- checked on every lookup (`id`, computed, never stored or indexed): `hld_<seq hex>-<secret
 -- hex>`, with `<box>_` after `hld_` when the server runs with --box-id. Holds made before schema
--- version 3 keep their ids in `legacy_id`.
+-- version 3 keep their ids in `legacy_id`. `code_seq`: the access code a hold was placed with
+-- (added by ALTER TABLE, so spelled as SQLite records it).
 CREATE TABLE holds (
     seq         INTEGER PRIMARY KEY,
     secret      INTEGER NOT NULL,
@@ -63,7 +65,7 @@ CREATE TABLE holds (
     expires_at  INTEGER NOT NULL,
     ended_at    INTEGER,
     id          TEXT    GENERATED ALWAYS AS (coalesce(legacy_id,
-                    'hld_' || coalesce(box || '_', '') || printf('%x-%016x', seq, secret))) VIRTUAL,
+                    'hld_' || coalesce(box || '_', '') || printf('%x-%016x', seq, secret))) VIRTUAL, code_seq INTEGER REFERENCES access_codes (seq),
     FOREIGN KEY (drop_id, sku) REFERENCES skus (drop_id, sku),
     UNIQUE (drop_id, attempt_seq)
 ) STRICT;
@@ -295,3 +297,20 @@ CREATE TABLE draw_entries (
 ) STRICT, WITHOUT ROWID;
 
 CREATE INDEX draw_entries_by_buyer ON draw_entries (drop_id, buyer);
+
+-- Access codes (presale tiers): only each code's SHA-256 is kept (over the drop's id, a newline
+-- and the code), with its tier, how often it may be used, and when. `uses` counts the holds
+-- placed with it, in the hold's transaction; the CHECK is the database's backstop against a code
+-- used once too often.
+CREATE TABLE access_codes (
+    seq         INTEGER PRIMARY KEY,
+    drop_id     TEXT    NOT NULL REFERENCES drops (id),
+    code_hash   BLOB    NOT NULL,
+    tier        TEXT    NOT NULL,
+    max_uses    INTEGER NOT NULL CHECK (max_uses > 0),
+    uses        INTEGER NOT NULL DEFAULT 0 CHECK (uses >= 0 AND uses <= max_uses),
+    valid_from  INTEGER,
+    valid_until INTEGER,
+    created_at  INTEGER NOT NULL,
+    UNIQUE (drop_id, code_hash)
+) STRICT;

@@ -98,6 +98,12 @@ pub enum Event {
         sku: String,
         quantity: i64,
     },
+    /// The next attempt came with a valid access code of `tier` (a presale opens the drop
+    /// before its start to such attempts).
+    Code {
+        attempt_seq: i64,
+        tier: String,
+    },
     /// A raffle opened for entries: the SHA-256 of the seed that will draw its winners.
     Draw {
         commitment: String,
@@ -156,6 +162,7 @@ impl Event {
             Event::Unwait { .. } => "unwait",
             Event::Offer { .. } => "offer",
             Event::Draw { .. } => "draw",
+            Event::Code { .. } => "code",
             Event::Enter { .. } => "enter",
             Event::Drawn { .. } => "drawn",
             Event::Win { .. } => "win",
@@ -267,6 +274,7 @@ pub fn canonical_entry(entry: &Entry) -> Vec<u8> {
         | Event::Unwait { .. }
         | Event::Offer { .. }
         | Event::Draw { .. }
+        | Event::Code { .. }
         | Event::Enter { .. }
         | Event::Drawn { .. }
         | Event::Win { .. } => {

@@ -2,6 +2,7 @@
 //! how units move between available, held and sold. The store calls these rules inside the
 //! writer's transaction; the property tests call them directly.
 
+pub mod access_codes;
 pub mod clock;
 pub mod draw;
 pub mod drop;

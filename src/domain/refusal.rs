@@ -63,6 +63,10 @@ pub enum Refusal {
     NoDraw { drop_id: String },
     #[error("the entries of drop {drop_id} closed at its start ({starts_at}), when the winners were drawn")]
     EntriesClosed { drop_id: String, starts_at: String },
+    #[error("that access code does not open drop {drop_id}: {reason}")]
+    CodeInvalid { drop_id: String, reason: String },
+    #[error("that access code ({tier}) of drop {drop_id} is used up")]
+    CodeUsedUp { drop_id: String, tier: String },
 }
 
 impl Refusal {
@@ -89,6 +93,8 @@ impl Refusal {
             Refusal::NotSoldOut { .. } => "not-sold-out",
             Refusal::NoDraw { .. } => "no-draw",
             Refusal::EntriesClosed { .. } => "entries-closed",
+            Refusal::CodeInvalid { .. } => "code-invalid",
+            Refusal::CodeUsedUp { .. } => "code-used-up",
         }
     }
 
@@ -106,6 +112,8 @@ impl Refusal {
                 | Refusal::DropNotLive { .. }
                 | Refusal::NotAdmitted { .. }
                 | Refusal::AdmissionExpired { .. }
+                | Refusal::CodeInvalid { .. }
+                | Refusal::CodeUsedUp { .. }
         )
     }
 

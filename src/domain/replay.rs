@@ -109,6 +109,8 @@ pub struct Replay {
     /// The SKUs in the drop's order (the draw takes them so).
     sku_order: Vec<String>,
     raffle: Option<draw::Raffle>,
+    /// The attempt the last `code` entry names (it came with a valid access code).
+    coded: Option<i64>,
 }
 
 /// A time as the writer compares it, in whole milliseconds (ledgers written before the store
@@ -197,6 +199,7 @@ impl Replay {
             waiting: HashMap::new(),
             sku_order: skus.iter().map(|s| s.sku.clone()).collect(),
             raffle: None,
+            coded: None,
         };
         replay.report.entries = 1;
         Ok(replay)
@@ -304,6 +307,7 @@ impl Replay {
                 hold_id,
             } => self.offer(entry, now, (*attempt_seq, buyer, sku, *quantity), hold_id),
             Event::Draw { commitment } => self.open_draw(commitment),
+            Event::Code { attempt_seq, .. } => self.coded = Some(*attempt_seq),
             Event::Enter {
                 buyer,
                 sku,
@@ -394,7 +398,10 @@ impl Replay {
             held: self.live_held(sku, now),
             ..stock
         };
-        let decided = if state != DropState::Live {
+        // An attempt with a valid access code may come before the start (a presale).
+        let coded = self.coded.take() == Some(attempt_seq);
+        let open = state == DropState::Live || (coded && state == DropState::Scheduled);
+        let decided = if !open {
             // The writer numbers attempts on a live drop only.
             format!("drop-not-live ({})", state.as_str())
         } else {

@@ -249,7 +249,7 @@ fn patch_state() -> utoipa::openapi::Object {
         .build()
 }
 
-mod opt_rfc3339 {
+pub(crate) mod opt_rfc3339 {
     use chrono::{DateTime, Utc};
     use serde::{Deserialize, Deserializer, Serializer};
 

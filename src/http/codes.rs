@@ -93,6 +93,8 @@ codes! {
     NotSoldOut = "not-sold-out", 409, "Not sold out";
     NoDraw = "no-draw", 409, "Drop is not a raffle";
     EntriesClosed = "entries-closed", 409, "Entries closed";
+    CodeInvalid = "code-invalid", 403, "Access code not valid";
+    CodeUsedUp = "code-used-up", 409, "Access code used up";
     Internal = "internal", 500, "Internal Server Error";
 }
 
@@ -129,6 +131,8 @@ impl Code {
             Refusal::NotSoldOut { .. } => Code::NotSoldOut,
             Refusal::NoDraw { .. } => Code::NoDraw,
             Refusal::EntriesClosed { .. } => Code::EntriesClosed,
+            Refusal::CodeInvalid { .. } => Code::CodeInvalid,
+            Refusal::CodeUsedUp { .. } => Code::CodeUsedUp,
         }
     }
 }

@@ -30,6 +30,11 @@ pub struct HoldRequest {
     sku: String,
     #[schema(minimum = 1)]
     quantity: i64,
+    /// An access code of the drop (`POST /v1/admin/drops/{drop}/codes`): checked and counted
+    /// with the hold; within its window it opens the drop before its start (a presale).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 64)]
+    code: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
@@ -83,10 +88,14 @@ problems!(CreateHoldProblems: EVERY, SPLIT, ADMITTED, BUYER, IDEMPOTENT, BODY, W
     Code::ReplicaUnavailable,
     Code::NotAdmitted,
     Code::AdmissionExpired,
+    Code::CodeInvalid,
+    Code::CodeUsedUp,
 ]);
 
 /// Hold units for the buyer: the first to reach the writer wins. On a queue drop, only with
-/// the admission token (`Dropd-Admission`) the buyer's queue place earned.
+/// the admission token (`Dropd-Admission`) the buyer's queue place earned. With an access
+/// `code`, checked and counted in the same transaction; within its window a code opens the
+/// drop before its start (a presale).
 #[utoipa::path(post, path = "/v1/drops/{drop}/holds", tag = "buyers", security(("buyer" = [])),
     params(
         ("drop" = String, Path, description = "the drop's id"),
@@ -151,11 +160,19 @@ pub async fn create_hold(
     };
     let admitted_until = super::queue::admitted_until(&state, &http, &drop_id, &req.buyer)?;
     let body = body.into_inner();
+    if body
+        .code
+        .as_ref()
+        .is_some_and(|c| c.is_empty() || c.len() > 64)
+    {
+        return Err(ApiError::validation("code must be 1-64 characters"));
+    }
     let cmd = PlaceHold {
         drop_id,
         sku: body.sku,
         quantity: body.quantity,
         admitted_until,
+        code: body.code,
     };
     let answer = match state.writer.place_hold(req, cmd).await {
         Err(StoreError::Overloaded) => {

@@ -1,5 +1,6 @@
 //! The actix edge: routes, extractors, and the mapping of every error to problem+json.
 
+mod access_codes;
 mod admin;
 pub mod admission;
 pub mod budget;
@@ -133,6 +134,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .service(only(
                 at("/v1/admin/drops/{drop}").route(web::patch().to(admin::update_drop)),
                 "PATCH",
+            ))
+            .service(only(
+                at("/v1/admin/drops/{drop}/codes")
+                    .route(web::post().to(access_codes::create_codes))
+                    .route(web::get().to(access_codes::export_codes))
+                    .route(web::head().to(access_codes::export_codes)),
+                "GET, HEAD, POST",
             ))
             .service(only(
                 at("/v1/admin/drops/{drop}/skus/{sku}/stock")

@@ -10,7 +10,8 @@ use super::audit::{self, json, Acted, Acting, Entry};
 use super::batch::Batch;
 use super::tx::decided;
 use super::webhooks::{self, CreatedWebhook, WebhookAnswer, WebhookChange};
-use super::{drops, StoreError};
+use super::{access_codes, drops, StoreError};
+use crate::domain::access_codes::{CodeView, CreatedCodes, NewCodes};
 
 type Audited<T> = Result<Result<Acted<T>, Refusal>, StoreError>;
 
@@ -82,6 +83,33 @@ pub(crate) fn adjust_stock(
                     answer: None,
                 };
                 (view, entry)
+            }),
+        )
+    })
+}
+
+/// New access codes: the log keeps their ids and limits, never the codes (only their hashes are
+/// stored), so a retry under the same key answers the codes without their text.
+pub(crate) fn create_codes(
+    conn: &Connection,
+    batch: &mut Batch<'_>,
+    act: &Acting,
+    drop_id: &DropId,
+    spec: &NewCodes,
+) -> Audited<CreatedCodes> {
+    let now_ms = batch.now.timestamp_millis();
+    audit::run(conn, now_ms, act, |c| {
+        Ok(
+            decided(c, |c| access_codes::create(c, batch, drop_id, spec))?.map(|codes| {
+                let views: Vec<&CodeView> = codes.iter().map(|c| &c.view).collect();
+                let entry = Entry {
+                    action: "codes.create",
+                    target: drop_id.to_string(),
+                    before: None,
+                    after: json(&serde_json::json!({ "codes": views })),
+                    answer: None,
+                };
+                (CreatedCodes { codes }, entry)
             }),
         )
     })

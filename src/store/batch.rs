@@ -34,6 +34,8 @@ pub(crate) struct Batch<'a> {
     pub all_due_swept: bool,
     /// The arrival number the command running now took, if it took one (its record keeps it).
     pub attempt: Option<i64>,
+    /// The access code's tier that attempt came with, if any: chained just before it.
+    pub attempt_code: Option<String>,
     /// Events the batch's commands announced, appended to the outbox at the flush.
     pub events: Vec<PendingEvent>,
     /// A webhook endpoint or dead letter changed: the delivery worker must look again.
@@ -72,6 +74,7 @@ impl<'a> Batch<'a> {
             gone_keys: Vec::new(),
             all_due_swept: false,
             attempt: None,
+            attempt_code: None,
             events: Vec::new(),
             endpoints_changed: false,
             ledger: Vec::new(),

@@ -16,6 +16,7 @@ use super::tx::{chore, decided};
 use super::waitlist::{self, JoinWaitlist};
 use super::webhooks::{self, WebhookAnswer, WebhookChange};
 use super::{admin_acts, admin_keys, checkout, expiry, holds, idempotency, StoreError};
+use crate::domain::access_codes::{CreatedCodes, NewCodes};
 use crate::domain::draw::DrawEntry;
 use crate::domain::ledger::Event;
 use crate::domain::waitlist::WaitlistEntry;
@@ -113,6 +114,12 @@ pub(crate) enum Command {
         sku: String,
         delta: i64,
         reply: Reply<Result<Acted<DropView>, Refusal>>,
+    },
+    CreateCodes {
+        act: Acting,
+        drop_id: DropId,
+        spec: NewCodes,
+        reply: Reply<Result<Acted<CreatedCodes>, Refusal>>,
     },
     CreateAdminKey {
         name: String,
@@ -295,6 +302,15 @@ impl Command {
                 let result = admin_acts::adjust_stock(conn, batch, act, drop_id, sku, *delta);
                 reply.hold(Ok(result?));
             }
+            Command::CreateCodes {
+                act,
+                drop_id,
+                spec,
+                reply,
+            } => {
+                let result = admin_acts::create_codes(conn, batch, act, drop_id, spec);
+                reply.hold(Ok(result?));
+            }
             Command::CreateAdminKey {
                 name,
                 key_hash,
@@ -342,6 +358,7 @@ impl Command {
             Command::CreateDrop { reply, .. }
             | Command::UpdateDrop { reply, .. }
             | Command::AdjustStock { reply, .. } => reply.send(failure),
+            Command::CreateCodes { reply, .. } => reply.send(failure),
             Command::CreateAdminKey { reply, .. } => reply.send(failure),
             Command::RevokeAdminKey { reply, .. } => reply.send(failure),
             Command::Webhook { reply, .. } => reply.send(failure),

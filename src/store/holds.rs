@@ -21,7 +21,7 @@ use super::hold_rows::{drop_memory, end_hold, give_back, insert, NewHold};
 use super::requests::{ConfirmHold, PlaceHold};
 use super::tx::Outcome;
 use super::StoreError;
-use super::{expiry, waitlist};
+use super::{access_codes, expiry, waitlist};
 
 pub(crate) fn place(
     conn: &Connection,
@@ -37,12 +37,18 @@ pub(crate) fn place(
         .drop_mut(conn, &cmd.drop_id)?
         .ok_or_else(|| Refusal::not_found(format!("drop {}", cmd.drop_id)))?;
     let state = drop.rules.schedule.state_at(now);
-    if state != DropState::Live {
+    // A valid access code opens a drop that has not started yet: the presale.
+    let presale_open = state == DropState::Scheduled && cmd.code.is_some();
+    if state != DropState::Live && !presale_open {
         return Err(Refusal::DropNotLive {
             state: state.as_str().to_owned(),
         }
         .into());
     }
+    let code = match &cmd.code {
+        Some(text) => Some(access_codes::check(conn, &cmd.drop_id, text, now)?),
+        None => None,
+    };
     // A queue drop admits only buyers its queue served.
     check_admission(
         drop.rules.mode,
@@ -67,6 +73,7 @@ pub(crate) fn place(
     // Only attempts that compete for stock get a place in the arrival order.
     let attempt_seq = drop.next_seq();
     batch.attempt = Some(attempt_seq);
+    batch.attempt_code = code.as_ref().map(|(_, tier)| tier.clone());
     let used = drop.used(conn, &cmd.drop_id, buyer, load)?;
 
     // A hold past its expiry counts for nothing, swept or not. After a complete sweep memory
@@ -126,6 +133,9 @@ pub(crate) fn place(
             expires_at,
         },
     )?;
+    if let Some((code_seq, _)) = &code {
+        access_codes::count_use(conn, *code_seq, conn.last_insert_rowid())?;
+    }
     for (_, sku, owner, quantity, id) in &due_holds {
         expiry::announce_expired(batch, &cmd.drop_id, (id, sku, owner, *quantity));
     }

@@ -183,14 +183,25 @@ where
 
     // The effect and its record are in the same transaction: they commit together or not at all.
     batch.attempt = None;
+    batch.attempt_code = None;
     let result = decided(conn, |c| effect(c, batch))?;
     let attempt = batch.attempt.take();
+    let code = batch.attempt_code.take();
     // A numbered attempt is chained in the drop's ledger, and its record keeps its place.
     let mut position = None;
     let ledger_entry = ledger_entry.filter(|_| batch.chains);
     if let (Some(seq), Some(drop), Some(describe)) = (attempt, drop, ledger_entry) {
         let event = describe(&result, seq);
         let drop_id = DropId::from_trusted(drop.to_owned());
+        if let Some(tier) = code {
+            batch.record(
+                &drop_id,
+                Event::Code {
+                    attempt_seq: seq,
+                    tier,
+                },
+            );
+        }
         position = Some(batch.record_attempt(conn, &drop_id, event)?);
     }
     batch.last_attempt = attempt.zip(position);

@@ -24,6 +24,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ("queue", include_str!("migrations/0009_queue.sql")),
     ("waitlist", include_str!("migrations/0010_waitlist.sql")),
     ("draws", include_str!("migrations/0011_draws.sql")),
+    (
+        "access codes",
+        include_str!("migrations/0012_access_codes.sql"),
+    ),
 ];
 
 pub fn latest_version() -> i64 {

@@ -2,6 +2,7 @@
 //! every change in group-committed batches (`writer`); reads go through a pool of `query_only`
 //! connections (`read_pool`). Queries live beside the table group they touch.
 
+pub mod access_codes;
 mod admin_acts;
 pub mod admin_keys;
 pub mod attempts;

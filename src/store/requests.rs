@@ -20,6 +20,8 @@ pub struct PlaceHold {
     pub quantity: i64,
     /// Until when (Unix ms) the buyer's verified admission token admits them, on a queue drop.
     pub admitted_until: Option<i64>,
+    /// An access code (a presale opens the drop before its start to its holders).
+    pub code: Option<String>,
 }
 
 #[derive(Debug, Clone)]

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod access_codes;
 mod admin_keys;
 mod admin_listener;
 mod admission;

@@ -108,6 +108,7 @@ fn run(stock: i64, ops: Vec<Op>) -> Result<(), TestCaseError> {
                     sku: "S".into(),
                     quantity,
                     admitted_until: None,
+                    code: None,
                 };
                 let answer = rt
                     .block_on(writer.place_hold(req(&buyer), cmd))
@@ -208,6 +209,7 @@ async fn a_failing_command_is_dropped_from_its_batch_and_the_rest_commit() {
                 sku: "S".into(),
                 quantity: 1,
                 admitted_until: None,
+                code: None,
             },
         )
         .await

@@ -14,8 +14,8 @@ use utoipa::OpenApi;
 
 use crate::http::codes::Code;
 use crate::http::{
-    admin, draw, drops, events, exports, health, holds, ledger, metrics, orders, pages, payments,
-    queue, waitlist, webhooks,
+    access_codes, admin, draw, drops, events, exports, health, holds, ledger, metrics, orders,
+    pages, payments, queue, waitlist, webhooks,
 };
 
 #[derive(OpenApi)]
@@ -54,6 +54,8 @@ use crate::http::{
         admin::create_drop,
         admin::update_drop,
         admin::adjust_stock,
+        access_codes::create_codes,
+        access_codes::export_codes,
         exports::list_drop_orders,
         exports::export_attempts,
         admin::stream_admin_events,

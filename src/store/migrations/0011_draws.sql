@@ -1,7 +1,8 @@
 -- Raffles (`mode = 'draw'`): buyers enter before the start, and the start draws the winners.
 -- The mode's CHECK is part of `drops`, so the table is rebuilt with the wider one (foreign keys
--- are off while migrations run, and checked before each step commits). The rebuilt table is
--- written as SQLite records a renamed one.
+-- are off while migrations run, and checked before each step commits). Its CHECKs are chains of
+-- comparisons, not IN lists: every batch updates `drops`, and SQLite builds a temporary b-tree
+-- for an IN list in a CHECK on every update.
 CREATE TABLE drops_next (
     id              TEXT    PRIMARY KEY,
     name            TEXT    NOT NULL,
@@ -10,13 +11,14 @@ CREATE TABLE drops_next (
     ends_at         INTEGER NOT NULL,
     per_buyer_limit INTEGER NOT NULL CHECK (per_buyer_limit > 0),
     hold_seconds    INTEGER NOT NULL CHECK (hold_seconds > 0),
-    override_state  TEXT    CHECK (override_state IN ('paused', 'closed')),
+    override_state  TEXT    CHECK (override_state = 'paused' OR override_state = 'closed'),
     attempt_seq     INTEGER NOT NULL DEFAULT 0,
     version         INTEGER NOT NULL DEFAULT 1,
     created_at      INTEGER NOT NULL,
     revision        INTEGER NOT NULL DEFAULT 1,
     closed_at       INTEGER,
-    mode            TEXT    NOT NULL DEFAULT 'fcfs' CHECK (mode IN ('fcfs', 'queue', 'draw')),
+    mode            TEXT    NOT NULL DEFAULT 'fcfs'
+                            CHECK (mode = 'fcfs' OR mode = 'queue' OR mode = 'draw'),
     CHECK (ends_at > starts_at)
 ) STRICT;
 

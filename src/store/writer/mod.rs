@@ -403,6 +403,22 @@ impl Writer {
         .await
     }
 
+    /// New access codes for a drop (answered with their text, once).
+    pub async fn create_codes(
+        &self,
+        act: Acting,
+        drop_id: DropId,
+        spec: crate::domain::access_codes::NewCodes,
+    ) -> Result<Result<Acted<crate::domain::access_codes::CreatedCodes>, Refusal>, StoreError> {
+        self.ask(|reply| Command::CreateCodes {
+            act,
+            drop_id,
+            spec,
+            reply,
+        })
+        .await
+    }
+
     /// A key of `scope` (`admin`, `payments`), stored as its hash.
     pub async fn create_admin_key(
         &self,

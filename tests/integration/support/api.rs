@@ -180,6 +180,22 @@ impl Api {
             .await
     }
 
+    /// A hold of one unit of `sku` with an access code.
+    pub async fn hold_with_code(
+        &self,
+        drop: &str,
+        sku: &str,
+        key: &str,
+        code: &str,
+    ) -> reqwest::Response {
+        self.as_buyer(self.http.post(self.url(&format!("/v1/drops/{drop}/holds"))))
+            .header("Idempotency-Key", key)
+            .json(&json!({"sku": sku, "quantity": 1, "code": code}))
+            .send()
+            .await
+            .expect("request sent")
+    }
+
     /// `POST /v1/drops/{drop}/queue`.
     pub async fn join_queue(&self, drop: &str) -> reqwest::Response {
         self.as_buyer(self.http.post(self.url(&format!("/v1/drops/{drop}/queue"))))
