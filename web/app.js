@@ -379,7 +379,12 @@ async function showDrop(id) {
   stream.addEventListener("stock", (e) => {
     for (const sku of JSON.parse(e.data).skus) updateStock(sku.sku, sku.available);
   });
-  stream.addEventListener("drop", (e) => updateDrop(JSON.parse(e.data)));
+  stream.addEventListener("drop", (e) => {
+    const fields = JSON.parse(e.data);
+    // A new mode (queue, raffle) changes what the page offers: draw it again.
+    if (fields.mode && fields.mode !== current.mode) return route();
+    updateDrop(fields);
+  });
   stream.addEventListener("queue", (e) => onQueue(JSON.parse(e.data)));
 }
 

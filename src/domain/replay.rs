@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use crate::domain::inventory::decide_attempt;
 use crate::domain::ledger::{Entry, Event};
+use crate::domain::queue::Mode;
 pub use crate::domain::queue::QueueDraw;
 use crate::domain::views::DropPatch;
 use crate::domain::{Allowance, DropSchedule, DropState, SkuStock};
@@ -572,6 +573,17 @@ impl Replay {
         }
         if let Some(seconds) = patch.hold_seconds {
             self.hold_seconds = seconds;
+        }
+        // A new mode's commitment (`queue`, `draw`) came just before this entry; the old one's
+        // is void.
+        match patch.mode {
+            Some(Mode::Fcfs) => {
+                self.queue = None;
+                self.raffle = None;
+            }
+            Some(Mode::Queue) => self.raffle = None,
+            Some(Mode::Draw) => self.queue = None,
+            None => {}
         }
     }
 

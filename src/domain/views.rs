@@ -86,6 +86,10 @@ pub struct DropPatch {
     /// Pauses (`true`) or resumes a queue drop's admission; the serving number stays put.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admission_paused: Option<bool>,
+    /// A new mode, before the drop starts and before anyone joined its queue or entered its
+    /// draw (`queue` needs `admission_rate` in the same patch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<Mode>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

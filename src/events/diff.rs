@@ -58,9 +58,11 @@ pub fn diff(old: &DropView, new: &DropView) -> Changes {
             json!(new.hold_seconds),
         ),
     ];
-    // The draw's count of entries, then its seed and winners, reach every page.
+    // The draw's count of entries, then its seed and winners, reach every page, as does a new
+    // mode (the page draws itself again).
     let draw = ("draw", json!(old.draw), json!(new.draw));
-    for (name, before, after) in pairs.into_iter().chain([draw]) {
+    let mode = ("mode", json!(old.mode), json!(new.mode));
+    for (name, before, after) in pairs.into_iter().chain([draw, mode]) {
         if before != after {
             changes.fields.insert(name.into(), after);
         }

@@ -257,7 +257,14 @@ pub(crate) fn update(
         return Err(Refusal::invalid("ends_at must be after starts_at").into());
     }
     let admits = patch.admission_rate.is_some() || patch.admission_paused.is_some();
+    let mode = patch.mode.unwrap_or(current.mode);
+    let opening_rate = if mode == current.mode {
+        None
+    } else {
+        super::modes::check(&current, mode, batch.now, patch.admission_rate)?
+    };
     match &current.queue {
+        _ if mode != current.mode => {}
         None if admits => {
             return Err(Refusal::invalid(
                 "admission_rate and admission_paused apply to queue drops (mode: queue)",
@@ -293,7 +300,9 @@ pub(crate) fn update(
         ":now": batch.now.timestamp_millis(),
         ":id": drop_id.as_str(),
     })?;
-    if current.queue.is_some() && (admits || starts_at != current.starts_at) {
+    if mode != current.mode {
+        super::modes::apply(conn, batch, drop_id, mode, starts_at, opening_rate)?;
+    } else if current.queue.is_some() && (admits || starts_at != current.starts_at) {
         super::queue::set_admission(
             conn,
             drop_id,

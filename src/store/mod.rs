@@ -28,6 +28,7 @@ pub mod keys;
 pub mod ledger;
 mod memory;
 pub mod migrations;
+mod modes;
 pub mod open;
 pub mod orders;
 pub mod outbox;

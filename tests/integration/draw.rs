@@ -395,3 +395,108 @@ async fn entering_is_for_raffles_before_their_start() {
     );
     app.stop().await;
 }
+
+async fn patch(app: &TestApp, drop: &str, body: Value) -> reqwest::Response {
+    app.api()
+        .admin(
+            reqwest::Method::PATCH,
+            &format!("/v1/admin/drops/{drop}"),
+            Some(&body),
+        )
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mode_changes_by_patch_before_the_start_and_before_anyone_is_in() {
+    let app = spawn_app().await;
+    let later = |id: &str| {
+        let mut spec = live_drop(id, 5, 1);
+        spec["starts_at"] = json!((start_time() + Duration::minutes(10)).to_rfc3339());
+        spec
+    };
+    app.create_drop(&later("switch")).await;
+    let res = patch(&app, "switch", json!({"mode": "draw"})).await;
+    assert_eq!(res.status(), 200);
+    let view: Value = res.json().await.expect("json");
+    assert_eq!(view["mode"], "draw");
+    let commitment = view["draw"]["commitment"].clone();
+    assert!(commitment.is_string());
+    let kinds: Vec<Value> = ledger(&app, "switch")
+        .await
+        .iter()
+        .map(|e| e["kind"].clone())
+        .collect();
+    assert_eq!(kinds, [json!("created"), json!("draw"), json!("edit")]);
+    assert_eq!(
+        app.buyer("a").enter_draw("switch", "S1", 1).await.status(),
+        201
+    );
+    expect_problem(
+        patch(&app, "switch", json!({"mode": "fcfs"})).await,
+        422,
+        "validation-failed",
+    )
+    .await;
+
+    app.create_drop(&later("to-queue")).await;
+    expect_problem(
+        patch(&app, "to-queue", json!({"mode": "queue"})).await,
+        422,
+        "validation-failed",
+    )
+    .await;
+    let res = patch(
+        &app,
+        "to-queue",
+        json!({"mode": "queue", "admission_rate": 5}),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    let view: Value = res.json().await.expect("json");
+    assert_eq!(
+        (view["mode"].as_str(), &view["queue"]["admission_rate"]),
+        (Some("queue"), &json!(5))
+    );
+    assert_eq!(app.buyer("a").join_queue("to-queue").await.status(), 201);
+
+    app.create_drop(&draw_spec("back")).await;
+    let res = patch(&app, "back", json!({"mode": "fcfs"})).await;
+    assert_eq!(res.status(), 200);
+    let view: Value = res.json().await.expect("json");
+    assert!(view.get("draw").is_none(), "{view}");
+    app.create_drop(&live_drop("started", 5, 1)).await;
+    expect_problem(
+        patch(&app, "started", json!({"mode": "draw"})).await,
+        422,
+        "validation-failed",
+    )
+    .await;
+
+    // At the start the switched drop draws its one entry, and its history replays.
+    app.clock.set(start_time() + Duration::minutes(10));
+    app.writer.sync().await.expect("a batch");
+    assert_eq!(
+        app.buyer("a").draw_entries("switch").await[0]["outcome"],
+        "won"
+    );
+    assert_eq!(
+        app.buyer("b").hold("back", "S1", 1, "b1").await.status(),
+        201
+    );
+    for drop in ["switch", "to-queue", "back"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_dropd"))
+            .args(["replay", "--db"])
+            .arg(&app.db_path)
+            .args(["--drop", drop, "--json"])
+            .output()
+            .expect("dropd runs");
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        assert!(
+            out.status.success(),
+            "{drop}: {report} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    check_invariants(&app.db()).expect("invariants hold");
+    app.stop().await;
+}

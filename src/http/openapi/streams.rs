@@ -61,6 +61,9 @@ pub struct DropEvent {
     /// A raffle's draw: entries counted, then its seed and winners.
     #[schema(required = false, nullable = false)]
     pub draw: Option<crate::domain::views::DrawView>,
+    /// A new mode (changed before the start): the page shows the drop again.
+    #[schema(required = false, nullable = false)]
+    pub mode: Option<crate::domain::queue::Mode>,
     #[schema(required = false, nullable = false)]
     pub hold_seconds: Option<i64>,
     /// Every SKU, when a name or price changed.
