@@ -27,6 +27,8 @@ const MESSAGES = {
   "queue-closed": () => "The queue is closed.",
   "not-sold-out": (p) => `${p.available} left: hold one instead of waiting.`,
   "entries-closed": () => "Entries are closed: the winners were drawn at the start.",
+  "code-invalid": (p) => `That access code does not work here: ${p.reason}.`,
+  "code-used-up": () => "That access code has been used up.",
 };
 // A queue drop: the buyer's place (from GET .../queue) and the admission token it earned.
 let myPlace = null;
@@ -133,6 +135,7 @@ function renderDrop(drop) {
       <p id="drop-description" class="muted"></p>
       <p><span id="drop-state" class="state"></span> <span id="countdown" class="countdown"></span></p>
       <p class="muted">Limit <span id="limit"></span> per buyer; a hold lasts <span id="hold-seconds"></span> s.</p>
+      <p><label>Access code (presale) <input id="code" autocomplete="off" maxlength="64" placeholder="XXXX-XXXX-XXXX-XXXX"></label></p>
       <div id="skus"></div>
     </div>
     <div id="queue" class="card" hidden>
@@ -172,10 +175,16 @@ function renderDrop(drop) {
     row.querySelector("button.enter").addEventListener("click", () => enterDraw(drop.id, sku.sku));
     skus.appendChild(row);
   }
+  $("#code").addEventListener("input", () => updateDrop({}));
   updateDrop(drop);
 }
 
 let current = null;
+
+function accessCode() {
+  const input = $("#code");
+  return input ? input.value.trim() : "";
+}
 
 function updateDrop(fields) {
   current = { ...current, ...fields };
@@ -263,7 +272,9 @@ async function loadEntries(dropId) {
 
 function mayAct() {
   const admitted = !current.queue || (myPlace && myPlace.standing === "admitted");
-  return current.state === "live" && !!token && admitted;
+  // An access code opens a drop before its start (a presale): the server judges the code.
+  const open = current.state === "live" || (current.state === "scheduled" && !!accessCode());
+  return open && !!token && admitted;
 }
 
 function canHold(available) {
@@ -390,7 +401,9 @@ async function showDrop(id) {
 
 async function hold(dropId, sku) {
   say("Holding...");
-  const res = await api("POST", `/v1/drops/${encodeURIComponent(dropId)}/holds`, { sku, quantity: 1 });
+  const body = { sku, quantity: 1 };
+  if (accessCode()) body.code = accessCode();
+  const res = await api("POST", `/v1/drops/${encodeURIComponent(dropId)}/holds`, body);
   if (!res.ok) return sayProblem(res.data || {});
   showHold(res.data, `Held 1 x ${sku}. Pay before the time runs out.`);
 }

@@ -434,3 +434,56 @@ async fn a_raffle_page_enters_the_draw_and_shows_its_result_when_drawn() {
     ops.close().await;
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_access_code_typed_on_the_page_holds_before_the_start() {
+    let app = spawn_app().await;
+    let drop = "presale-page";
+    let start = crate::support::app::start_time() + chrono::Duration::minutes(10);
+    let mut spec = live_drop(drop, 5, 1);
+    spec["starts_at"] = json!(start.to_rfc3339());
+    app.create_drop(&spec).await;
+    let made: serde_json::Value = app
+        .api()
+        .admin(
+            reqwest::Method::POST,
+            &format!("/v1/admin/drops/{drop}/codes"),
+            Some(&json!({"tier": "members", "count": 1, "max_uses": 1})),
+        )
+        .await
+        .json()
+        .await
+        .expect("json");
+    let code = made["codes"][0]["code"].as_str().expect("a code");
+    let driver = Driver::start().await;
+    let profiles = tempfile::tempdir().expect("temp dir");
+    let page = driver.session(&profiles.path().join("member")).await;
+    let token = app.token("member");
+    page.goto(&format!("{}/?token={token}#/drops/{drop}", app.base))
+        .await;
+    let hold = r#".sku[data-sku="S1"] button.hold"#;
+    page.wait_text(r#".sku[data-sku="S1"] .available"#, |t| t == "5")
+        .await;
+    // A wrong code is refused with its reason; the right one holds before the start.
+    page.type_into("#code", "WRONG-CODE").await;
+    page.click(hold).await;
+    page.wait_text("#message", |t| {
+        t.starts_with("That access code does not work here")
+    })
+    .await;
+    page.clear("#code").await;
+    page.type_into("#code", &code.to_lowercase()).await;
+    page.click(hold).await;
+    page.wait_text("#message", |t| t.starts_with("Held")).await;
+    let uses: i64 = app
+        .db()
+        .query_row(
+            "SELECT uses FROM access_codes WHERE drop_id = 'presale-page'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("the code");
+    assert_eq!(uses, 1);
+    page.close().await;
+    app.stop().await;
+}

@@ -132,3 +132,114 @@ fn a_schedule_finer_than_a_millisecond_is_judged_as_stored() {
     let report = replay.finish();
     assert_eq!(report.mismatches, vec![]);
 }
+
+/// A one-unit raffle of two entrants, `a` and `b`, drawn with `seed` (revealed as `revealed`),
+/// whose ledger says `winner` won `quantity`.
+fn raffle(seed: [u8; 32], revealed: [u8; 32], winner: &str, quantity: i64) -> Report {
+    let created = entry(
+        1,
+        0,
+        Event::Created {
+            skus: vec![Stock {
+                sku: "S1".into(),
+                stock: 1,
+            }],
+            per_buyer_limit: 1,
+            starts_at: at(100),
+            ends_at: at(3600),
+            hold_seconds: Some(60),
+        },
+    );
+    let enter = |position, buyer: &str| {
+        entry(
+            position,
+            position,
+            Event::Enter {
+                buyer: buyer.into(),
+                sku: "S1".into(),
+                quantity: 1,
+            },
+        )
+    };
+    let entries = [
+        entry(
+            2,
+            0,
+            Event::Draw {
+                commitment: crate::domain::queue::commitment(&seed),
+            },
+        ),
+        enter(3, "a"),
+        enter(4, "b"),
+        entry(
+            5,
+            100,
+            Event::Drawn {
+                seed: hex::encode(revealed),
+                entries: 2,
+            },
+        ),
+        entry(
+            6,
+            100,
+            Event::Win {
+                attempt_seq: 1,
+                buyer: winner.into(),
+                sku: "S1".into(),
+                quantity,
+                hold_id: "h1".into(),
+            },
+        ),
+    ];
+    let mut replay = Replay::start(&created, None, None).expect("starts");
+    for e in &entries {
+        replay.apply(e).expect("applies");
+    }
+    replay.finish()
+}
+
+#[test]
+fn a_raffle_replays_only_with_the_winner_its_revealed_seed_draws() {
+    let seed = [3u8; 32];
+    let entrants = [
+        crate::domain::draw::Entrant {
+            buyer_ref: "a",
+            sku: "S1",
+            quantity: 1,
+        },
+        crate::domain::draw::Entrant {
+            buyer_ref: "b",
+            sku: "S1",
+            quantity: 1,
+        },
+    ];
+    let drawn = crate::domain::draw::draw(&seed, 1, &[("S1".into(), 1)], &entrants);
+    let winner = drawn
+        .iter()
+        .find(|d| d.won == 1)
+        .map(|d| d.buyer_ref.clone())
+        .expect("one winner");
+    let loser = if winner == "a" { "b" } else { "a" };
+
+    let faithful = raffle(seed, seed, &winner, 1);
+    assert!(faithful.mismatches.is_empty(), "{:?}", faithful.mismatches);
+    let draw = faithful.draw.expect("a raffle");
+    assert_eq!((draw.entries, draw.winners, draw.missing), (2, 1, 0));
+    assert!(draw.commitment_kept);
+
+    let swapped = raffle(seed, seed, loser, 1);
+    assert_eq!(
+        swapped.mismatches.len(),
+        2,
+        "a wrong win, and the right one missing"
+    );
+    assert!(
+        !raffle(seed, seed, &winner, 2).mismatches.is_empty(),
+        "more than won"
+    );
+    let other_seed = raffle(seed, [4u8; 32], &winner, 1);
+    assert!(other_seed
+        .mismatches
+        .iter()
+        .any(|m| m.what.contains("does not match the commitment")));
+}

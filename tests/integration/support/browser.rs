@@ -196,6 +196,11 @@ impl Session {
         self.act(css, "value", json!({"text": text})).await;
     }
 
+    /// Empties an input, as a user selecting its text and deleting it.
+    pub async fn clear(&self, css: &str) {
+        self.act(css, "clear", json!({})).await;
+    }
+
     /// Writes a PNG of the page under target/screenshots/.
     pub async fn save_screenshot(&self, name: &str) -> Vec<u8> {
         let png = self.screenshot().await;
