@@ -63,7 +63,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(get("/verify", pages::verify))
     .service(get("/assets/verify.js", pages::verify_js))
     .service(get("/metrics", metrics::metrics))
-    .service(get("/openapi.json", pages::openapi))
+    .service(get("/openapi.json", openapi::serve))
     .service(
         // Resources are tried in order, each dynamic one a regex match: the stampede's first.
         web::scope("/v1")

@@ -57,21 +57,7 @@ pub async fn app_css() -> HttpResponse {
     page("text/css; charset=utf-8", APP_CSS)
 }
 
-/// This document.
-#[utoipa::path(get, path = "/openapi.json", tag = "operations",
-    responses(
-        (status = 200, description = "OpenAPI 3.1", body = Object),
-        PageProblems,
-    ))]
-pub async fn openapi() -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("application/json")
-        .insert_header((header::CACHE_CONTROL, "no-cache"))
-        .body(crate::http::openapi::document())
-}
-
-/// The operator page; its data needs an admin key, which the page asks for.
-/// The operator page (its feed and actions need an admin key).
+/// The operator page (its feed and actions need an admin key, which the page asks for).
 #[utoipa::path(get, path = "/admin", tag = "pages",
     responses(
         (status = 200, description = "the page", body = String, content_type = "text/html"),

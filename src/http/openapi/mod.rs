@@ -7,7 +7,9 @@ pub mod streams;
 
 use std::sync::LazyLock;
 
+use actix_web::http::header;
 use actix_web::web::Bytes;
+use actix_web::HttpResponse;
 use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::OpenApi;
@@ -17,6 +19,7 @@ use crate::http::{
     access_codes, admin, draw, drops, events, exports, health, holds, ledger, metrics, orders,
     pages, payments, queue, waitlist, webhooks,
 };
+use problems::{problems, EVERY, SPLIT};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -71,7 +74,7 @@ use crate::http::{
         health::healthz,
         health::readyz,
         metrics::metrics,
-        pages::openapi,
+        serve,
         pages::index,
         pages::admin,
         pages::verify,
@@ -191,6 +194,21 @@ fn problem_schema() -> utoipa::openapi::Object {
         .required("code")
         .required("request_id")
         .build()
+}
+
+problems!(DocumentProblems: EVERY, SPLIT);
+
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+    responses(
+        (status = 200, description = "OpenAPI 3.1", body = Object),
+        DocumentProblems,
+    ))]
+pub async fn serve() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .body(document())
 }
 
 /// The document as served, serialized once.
