@@ -17,7 +17,7 @@ use anyhow::Context;
 use super::{common_parts, metrics_handle, Application, Listeners, Settings};
 use crate::domain::Clock;
 use crate::events::Hub;
-use crate::http::follower::FollowerRole;
+use crate::http::state::FollowerRole;
 use crate::http::state::{AppState, Lifecycle};
 use crate::replicate::follow::{self, Apply, FollowStatus, Follower};
 use crate::replicate::replica::ReplicaTarget;

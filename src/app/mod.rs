@@ -336,7 +336,7 @@ impl Application {
                 .payment_callback
                 .as_ref()
                 .map(|(secret, tolerance)| {
-                    crate::http::payments::PaymentCallback::new(secret.clone(), *tolerance)
+                    crate::http::payment_signature::PaymentCallback::new(secret.clone(), *tolerance)
                 }),
             replica: replica_status.clone(),
             ack_after_replicated,

@@ -13,6 +13,7 @@ mod report;
 mod scale;
 mod server;
 mod sse;
+mod workload;
 mod wrk;
 
 use std::net::SocketAddr;

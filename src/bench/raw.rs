@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use tokio::net::TcpStream;
 
-use super::load::{classify, Ctx, GroupResult, Workload, HOLD_BODY};
+use super::workload::{classify, Ctx, GroupResult, Workload, HOLD_BODY};
 
 /// Just enough HTTP/1.1 for the closed loop: one request at a time, answers with a
 /// Content-Length (dropd sends one on every non-streaming answer).

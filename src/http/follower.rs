@@ -4,9 +4,6 @@
 //! keys, kept on the leader) goes to the leader: `307` to the same path on `--leader-url`, or
 //! `421 not-leader` naming it with `--no-redirect`.
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::{header, Method, StatusCode};
@@ -15,19 +12,7 @@ use actix_web::{web, Error, HttpResponse, ResponseError};
 
 use crate::http::codes::Code;
 use crate::http::problem::ApiError;
-use crate::http::state::AppState;
-use crate::replicate::follow::FollowStatus;
-
-/// What a follower knows of its leader and its own lag.
-pub struct FollowerRole {
-    pub status: Arc<FollowStatus>,
-    /// `--leader-url`: where writes go; none, and they are refused without a place to go.
-    pub leader_url: Option<String>,
-    /// `--no-redirect`: answer 421 naming the leader instead of 307 to it.
-    pub redirect: bool,
-    /// `--max-lag`: further behind than this and `/readyz` says 503.
-    pub max_lag: Duration,
-}
+use crate::http::state::{AppState, FollowerRole};
 
 /// Paths a follower answers itself (with GET or HEAD).
 fn served_here(path: &str) -> bool {

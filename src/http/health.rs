@@ -134,9 +134,7 @@ pub async fn readyz(
 
 /// A follower is ready while its copy is at most `--max-lag` old; its lag is public (it says
 /// nothing an operator would hide), so a load balancer can weigh followers by it.
-fn follower_readiness(
-    role: &crate::http::follower::FollowerRole,
-) -> Result<HttpResponse, ApiError> {
+fn follower_readiness(role: &crate::http::state::FollowerRole) -> Result<HttpResponse, ApiError> {
     let snapshot = role.status.snapshot(std::time::SystemTime::now());
     if snapshot.behind_seconds > role.max_lag.as_secs_f64() {
         let why = snapshot

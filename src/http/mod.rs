@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod openapi;
 mod orders;
 mod pages;
+pub mod payment_signature;
 pub mod payments;
 pub mod problem;
 mod queue;

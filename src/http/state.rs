@@ -2,6 +2,7 @@
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::web;
 use chrono::{DateTime, Utc};
@@ -11,6 +12,7 @@ use crate::auth::TokenKeys;
 use crate::domain::Clock;
 use crate::http::codes::Code;
 use crate::http::problem::ApiError;
+use crate::replicate::follow::FollowStatus;
 use crate::store::{ReadPool, StoreError, Writer};
 
 pub struct AppState {
@@ -39,7 +41,7 @@ pub struct AppState {
     /// `--buyer-confirms`: buyers may turn their own holds into orders.
     pub buyer_confirms: bool,
     /// A signed payment provider's callback, when a secret is configured.
-    pub payment_callback: Option<crate::http::payments::PaymentCallback>,
+    pub payment_callback: Option<crate::http::payment_signature::PaymentCallback>,
     /// How replication is doing, when a replica is configured.
     pub replica: Option<Arc<crate::replicate::status::ReplicaStatus>>,
     /// `--ack-after-replicated`: holds and orders are answered once the replica has them.
@@ -49,7 +51,7 @@ pub struct AppState {
     /// The ledger's public keys (`GET /v1/keys`).
     pub ledger_keys: Arc<Vec<crate::auth::ledger_keys::PublicKey>>,
     /// `serve --follow`: a read-only follower of a replica, and where its writes go.
-    pub follower: Option<Arc<crate::http::follower::FollowerRole>>,
+    pub follower: Option<Arc<FollowerRole>>,
     /// `--lease`: writes are acknowledged only while the replica's lease is held.
     pub lease: Option<Arc<crate::replicate::lease::Lease>>,
 }
@@ -123,4 +125,15 @@ impl Lifecycle {
             _ => "draining",
         }
     }
+}
+
+/// What a follower knows of its leader and its own lag.
+pub struct FollowerRole {
+    pub status: Arc<FollowStatus>,
+    /// `--leader-url`: where writes go; none, and they are refused without a place to go.
+    pub leader_url: Option<String>,
+    /// `--no-redirect`: answer 421 naming the leader instead of 307 to it.
+    pub redirect: bool,
+    /// `--max-lag`: further behind than this and `/readyz` says 503.
+    pub max_lag: Duration,
 }
