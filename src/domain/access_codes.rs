@@ -37,6 +37,13 @@ pub struct NewCodes {
     #[serde(default, with = "opt_rfc3339", skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub valid_until: Option<DateTime<Utc>>,
+    /// A SKU whose `reserved` units only this tier's codes may take (with `reserved`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sku: Option<String>,
+    /// Units of `sku` set aside for the tier, on top of what it reserved before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1)]
+    pub reserved: Option<i64>,
 }
 
 impl NewCodes {
@@ -61,6 +68,15 @@ impl NewCodes {
             return Err(Refusal::invalid(format!(
                 "max_uses must be between 1 and {MAX_USES}"
             )));
+        }
+        match (&self.sku, self.reserved) {
+            (Some(_), Some(units)) if units >= 1 => {}
+            (None, None) => {}
+            _ => {
+                return Err(Refusal::invalid(
+                    "a reserved share needs both sku and reserved (at least 1 unit)",
+                ))
+            }
         }
         if let (Some(from), Some(until)) = (self.valid_from, self.valid_until) {
             if until <= from {

@@ -98,6 +98,12 @@ pub enum Event {
         sku: String,
         quantity: i64,
     },
+    /// An admin set `units` of a SKU aside for the access codes of `tier`.
+    Reserve {
+        sku: String,
+        tier: String,
+        units: i64,
+    },
     /// The next attempt came with a valid access code of `tier` (a presale opens the drop
     /// before its start to such attempts).
     Code {
@@ -163,6 +169,7 @@ impl Event {
             Event::Offer { .. } => "offer",
             Event::Draw { .. } => "draw",
             Event::Code { .. } => "code",
+            Event::Reserve { .. } => "reserve",
             Event::Enter { .. } => "enter",
             Event::Drawn { .. } => "drawn",
             Event::Win { .. } => "win",
@@ -275,6 +282,7 @@ pub fn canonical_entry(entry: &Entry) -> Vec<u8> {
         | Event::Offer { .. }
         | Event::Draw { .. }
         | Event::Code { .. }
+        | Event::Reserve { .. }
         | Event::Enter { .. }
         | Event::Drawn { .. }
         | Event::Win { .. } => {

@@ -110,7 +110,9 @@ pub struct Replay {
     sku_order: Vec<String>,
     raffle: Option<draw::Raffle>,
     /// The attempt the last `code` entry names (it came with a valid access code).
-    coded: Option<i64>,
+    coded: Option<(i64, String)>,
+    /// Units still reserved, by SKU and tier.
+    reserves: BTreeMap<(String, String), i64>,
 }
 
 /// A time as the writer compares it, in whole milliseconds (ledgers written before the store
@@ -200,6 +202,7 @@ impl Replay {
             sku_order: skus.iter().map(|s| s.sku.clone()).collect(),
             raffle: None,
             coded: None,
+            reserves: BTreeMap::new(),
         };
         replay.report.entries = 1;
         Ok(replay)
@@ -284,7 +287,8 @@ impl Replay {
                 hold_id,
             } => self.offer(entry, now, (*attempt_seq, buyer, sku, *quantity), hold_id),
             Event::Draw { commitment } => self.open_draw(commitment),
-            Event::Code { attempt_seq, .. } => self.coded = Some(*attempt_seq),
+            Event::Code { attempt_seq, tier } => self.coded = Some((*attempt_seq, tier.clone())),
+            Event::Reserve { sku, tier, units } => self.reserve(position, sku, tier, *units),
             Event::Enter {
                 buyer,
                 sku,
@@ -371,12 +375,19 @@ impl Replay {
             return;
         };
         let used = self.used(buyer, now);
+        // An attempt with a valid access code may come before the start (a presale), and may
+        // take its tier's reserved units; nobody takes another tier's.
+        let tier = self
+            .coded
+            .take()
+            .filter(|(seq, _)| *seq == attempt_seq)
+            .map(|(_, tier)| tier);
+        let coded = tier.is_some();
+        let own = tier.as_ref().map_or(0, |t| self.reserved_left(sku, t));
         let freed = SkuStock {
-            held: self.live_held(sku, now),
+            held: self.live_held(sku, now) + self.reserved_out(sku) - own,
             ..stock
         };
-        // An attempt with a valid access code may come before the start (a presale).
-        let coded = self.coded.take() == Some(attempt_seq);
         let open = state == DropState::Live || (coded && state == DropState::Scheduled);
         let decided = if !open {
             // The writer numbers attempts on a live drop only.
@@ -423,6 +434,9 @@ impl Replay {
             return;
         }
         self.report.held += 1;
+        if let Some(tier) = &tier {
+            self.take_reserved(sku, tier, own.min(quantity));
+        }
         let Some(hold_id) = hold_id else {
             self.mismatch(
                 position,

@@ -99,10 +99,13 @@ pub struct SkuView {
     pub name: String,
     pub price: Money,
     pub stock: i64,
-    /// Units a buyer can hold now: stock less held and sold.
+    /// Units a buyer can hold now: stock less held, sold and reserved.
     pub available: i64,
     pub held: i64,
     pub sold: i64,
+    /// Units still set aside for access-code tiers (absent when none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reserved: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

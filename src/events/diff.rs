@@ -118,6 +118,7 @@ pub(crate) mod tests {
                 available,
                 held: 100 - available,
                 sold: 0,
+                reserved: None,
             }],
             mode: Default::default(),
             queue: None,

@@ -288,8 +288,9 @@ fn sold_out_in_memory(
         return None;
     }
     let cached = state.hub.cached(drop_id)?;
-    // A malformed request gets its own answer from the writer, not sold-out.
-    if body.quantity > cached.view.per_buyer_limit {
+    // A malformed request gets its own answer from the writer, not sold-out; a code may open
+    // units reserved for its tier, which the view does not count as available.
+    if body.quantity > cached.view.per_buyer_limit || body.code.is_some() {
         return None;
     }
     let sold_out = cached

@@ -8,6 +8,7 @@ use crate::domain::access_codes::{
     check_use, code_hash, generate, CodeLimits, CodeView, CreatedCode, NewCodes,
 };
 use crate::domain::clock::from_millis;
+use crate::domain::ledger::Event;
 use crate::domain::{DropId, Refusal};
 
 use super::batch::Batch;
@@ -29,6 +30,9 @@ pub(crate) fn create(
     spec.check()?;
     if load_rules(conn, drop_id)?.is_none() {
         return Err(Refusal::not_found(format!("drop {drop_id}")).into());
+    }
+    if let (Some(sku), Some(units)) = (&spec.sku, spec.reserved) {
+        reserve(conn, batch, drop_id, sku, &spec.tier, units)?;
     }
     let now = from_millis(batch.now.timestamp_millis());
     let mut stmt = conn.prepare_cached(INSERT)?;
@@ -67,6 +71,105 @@ pub(crate) fn create(
         });
     }
     Ok(made)
+}
+
+const FREE: &str = "SELECT s.stock_total - s.held - s.sold
+                        - (SELECT COALESCE(SUM(r.reserved - r.taken), 0) FROM code_reserves r
+                           WHERE r.drop_id = s.drop_id AND r.sku = s.sku)
+                    FROM skus s WHERE s.drop_id = :drop AND s.sku = :sku";
+const RESERVE: &str = "INSERT INTO code_reserves (drop_id, sku, tier, reserved)
+                       VALUES (:drop, :sku, :tier, :units)
+                       ON CONFLICT (drop_id, sku, tier) DO UPDATE
+                       SET reserved = reserved + excluded.reserved";
+
+/// Sets `units` of `sku` aside for `tier`, out of what nobody holds, bought or reserved.
+fn reserve(
+    conn: &Connection,
+    batch: &mut Batch<'_>,
+    drop_id: &DropId,
+    sku: &str,
+    tier: &str,
+    units: i64,
+) -> Result<(), Outcome> {
+    let free: Option<i64> = conn
+        .prepare_cached(FREE)?
+        .query_row(
+            named_params! {":drop": drop_id.as_str(), ":sku": sku},
+            |r| r.get(0),
+        )
+        .optional()?;
+    let Some(free) = free else {
+        return Err(Refusal::UnknownSku {
+            drop_id: drop_id.to_string(),
+            sku: sku.to_owned(),
+        }
+        .into());
+    };
+    if units > free {
+        return Err(
+            Refusal::invalid(format!("only {free} units of {sku} are free to reserve")).into(),
+        );
+    }
+    conn.prepare_cached(RESERVE)?.execute(named_params! {
+        ":drop": drop_id.as_str(), ":sku": sku, ":tier": tier, ":units": units,
+    })?;
+    batch.record(
+        drop_id,
+        Event::Reserve {
+            sku: sku.to_owned(),
+            tier: tier.to_owned(),
+            units,
+        },
+    );
+    batch.touch(drop_id);
+    Ok(())
+}
+
+const LEFT: &str = "SELECT reserved - taken FROM code_reserves
+                    WHERE drop_id = :drop AND sku = :sku AND tier = :tier";
+const TAKE: &str = "UPDATE code_reserves SET taken = taken + :units
+                    WHERE drop_id = :drop AND sku = :sku AND tier = :tier";
+
+const RESERVED: &str = "SELECT COALESCE(SUM(reserved - taken), 0) FROM code_reserves
+                        WHERE drop_id = :drop AND sku = :sku";
+
+/// Units of `sku` still reserved for any tier.
+pub(crate) fn reserved_of(conn: &Connection, drop_id: &DropId, sku: &str) -> rusqlite::Result<i64> {
+    conn.prepare_cached(RESERVED)?.query_row(
+        named_params! {":drop": drop_id.as_str(), ":sku": sku},
+        |r| r.get(0),
+    )
+}
+
+/// Units of `sku` still reserved for `tier`.
+pub(crate) fn reserve_left(
+    conn: &Connection,
+    drop_id: &DropId,
+    sku: &str,
+    tier: &str,
+) -> rusqlite::Result<i64> {
+    Ok(conn
+        .prepare_cached(LEFT)?
+        .query_row(
+            named_params! {":drop": drop_id.as_str(), ":sku": sku, ":tier": tier},
+            |r| r.get(0),
+        )
+        .optional()?
+        .unwrap_or(0))
+}
+
+/// A code hold took `units` of its tier's reservation.
+pub(crate) fn take_reserved(
+    conn: &Connection,
+    drop_id: &DropId,
+    sku: &str,
+    tier: &str,
+    units: i64,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(TAKE)?.execute(named_params! {
+        ":drop": drop_id.as_str(), ":sku": sku, ":tier": tier, ":units": units,
+    })?;
+    Ok(())
 }
 
 const FIND: &str = "SELECT seq, tier, max_uses, uses, valid_from, valid_until FROM access_codes

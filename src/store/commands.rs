@@ -397,9 +397,9 @@ impl Command {
     fn changes_drop_through_sql(&self) -> Option<DropId> {
         match self {
             Command::CreateDrop { spec, .. } => Some(DropId::from_trusted(spec.id.clone())),
-            Command::UpdateDrop { drop_id, .. } | Command::AdjustStock { drop_id, .. } => {
-                Some(drop_id.clone())
-            }
+            Command::UpdateDrop { drop_id, .. }
+            | Command::AdjustStock { drop_id, .. }
+            | Command::CreateCodes { drop_id, .. } => Some(drop_id.clone()),
             _ => None,
         }
     }

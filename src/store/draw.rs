@@ -247,7 +247,9 @@ fn run(conn: &Connection, batch: &mut Batch<'_>, drop_id: &DropId) -> Result<(),
     let (limit, hold_seconds) = (drop.rules.per_buyer_limit, drop.rules.hold_seconds);
     let mut units = Vec::with_capacity(sku_order.len());
     for sku in &sku_order {
-        let available = drop.sku(conn, id, sku)?.map_or(0, |m| m.stock.available());
+        let available = drop
+            .sku(conn, id, sku)?
+            .map_or(0, |m| m.for_sale(0).available());
         units.push((sku.clone(), available));
     }
     let drawn = draw(&seed, limit, &units, &entrants);

@@ -26,8 +26,11 @@ const VIEW: &str = "SELECT id, name, description, starts_at, ends_at, per_buyer_
 const LIST: &str = "SELECT id, name, description, starts_at, ends_at, per_buyer_limit,
                            hold_seconds, override_state, version, revision, mode
                     FROM drops ORDER BY starts_at, id";
-const SKUS: &str = "SELECT sku, name, price_amount, currency, stock_total, held, sold
-                    FROM skus WHERE drop_id = :drop ORDER BY position";
+const SKUS: &str = "SELECT s.sku, s.name, s.price_amount, s.currency, s.stock_total, s.held,
+                           s.sold,
+                           (SELECT COALESCE(SUM(r.reserved - r.taken), 0) FROM code_reserves r
+                            WHERE r.drop_id = s.drop_id AND r.sku = s.sku)
+                    FROM skus s WHERE s.drop_id = :drop ORDER BY s.position";
 
 fn drop_from_row(r: &Row<'_>, now: DateTime<Utc>) -> rusqlite::Result<DropView> {
     let schedule = DropSchedule {
@@ -64,6 +67,7 @@ fn load_skus(conn: &Connection, view: &mut DropView) -> rusqlite::Result<()> {
             held: r.get(5)?,
             sold: r.get(6)?,
         };
+        let reserved: i64 = r.get(7)?;
         Ok(SkuView {
             sku: r.get(0)?,
             name: r.get(1)?,
@@ -72,9 +76,10 @@ fn load_skus(conn: &Connection, view: &mut DropView) -> rusqlite::Result<()> {
                 currency: Currency::from_trusted(r.get(3)?),
             },
             stock: stock.total,
-            available: stock.available(),
+            available: (stock.available() - reserved).max(0),
             held: stock.held,
             sold: stock.sold,
+            reserved: (reserved > 0).then_some(reserved),
         })
     })?;
     view.skus = rows.collect::<Result<_, _>>()?;
@@ -353,6 +358,16 @@ pub(crate) fn adjust_stock(
         sku: sku.to_owned(),
     })?;
     let stock = row.stock.restock(sku, delta)?;
+    // Units reserved for access-code tiers are committed too.
+    let reserved = super::access_codes::reserved_of(conn, drop_id, sku)?;
+    if stock.total < stock.held + stock.sold + reserved {
+        return Err(Refusal::StockBelowCommitted {
+            sku: sku.to_owned(),
+            committed: stock.held + stock.sold + reserved,
+            requested: stock.total,
+        }
+        .into());
+    }
     save_stock(conn, drop_id.as_str(), sku, stock)?;
     batch.record(
         drop_id,

@@ -57,13 +57,18 @@ pub(crate) fn place(
         cmd.drop_id.as_str(),
     )?;
     let (limit, hold_seconds) = (drop.rules.per_buyer_limit, drop.rules.hold_seconds);
+    // A tier's code may take its reserved units; nobody takes anyone else's.
+    let own = match &code {
+        Some((_, tier)) => access_codes::reserve_left(conn, &cmd.drop_id, &cmd.sku, tier)?,
+        None => 0,
+    };
     let stock = drop
         .sku(conn, cmd.drop_id.as_str(), &cmd.sku)?
         .ok_or_else(|| Refusal::UnknownSku {
             drop_id: cmd.drop_id.to_string(),
             sku: cmd.sku.clone(),
         })?
-        .stock;
+        .for_sale(own);
     if !(1..=limit).contains(&cmd.quantity) {
         return Err(Refusal::invalid(format!(
             "quantity must be between 1 and the drop's per-buyer limit of {limit}"
@@ -133,8 +138,15 @@ pub(crate) fn place(
             expires_at,
         },
     )?;
-    if let Some((code_seq, _)) = &code {
+    if let Some((code_seq, tier)) = &code {
         access_codes::count_use(conn, *code_seq, conn.last_insert_rowid())?;
+        let from_reserve = own.min(cmd.quantity);
+        if from_reserve > 0 {
+            access_codes::take_reserved(conn, &cmd.drop_id, &cmd.sku, tier, from_reserve)?;
+            if let Some(mem) = drop.sku(conn, cmd.drop_id.as_str(), &cmd.sku)? {
+                mem.reserved -= from_reserve;
+            }
+        }
     }
     for (_, sku, owner, quantity, id) in &due_holds {
         expiry::announce_expired(batch, &cmd.drop_id, (id, sku, owner, *quantity));

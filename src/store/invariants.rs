@@ -39,6 +39,13 @@ const STRAY_WIN: &str = "SELECT e.buyer, e.sku FROM draw_entries e
         OR (e.won = 0 AND e.hold_seq IS NOT NULL)
      LIMIT 1";
 
+/// Units reserved for access-code tiers are units nobody holds or bought.
+const OVER_RESERVED: &str = "SELECT s.drop_id, s.sku FROM skus s
+     JOIN code_reserves r ON r.drop_id = s.drop_id AND r.sku = s.sku
+     GROUP BY s.drop_id, s.sku
+     HAVING SUM(r.reserved - r.taken) > MAX(s.stock_total - s.held - s.sold, 0)
+     LIMIT 1";
+
 /// What is wrong, if anything: `Ok(Err(description))` for a broken invariant.
 pub fn check_invariants(conn: &Connection) -> Result<Result<(), String>, StoreError> {
     let rows: Vec<SkuAudit> = conn
@@ -82,6 +89,16 @@ pub fn check_invariants(conn: &Connection) -> Result<Result<(), String>, StoreEr
     if let Some(seq) = stray {
         return Ok(Err(format!(
             "waiting-list entry {seq} was offered a hold that is not its buyer's units of its SKU"
+        )));
+    }
+    let over: Option<(String, String)> = conn
+        .prepare(OVER_RESERVED)?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .next()
+        .transpose()?;
+    if let Some((drop, sku)) = over {
+        return Ok(Err(format!(
+            "{drop}/{sku}: more units reserved for access codes than are free"
         )));
     }
     let stray: Option<(String, String)> = conn

@@ -45,11 +45,15 @@ pub(crate) struct SkuMemory {
     pub price: Money,
     /// Buyers on the SKU's waiting list: freed units go to them first (see `waitlist`).
     pub waiters: i64,
+    /// Units still reserved for access-code tiers (see `access_codes`): not for anyone else.
+    pub reserved: i64,
     dirty: bool,
 }
 
 const WAITERS: &str = "SELECT COUNT(*) FROM waitlist
                        WHERE drop_id = :drop AND sku = :sku AND state = 'waiting'";
+const RESERVED: &str = "SELECT COALESCE(SUM(reserved - taken), 0) FROM code_reserves
+                        WHERE drop_id = :drop AND sku = :sku";
 const SEQ: &str = "SELECT attempt_seq FROM drops WHERE id = :id";
 const UNITS_BY_BUYER: &str = "SELECT buyer, SUM(quantity) FROM holds
                               WHERE drop_id = :drop AND state IN ('active', 'confirmed')
@@ -154,6 +158,13 @@ impl Memory {
                         mem.stock
                     ));
                 }
+                let kept = reserved(conn, drop_id.as_str(), sku).map_err(failed)?;
+                if kept != mem.reserved {
+                    return Err(format!(
+                        "{drop_id}/{sku}: memory has {} reserved, the database {kept}",
+                        mem.reserved
+                    ));
+                }
                 let waiting = waiters(conn, drop_id.as_str(), sku).map_err(failed)?;
                 if waiting != mem.waiters {
                     return Err(format!(
@@ -176,6 +187,11 @@ impl Memory {
         }
         Ok(())
     }
+}
+
+fn reserved(conn: &Connection, drop_id: &str, sku: &str) -> rusqlite::Result<i64> {
+    conn.prepare_cached(RESERVED)?
+        .query_row(named_params! {":drop": drop_id, ":sku": sku}, |r| r.get(0))
 }
 
 fn waiters(conn: &Connection, drop_id: &str, sku: &str) -> rusqlite::Result<i64> {
@@ -211,12 +227,14 @@ impl DropMemory {
                 return Ok(None);
             };
             let waiters = waiters(conn, drop_id, sku)?;
+            let reserved = reserved(conn, drop_id, sku)?;
             self.skus.insert(
                 sku.to_owned(),
                 SkuMemory {
                     stock: row.stock,
                     price: row.price,
                     waiters,
+                    reserved,
                     dirty: false,
                 },
             );
@@ -273,6 +291,15 @@ impl SkuMemory {
     pub fn set(&mut self, stock: SkuStock) {
         self.stock = stock;
         self.dirty = true;
+    }
+
+    /// The stock as a buyer with `own` units of a reservation left may take it: the other
+    /// reservations count as held.
+    pub fn for_sale(&self, own: i64) -> SkuStock {
+        SkuStock {
+            held: self.stock.held + (self.reserved - own).max(0),
+            ..self.stock
+        }
     }
 }
 

@@ -28,6 +28,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "access codes",
         include_str!("migrations/0012_access_codes.sql"),
     ),
+    (
+        "code reserves",
+        include_str!("migrations/0013_code_reserves.sql"),
+    ),
 ];
 
 pub fn latest_version() -> i64 {

@@ -141,7 +141,7 @@ pub(crate) fn join(
             drop_id: drop_id.to_owned(),
             sku: cmd.sku.clone(),
         })?
-        .stock;
+        .for_sale(0);
     let used = drop.used(conn, &cmd.drop_id, buyer, load)?;
     check_join(Allowance { limit, used }, stock, &cmd.sku, cmd.quantity)?;
 
@@ -330,7 +330,7 @@ pub(crate) fn offer(
         let Some(mem) = drop.sku(conn, drop_id.as_str(), sku)? else {
             return Ok(());
         };
-        if mem.waiters == 0 || mem.stock.available() == 0 {
+        if mem.waiters == 0 || mem.for_sale(0).available() == 0 {
             break;
         }
         let page: Vec<(i64, String, i64, i64)> = conn
@@ -347,7 +347,7 @@ pub(crate) fn offer(
         for (seq, buyer, wanted, rank) in page {
             after = (rank, seq);
             let available = match drop.sku(conn, drop_id.as_str(), sku)? {
-                Some(mem) => mem.stock.available(),
+                Some(mem) => mem.for_sale(0).available(),
                 None => 0,
             };
             if available == 0 {

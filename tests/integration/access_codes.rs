@@ -185,3 +185,97 @@ async fn a_code_used_up_under_concurrent_attempts_is_used_exactly_max_uses_times
     check_invariants(&app.db()).expect("invariants hold");
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tiers_reserved_share_is_for_its_codes_only() {
+    let app = spawn_app().await;
+    let drop = "reserved";
+    app.create_drop(&live_drop(drop, 10, 1)).await;
+    let too_many = app
+        .api()
+        .admin(
+            reqwest::Method::POST,
+            &format!("/v1/admin/drops/{drop}/codes"),
+            Some(&json!({"tier": "vip", "count": 1, "max_uses": 1, "sku": "S1", "reserved": 11})),
+        )
+        .await;
+    expect_problem(too_many, 422, "validation-failed").await;
+    let vip = make_codes(
+        &app,
+        drop,
+        json!({"tier": "vip", "count": 4, "max_uses": 1, "sku": "S1", "reserved": 3}),
+    )
+    .await;
+    let view = app.get_json(&format!("/v1/drops/{drop}")).await;
+    assert_eq!(
+        (&view["skus"][0]["available"], &view["skus"][0]["reserved"]),
+        (&json!(7), &json!(3))
+    );
+    let shrink = app
+        .api()
+        .admin(
+            reqwest::Method::POST,
+            &format!("/v1/admin/drops/{drop}/skus/S1/stock"),
+            Some(&json!({"delta": -8})),
+        )
+        .await;
+    expect_problem(shrink, 409, "stock-below-committed").await;
+
+    // The public takes what is not reserved, and no more.
+    for i in 0..7 {
+        assert_eq!(
+            app.buyer(&format!("p{i}"))
+                .hold(drop, "S1", 1, "k")
+                .await
+                .status(),
+            201
+        );
+    }
+    expect_problem(
+        app.buyer("p7").hold(drop, "S1", 1, "k").await,
+        409,
+        "sold-out",
+    )
+    .await;
+    // The tier's codes take the reserved units; once those are gone, so is the SKU.
+    for (i, code) in vip.iter().take(3).enumerate() {
+        let res = app
+            .buyer(&format!("v{i}"))
+            .hold_with_code(drop, "S1", "k", code)
+            .await;
+        assert_eq!(res.status(), 201, "vip {i}");
+    }
+    expect_problem(
+        app.buyer("v3")
+            .hold_with_code(drop, "S1", "k", &vip[3])
+            .await,
+        409,
+        "sold-out",
+    )
+    .await;
+    let view = app.get_json(&format!("/v1/drops/{drop}")).await;
+    assert_eq!(view["skus"][0]["available"], 0);
+    assert!(view["skus"][0].get("reserved").is_none(), "{view}");
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dropd"))
+        .args(["replay", "--db"])
+        .arg(&app.db_path)
+        .args(["--drop", drop, "--json"])
+        .output()
+        .expect("dropd runs");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    assert!(
+        out.status.success(),
+        "{report} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(report["mismatches"], json!([]), "{report}");
+    // The public's eighth was refused from memory (the view showed none available), unnumbered;
+    // the fourth code went to the writer.
+    assert_eq!(
+        (report["held"].as_i64(), report["refused"].as_i64()),
+        (Some(10), Some(1))
+    );
+    check_invariants(&app.db()).expect("invariants hold");
+    app.stop().await;
+}

@@ -8,6 +8,43 @@ use crate::domain::views::DropPatch;
 use crate::domain::{DropSchedule, SkuStock};
 
 impl Replay {
+    /// An admin set units aside for a tier: out of what was free.
+    pub(super) fn reserve(&mut self, position: i64, sku: &str, tier: &str, units: i64) {
+        let free = self.stock.get(sku).map_or(0, |s| s.available()) - self.reserved_out(sku);
+        if units < 1 || units > free {
+            self.mismatch(
+                position,
+                format!("{units} units of {sku} reserved for {tier}, with {free} free"),
+            );
+        }
+        *self
+            .reserves
+            .entry((sku.to_owned(), tier.to_owned()))
+            .or_default() += units;
+    }
+
+    /// Units of `sku` still reserved for any tier.
+    pub(super) fn reserved_out(&self, sku: &str) -> i64 {
+        self.reserves
+            .iter()
+            .filter(|((s, _), _)| s == sku)
+            .map(|(_, left)| *left)
+            .sum()
+    }
+
+    pub(super) fn reserved_left(&self, sku: &str, tier: &str) -> i64 {
+        self.reserves
+            .get(&(sku.to_owned(), tier.to_owned()))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    pub(super) fn take_reserved(&mut self, sku: &str, tier: &str, units: i64) {
+        if let Some(left) = self.reserves.get_mut(&(sku.to_owned(), tier.to_owned())) {
+            *left -= units;
+        }
+    }
+
     /// An admin's stock change: the rule must allow it and give the recorded total.
     pub(super) fn restock(&mut self, position: i64, sku: &str, delta: i64, stock: i64) {
         match self.stock.get(sku).map(|s| s.restock(sku, delta)) {

@@ -86,7 +86,7 @@ impl Replay {
             .map(|sku| {
                 (
                     sku.clone(),
-                    self.stock.get(sku).map_or(0, |s| s.available()),
+                    self.stock.get(sku).map_or(0, |s| s.available()) - self.reserved_out(sku),
                 )
             })
             .collect();

@@ -60,7 +60,7 @@ impl Replay {
     ) {
         let position = entry.position;
         self.report.offers += 1;
-        let available = self.stock.get(sku).map_or(0, |s| s.available());
+        let available = self.stock.get(sku).map_or(0, |s| s.available()) - self.reserved_out(sku);
         let room = self.limit - self.counted_units(buyer);
         let Some((index, waiter)) = self.take_waiter(sku, buyer) else {
             self.mismatch(
