@@ -168,18 +168,7 @@ async fn a_code_used_up_under_concurrent_attempts_is_used_exactly_max_uses_times
     assert_eq!(lines[0]["tier"], "members");
 
     // The presale holds replay: each came with a code, so the drop was open to it.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dropd"))
-        .args(["replay", "--db"])
-        .arg(&app.db_path)
-        .args(["--drop", drop, "--json"])
-        .output()
-        .expect("dropd runs");
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    assert!(
-        out.status.success(),
-        "{report} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let report = app.replay(drop, &[]);
     assert_eq!(report["mismatches"], json!([]), "{report}");
     assert_eq!(report["held"], MAX_USES + 1);
     check_invariants(&app.db()).expect("invariants hold");
@@ -257,18 +246,7 @@ async fn a_tiers_reserved_share_is_for_its_codes_only() {
     assert_eq!(view["skus"][0]["available"], 0);
     assert!(view["skus"][0].get("reserved").is_none(), "{view}");
 
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dropd"))
-        .args(["replay", "--db"])
-        .arg(&app.db_path)
-        .args(["--drop", drop, "--json"])
-        .output()
-        .expect("dropd runs");
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    assert!(
-        out.status.success(),
-        "{report} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let report = app.replay(drop, &[]);
     assert_eq!(report["mismatches"], json!([]), "{report}");
     // The public's eighth was refused from memory (the view showed none available), unnumbered;
     // the fourth code went to the writer.

@@ -31,21 +31,6 @@ fn draw_spec(id: &str) -> Value {
     spec
 }
 
-async fn ledger(app: &TestApp, drop: &str) -> Vec<Value> {
-    let text = app
-        .client
-        .get(app.url(&format!("/v1/drops/{drop}/ledger")))
-        .send()
-        .await
-        .expect("sent")
-        .text()
-        .await
-        .expect("body");
-    text.lines()
-        .map(|l| serde_json::from_str(l).expect("an NDJSON line"))
-        .collect()
-}
-
 /// The draw recomputed from what anyone can fetch, by the rule as documented: each SKU in the
 /// drop's order, its entries by HMAC-SHA256 keyed by the seed over `<buyer_ref>/<sku>`, each
 /// winning what it asked as far as the units and the buyer's limit go.
@@ -100,7 +85,7 @@ async fn the_winners_recomputed_from_the_revealed_seed_are_the_servers() {
         view["draw"].get("seed").is_none(),
         "the seed is secret before the draw"
     );
-    let opened = ledger(&app, drop).await;
+    let opened = app.ledger(drop).await;
     assert_eq!(
         of_kind(&opened, "draw")
             .next()
@@ -177,7 +162,7 @@ async fn the_winners_recomputed_from_the_revealed_seed_are_the_servers() {
         commitment,
         "the seed keeps its commitment"
     );
-    let entries = ledger(&app, drop).await;
+    let entries = app.ledger(drop).await;
     let entered: Vec<Entered> = of_kind(&entries, "enter")
         .map(|e| {
             (
@@ -307,18 +292,7 @@ async fn the_winners_recomputed_from_the_revealed_seed_are_the_servers() {
         said.contains(&format!("give the ledger's {} winners", wins.len())),
         "{said}"
     );
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dropd"))
-        .args(["replay", "--db"])
-        .arg(&app.db_path)
-        .args(["--drop", drop, "--json"])
-        .output()
-        .expect("dropd runs");
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    assert!(
-        out.status.success(),
-        "{report} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let report = app.replay(drop, &[]);
     assert_eq!(report["mismatches"], json!([]), "{report}");
     assert_eq!(report["draw"]["winners"], json!(wins.len()));
     assert_eq!(report["draw"]["commitment_kept"], true);
@@ -421,7 +395,8 @@ async fn the_mode_changes_by_patch_before_the_start_and_before_anyone_is_in() {
     assert_eq!(view["mode"], "draw");
     let commitment = view["draw"]["commitment"].clone();
     assert!(commitment.is_string());
-    let kinds: Vec<Value> = ledger(&app, "switch")
+    let kinds: Vec<Value> = app
+        .ledger("switch")
         .await
         .iter()
         .map(|e| e["kind"].clone())
@@ -484,18 +459,7 @@ async fn the_mode_changes_by_patch_before_the_start_and_before_anyone_is_in() {
         201
     );
     for drop in ["switch", "to-queue", "back"] {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_dropd"))
-            .args(["replay", "--db"])
-            .arg(&app.db_path)
-            .args(["--drop", drop, "--json"])
-            .output()
-            .expect("dropd runs");
-        let report: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-        assert!(
-            out.status.success(),
-            "{drop}: {report} {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        app.replay(drop, &[]);
     }
     check_invariants(&app.db()).expect("invariants hold");
     app.stop().await;

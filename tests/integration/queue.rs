@@ -26,21 +26,6 @@ fn queue_spec(id: &str) -> Value {
     spec
 }
 
-async fn ledger(app: &TestApp, drop: &str) -> Vec<Value> {
-    let text = app
-        .client
-        .get(app.url(&format!("/v1/drops/{drop}/ledger")))
-        .send()
-        .await
-        .expect("sent")
-        .text()
-        .await
-        .expect("body");
-    text.lines()
-        .map(|l| serde_json::from_str(l).expect("an NDJSON line"))
-        .collect()
-}
-
 /// A fixed shuffle of 0..n (a multiplicative permutation), so arrival order is not the ids'.
 fn shuffled(n: usize) -> Vec<usize> {
     let step = 7_919; // prime, coprime with BUYERS
@@ -92,7 +77,7 @@ async fn the_seeded_draw_orders_early_joiners_and_admission_follows_the_rate() {
         created["queue"].get("seed").is_none(),
         "the seed stays secret"
     );
-    let opened = ledger(&app, drop).await;
+    let opened = app.ledger(drop).await;
     assert!(
         opened
             .iter()
@@ -134,7 +119,7 @@ async fn the_seeded_draw_orders_early_joiners_and_admission_follows_the_rate() {
     // The start: the writer draws with the seed and reveals it.
     app.clock.set(start_time() + Duration::minutes(10));
     app.writer.sync().await.expect("a batch");
-    let entries = ledger(&app, drop).await;
+    let entries = app.ledger(drop).await;
     let seeded = entries
         .iter()
         .find(|e| e["kind"] == "seeded")
@@ -286,18 +271,12 @@ async fn the_seeded_draw_orders_early_joiners_and_admission_follows_the_rate() {
 
     // `dropd replay` recomputes the draw from the ledger alone, for one buyer too.
     let someone = &now[17];
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dropd"))
-        .args(["replay", "--db"])
-        .arg(&app.db_path)
-        .args(["--drop", drop, "--json", "--buyer-ref"])
-        .arg(someone["buyer_ref"].as_str().expect("buyer_ref"))
-        .output()
-        .expect("dropd runs");
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    assert!(
-        out.status.success(),
-        "{report} {}",
-        String::from_utf8_lossy(&out.stderr)
+    let report = app.replay(
+        drop,
+        &[
+            "--buyer-ref",
+            someone["buyer_ref"].as_str().expect("buyer_ref"),
+        ],
     );
     assert_eq!(report["mismatches"], json!([]), "{report}");
     assert_eq!(report["queue"]["drawn"], BUYERS);

@@ -41,22 +41,6 @@ fn at(value: &Value) -> DateTime<Utc> {
         .with_timezone(&Utc)
 }
 
-fn replay(app: &TestApp, drop: &str) -> Value {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dropd"))
-        .args(["replay", "--db"])
-        .arg(&app.db_path)
-        .args(["--drop", drop, "--json"])
-        .output()
-        .expect("dropd runs");
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    assert!(
-        out.status.success(),
-        "{report} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    report
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn freed_units_go_to_waiters_in_order_within_their_limits() {
     let app = spawn_app().await;
@@ -211,7 +195,7 @@ async fn freed_units_go_to_waiters_in_order_within_their_limits() {
 
     app.writer.sync().await.expect("a batch");
     check_invariants(&open_db(&app.db_path)).expect("invariants");
-    let report = replay(&app, drop);
+    let report = app.replay(drop, &[]);
     assert_eq!(report["mismatches"], json!([]), "{report}");
     assert_eq!(report["offers"], 5);
     app.stop().await;
@@ -286,7 +270,7 @@ async fn a_stampede_of_releases_and_attempts_leaves_every_freed_unit_to_the_wait
     assert_eq!(offered.len(), UNITS, "one offer hold each");
     assert_eq!(app.api().available(drop, "S1").await, 0);
     check_invariants(&open_db(&app.db_path)).expect("invariants");
-    let report = replay(&app, drop);
+    let report = app.replay(drop, &[]);
     assert_eq!(report["mismatches"], json!([]), "{report}");
     assert_eq!(report["offers"], UNITS);
     app.stop().await;

@@ -87,6 +87,41 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
 }
 
 impl TestApp {
+    /// `dropd replay --db <this app's database> --drop D --json` plus `extra`, which must
+    /// succeed; answers its report.
+    pub fn replay(&self, drop: &str, extra: &[&str]) -> Value {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_dropd"))
+            .args(["replay", "--db"])
+            .arg(&self.db_path)
+            .args(["--drop", drop, "--json"])
+            .args(extra)
+            .output()
+            .expect("dropd runs");
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        assert!(
+            out.status.success(),
+            "{drop}: {report} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        report
+    }
+
+    /// The drop's public ledger, one entry per line, from `GET /v1/drops/{drop}/ledger`.
+    pub async fn ledger(&self, drop: &str) -> Vec<Value> {
+        let text = self
+            .client
+            .get(self.url(&format!("/v1/drops/{drop}/ledger")))
+            .send()
+            .await
+            .expect("sent")
+            .text()
+            .await
+            .expect("body");
+        text.lines()
+            .map(|l| serde_json::from_str(l).expect("an NDJSON line"))
+            .collect()
+    }
+
     /// The app's handle (signals, the watchdog feed).
     pub fn handle(&self) -> &AppHandle {
         &self.handle
