@@ -445,21 +445,7 @@ impl Replay {
             return;
         };
         let expires_at = now + Duration::seconds(self.hold_seconds);
-        self.expiring.insert((expires_at, hold_id.to_owned()));
-        self.holds.insert(
-            hold_id.to_owned(),
-            Hold {
-                buyer: buyer.to_owned(),
-                sku: sku.to_owned(),
-                quantity,
-                expires_at,
-                confirmed: false,
-            },
-        );
-        *self.units.entry(buyer.to_owned()).or_default() += quantity;
-        if let Some(s) = self.stock.get_mut(sku) {
-            s.held += quantity;
-        }
+        self.add_hold(hold_id, (buyer, sku, quantity), expires_at);
         self.wins.push(Win {
             attempt_seq,
             position,

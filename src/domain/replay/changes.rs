@@ -3,11 +3,35 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{millis, Mode, Replay};
+use super::{millis, Hold, Mode, Replay};
 use crate::domain::views::DropPatch;
 use crate::domain::{DropSchedule, SkuStock};
 
 impl Replay {
+    /// A hold the ledger made (an attempt, an offer, a win): its units held for its buyer.
+    pub(super) fn add_hold(
+        &mut self,
+        hold_id: &str,
+        (buyer, sku, quantity): (&str, &str, i64),
+        expires_at: DateTime<Utc>,
+    ) {
+        self.expiring.insert((expires_at, hold_id.to_owned()));
+        self.holds.insert(
+            hold_id.to_owned(),
+            Hold {
+                buyer: buyer.to_owned(),
+                sku: sku.to_owned(),
+                quantity,
+                expires_at,
+                confirmed: false,
+            },
+        );
+        *self.units.entry(buyer.to_owned()).or_default() += quantity;
+        if let Some(s) = self.stock.get_mut(sku) {
+            s.held += quantity;
+        }
+    }
+
     /// An admin set units aside for a tier: out of what was free.
     pub(super) fn reserve(&mut self, position: i64, sku: &str, tier: &str, units: i64) {
         let free = self.stock.get(sku).map_or(0, |s| s.available()) - self.reserved_out(sku);

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 
-use super::{Hold, Replay};
+use super::Replay;
 use crate::domain::draw::{draw, Entrant};
 use crate::domain::queue::commitment;
 
@@ -146,21 +146,7 @@ impl Replay {
             );
         }
         let expires_at = now + Duration::seconds(self.hold_seconds);
-        self.expiring.insert((expires_at, hold_id.to_owned()));
-        self.holds.insert(
-            hold_id.to_owned(),
-            Hold {
-                buyer: buyer.to_owned(),
-                sku: sku.to_owned(),
-                quantity,
-                expires_at,
-                confirmed: false,
-            },
-        );
-        *self.units.entry(buyer.to_owned()).or_default() += quantity;
-        if let Some(s) = self.stock.get_mut(sku) {
-            s.held += quantity;
-        }
+        self.add_hold(hold_id, (buyer, sku, quantity), expires_at);
     }
 
     /// The raffle's check once every entry is in: a winner the draw gives but the ledger never

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Duration, Utc};
 
-use super::{Hold, Replay};
+use super::Replay;
 use crate::domain::ledger::Entry;
 use crate::domain::waitlist::offer_seconds;
 
@@ -99,20 +99,6 @@ impl Replay {
             }
         }
         let expires_at = now + Duration::seconds(offer_seconds(self.hold_seconds));
-        self.expiring.insert((expires_at, hold_id.to_owned()));
-        self.holds.insert(
-            hold_id.to_owned(),
-            Hold {
-                buyer: buyer.to_owned(),
-                sku: sku.to_owned(),
-                quantity,
-                expires_at,
-                confirmed: false,
-            },
-        );
-        *self.units.entry(buyer.to_owned()).or_default() += quantity;
-        if let Some(s) = self.stock.get_mut(sku) {
-            s.held += quantity;
-        }
+        self.add_hold(hold_id, (buyer, sku, quantity), expires_at);
     }
 }
